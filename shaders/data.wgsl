@@ -1,0 +1,63 @@
+// data.wgsl: batch gather from the GPU-resident dataset, and the step counters (state words).
+// Dataset: n_items images of D pixels, u8, packed four to a u32 (little-endian), item-major.
+// State words (u32): 0 step (optimizer steps taken), 1 train batch within the epoch, 2 eval batch,
+//   3..4 Philox seed, 5 non-finite flag of the current step (written by reduce.wgsl).
+// gather: x[r, d] = pixel(perm[state[batch_word]·B + r], d) / 255, r < B, d < D. Rows past n_items
+//   (a partial last batch) repeat the last item; reduce.wgsl leaves them out of the metrics.
+//   With binarize != 0: x = 1 if u < pixel/255 else 0, u from philox((r·D + d, state[0], 2, 0), seed).
+//   Bindings: 0 uniform Params, 1 state (read), 2 data (read, packed u8), 3 perm (read, [n_items]),
+//   4 x (read_write, [B, D], =). Dispatch: 256 per workgroup, one pixel each, grid = (ceil(B·D/256), 1, 1).
+// advance: state[0] += 1 unless the step was non-finite; state[1] += 1 (train cursor).
+// advance_eval: state[2] += 1. Bindings: 5 state (read_write). Dispatch: grid = (1, 1, 1).
+
+//!include philox.wgsl
+
+struct Params {
+    batch: u32,
+    dim: u32,
+    n_items: u32,
+    batch_word: u32,
+    binarize: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read> data: array<u32>;
+@group(0) @binding(3) var<storage, read> perm: array<u32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state_w: array<u32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.batch * p.dim) {
+        return;
+    }
+    let r = i / p.dim;
+    let d = i % p.dim;
+    let item = perm[min(state[p.batch_word] * p.batch + r, p.n_items - 1u)];
+    let at = item * p.dim + d;
+    let px = (data[at >> 2u] >> ((at & 3u) * 8u)) & 0xffu;
+    var v = f32(px) / 255.0;
+    if (p.binarize != 0u) {
+        let u = u32_to_unit(philox(vec4<u32>(i, state[0], 2u, 0u), vec2<u32>(state[3], state[4])).x);
+        v = select(0.0, 1.0, u < v);
+    }
+    x[i] = v;
+}
+
+@compute @workgroup_size(1, 1, 1)
+fn advance() {
+    if (state_w[5] == 0u) {
+        state_w[0] += 1u;
+    }
+    state_w[1] += 1u;
+}
+
+@compute @workgroup_size(1, 1, 1)
+fn advance_eval() {
+    state_w[2] += 1u;
+}

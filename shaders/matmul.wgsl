@@ -1,0 +1,131 @@
+// matmul.wgsl: C = epilogue(op(A) · op(B)), the dense layer's forward and both of its backward products.
+//
+// Letters: M rows of C, N columns of C, K the reduced dimension.
+//   op(A)[m, k] = TRANS_A ? A[k * lda + m] : A[m * lda + k]      (A: M×K, or K×M when transposed)
+//   op(B)[k, n] = TRANS_B ? B[n * ldb + k] : B[k * ldb + n]      (B: K×N, or N×K when transposed)
+// Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write, M×N, row stride N, overwritten =),
+//           4 Z (read, M×N; only read when DACT != 0).
+// Overrides: BIAS    - B holds one more row (row K, i.e. B[K * ldb + n]) that is added to every row of C:
+//                      a Linear layer stores its weight [in, out] with the bias as row `in`.
+//            ONES_ROW - op(A)'s last row (m = M-1) is all ones instead of being read: with A = X (B×in,
+//                      TRANS_A) this computes [dW; db] = [X | 1]ᵀ · dY in one launch.
+//            ACT     - activation applied to the result (act.wgsl codes).
+//            DACT    - multiply the result by act'(z) where z = Z[m, n] is an activation output:
+//                      dX_prev = (dY · Wᵀ) ⊙ act'(X_prev) in one launch.
+// Dispatch (matmul): workgroup = WG invocations along N; each invocation owns ONE column n and TM = 8
+//   consecutive rows, so grid = (ceil(N / WG), ceil(M / 8), 1). The 8 rows are the same for the whole
+//   workgroup: loads of op(A) are uniform (one scalar load broadcast to all lanes on SIMD-per-invocation
+//   CPUs such as lavapipe, a broadcast from cache on GPUs), loads of op(B) are one per lane and
+//   contiguous across lanes when B is not transposed. 8 FMAs per loaded element, no workgroup memory and
+//   no barriers (both are costly on lavapipe).
+// Dispatch (matmul_naive): one output per invocation, 8×8 workgroups, grid = (ceil(N/8), ceil(M/8), 1).
+//   Kept as the simplest correct kernel: an oracle and the baseline the benchmark compares to.
+
+//!include act.wgsl
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    slope: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override BIAS: bool = false;
+override ONES_ROW: bool = false;
+override ACT: u32 = 0u;
+override DACT: u32 = 0u;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> z: array<f32>;
+
+fn load_a(m: u32, k: u32) -> f32 {
+    if (ONES_ROW && m == p.m - 1u) {
+        return 1.0;
+    }
+    if (TRANS_A) {
+        return a[k * p.lda + m];
+    }
+    return a[m * p.lda + k];
+}
+
+fn load_b(k: u32, n: u32) -> f32 {
+    if (TRANS_B) {
+        return b[n * p.ldb + k];
+    }
+    return b[k * p.ldb + n];
+}
+
+fn finish(m: u32, n: u32, acc: f32) {
+    if (m >= p.m) {
+        return;
+    }
+    var v = acc;
+    if (BIAS) {
+        v += b[p.k * p.ldb + n];
+    }
+    v = act_fwd(ACT, v, p.slope);
+    if (DACT != 0u) {
+        v *= act_grad_from_y(DACT, z[m * p.n + n], p.slope);
+    }
+    c[m * p.n + n] = v;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n = wid.x * WG + lid.x;
+    if (n >= p.n) {
+        return;
+    }
+    let m0 = wid.y * 8u;
+    // Rows past the end are clamped for loading (uniform, no divergence) and skipped when storing.
+    let last = p.m - 1u;
+    let r0 = min(m0, last);
+    let r1 = min(m0 + 1u, last);
+    let r2 = min(m0 + 2u, last);
+    let r3 = min(m0 + 3u, last);
+    let r4 = min(m0 + 4u, last);
+    let r5 = min(m0 + 5u, last);
+    let r6 = min(m0 + 6u, last);
+    let r7 = min(m0 + 7u, last);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let bv = load_b(k, n);
+        let a0 = vec4<f32>(load_a(r0, k), load_a(r1, k), load_a(r2, k), load_a(r3, k));
+        let a1 = vec4<f32>(load_a(r4, k), load_a(r5, k), load_a(r6, k), load_a(r7, k));
+        acc0 = fma(a0, vec4<f32>(bv), acc0);
+        acc1 = fma(a1, vec4<f32>(bv), acc1);
+    }
+    finish(m0, n, acc0.x);
+    finish(m0 + 1u, n, acc0.y);
+    finish(m0 + 2u, n, acc0.z);
+    finish(m0 + 3u, n, acc0.w);
+    finish(m0 + 4u, n, acc1.x);
+    finish(m0 + 5u, n, acc1.y);
+    finish(m0 + 6u, n, acc1.z);
+    finish(m0 + 7u, n, acc1.w);
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    let m = gid.y;
+    if (n >= p.n || m >= p.m) {
+        return;
+    }
+    var acc = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        acc += load_a(m, k) * load_b(k, n);
+    }
+    finish(m, n, acc);
+}

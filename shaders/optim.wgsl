@@ -1,0 +1,48 @@
+// optim.wgsl: Adam (Kingma & Ba) with bias correction, optional decoupled weight decay (AdamW) and
+// global-norm gradient clipping, over every parameter of the model at once (one flat buffer).
+//   t = state[0] + 1;  g = clip[0] · grad
+//   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//   θ = θ − lr·wd·θ − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε)
+// A step whose gradient norm was not finite (state[5] != 0, set by reduce.wgsl) changes nothing.
+// Bindings: 0 uniform Params, 1 state (read), 2 params (read_write, [n]), 3 grads (read, [n]),
+//           4 m (read_write, [n]), 5 v (read_write, [n]), 6 clip (read, [1]).
+// Dispatch: 256 invocations per workgroup, one parameter each; grid = (min(ceil(n/256), 65535), rows, 1)
+//   flattened as x + y · 65535 · 256.
+
+struct Params {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> m2: array<f32>;
+@group(0) @binding(6) var<storage, read> clip: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 256u;
+    if (i >= p.n || state[5] != 0u) {
+        return;
+    }
+    let t = f32(state[0] + 1u);
+    let g = grads[i] * clip[0];
+    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
+    m1[i] = m;
+    m2[i] = v;
+    let mhat = m / (1.0 - pow(p.beta1, t));
+    let vhat = v / (1.0 - pow(p.beta2, t));
+    var w = params[i];
+    w = w - p.lr * p.weight_decay * w;
+    params[i] = w - p.lr * mhat / (sqrt(vhat) + p.eps);
+}

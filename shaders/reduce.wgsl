@@ -1,0 +1,131 @@
+// reduce.wgsl: deterministic reductions: per-step loss metrics, and the global gradient norm.
+// All reductions are fixed-order trees in workgroup memory (no float atomics), so runs repeat bit for bit.
+//
+// State words (u32, see state.wgsl): 0 step, 1 train batch, 2 eval batch, 3..4 seed, 5 non-finite flag.
+// Metrics (f32, 16 words): slot s at 4s (s = 0 train, 1 eval): [Σ rec_b, Σ kl_b, Σ (rec_b + β·kl_b), rows],
+//   8: last gradient norm, 9: steps skipped as non-finite, 10: Σ gradient norms, 11: steps normed.
+//
+// metrics_accumulate: bindings 0 Params, 1 state (read), 2 rows (read, [B, 2]), 3 metrics (read_write, +=).
+//   Row b counts when state[batch_word]·B + b < n_items (the last eval batch may be partial).
+//   Dispatch: grid = (1, 1, 1), 64 invocations.
+// sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64], =).
+//   Dispatch: grid = (64, 1, 1), 256 invocations; workgroup g sums the squares of a strided share.
+// norm_finalize: bindings 0 Params, 5 partials (read), 6 state (read_write: word 5 = non-finite flag),
+//   3 metrics (read_write), 7 clip (read_write, [1] = scale min(1, max_norm / (norm + 1e-6)), or 1).
+//   Dispatch: grid = (1, 1, 1), 64 invocations.
+
+struct Params {
+    batch: u32,
+    n_items: u32,
+    batch_word: u32,
+    slot: u32,
+    beta: f32,
+    n: u32,
+    max_norm: f32,
+    _pad: u32,
+}
+
+const PARTIALS: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state_r: array<u32>;
+@group(0) @binding(2) var<storage, read> rows: array<f32>;
+@group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(4) var<storage, read> grads: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state_w: array<u32>;
+@group(0) @binding(7) var<storage, read_write> clip: array<f32>;
+
+var<workgroup> r0: array<f32, 256>;
+var<workgroup> r1: array<f32, 256>;
+var<workgroup> r2: array<f32, 256>;
+
+fn finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let first = state_r[p.batch_word] * p.batch;
+    var rec = 0.0;
+    var kl = 0.0;
+    var cnt = 0.0;
+    for (var b = t; b < p.batch; b += 64u) {
+        if (first + b < p.n_items) {
+            rec += rows[2u * b];
+            kl += rows[2u * b + 1u];
+            cnt += 1.0;
+        }
+    }
+    r0[t] = rec;
+    r1[t] = kl;
+    r2[t] = cnt;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            r0[t] += r0[t + s];
+            r1[t] += r1[t + s];
+            r2[t] += r2[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        let base = 4u * p.slot;
+        metrics[base] += r0[0];
+        metrics[base + 1u] += r1[0];
+        metrics[base + 2u] += r0[0] + p.beta * r1[0];
+        metrics[base + 3u] += r2[0];
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var acc = 0.0;
+    for (var i = wid.x * 256u + t; i < p.n; i += PARTIALS * 256u) {
+        let g = grads[i];
+        acc += g * g;
+    }
+    r0[t] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            r0[t] += r0[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        partials[wid.x] = r0[0];
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn norm_finalize(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    r0[t] = partials[t];
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            r0[t] += r0[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        let norm = sqrt(r0[0]);
+        let ok = finite(norm);
+        state_w[5] = select(1u, 0u, ok);
+        metrics[8] = norm;
+        if (ok) {
+            metrics[10] += norm;
+            metrics[11] += 1.0;
+        } else {
+            metrics[9] += 1.0;
+        }
+        var scale = 1.0;
+        if (p.max_norm > 0.0 && ok) {
+            scale = min(1.0, p.max_norm / (norm + 1e-6));
+        }
+        clip[0] = scale;
+    }
+}

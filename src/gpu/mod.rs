@@ -1,0 +1,440 @@
+//! GPU context: adapter choice, device limits, error capture, buffers and readback.
+
+pub mod pipeline;
+
+use std::sync::{Arc, Mutex};
+
+pub use pipeline::{Launch, PipelineCache, Program};
+
+/// Every way the GPU side can fail, as a value.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found{0}; on Linux without a GPU install lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
+    NoAdapter(String),
+    #[error("could not create a device on adapter '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+    #[error("adapter '{adapter}' cannot fit this model: limit {limit} is {have}, the model needs {need}")]
+    Limit { adapter: String, limit: &'static str, have: u64, need: u64 },
+    #[error("GPU validation error on '{adapter}': {message}")]
+    Validation { adapter: String, message: String },
+    #[error("GPU out of memory on '{adapter}': {message}")]
+    OutOfMemory { adapter: String, message: String },
+    #[error("GPU device lost on '{adapter}': {message}")]
+    DeviceLost { adapter: String, message: String },
+    #[error("GPU internal error on '{adapter}': {message}")]
+    Internal { adapter: String, message: String },
+    #[error("reading back '{label}' failed: {message}")]
+    Readback { label: String, message: String },
+    #[error("bad kernel arguments for {op}: {message}")]
+    Shape { op: &'static str, message: String },
+    #[error("unknown backend '{0}' (expected vulkan, metal, dx12 or gl)")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, GpuError>;
+
+/// How to choose the adapter. Empty fields fall back to WGPU_BACKEND / WGPU_ADAPTER_NAME, then to
+/// "prefer a discrete GPU".
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// vulkan | metal | dx12 | gl
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+    /// Force a CPU adapter (lavapipe, WARP, SwiftShader).
+    pub cpu: bool,
+}
+
+/// Summary of one adapter, for logs, `vaegpu info` and checkpoint metadata.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device: u32,
+}
+
+impl AdapterSummary {
+    pub fn of(info: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            vendor: info.vendor,
+            device: info.device,
+        }
+    }
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {} {}", self.driver, self.driver_info)?;
+        }
+        write!(f, ")")
+    }
+}
+
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        other => Err(GpuError::Backend(other.to_string())),
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    desc.flags = wgpu::InstanceFlags::empty();
+    wgpu::Instance::new(desc)
+}
+
+fn resolve_backends(opts: &GpuOptions) -> Result<wgpu::Backends> {
+    match opts.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok()) {
+        Some(b) if !b.is_empty() => parse_backend(&b),
+        _ => Ok(wgpu::Backends::all()),
+    }
+}
+
+/// All adapters the chosen backends expose. Without a backend named, the primary backends (Vulkan,
+/// Metal, DX12) are asked first and OpenGL only when they have no adapter.
+pub fn list_adapters(opts: &GpuOptions) -> Result<Vec<wgpu::Adapter>> {
+    let backends = resolve_backends(opts)?;
+    if backends == wgpu::Backends::all() {
+        let primary = wgpu::Backends::PRIMARY;
+        let found = pollster::block_on(instance(primary).enumerate_adapters(primary));
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    Ok(pollster::block_on(instance(backends).enumerate_adapters(backends)))
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Chooses the adapter: name filter, CPU filter, then discrete > integrated > virtual > other > CPU,
+/// Vulkan first among equals.
+pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    let name = opts
+        .adapter
+        .clone()
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+        .filter(|s| !s.is_empty());
+    let mut adapters = list_adapters(opts)?;
+    if let Some(n) = &name {
+        let n = n.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&n));
+    }
+    if opts.cpu {
+        adapters.retain(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
+    }
+    // Compute needs compute shaders: drop downlevel adapters that lack them.
+    adapters.retain(|a| {
+        a.get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+    });
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (type_rank(i.device_type), u32::from(i.backend != wgpu::Backend::Vulkan))
+    });
+    adapters.into_iter().next().ok_or_else(|| {
+        let mut what = String::new();
+        if let Some(n) = name {
+            what += &format!(" matching '{n}'");
+        }
+        if opts.cpu {
+            what += " of CPU type";
+        }
+        if let Some(b) = &opts.backend {
+            what += &format!(" on backend {b}");
+        }
+        GpuError::NoAdapter(what)
+    })
+}
+
+/// What a model asks of the device; checked against the adapter before the device is created.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    pub max_buffer_bytes: u64,
+    pub max_binding_bytes: u64,
+    pub max_storage_buffers_per_stage: u32,
+}
+
+/// The device and queue with captured errors.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub summary: AdapterSummary,
+    pub limits: wgpu::Limits,
+    errors: Arc<Mutex<Vec<GpuError>>>,
+    pub pipelines: PipelineCache,
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
+    /// for buffer sizes, so that a model's needs can be checked against them).
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let adapter = choose_adapter(opts)?;
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let summary = AdapterSummary::of(&info);
+        let have = adapter.limits();
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffers_per_shader_stage = have.max_storage_buffers_per_shader_stage.min(8);
+        limits.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
+        limits.max_buffer_size = have.max_buffer_size;
+        limits.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
+        limits.max_compute_invocations_per_workgroup = have.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_size_x = have.max_compute_workgroup_size_x.min(256);
+        limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size.min(16384);
+        limits.min_storage_buffer_offset_alignment = have.min_storage_buffer_offset_alignment;
+        limits.min_uniform_buffer_offset_alignment = have.min_uniform_buffer_offset_alignment;
+        if limits.max_storage_buffers_per_shader_stage < 8 {
+            return Err(GpuError::Limit {
+                adapter: summary.name.clone(),
+                limit: "max_storage_buffers_per_shader_stage",
+                have: have.max_storage_buffers_per_shader_stage as u64,
+                need: 8,
+            });
+        }
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("vaegpu"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() }
+        })?;
+        let errors: Arc<Mutex<Vec<GpuError>>> = Arc::default();
+        {
+            let errors = errors.clone();
+            let name = summary.name.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let err = match e {
+                    wgpu::Error::OutOfMemory { .. } => {
+                        GpuError::OutOfMemory { adapter: name.clone(), message: e.to_string() }
+                    }
+                    wgpu::Error::Validation { description, .. } => {
+                        GpuError::Validation { adapter: name.clone(), message: description }
+                    }
+                    wgpu::Error::Internal { description, .. } => {
+                        GpuError::Internal { adapter: name.clone(), message: description }
+                    }
+                };
+                tracing::error!("{err}");
+                errors.lock().unwrap().push(err);
+            }));
+        }
+        {
+            let errors = errors.clone();
+            let name = summary.name.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                if reason != wgpu::DeviceLostReason::Destroyed {
+                    errors.lock().unwrap().push(GpuError::DeviceLost {
+                        adapter: name.clone(),
+                        message: format!("{reason:?}: {message}"),
+                    });
+                }
+            });
+        }
+        tracing::info!("adapter: {summary}");
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            summary,
+            limits,
+            errors,
+            pipelines: PipelineCache::default(),
+        })
+    }
+
+    /// Checks what a model needs against this device's limits, naming the limit and the shortfall.
+    pub fn check_needs(&self, needs: &Needs) -> Result<()> {
+        let l = &self.limits;
+        let checks: [(&'static str, u64, u64); 3] = [
+            ("max_buffer_size", l.max_buffer_size, needs.max_buffer_bytes),
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64, needs.max_binding_bytes),
+            (
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage as u64,
+                needs.max_storage_buffers_per_stage as u64,
+            ),
+        ];
+        for (limit, have, need) in checks {
+            if need > have {
+                return Err(GpuError::Limit { adapter: self.summary.name.clone(), limit, have, need });
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the first error the device reported since the last check, if any.
+    pub fn check(&self) -> Result<()> {
+        let mut errs = self.errors.lock().unwrap();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.remove(0))
+        }
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.adapter.get_info().device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Alignment (bytes) of storage-buffer binding offsets.
+    pub fn storage_align(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn storage_f32(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.storage(label, (len * 4) as u64)
+    }
+
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let buf = self.storage(label, std::mem::size_of_val(data) as u64);
+        self.write(&buf, 0, data);
+        buf
+    }
+
+    pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, data: &[T]) {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.len() % 4 == 0 {
+            self.queue.write_buffer(buf, offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, offset, &padded);
+        }
+    }
+
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, data: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(data);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.len().next_multiple_of(16) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytes);
+        buf
+    }
+
+    /// Blocks until all submitted work is done, then reports any captured error.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::DeviceLost { adapter: self.summary.name.clone(), message: e.to_string() })?;
+        self.check()
+    }
+
+    /// Copies `len` elements at element offset `offset` of `buf` back to the host (blocking).
+    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<T>> {
+        let esize = std::mem::size_of::<T>();
+        let bytes = ((len * esize) as u64).next_multiple_of(4);
+        let label = "buffer".to_string();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buf, (offset * esize) as u64, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(GpuError::Readback { label, message: e.to_string() }),
+            Err(e) => return Err(GpuError::Readback { label, message: e.to_string() }),
+        }
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::Readback { label: label.clone(), message: e.to_string() })?;
+        let mut out = vec![T::zeroed(); len];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..len * esize]);
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    pub fn read_f32(&self, buf: &wgpu::Buffer) -> Result<Vec<f32>> {
+        self.read(buf, 0, (buf.size() / 4) as usize)
+    }
+}
+
+
+/// A byte range of a buffer that a kernel binds.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    /// Offset in bytes (a multiple of the storage offset alignment).
+    pub offset: u64,
+    /// Number of f32/u32 elements.
+    pub len: usize,
+}
+
+impl<'a> View<'a> {
+    pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
+        View { buffer, offset: 0, len: (buffer.size() / 4) as usize }
+    }
+    pub fn new(buffer: &'a wgpu::Buffer, offset: u64, len: usize) -> Self {
+        View { buffer, offset, len }
+    }
+    pub fn binding(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new((self.len.max(1) * 4) as u64),
+        })
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for View<'a> {
+    fn from(b: &'a wgpu::Buffer) -> Self {
+        View::whole(b)
+    }
+}

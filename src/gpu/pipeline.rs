@@ -1,0 +1,229 @@
+//! Shader sources, the pipeline cache and recorded launches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Gpu, Result, View};
+
+/// Every shader file shipped, by name (the file name without `.wgsl`).
+pub const SHADERS: &[(&str, &str)] = &[
+    ("act", include_str!("../../shaders/act.wgsl")),
+    ("philox", include_str!("../../shaders/philox.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("sample", include_str!("../../shaders/sample.wgsl")),
+    ("sample_backward", include_str!("../../shaders/sample_backward.wgsl")),
+    ("elbo", include_str!("../../shaders/elbo.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("data", include_str!("../../shaders/data.wgsl")),
+];
+
+/// Files that are only included by others (functions, no entry points).
+pub const SNIPPETS: &[&str] = &["act", "philox"];
+
+fn raw(name: &str) -> &'static str {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .unwrap_or_else(|| panic!("no shader named {name}"))
+}
+
+/// The shader's source with `//!include X.wgsl` lines replaced by the named file.
+pub fn shader_source(name: &str) -> String {
+    let mut out = String::new();
+    for line in raw(name).lines() {
+        if let Some(inc) = line.trim().strip_prefix("//!include ") {
+            let inc = inc.trim().trim_end_matches(".wgsl");
+            out += &shader_source(inc);
+        } else {
+            out += line;
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Pipeline-overridable constants, as WGSL names and values.
+pub type Constants = Vec<(&'static str, f64)>;
+
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct Key {
+    shader: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+/// Pipelines keyed by (shader, entry point, constants); shader modules by name.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl PipelineCache {
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Gpu {
+    fn module(&self, shader: &'static str) -> Arc<wgpu::ShaderModule> {
+        let mut modules = self.pipelines.modules.lock().unwrap();
+        modules
+            .entry(shader)
+            .or_insert_with(|| {
+                let src = shader_source(shader);
+                // Every index in our kernels is bounds-checked by the kernel itself or by the host
+                // shape checks; the runtime checks wgpu would add cost a clamp per load.
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                };
+                let module = unsafe {
+                    self.device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                };
+                Arc::new(module)
+            })
+            .clone()
+    }
+
+    /// The compute pipeline for `shader::entry` with the given override constants (built once).
+    pub fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = Key { shader, entry, constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect() };
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader);
+        let label = format!("{shader}::{entry}{constants:?}");
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        self.check()?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Builds one launch: the pipeline, a uniform holding `params`, and a bind group with the uniform at
+    /// binding 0 and `bindings` at their numbers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch<P: bytemuck::Pod>(
+        &self,
+        label: String,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: Option<&P>,
+        bindings: &[(u32, View<'_>)],
+        groups: [u32; 3],
+    ) -> Result<Launch> {
+        let pipeline = self.pipeline(shader, entry, constants)?;
+        let uniform = params.map(|p| self.uniform(&format!("{label}.params"), p));
+        let mut entries: Vec<wgpu::BindGroupEntry> = Vec::new();
+        if let Some(u) = &uniform {
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: u.as_entire_binding() });
+        }
+        for (b, v) in bindings {
+            entries.push(wgpu::BindGroupEntry { binding: *b, resource: v.binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.check()?;
+        Ok(Launch { label, pipeline, bind_group, groups, _uniform: uniform })
+    }
+
+    /// Records `program` `repeat` times into one command buffer and submits it (no wait).
+    pub fn submit(&self, program: &Program, repeat: usize) {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&program.label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&program.label), timestamp_writes: None });
+            for _ in 0..repeat {
+                program.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Runs one launch and waits (tests and benchmarks).
+    pub fn run(&self, launch: &Launch) -> Result<()> {
+        let p = Program { label: launch.label.clone(), launches: vec![] };
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&p.label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.label), timestamp_writes: None });
+            launch.record(&mut pass);
+        }
+        self.queue.submit([enc.finish()]);
+        self.sync()
+    }
+}
+
+/// One kernel launch, fully bound: replaying it costs a set_pipeline, a set_bind_group and a dispatch.
+pub struct Launch {
+    pub label: String,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    _uniform: Option<wgpu::Buffer>,
+}
+
+impl Launch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// A fixed list of launches over fixed buffers: one training step, one eval batch, a decode.
+pub struct Program {
+    pub label: String,
+    pub launches: Vec<Launch>,
+}
+
+impl Program {
+    pub fn new(label: &str) -> Self {
+        Program { label: label.to_string(), launches: Vec::new() }
+    }
+    pub fn push(&mut self, l: Launch) {
+        self.launches.push(l);
+    }
+    pub fn extend(&mut self, ls: impl IntoIterator<Item = Launch>) {
+        self.launches.extend(ls);
+    }
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for l in &self.launches {
+            l.record(pass);
+        }
+    }
+}
+
+/// Splits a 1-D count of workgroups into (x, y) within the per-dimension limit.
+pub fn grid_1d(workgroups: u32) -> [u32; 3] {
+    if workgroups <= 65535 {
+        [workgroups.max(1), 1, 1]
+    } else {
+        [65535, workgroups.div_ceil(65535), 1]
+    }
+}

@@ -1,0 +1,70 @@
+//! Launchers for shaders/data.wgsl: batch gather from the GPU-resident dataset, and the step counters.
+
+use super::{need, need_len};
+use crate::gpu::{Gpu, Launch, Result, View};
+
+/// State words (u32) shared by every kernel that needs a per-step value.
+pub const W_STEP: u32 = 0;
+pub const W_TRAIN_BATCH: u32 = 1;
+pub const W_EVAL_BATCH: u32 = 2;
+pub const W_SEED_LO: usize = 3;
+pub const W_SEED_HI: usize = 4;
+pub const W_NONFINITE: usize = 5;
+pub const STATE_WORDS: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    dim: u32,
+    n_items: u32,
+    batch_word: u32,
+    binarize: u32,
+    _pad: [u32; 3],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Gather {
+    pub batch: usize,
+    pub dim: usize,
+    pub n_items: usize,
+    pub batch_word: u32,
+    pub binarize: bool,
+}
+
+impl Gather {
+    pub fn launch(&self, gpu: &Gpu, label: &str, state: View, data: View, perm: View, x: View) -> Result<Launch> {
+        const OP: &str = "gather";
+        need(OP, self.batch > 0 && self.dim > 0 && self.n_items > 0, || format!("empty shape {self:?}"))?;
+        need_len(OP, "data", &data, (self.n_items * self.dim).div_ceil(4))?;
+        need_len(OP, "perm", &perm, self.n_items)?;
+        need_len(OP, "x", &x, self.batch * self.dim)?;
+        let p = Params {
+            batch: self.batch as u32,
+            dim: self.dim as u32,
+            n_items: self.n_items as u32,
+            batch_word: self.batch_word,
+            binarize: u32::from(self.binarize),
+            _pad: [0; 3],
+        };
+        gpu.launch(
+            format!("{label} gather[{}x{}]", self.batch, self.dim),
+            "data",
+            "gather",
+            &[],
+            Some(&p),
+            &[(1, state), (2, data), (3, perm), (4, x)],
+            [(self.batch * self.dim).div_ceil(256) as u32, 1, 1],
+        )
+    }
+}
+
+/// state[step] += 1 (unless non-finite), state[train batch] += 1.
+pub fn advance(gpu: &Gpu, state: View) -> Result<Launch> {
+    gpu.launch::<u32>("advance".into(), "data", "advance", &[], None, &[(5, state)], [1, 1, 1])
+}
+
+/// state[eval batch] += 1.
+pub fn advance_eval(gpu: &Gpu, state: View) -> Result<Launch> {
+    gpu.launch::<u32>("advance_eval".into(), "data", "advance_eval", &[], None, &[(5, state)], [1, 1, 1])
+}

@@ -1,0 +1,94 @@
+//! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
+
+use super::{need, need_len, Act};
+use crate::gpu::{Gpu, Launch, Result, View};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    slope: f32,
+    _pad: [u32; 2],
+}
+
+/// What to compute; see the header of shaders/matmul.wgsl.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Matmul {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// B has one more row (row k) added to every output row.
+    pub bias: bool,
+    /// op(A)'s last row is all ones (A itself has m-1 rows of op(A)).
+    pub ones_row: bool,
+    pub act: Act,
+    /// Multiply by act'(Z) where Z (m×n) holds activation outputs.
+    pub dact: Act,
+    /// Use the naive one-output-per-invocation kernel.
+    pub naive: bool,
+}
+
+impl Matmul {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// Rows of A as stored / leading dimensions.
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let a_rows_op = if self.ones_row { self.m - 1 } else { self.m };
+        let (lda, a_len) = if self.trans_a { (a_rows_op, self.k * a_rows_op) } else { (self.k, a_rows_op * self.k) };
+        let b_rows = if self.bias { self.k + 1 } else { self.k };
+        let (ldb, b_len) = if self.trans_b { (self.k, self.n * self.k) } else { (self.n, b_rows * self.n) };
+        (lda, a_len, ldb, b_len)
+    }
+
+    pub fn launch(&self, gpu: &Gpu, label: &str, a: View, b: View, c: View, z: Option<View>) -> Result<Launch> {
+        const OP: &str = "matmul";
+        need(OP, self.m > 0 && self.n > 0 && self.k > 0, || format!("empty shape {self:?}"))?;
+        need(OP, !(self.bias && self.trans_b), || "bias needs an untransposed B".into())?;
+        need(OP, !self.ones_row || self.m >= 2, || "ones_row needs m >= 2".into())?;
+        let (lda, a_len, ldb, b_len) = self.dims();
+        need_len(OP, "A", &a, a_len)?;
+        need_len(OP, "B", &b, b_len)?;
+        need_len(OP, "C", &c, self.m * self.n)?;
+        if self.dact != Act::Identity {
+            need(OP, z.is_some(), || "dact needs Z".into())?;
+            need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
+        }
+        let params = Params {
+            m: self.m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            lda: lda as u32,
+            ldb: ldb as u32,
+            slope: Act::LEAKY_SLOPE,
+            _pad: [0; 2],
+        };
+        let constants = [
+            ("TRANS_A", f64::from(u8::from(self.trans_a))),
+            ("TRANS_B", f64::from(u8::from(self.trans_b))),
+            ("BIAS", f64::from(u8::from(self.bias))),
+            ("ONES_ROW", f64::from(u8::from(self.ones_row))),
+            ("ACT", self.act.code() as f64),
+            ("DACT", self.dact.code() as f64),
+            ("WG", 64.0),
+        ];
+        let (entry, groups) = if self.naive {
+            ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
+        } else {
+            ("matmul", [self.n.div_ceil(64) as u32, self.m.div_ceil(8) as u32, 1])
+        };
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        need(OP, groups[0] <= max && groups[1] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
+        let label = format!("{label} matmul[{}x{}x{}{}{}]", self.m, self.n, self.k, if self.trans_a { " At" } else { "" }, if self.trans_b { " Bt" } else { "" });
+        // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
+        let z = z.unwrap_or(a);
+        gpu.launch(label, "matmul", entry, &constants, Some(&params), &[(1, a), (2, b), (3, c), (4, z)], groups)
+    }
+}

@@ -1,0 +1,58 @@
+//! One launcher per shader file: the params struct (bytemuck Pod), shape checks, dispatch geometry.
+
+pub mod data;
+pub mod elbo;
+pub mod elementwise;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+pub mod sample;
+
+use crate::gpu::{GpuError, Result, View};
+
+/// Activation codes shared by matmul.wgsl and elementwise.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    #[default]
+    Identity,
+    Relu,
+    LeakyRelu,
+    Tanh,
+    Sigmoid,
+}
+
+impl Act {
+    pub fn code(self) -> u32 {
+        match self {
+            Act::Identity => 0,
+            Act::Relu => 1,
+            Act::LeakyRelu => 2,
+            Act::Tanh => 3,
+            Act::Sigmoid => 4,
+        }
+    }
+    pub const LEAKY_SLOPE: f32 = 0.01;
+    pub fn parse(s: &str) -> Option<Act> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "identity" | "none" | "linear" => Act::Identity,
+            "relu" => Act::Relu,
+            "leakyrelu" | "leaky_relu" | "leaky-relu" => Act::LeakyRelu,
+            "tanh" => Act::Tanh,
+            "sigmoid" => Act::Sigmoid,
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) fn need(op: &'static str, ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(GpuError::Shape { op, message: msg() })
+    }
+}
+
+pub(crate) fn need_len(op: &'static str, what: &str, v: &View<'_>, len: usize) -> Result<()> {
+    need(op, v.len >= len, || format!("{what} holds {} elements, needs {len}", v.len))
+}

@@ -1,0 +1,57 @@
+//! Launchers for shaders/reduce.wgsl: loss metrics and the global gradient norm.
+
+use super::{need, need_len};
+use crate::gpu::{Gpu, Launch, Result, View};
+
+/// Number of partial sums of the gradient-norm reduction.
+pub const PARTIALS: usize = 64;
+/// f32 words of the metrics buffer.
+pub const METRICS_WORDS: usize = 16;
+pub const SLOT_TRAIN: u32 = 0;
+pub const SLOT_EVAL: u32 = 1;
+pub const M_GRAD_NORM: usize = 8;
+pub const M_NONFINITE: usize = 9;
+pub const M_GRAD_NORM_SUM: usize = 10;
+pub const M_GRAD_NORM_COUNT: usize = 11;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
+struct Params {
+    batch: u32,
+    n_items: u32,
+    batch_word: u32,
+    slot: u32,
+    beta: f32,
+    n: u32,
+    max_norm: f32,
+    _pad: u32,
+}
+
+/// metrics[slot] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1).
+#[allow(clippy::too_many_arguments)]
+pub fn metrics_accumulate(gpu: &Gpu, label: &str, batch: usize, n_items: usize, batch_word: u32, slot: u32, beta: f32, state: View, rows: View, metrics: View) -> Result<Launch> {
+    need_len("metrics", "rows", &rows, 2 * batch)?;
+    need_len("metrics", "metrics", &metrics, METRICS_WORDS)?;
+    need("metrics", batch > 0 && n_items > 0, || "empty".into())?;
+    let p = Params { batch: batch as u32, n_items: n_items as u32, batch_word, slot, beta, ..Default::default() };
+    gpu.launch(format!("{label} metrics[{batch}]"), "reduce", "metrics_accumulate", &[], Some(&p), &[(1, state), (2, rows), (3, metrics)], [1, 1, 1])
+}
+
+/// The two launches of the gradient norm: partial sums of squares, then norm, clip scale, finite flag.
+#[allow(clippy::too_many_arguments)]
+pub fn grad_norm(gpu: &Gpu, n: usize, max_norm: f32, grads: View, partials: View, state: View, metrics: View, clip: View) -> Result<[Launch; 2]> {
+    need_len("grad_norm", "grads", &grads, n)?;
+    need_len("grad_norm", "partials", &partials, PARTIALS)?;
+    let p = Params { n: n as u32, max_norm, ..Default::default() };
+    let a = gpu.launch(format!("sumsq_partial[{n}]"), "reduce", "sumsq_partial", &[], Some(&p), &[(4, grads), (5, partials)], [PARTIALS as u32, 1, 1])?;
+    let b = gpu.launch(
+        "norm_finalize".into(),
+        "reduce",
+        "norm_finalize",
+        &[],
+        Some(&p),
+        &[(5, partials), (6, state), (3, metrics), (7, clip)],
+        [1, 1, 1],
+    )?;
+    Ok([a, b])
+}

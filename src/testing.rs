@@ -1,0 +1,88 @@
+//! Helpers shared by tests and benchmarks: the tolerance type, seeded random data, NaN poisoning.
+
+use crate::gpu::{Gpu, GpuOptions};
+
+/// |gpu − reference| ≤ abs + rel·|reference|, element by element.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub rel: f64,
+    pub abs: f64,
+}
+
+impl Tol {
+    pub const fn new(rel: f64, abs: f64) -> Tol {
+        Tol { rel, abs }
+    }
+
+    /// Checks every element; the error names the first failure and the worst one.
+    pub fn check(&self, what: &str, got: &[f32], want: &[f64]) -> Result<(), String> {
+        if got.len() != want.len() {
+            return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
+        }
+        let mut worst = (0usize, 0.0f64);
+        let mut bad = 0usize;
+        let mut first = None;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let err = (g as f64 - w).abs();
+            let lim = self.abs + self.rel * w.abs();
+            let excess = if err.is_nan() { f64::INFINITY } else { err / lim.max(f64::MIN_POSITIVE) };
+            if !(err <= lim) {
+                bad += 1;
+                first.get_or_insert(i);
+            }
+            if excess > worst.1 {
+                worst = (i, excess);
+            }
+        }
+        if bad == 0 {
+            Ok(())
+        } else {
+            let i = first.unwrap();
+            let j = worst.0;
+            Err(format!(
+                "{what}: {bad}/{} elements outside {self:?}; first [{i}] got {} want {}; worst [{j}] got {} want {}",
+                got.len(),
+                got[i],
+                want[i],
+                got[j],
+                want[j]
+            ))
+        }
+    }
+}
+
+/// Seeded uniform values in [lo, hi) from Philox (deterministic across platforms).
+pub fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    let key = crate::reference::sample::seed_key(seed);
+    (0..n)
+        .map(|i| {
+            let r = crate::reference::sample::philox([i as u32, 0, 7, 0], key);
+            lo + (hi - lo) * crate::reference::sample::u32_to_unit(r[0])
+        })
+        .collect()
+}
+
+/// Seeded standard normals.
+pub fn normals(seed: u64, n: usize) -> Vec<f64> {
+    let key = crate::reference::sample::seed_key(seed);
+    (0..n).map(|i| crate::reference::sample::normal(i as u32, 0, 8, key)).collect()
+}
+
+pub fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// A buffer of `n` NaNs, so an element a kernel forgets to write shows.
+pub fn poisoned(gpu: &Gpu, label: &str, n: usize) -> wgpu::Buffer {
+    gpu.upload(label, &vec![f32::NAN; n])
+}
+
+/// The GPU for tests: the adapter chosen as the CLI would (honouring WGPU_BACKEND / WGPU_ADAPTER_NAME).
+/// Tests FAIL, never skip, when there is none.
+pub fn test_gpu() -> Gpu {
+    Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}

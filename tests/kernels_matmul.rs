@@ -1,0 +1,94 @@
+//! matmul.wgsl against reference/matmul.rs on awkward shapes, outputs poisoned with NaN.
+
+use std::sync::OnceLock;
+
+use vaegpu::gpu::Gpu;
+use vaegpu::kernels::matmul::Matmul;
+use vaegpu::kernels::Act;
+use vaegpu::reference::elementwise::{act_forward, act_grad_from_y};
+use vaegpu::reference::matmul::{matmul, transpose};
+use vaegpu::testing::{poisoned, test_gpu, to_f32, uniform, Tol};
+
+fn gpu() -> &'static Gpu {
+    static G: OnceLock<Gpu> = OnceLock::new();
+    G.get_or_init(test_gpu)
+}
+
+/// f32 accumulation over k terms of size ~1: allow k·2⁻²³-ish relative error plus a floor.
+fn tol(k: usize) -> Tol {
+    Tol::new(1e-5, 1e-6 * (k as f64).sqrt() * 4.0)
+}
+
+fn check(mm: Matmul, seed: u64) {
+    let g = gpu();
+    let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
+    let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
+    let a = uniform(seed, a_rows * mm.k, -1.0, 1.0);
+    let b = uniform(seed + 1, b_rows * mm.n, -1.0, 1.0);
+    let z = uniform(seed + 2, mm.m * mm.n, -1.0, 1.0).iter().map(|v| act_forward(mm.dact, *v)).collect::<Vec<_>>();
+    // The stored forms the GPU reads.
+    let a_stored = if mm.trans_a { transpose(&a, a_rows, mm.k) } else { a.clone() };
+    let b_stored = if mm.trans_b { transpose(&b, mm.k, mm.n) } else { b.clone() };
+    // Reference: op(A) with the ones row, op(B), bias, act, dact.
+    let mut a_op = a.clone();
+    if mm.ones_row {
+        a_op.extend(std::iter::repeat_n(1.0, mm.k));
+    }
+    let mut want = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias);
+    for (i, w) in want.iter_mut().enumerate() {
+        *w = act_forward(mm.act, *w) * act_grad_from_y(mm.dact, z[i]);
+    }
+    let ab = g.upload("a", &to_f32(&a_stored));
+    let bb = g.upload("b", &to_f32(&b_stored));
+    let zb = g.upload("z", &to_f32(&z));
+    let cb = poisoned(g, "c", mm.m * mm.n);
+    let zv = if mm.dact != Act::Identity { Some((&zb).into()) } else { None };
+    let l = mm.launch(g, "test", (&ab).into(), (&bb).into(), (&cb).into(), zv).unwrap();
+    g.run(&l).unwrap();
+    let got = g.read_f32(&cb).unwrap();
+    tol(mm.k).check(&format!("{mm:?}"), &got[..mm.m * mm.n], &want).unwrap();
+}
+
+#[test]
+fn awkward_shapes_all_layouts() {
+    let shapes = [(1, 1, 1), (1, 7, 3), (9, 65, 13), (17, 63, 31), (8, 64, 64), (33, 129, 5), (128, 400, 97), (3, 2, 300)];
+    let mut seed = 10;
+    for &(m, n, k) in &shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for naive in [false, true] {
+                seed += 3;
+                check(Matmul { m, n, k, trans_a: ta, trans_b: tb, naive, ..Default::default() }, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_activation_epilogues() {
+    let acts = [Act::Identity, Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
+    let mut seed = 1000;
+    for act in acts {
+        for &(m, n, k) in &[(5, 67, 11), (16, 20, 40)] {
+            seed += 3;
+            check(Matmul { m, n, k, bias: true, act, ..Default::default() }, seed);
+            check(Matmul { m, n, k, trans_b: true, dact: act, ..Default::default() }, seed + 1);
+        }
+    }
+}
+
+#[test]
+fn ones_row_computes_bias_gradient() {
+    // [dW; db] = [X | 1]ᵀ · dY with X: rows×din stored row-major (TRANS_A).
+    for &(din, dout, rows) in &[(1, 1, 1), (13, 7, 9), (64, 65, 33), (100, 40, 128)] {
+        check(Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() }, din as u64);
+    }
+}
+
+#[test]
+fn shape_errors_are_values() {
+    let g = gpu();
+    let small = g.storage_f32("small", 4);
+    let mm = Matmul { m: 4, n: 4, k: 4, ..Default::default() };
+    let err = mm.launch(g, "bad", (&small).into(), (&small).into(), (&small).into(), None).err().unwrap();
+    assert!(err.to_string().contains("holds 4 elements, needs 16"), "{err}");
+}
