@@ -6,3 +6,4 @@ pub mod reference;
 pub mod testing;
 pub mod models;
 pub mod nn;
+pub mod data;

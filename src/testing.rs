@@ -14,8 +14,13 @@ impl Tol {
         Tol { rel, abs }
     }
 
-    /// Checks every element; the error names the first failure and the worst one.
+    /// Checks every element of a float32 result; the error names the first failure and the worst one.
     pub fn check(&self, what: &str, got: &[f32], want: &[f64]) -> Result<(), String> {
+        self.check64(what, &to_f64(got), want)
+    }
+
+    /// As `check`, for f64 results (the CPU reference against an independent oracle).
+    pub fn check64(&self, what: &str, got: &[f64], want: &[f64]) -> Result<(), String> {
         if got.len() != want.len() {
             return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
         }
@@ -23,7 +28,7 @@ impl Tol {
         let mut bad = 0usize;
         let mut first = None;
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            let err = (g as f64 - w).abs();
+            let err = (g - w).abs();
             let lim = self.abs + self.rel * w.abs();
             let excess = if err.is_nan() { f64::INFINITY } else { err / lim.max(f64::MIN_POSITIVE) };
             if !(err <= lim) {

@@ -425,3 +425,39 @@ impl Metrics {
         }
     }
 }
+
+/// A parameter tensor as a PyTorch user names and shapes it ([out, in] weights), with the place of each
+/// of its elements (row-major in `shape`) in the flat buffer.
+#[derive(Clone, Debug)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub index: Vec<usize>,
+}
+
+fn linear_tensors(l: &Linear, name: &str, cols: std::ops::Range<usize>) -> [NamedTensor; 2] {
+    let w = NamedTensor {
+        name: format!("{name}.weight"),
+        shape: vec![cols.len(), l.din],
+        index: cols.clone().flat_map(|o| (0..l.din).map(move |i| l.offset + i * l.dout + o)).collect(),
+    };
+    let b = NamedTensor { name: format!("{name}.bias"), shape: vec![cols.len()], index: cols.map(|o| l.bias_offset() + o).collect() };
+    [w, b]
+}
+
+impl VaeConfig {
+    /// `enc.fc1.weight` [400, 784], ..., `enc.mu.*`, `enc.logvar.*` (the two halves of enc.head),
+    /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE.
+    pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        for l in &layout.layers {
+            if l.name == "enc.head" {
+                out.extend(linear_tensors(l, "enc.mu", 0..self.latent));
+                out.extend(linear_tensors(l, "enc.logvar", self.latent..2 * self.latent));
+            } else {
+                out.extend(linear_tensors(l, &l.name, 0..l.dout));
+            }
+        }
+        out
+    }
+}
