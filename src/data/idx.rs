@@ -1,0 +1,330 @@
+//! Reader for the IDX format used by the MNIST family (MNIST, Fashion-MNIST, KMNIST), raw or gzip.
+//!
+//! An IDX file is a big-endian header followed by the data:
+//!
+//! ```text
+//! magic: u32  = 0x0000_TTDD   (TT = element type, 0x08 = u8; DD = number of dimensions)
+//! dims:  u32 × DD             (sizes, outermost first)
+//! data:  product(dims) elements, row-major
+//! ```
+//!
+//! Images are `0x00000803` (count, rows, cols) and labels `0x00000801` (count). Gzip input is
+//! recognised by its magic bytes `1f 8b` and decompressed first. Every malformed input becomes a
+//! [`DataError`]; nothing here panics.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// IDX magic of a u8 image file: type 0x08 (unsigned byte), 3 dimensions.
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// IDX magic of a u8 label file: type 0x08 (unsigned byte), 1 dimension.
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+/// Largest decompressed size accepted from a gzip stream (guards against decompression bombs).
+pub const MAX_DECOMPRESSED: u64 = 1 << 31;
+
+/// Every way loading a data set can fail, as a value.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("file not found: {}", path.display())]
+    NotFound { path: PathBuf },
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no {name} or {name}.gz in {}", dir.display())]
+    MissingFile { dir: PathBuf, name: String },
+    /// Wraps an error found while parsing a file, to say which file it was.
+    #[error("{}: {inner}", path.display())]
+    InFile {
+        path: PathBuf,
+        inner: Box<DataError>,
+    },
+    #[error("empty input: 0 bytes where an IDX {what} file was expected")]
+    EmptyInput { what: &'static str },
+    #[error("bad magic number for IDX {what}: expected {expected:#010x}, found {found:#010x} ({})", describe_magic(*found))]
+    BadMagic {
+        what: &'static str,
+        expected: u32,
+        found: u32,
+    },
+    #[error("wrong number of dimensions for IDX {what}: expected {expected}, found {found}{}", if *found == 1 { " (is this a labels file?)" } else if *found == 3 { " (is this an images file?)" } else { "" })]
+    WrongDims {
+        what: &'static str,
+        expected: u8,
+        found: u8,
+    },
+    #[error("truncated {what}: expected {expected} bytes, found {actual}")]
+    Truncated {
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("trailing garbage after IDX {what}: expected {expected} bytes, found {actual} ({} extra)", actual - expected)]
+    TrailingGarbage {
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("IDX {what} too large: {detail}")]
+    TooLarge { what: &'static str, detail: String },
+    #[error("empty dataset: {detail}")]
+    Empty { detail: String },
+    #[error("count mismatch in the {split} split: {images} images but {labels} labels")]
+    CountMismatch {
+        split: &'static str,
+        images: usize,
+        labels: usize,
+    },
+    #[error("image size mismatch: train images are {train_rows}x{train_cols}, test images are {test_rows}x{test_cols}")]
+    ShapeMismatch {
+        train_rows: usize,
+        train_cols: usize,
+        test_rows: usize,
+        test_cols: usize,
+    },
+    #[error("gzip decompression failed: {error}")]
+    Decompress { error: std::io::Error },
+}
+
+impl DataError {
+    /// The underlying error, looking through [`DataError::InFile`] wrappers.
+    pub fn root(&self) -> &DataError {
+        match self {
+            DataError::InFile { inner, .. } => inner.root(),
+            other => other,
+        }
+    }
+
+    fn in_file(self, path: &Path) -> DataError {
+        match self {
+            // Errors about the file itself already name it.
+            e @ (DataError::NotFound { .. } | DataError::Io { .. }) => e,
+            e => DataError::InFile {
+                path: path.to_path_buf(),
+                inner: Box::new(e),
+            },
+        }
+    }
+}
+
+fn describe_magic(magic: u32) -> String {
+    if magic >> 16 != 0 {
+        return "not an IDX header".to_string();
+    }
+    let ty = match (magic >> 8) & 0xff {
+        0x08 => "u8",
+        0x09 => "i8",
+        0x0b => "i16",
+        0x0c => "i32",
+        0x0d => "f32",
+        0x0e => "f64",
+        _ => "unknown element type",
+    };
+    format!("{ty} data, {} dimensions", magic & 0xff)
+}
+
+/// A set of equally sized u8 grey-scale images, item-major: image `i` is
+/// `pixels[i * rows * cols .. (i + 1) * rows * cols]`, each row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    pub n: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl Images {
+    /// Pixels per image (`rows * cols`).
+    pub fn pixels_per_image(&self) -> usize {
+        self.rows.saturating_mul(self.cols)
+    }
+
+    /// The pixels of image `i`, or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let d = self.pixels_per_image();
+        if i >= self.n {
+            return None;
+        }
+        let start = i.checked_mul(d)?;
+        self.pixels.get(start..start.checked_add(d)?)
+    }
+
+    /// All pixels scaled to `[0, 1]` as f32, same layout as `pixels`.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.pixels.iter().map(|&p| p as f32 / 255.0).collect()
+    }
+
+    /// Keeps only the first `n` images (no-op when there are fewer).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.n {
+            self.n = n;
+            self.pixels
+                .truncate(n.saturating_mul(self.pixels_per_image()));
+        }
+    }
+}
+
+/// Whether `bytes` begin with the gzip magic `1f 8b`.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Decompresses `bytes` when they are gzip (all members), otherwise borrows them unchanged.
+pub fn maybe_decompress(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DataError> {
+    if !is_gzip(bytes) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|error| DataError::Decompress { error })?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(DataError::TooLarge {
+            what: "file",
+            detail: format!("gzip stream decompresses to more than {MAX_DECOMPRESSED} bytes"),
+        });
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Parses the header of an IDX u8 file with `ndims` dimensions; returns the sizes and the data
+/// that follows, checked to be exactly `product(sizes)` bytes.
+fn parse_u8_idx<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    expected_magic: u32,
+) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::EmptyInput { what });
+    }
+    if bytes.len() < 4 {
+        return Err(DataError::Truncated {
+            what: "header",
+            expected: 4,
+            actual: bytes.len(),
+        });
+    }
+    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if magic >> 8 != expected_magic >> 8 {
+        return Err(DataError::BadMagic {
+            what,
+            expected: expected_magic,
+            found: magic,
+        });
+    }
+    let ndims = (magic & 0xff) as u8;
+    let expected_dims = (expected_magic & 0xff) as u8;
+    if ndims != expected_dims {
+        return Err(DataError::WrongDims {
+            what,
+            expected: expected_dims,
+            found: ndims,
+        });
+    }
+    let header = 4 + 4 * ndims as usize;
+    if bytes.len() < header {
+        return Err(DataError::Truncated {
+            what: "header",
+            expected: header,
+            actual: bytes.len(),
+        });
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let data_len = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DataError::TooLarge {
+            what,
+            detail: format!("dimensions {dims:?} overflow usize"),
+        })?;
+    let data = &bytes[header..];
+    let data_what = if what == "images" {
+        "pixel data"
+    } else {
+        "label data"
+    };
+    if data.len() < data_len {
+        return Err(DataError::Truncated {
+            what: data_what,
+            expected: data_len,
+            actual: data.len(),
+        });
+    }
+    if data.len() > data_len {
+        return Err(DataError::TrailingGarbage {
+            what,
+            expected: header + data_len,
+            actual: bytes.len(),
+        });
+    }
+    Ok((dims, data))
+}
+
+/// Parses an IDX u8 image file (magic `0x00000803`), raw or gzip.
+pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
+    let bytes = maybe_decompress(bytes)?;
+    let (dims, data) = parse_u8_idx(&bytes, "images", IMAGES_MAGIC)?;
+    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+    if n == 0 {
+        return Err(DataError::Empty {
+            detail: format!("the images file holds 0 images of {rows}x{cols}"),
+        });
+    }
+    if rows == 0 || cols == 0 {
+        return Err(DataError::Empty {
+            detail: format!("the images file holds {n} images of size {rows}x{cols}"),
+        });
+    }
+    Ok(Images {
+        n,
+        rows,
+        cols,
+        pixels: data.to_vec(),
+    })
+}
+
+/// Parses an IDX u8 label file (magic `0x00000801`), raw or gzip.
+pub fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let bytes = maybe_decompress(bytes)?;
+    let (_, data) = parse_u8_idx(&bytes, "labels", LABELS_MAGIC)?;
+    if data.is_empty() {
+        return Err(DataError::Empty {
+            detail: "the labels file holds 0 labels".to_string(),
+        });
+    }
+    Ok(data.to_vec())
+}
+
+/// Reads a whole file, telling "not found" apart from other failures.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => DataError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => DataError::Io {
+            path: path.to_path_buf(),
+            error,
+        },
+    })
+}
+
+/// Reads an IDX u8 image file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
+pub fn read_images(path: impl AsRef<Path>) -> Result<Images, DataError> {
+    let path = path.as_ref();
+    read_file(path)
+        .and_then(|b| parse_images(&b))
+        .map_err(|e| e.in_file(path))
+}
+
+/// Reads an IDX u8 label file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u8>, DataError> {
+    let path = path.as_ref();
+    read_file(path)
+        .and_then(|b| parse_labels(&b))
+        .map_err(|e| e.in_file(path))
+}

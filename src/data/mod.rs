@@ -1,0 +1,227 @@
+//! Data sets of the MNIST family (Fashion-MNIST, MNIST, KMNIST) in IDX format.
+//!
+//! [`load`] reads the four standard files from a folder, or with no folder given the full
+//! Fashion-MNIST from the Debian package `dataset-fashion-mnist` when it is installed, and
+//! otherwise a small subset bundled with the crate (embedded in the binary).
+
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+pub use idx::{
+    is_gzip, parse_images, parse_labels, read_images, read_labels, DataError, Images, IMAGES_MAGIC,
+    LABELS_MAGIC,
+};
+
+/// Where the Debian package `dataset-fashion-mnist` installs the full data set.
+pub const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Where the bundled subset lives in the source tree (its bytes are also embedded in the binary).
+pub const BUNDLED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-mnist-subset");
+
+/// Standard file names (without `.gz`) of the four IDX files of a data set.
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+mod bundled {
+    pub const TRAIN_IMAGES: &[u8] =
+        include_bytes!("../../assets/fashion-mnist-subset/train-images-idx3-ubyte.gz");
+    pub const TRAIN_LABELS: &[u8] =
+        include_bytes!("../../assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
+    pub const TEST_IMAGES: &[u8] =
+        include_bytes!("../../assets/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+    pub const TEST_LABELS: &[u8] =
+        include_bytes!("../../assets/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+}
+
+/// Images with one label each (`labels.len() == images.n`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub images: Images,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    /// Pairs images with labels, checking the counts agree. `split` names it in errors.
+    pub fn new(split: &'static str, images: Images, labels: Vec<u8>) -> Result<Split, DataError> {
+        if images.n != labels.len() {
+            return Err(DataError::CountMismatch {
+                split,
+                images: images.n,
+                labels: labels.len(),
+            });
+        }
+        if images.n == 0 {
+            return Err(DataError::Empty {
+                detail: format!("the {split} split has no items"),
+            });
+        }
+        Ok(Split { images, labels })
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.images.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.n == 0
+    }
+
+    /// Keeps only the first `n` items (no-op when there are fewer), for quick runs.
+    pub fn truncate(&mut self, n: usize) {
+        self.images.truncate(n);
+        self.labels.truncate(n);
+    }
+}
+
+/// A train/test pair of splits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataset {
+    /// Short name: `fashion-mnist`, `fashion-mnist-subset`, or the folder name it was loaded from.
+    pub name: String,
+    pub train: Split,
+    pub test: Split,
+    /// The folder the files came from (for the bundled subset: [`BUNDLED_DIR`], although the
+    /// bytes are read from the copy embedded in the binary).
+    pub source: PathBuf,
+    /// True for the small subset bundled with the crate.
+    pub subset: bool,
+}
+
+impl Dataset {
+    /// Image height and width (the same for both splits).
+    pub fn image_dims(&self) -> (usize, usize) {
+        (self.train.images.rows, self.train.images.cols)
+    }
+
+    /// Pairs two splits, checking their images have the same size.
+    pub fn new(
+        name: String,
+        train: Split,
+        test: Split,
+        source: PathBuf,
+        subset: bool,
+    ) -> Result<Dataset, DataError> {
+        let (a, b) = (&train.images, &test.images);
+        if (a.rows, a.cols) != (b.rows, b.cols) {
+            return Err(DataError::ShapeMismatch {
+                train_rows: a.rows,
+                train_cols: a.cols,
+                test_rows: b.rows,
+                test_cols: b.cols,
+            });
+        }
+        Ok(Dataset {
+            name,
+            train,
+            test,
+            source,
+            subset,
+        })
+    }
+}
+
+/// The path of `name` or `name.gz` in `dir`, whichever exists (the uncompressed one first).
+pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
+    let raw = dir.join(name);
+    if raw.is_file() {
+        return Ok(raw);
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(DataError::MissingFile {
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+    })
+}
+
+/// Whether `dir` holds all four IDX files (either name form).
+pub fn has_dataset(dir: &Path) -> bool {
+    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
+        .iter()
+        .all(|name| find_file(dir, name).is_ok())
+}
+
+/// Loads the four IDX files from `dir`.
+pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
+    if !dir.exists() {
+        return Err(DataError::NotFound {
+            path: dir.to_path_buf(),
+        });
+    }
+    let train = Split::new(
+        "train",
+        read_images(find_file(dir, TRAIN_IMAGES)?)?,
+        read_labels(find_file(dir, TRAIN_LABELS)?)?,
+    )?;
+    let test = Split::new(
+        "test",
+        read_images(find_file(dir, TEST_IMAGES)?)?,
+        read_labels(find_file(dir, TEST_LABELS)?)?,
+    )?;
+    let name = dir
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".to_string());
+    Dataset::new(name, train, test, dir.to_path_buf(), false)
+}
+
+/// Loads the Fashion-MNIST subset embedded in the binary (first 2000 train, 500 test items).
+pub fn load_bundled() -> Result<Dataset, DataError> {
+    let file = |name: &str| PathBuf::from(BUNDLED_DIR).join(format!("{name}.gz"));
+    let images = |name: &str, b: &[u8]| parse_images(b).map_err(|e| in_file(e, file(name)));
+    let labels = |name: &str, b: &[u8]| parse_labels(b).map_err(|e| in_file(e, file(name)));
+    let train = Split::new(
+        "train",
+        images(TRAIN_IMAGES, bundled::TRAIN_IMAGES)?,
+        labels(TRAIN_LABELS, bundled::TRAIN_LABELS)?,
+    )?;
+    let test = Split::new(
+        "test",
+        images(TEST_IMAGES, bundled::TEST_IMAGES)?,
+        labels(TEST_LABELS, bundled::TEST_LABELS)?,
+    )?;
+    Dataset::new(
+        "fashion-mnist-subset".to_string(),
+        train,
+        test,
+        PathBuf::from(BUNDLED_DIR),
+        true,
+    )
+}
+
+fn in_file(inner: DataError, path: PathBuf) -> DataError {
+    DataError::InFile {
+        path,
+        inner: Box::new(inner),
+    }
+}
+
+/// Loads a data set: from `dir` when given; otherwise the full Fashion-MNIST in [`SYSTEM_DIR`]
+/// when installed, else the bundled subset (with a warning saying how to install the full set).
+pub fn load(dir: Option<&Path>) -> Result<Dataset, DataError> {
+    if let Some(dir) = dir {
+        return load_dir(dir);
+    }
+    let system = Path::new(SYSTEM_DIR);
+    if has_dataset(system) {
+        let mut ds = load_dir(system)?;
+        ds.name = "fashion-mnist".to_string();
+        return Ok(ds);
+    }
+    tracing::warn!(
+        "the full Fashion-MNIST data set is not installed in {SYSTEM_DIR}; using the bundled \
+         subset (2000 train / 500 test images). Install the full set with \
+         `apt-get install dataset-fashion-mnist` or pass a folder of IDX files"
+    );
+    load_bundled()
+}
