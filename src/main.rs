@@ -1,1 +1,279 @@
-fn main() {}
+//! The `vaegpu` command line, thin over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vaegpu::gpu::{Gpu, GpuOptions};
+use vaegpu::train::{TrainConfig, TrainOptions};
+use vaegpu::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "vaegpu", version, about = "Variational autoencoders trained end to end on the GPU (WGSL kernels through wgpu)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Default)]
+struct GpuArgs {
+    /// Graphics backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else the best available)
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text (default: WGPU_ADAPTER_NAME)
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Force a CPU adapter (lavapipe, WARP, SwiftShader)
+    #[arg(long, global = true)]
+    cpu: bool,
+}
+
+impl GpuArgs {
+    fn open(&self) -> Result<Gpu> {
+        let g = Gpu::new(&GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), cpu: self.cpu })?;
+        eprintln!("adapter: {}", g.summary);
+        Ok(g)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model; writes metrics.jsonl, samples.png, recon.png and checkpoint/ under --out
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the test split
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// IDX folder to take the test split from (default: the one the model was trained on)
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print a JSON object
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Decode samples from the prior of a checkpoint into a PNG grid
+    Sample {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output PNG (default: <checkpoint>/../samples-<seed>.png)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Number of samples (at most the model's batch × M)
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// List adapters with their limits and features
+    Info {
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Time every kernel at the default model's shapes and a whole training step
+    Bench {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Batch size of the step benchmark
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed repetitions per kernel
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// TOML config file; flags given here override it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model family (vae)
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output folder
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// IDX folder (MNIST family); default Fashion-MNIST from /usr/share/datasets, else the bundled subset
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Latent size
+    #[arg(long)]
+    latent: Option<usize>,
+    /// Hidden widths, comma-separated (e.g. 400 or 512,256)
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Activation: relu, leakyrelu, tanh, sigmoid
+    #[arg(long)]
+    act: Option<String>,
+    /// Likelihood: bernoulli or gaussian
+    #[arg(long)]
+    likelihood: Option<String>,
+    /// KL weight (β-VAE)
+    #[arg(long)]
+    beta: Option<f32>,
+    /// Monte-Carlo samples per input
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Training steps per command buffer
+    #[arg(long)]
+    steps_per_submit: Option<usize>,
+    /// Global-norm gradient clipping (0 = off)
+    #[arg(long)]
+    max_grad_norm: Option<f32>,
+    /// Decoupled weight decay
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Dynamic binarization of the training inputs
+    #[arg(long)]
+    binarize: bool,
+    /// Use only the first N training images
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test images
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::load(p)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident => $dst:expr),*) => { $( if let Some(v) = self.$f.clone() { $dst = v; } )* };
+        }
+        set!(model => c.model, epochs => c.epochs, batch => c.batch, lr => c.lr, seed => c.seed, out => c.out,
+             latent => c.vae.latent, hidden => c.vae.hidden, beta => c.vae.beta, samples => c.vae.samples,
+             steps_per_submit => c.steps_per_submit, max_grad_norm => c.max_grad_norm,
+             weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit);
+        if let Some(d) = &self.data {
+            c.data = Some(d.clone());
+        }
+        if let Some(a) = &self.act {
+            c.vae.act = vaegpu::kernels::Act::parse(a).ok_or_else(|| Error::Config(format!("unknown activation '{a}'")))?;
+        }
+        if let Some(l) = &self.likelihood {
+            c.vae.likelihood = match l.as_str() {
+                "bernoulli" => vaegpu::kernels::elbo::Likelihood::Bernoulli,
+                "gaussian" => vaegpu::kernels::elbo::Likelihood::Gaussian,
+                _ => return Err(Error::Config(format!("unknown likelihood '{l}' (bernoulli or gaussian)"))),
+            };
+        }
+        if self.binarize {
+            c.binarize = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn info(gpu: &GpuArgs) -> Result<()> {
+    let adapters = vaegpu::gpu::list_adapters(&GpuOptions { backend: gpu.backend.clone(), adapter: None, cpu: false })?;
+    if adapters.is_empty() {
+        return Err(vaegpu::gpu::GpuError::NoAdapter(String::new()).into());
+    }
+    let chosen = vaegpu::gpu::choose_adapter(&GpuOptions { backend: gpu.backend.clone(), adapter: gpu.adapter.clone(), cpu: gpu.cpu })
+        .ok()
+        .map(|a| a.get_info());
+    for a in adapters {
+        let i = a.get_info();
+        let l = a.limits();
+        let mark = if chosen.as_ref() == Some(&i) { " (chosen)" } else { "" };
+        println!("{}{mark}", vaegpu::gpu::AdapterSummary::of(&i));
+        println!("  max_buffer_size                      {}", l.max_buffer_size);
+        println!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
+        println!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
+        println!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
+        println!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
+        println!("  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size);
+        println!("  min_storage_buffer_offset_alignment  {}", l.min_storage_buffer_offset_alignment);
+        println!("  features: {:?}", a.features());
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train(args) => {
+            let cfg = args.config()?;
+            let gpu = args.gpu.open()?;
+            let data = vaegpu::data::load(cfg.data.as_deref())?;
+            if data.subset {
+                eprintln!("note: Fashion-MNIST is not installed; training on the bundled subset ({} train / {} test images). For the full set: apt-get install dataset-fashion-mnist", data.train.len(), data.test.len());
+            }
+            let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let recs = vaegpu::train::run(&gpu, &cfg, &data, &TrainOptions { progress })?;
+            if let Some(last) = recs.last() {
+                println!("final test_loss {:.3} after {} epochs; outputs in {}", last.test_loss, last.epoch, cfg.out.display());
+            }
+            Ok(())
+        }
+        Cmd::Eval { checkpoint, data, json, gpu } => {
+            let gpu = gpu.open()?;
+            let r = vaegpu::eval::evaluate(&gpu, &checkpoint, data.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
+            } else {
+                println!("test_loss {:.4}  (rec {:.4} + kl {:.4}) nats per image over {} test images of {}; step {}", r.test_loss, r.test_rec, r.test_kl, r.test_images, r.dataset, r.step);
+            }
+            Ok(())
+        }
+        Cmd::Sample { checkpoint, out, n, seed, gpu } => {
+            let gpu = gpu.open()?;
+            let (s, _) = vaegpu::eval::open(&gpu, &checkpoint, None)?;
+            let imgs = s.prior_samples(&gpu, n, seed)?;
+            let out = out.unwrap_or_else(|| checkpoint.join("..").join(format!("samples-{seed}.png")));
+            let (h, w) = s.image_dims;
+            vaegpu::viz::save_grid(&out, &imgs, n, h, w, 8).map_err(Error::Output)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Info { gpu } => info(&gpu),
+        Cmd::Bench { json, batch, reps, gpu } => {
+            let gpu = gpu.open()?;
+            let report = vaegpu::bench::run(&gpu, batch, reps)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAEGPU_LOG").unwrap_or_else(|_| "vaegpu=warn,wgpu=error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

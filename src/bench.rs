@@ -1,0 +1,132 @@
+//! Benchmarks: every kernel at the default model's shapes, and a whole training step.
+//! Each kernel's result is checked against the CPU reference before it is timed; timing submits the
+//! launch `reps` times in one command buffer and waits for the GPU inside the timed region.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Launch, Program};
+use crate::kernels::matmul::Matmul;
+use crate::models::vae::{GpuDataset, Vae, VaeConfig};
+use crate::reference::matmul::{matmul, transpose};
+use crate::testing::{poisoned, to_f32, uniform, Tol};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub shape: String,
+    pub micros: f64,
+    /// GFLOP/s for arithmetic kernels, GB/s for memory-bound ones.
+    pub rate: f64,
+    pub unit: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub batch: usize,
+    pub rows: Vec<Row>,
+    pub step_ms: f64,
+    pub steps_per_second: f64,
+    pub step_gflops: f64,
+    /// Estimated seconds for one Fashion-MNIST epoch (60000 / batch steps) at this rate.
+    pub epoch_seconds_estimate: f64,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut s = format!("adapter: {}\n{:<34} {:<22} {:>11} {:>10}\n", self.adapter, "kernel", "shape", "time (µs)", "rate");
+        for r in &self.rows {
+            s += &format!("{:<34} {:<22} {:>11.1} {:>7.2} {}\n", r.name, r.shape, r.micros, r.rate, r.unit);
+        }
+        s += &format!(
+            "training step (batch {}): {:.2} ms, {:.1} steps/s, {:.2} GFLOP/s; Fashion-MNIST epoch ≈ {:.1} s\n",
+            self.batch, self.step_ms, self.steps_per_second, self.step_gflops, self.epoch_seconds_estimate
+        );
+        s
+    }
+}
+
+/// Mean seconds of one replay of `prog`, replayed `reps` times in one submission after a warm-up.
+pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
+    gpu.submit(prog, 1);
+    gpu.sync()?;
+    let t = Instant::now();
+    gpu.submit(prog, reps);
+    gpu.sync()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+fn one(l: Launch) -> Program {
+    Program { label: l.label.clone(), launches: vec![l] }
+}
+
+/// Times a matmul after checking it against the reference.
+fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
+    let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
+    let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
+    let a = uniform(1, a_rows * mm.k, -1.0, 1.0);
+    let b = uniform(2, b_rows * mm.n, -1.0, 1.0);
+    let a_st = if mm.trans_a { transpose(&a, a_rows, mm.k) } else { a.clone() };
+    let b_st = if mm.trans_b { transpose(&b, mm.k, mm.n) } else { b.clone() };
+    let ab = gpu.upload("bench.a", &to_f32(&a_st));
+    let bb = gpu.upload("bench.b", &to_f32(&b_st));
+    let cb = poisoned(gpu, "bench.c", mm.m * mm.n);
+    let l = mm.launch(gpu, name, (&ab).into(), (&bb).into(), (&cb).into(), None)?;
+    gpu.run(&l)?;
+    let mut a_op = a;
+    if mm.ones_row {
+        a_op.extend(std::iter::repeat_n(1.0, mm.k));
+    }
+    let want: Vec<f64> = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias).into_iter().map(|v| crate::reference::elementwise::act_forward(mm.act, v)).collect();
+    let got = gpu.read_f32(&cb)?;
+    Tol::new(1e-4, 1e-4).check(name, &got[..mm.m * mm.n], &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
+    let secs = time_program(gpu, &one(l), reps)?;
+    Ok(Row { name: name.into(), shape: format!("{}x{}x{}", mm.m, mm.n, mm.k), micros: secs * 1e6, rate: mm.flops() / secs / 1e9, unit: "GFLOP/s" })
+}
+
+pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
+    let cfg = VaeConfig::default();
+    let layout = cfg.layout();
+    let mut rows = Vec::new();
+    // The default model's matmuls: forward, dW (with db), dX of each layer.
+    for l in &layout.layers {
+        let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..Default::default() };
+        rows.push(bench_matmul(gpu, &format!("{} fwd", l.name), fwd, reps)?);
+        let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..Default::default() };
+        rows.push(bench_matmul(gpu, &format!("{} dW", l.name), dw, reps)?);
+        if l.name != "enc.fc1" {
+            let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..Default::default() };
+            rows.push(bench_matmul(gpu, &format!("{} dX", l.name), dx, reps)?);
+        }
+    }
+    // The naive kernel at the largest layer, for comparison.
+    let big = &layout.layers[0];
+    rows.push(bench_matmul(gpu, "enc.fc1 fwd (naive kernel)", Matmul { m: batch, n: big.dout, k: big.din, bias: true, naive: true, ..Default::default() }, reps.min(5))?);
+
+    // Whole training step on synthetic data of Fashion-MNIST's shape.
+    let vae = Vae::new(gpu, &cfg, batch)?;
+    gpu.write(&vae.params, 0, &layout.init(0));
+    vae.set_state(gpu, 0, 0);
+    let n = (batch * 8).max(1024);
+    let pixels: Vec<u8> = uniform(3, n * cfg.input_dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
+    let data = GpuDataset::upload(gpu, "bench", &pixels, n, cfg.input_dim)?;
+    let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
+    let step = time_program(gpu, &prog, reps.max(5))?;
+    let m = vae.read_metrics(gpu)?;
+    if !m.train.mean_loss().is_finite() {
+        return Err(Error::Output("benchmark step produced a non-finite loss".into()));
+    }
+    let flops = cfg.step_flops(batch);
+    Ok(Report {
+        adapter: gpu.summary.to_string(),
+        batch,
+        rows,
+        step_ms: step * 1e3,
+        steps_per_second: 1.0 / step,
+        step_gflops: flops / step / 1e9,
+        epoch_seconds_estimate: step * (60000 / batch) as f64,
+    })
+}

@@ -1,0 +1,111 @@
+//! The training configuration: TOML file and/or CLI flags.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::kernels::optim::Adam;
+use crate::models::vae::VaeConfig;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Model family: "vae" (the MLP VAE).
+    pub model: String,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+    /// IDX folder; none = Fashion-MNIST from /usr/share/datasets, else the bundled subset.
+    pub data: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Training steps recorded into one command buffer.
+    pub steps_per_submit: usize,
+    /// Read the running loss back every this many steps (progress bar).
+    pub log_every: usize,
+    /// Global-norm gradient clipping (0 = off).
+    pub max_grad_norm: f32,
+    /// Decoupled weight decay (AdamW); 0 = plain Adam.
+    pub weight_decay: f32,
+    pub adam_beta1: f32,
+    pub adam_beta2: f32,
+    pub adam_eps: f32,
+    /// Dynamic binarization of training inputs (x ~ Bernoulli(pixel)).
+    pub binarize: bool,
+    /// Use only the first N training / test images (0 = all).
+    pub train_limit: usize,
+    pub test_limit: usize,
+    pub vae: VaeConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "vae".into(),
+            epochs: 10,
+            batch: 128,
+            lr: 1e-3,
+            seed: 0,
+            data: None,
+            out: PathBuf::from("runs/vae"),
+            steps_per_submit: 16,
+            log_every: 50,
+            max_grad_norm: 0.0,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            binarize: false,
+            train_limit: 0,
+            test_limit: 0,
+            vae: VaeConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml(text: &str) -> Result<TrainConfig> {
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !matches!(self.model.as_str(), "vae" | "mlp-vae") {
+            return bad(format!("unknown model '{}' (available: vae)", self.model));
+        }
+        if self.batch == 0 || self.batch > 65535 {
+            return bad(format!("batch must be in 1..=65535, got {}", self.batch));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
+        }
+        if self.steps_per_submit == 0 || self.log_every == 0 {
+            return bad("steps_per_submit and log_every must be >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
+            return bad("adam betas must be in [0, 1)".into());
+        }
+        if !(self.adam_eps > 0.0) || !(self.weight_decay >= 0.0) || !(self.max_grad_norm >= 0.0) {
+            return bad("adam_eps must be > 0; weight_decay and max_grad_norm >= 0".into());
+        }
+        self.vae.validate().map_err(|m| Error::Config(format!("vae: {m}")))
+    }
+
+    pub fn adam(&self) -> Adam {
+        Adam {
+            lr: self.lr,
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+            ..Adam::default()
+        }
+    }
+}
