@@ -1,0 +1,87 @@
+//! The `vaegpu` binary end to end on a small slice of the bundled data: train → files → eval → sample,
+//! and bad input ending in a clear message and a documented exit code.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vaegpu-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const SMALL: &[&str] = &["--epochs", "2", "--batch", "32", "--hidden", "32", "--latent", "4", "--train-limit", "256", "--test-limit", "100", "--quiet"];
+
+#[test]
+fn train_eval_sample_round_trip() {
+    let out = tmp("train");
+    let o = bin().arg("train").args(SMALL).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for key in ["epoch", "train_loss", "test_loss", "test_rec", "test_kl", "epoch_seconds"] {
+        assert!(lines[1].get(key).is_some(), "metrics.jsonl lacks {key}");
+    }
+    let (l1, l2) = (lines[0]["train_loss"].as_f64().unwrap(), lines[1]["train_loss"].as_f64().unwrap());
+    assert!(l2 < l1, "training loss did not fall: {l1} -> {l2}");
+    let test_loss = lines[1]["test_loss"].as_f64().unwrap();
+    let (rec, kl) = (lines[1]["test_rec"].as_f64().unwrap(), lines[1]["test_kl"].as_f64().unwrap());
+    assert!((test_loss - (rec + kl)).abs() < 1e-3 * test_loss, "test_loss {test_loss} != rec {rec} + kl {kl}");
+    for f in ["samples.png", "recon.png", "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors", "checkpoint/meta.json"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let img = image::open(out.join("samples.png")).unwrap();
+    assert!(img.width() > 28 * 4 && img.height() > 28 * 4);
+
+    // eval --json gives back the last epoch's test loss (same ε stream, same weights).
+    let o = bin().args(["eval", "--json", "--checkpoint"]).arg(out.join("checkpoint")).output().unwrap();
+    assert!(o.status.success(), "eval failed: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ev = v["test_loss"].as_f64().unwrap();
+    assert!((ev - test_loss).abs() < 1e-3 * test_loss, "eval {ev} vs training's last test_loss {test_loss}");
+
+    let png = out.join("s.png");
+    let o = bin().args(["sample", "--n", "16", "--checkpoint"]).arg(out.join("checkpoint")).arg("--out").arg(&png).output().unwrap();
+    assert!(o.status.success(), "sample failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(png.is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn fails_with(args: &[&str], code: i32, needle: &str) {
+    let o = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+#[test]
+fn bad_input_is_a_message_and_an_exit_code() {
+    let out = tmp("bad");
+    let o = out.to_str().unwrap();
+    fails_with(&["train", "--batch", "0", "--out", o], 2, "batch must be in 1..=65535");
+    fails_with(&["train", "--model", "gan", "--out", o], 2, "unknown model 'gan'");
+    fails_with(&["train", "--act", "swish", "--out", o], 2, "unknown activation 'swish'");
+    fails_with(&["train", "--data", "/nonexistent/mnist", "--out", o], 3, "/nonexistent/mnist");
+    fails_with(&["train", "--batch", "4096", "--train-limit", "100", "--out", o], 2, "larger than the training set");
+    fails_with(&["eval", "--checkpoint", "/nonexistent/ck"], 5, "meta.json");
+    // A config file with an unknown key.
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = out.join("c.toml");
+    std::fs::write(&cfg, "epochs = 1\nlearning_rate = 3\n").unwrap();
+    fails_with(&["train", "--config", cfg.to_str().unwrap(), "--out", o], 2, "learning_rate");
+    // A truncated checkpoint.
+    let ck = out.join("ck");
+    let st = bin().arg("train").args(["--epochs", "1", "--batch", "32", "--hidden", "16", "--latent", "2", "--train-limit", "64", "--test-limit", "32", "--quiet", "--out"]).arg(&ck).status().unwrap();
+    assert!(st.success());
+    let model = ck.join("checkpoint/model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&["eval", "--checkpoint", ck.join("checkpoint").to_str().unwrap()], 5, "model.safetensors");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,0 +1,35 @@
+//! Every kernel we ship builds into a pipeline on this adapter (stock Debian lavapipe in CI): every
+//! entry point of every shader with default constants, and every matmul specialisation.
+
+use vaegpu::gpu::pipeline::{shader_source, SHADERS, SNIPPETS};
+use vaegpu::testing::test_gpu;
+
+#[test]
+fn every_entry_point_and_variant_builds() {
+    let gpu = test_gpu();
+    let mut built = 0;
+    for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n)) {
+        let module = naga::front::wgsl::parse_str(&shader_source(name)).unwrap();
+        for ep in &module.entry_points {
+            let entry: &'static str = Box::leak(ep.name.clone().into_boxed_str());
+            gpu.pipeline(name, entry, &[]).unwrap_or_else(|e| panic!("{name}::{entry}: {e}"));
+            built += 1;
+        }
+    }
+    for ta in [0.0, 1.0] {
+        for tb in [0.0, 1.0] {
+            for (bias, ones) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
+                for act in 0..5 {
+                    for dact in [0.0, act as f64] {
+                        for entry in ["matmul", "matmul_naive"] {
+                            let c = [("TRANS_A", ta), ("TRANS_B", tb), ("BIAS", bias), ("ONES_ROW", ones), ("ACT", act as f64), ("DACT", dact), ("WG", 64.0)];
+                            gpu.pipeline("matmul", entry, &c).unwrap_or_else(|e| panic!("matmul {c:?}: {e}"));
+                            built += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(built > 100, "only {built} pipelines");
+}
