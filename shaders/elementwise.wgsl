@@ -2,7 +2,7 @@
 // epilogue; these serve layers that do not, and are the tested form of the same functions).
 // Shapes: any; N = number of elements.
 // Bindings: 0 uniform Params, 1 input (read), 2 output (read_write, overwritten =), 3 upstream (read).
-//   act_forward : y = act(x)                          (1 = x, 2 = y; binding 3 unused but bound)
+//   act_forward : y = act(x)                          (1 = x, 2 = y)
 //   act_backward: dx = dy ⊙ act'(x) written via y     (1 = y, 2 = dx, 3 = dy)
 // Dispatch: 256 invocations per workgroup, one element each, grid = (min(ceil(N/256), 65535), ceil(...), 1)
 //   flattened as x + y * 65535 * 256.

@@ -1,6 +1,7 @@
 // philox.wgsl: Philox4x32-10 counter-based generator (Salmon et al., SC'11), shared by textual include.
 // philox(counter, key) -> 4 independent uniform u32 words; the CPU twin is src/reference/sample.rs.
-// Uniform floats take the top 24 bits: u = (r >> 8 + 0.5) / 2^24, strictly inside (0, 1).
+// Uniform floats take the top 23 bits: u = ((r >> 9) + 0.5) / 2^23, strictly inside (0, 1) and exact
+// in f32 (the sum needs 24 significant bits, which f32 has).
 // A standard normal uses Box–Muller on two words: sqrt(-2 ln u1) · cos(2π u2 − π)
 // (the angle kept in (−π, π), where GPU cos is specified to be accurate).
 
@@ -33,7 +34,7 @@ fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 }
 
 fn u32_to_unit(r: u32) -> f32 {
-    return (f32(r >> 8u) + 0.5) * (1.0 / 16777216.0);
+    return (f32(r >> 9u) + 0.5) * (1.0 / 8388608.0);
 }
 
 fn box_muller(r0: u32, r1: u32) -> f32 {

@@ -1,7 +1,7 @@
 // reduce.wgsl: deterministic reductions: per-step loss metrics, and the global gradient norm.
 // All reductions are fixed-order trees in workgroup memory (no float atomics), so runs repeat bit for bit.
 //
-// State words (u32, see state.wgsl): 0 step, 1 train batch, 2 eval batch, 3..4 seed, 5 non-finite flag.
+// State words (u32, see data.wgsl): 0 step, 1 train batch, 2 eval batch, 3..4 seed, 5 non-finite flag.
 // Metrics (f32, 16 words): slot s at 4s (s = 0 train, 1 eval): [Σ rec_b, Σ kl_b, Σ (rec_b + β·kl_b), rows],
 //   8: last gradient norm, 9: steps skipped as non-finite, 10: Σ gradient norms, 11: steps normed.
 //

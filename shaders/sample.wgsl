@@ -6,11 +6,8 @@
 //   key = (state[3], state[4])) words 0 and 1 through Box–Muller, so the CPU twin draws the same ε.
 //   With given_eps != 0 the ε already in `eps` is used instead (fixture tests that prescribe ε).
 // Bindings: 0 uniform Params, 1 state (read), 2 head (read), 3 eps (read_write, [M·B, Z], =), 4 z (read_write, [M·B, Z], =)
-//   sample_backward: 1 state (unused), 2 head (read), 3 eps (read), 4 dz (read, [M·B, Z]),
-//                    5 dhead (read_write, [B, 2Z], += : adds the pathwise gradient to the KL gradient
-//                    that elbo.wgsl wrote).
-// Dispatch: 64 invocations per workgroup, one output element each: sample_forward over M·B·Z,
-//   sample_backward over B·Z; grid = (ceil(count / 64), 1, 1).
+// Dispatch: 64 invocations per workgroup, one output element each over M·B·Z; grid = (ceil(M·B·Z / 64), 1, 1).
+// The backward is in sample_backward.wgsl.
 //   philox_words (tests): words for counters (i, p.counter_word, p.stream, 0) into eps as bit patterns.
 
 //!include philox.wgsl

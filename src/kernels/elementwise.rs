@@ -22,7 +22,7 @@ pub fn act_forward(gpu: &Gpu, act: Act, n: usize, x: View, y: View) -> Result<La
     need_len(OP, "x", &x, n)?;
     need_len(OP, "y", &y, n)?;
     let groups = grid_1d(n.div_ceil(256) as u32);
-    gpu.launch(format!("act_forward[{act:?} {n}]"), "elementwise", "act_forward", &[], Some(&params(act, n)), &[(1, x), (2, y), (3, x)], groups)
+    gpu.launch(format!("act_forward[{act:?} {n}]"), "elementwise", "act_forward", &[], Some(&params(act, n)), &[(1, x), (2, y)], groups)
 }
 
 /// dx = dy ⊙ act'(x), computed through y = act(x).

@@ -21,9 +21,10 @@ pub fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
-/// Top 24 bits to a float strictly inside (0, 1), exactly as the GPU does it (exact in f32).
+/// Top 23 bits to a float strictly inside (0, 1), exactly as the GPU does it (exact in f32: the sum
+/// needs 24 significant bits).
 pub fn u32_to_unit(r: u32) -> f64 {
-    ((r >> 8) as f64 + 0.5) / 16_777_216.0
+    ((r >> 9) as f64 + 0.5) / 8_388_608.0
 }
 
 pub fn box_muller(r0: u32, r1: u32) -> f64 {

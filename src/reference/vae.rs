@@ -3,6 +3,7 @@
 use super::elbo::elbo;
 use super::matmul::{linear_backward, linear_forward};
 use super::sample::{sample_backward, LOGVAR_MAX, LOGVAR_MIN};
+use crate::kernels::Act::Identity;
 use crate::models::vae::VaeConfig;
 use crate::nn::ParamLayout;
 
@@ -54,8 +55,9 @@ pub fn vae_step(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64]
     // decoder backward
     let mut dy = e.dout.clone();
     for (i, l) in dec.iter().enumerate().rev() {
-        let prev_act = if i == 0 { crate::kernels::Act::Identity } else { dec[i - 1].act };
-        let (dx, dw) = linear_backward(&dacts[i], &block(l), &dacts[i + 1], &dy, mb, l.din, l.dout, l.act, prev_act);
+        let prev_act = if i == 0 { Identity } else { dec[i - 1].act };
+        // dy is already the pre-activation gradient (the next layer's dX carried act'), hence Identity.
+        let (dx, dw) = linear_backward(&dacts[i], &block(l), &dacts[i + 1], &dy, mb, l.din, l.dout, Identity, prev_act);
         grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
         dy = dx;
     }
@@ -63,8 +65,8 @@ pub fn vae_step(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64]
     let path = sample_backward(&head, eps, &dy, batch, z_dim, m);
     let mut dhead: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
     for (i, l) in enc.iter().enumerate().rev() {
-        let prev_act = if i == 0 { crate::kernels::Act::Identity } else { enc[i - 1].act };
-        let (dx, dw) = linear_backward(&acts[i], &block(l), &acts[i + 1], &dhead, batch, l.din, l.dout, l.act, prev_act);
+        let prev_act = if i == 0 { Identity } else { enc[i - 1].act };
+        let (dx, dw) = linear_backward(&acts[i], &block(l), &acts[i + 1], &dhead, batch, l.din, l.dout, Identity, prev_act);
         grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
         dhead = dx;
     }
