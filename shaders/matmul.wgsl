@@ -18,6 +18,11 @@
 //   CPUs such as lavapipe, a broadcast from cache on GPUs), loads of op(B) are one per lane and
 //   contiguous across lanes when B is not transposed. 8 FMAs per loaded element, no workgroup memory and
 //   no barriers (both are costly on lavapipe).
+// Dispatch (matmul_v4): the same product when lda, ldb, K and N are multiples of 4, through vec4 views
+//   of the same buffers (bindings 5 A, 6 B, 7 C, 8 Z). Each invocation owns 8 rows × 4 columns and steps
+//   k by 4: 12 vec4 loads feed 128 FMAs (the scalar kernel: 9 scalar loads per 8 FMAs). On lavapipe,
+//   where every storage-buffer load is a per-lane loop, this is what sets the speed.
+//   Grid = (ceil(N / (4·WG)), ceil(M / 8), 1).
 // Dispatch (matmul_naive): one output per invocation, 8×8 workgroups, grid = (ceil(N/8), ceil(M/8), 1).
 //   Kept as the simplest correct kernel: an oracle and the baseline the benchmark compares to.
 
@@ -47,6 +52,11 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> z: array<f32>;
+
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> z4: array<vec4<f32>>;
 
 fn load_a(m: u32, k: u32) -> f32 {
     if (ONES_ROW && m == p.m - 1u) {
@@ -128,4 +138,103 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc += load_a(m, k) * load_b(k, n);
     }
     finish(m, n, acc);
+}
+
+// Row r of the 8-row tile as 4 consecutive k (A row-major), with ONES_ROW applied.
+fn a_row4(r: u32, k: u32) -> vec4<f32> {
+    let m = min(r, p.m - 1u);
+    if (ONES_ROW && m == p.m - 1u) {
+        return vec4<f32>(1.0);
+    }
+    return a4[(m * p.lda + k) >> 2u];
+}
+
+// Rows m0..m0+3 of op(A) at one k (A stored transposed, k-major), with ONES_ROW applied.
+fn a_col4(m0: u32, k: u32) -> vec4<f32> {
+    let rows_stored = select(p.m, p.m - 1u, ONES_ROW);
+    let v = a4[(k * p.lda + min(m0, p.lda - 4u)) >> 2u];
+    if (m0 + 3u < rows_stored) {
+        return v;
+    }
+    // Tail of the tile: rows past the stored ones are 1 (the ones row) or unused.
+    var out = v;
+    for (var i = 0u; i < 4u; i++) {
+        if (m0 + i >= rows_stored) {
+            out[i] = select(0.0, 1.0, ONES_ROW && m0 + i == p.m - 1u);
+        }
+    }
+    return out;
+}
+
+fn store4(m: u32, n4: u32, acc: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    var v = acc;
+    let row4 = p.n >> 2u;
+    if (BIAS) {
+        v += b4[((p.k * p.ldb) >> 2u) + n4];
+    }
+    v = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope), act_fwd(ACT, v.w, p.slope));
+    if (DACT != 0u) {
+        let zv = z4[m * row4 + n4];
+        v *= vec4<f32>(act_grad_from_y(DACT, zv.x, p.slope), act_grad_from_y(DACT, zv.y, p.slope),
+                       act_grad_from_y(DACT, zv.z, p.slope), act_grad_from_y(DACT, zv.w, p.slope));
+    }
+    c4[m * row4 + n4] = v;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn matmul_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n4 = wid.x * WG + lid.x;
+    if (n4 * 4u >= p.n) {
+        return;
+    }
+    let n = n4 * 4u;
+    let m0 = wid.y * 8u;
+    var acc: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var k = 0u; k < p.k; k += 4u) {
+        // B tile: rows k..k+3 of op(B), each a vec4 over the 4 columns.
+        var b0: vec4<f32>;
+        var b1: vec4<f32>;
+        var b2: vec4<f32>;
+        var b3: vec4<f32>;
+        if (TRANS_B) {
+            let c0 = b4[(n * p.ldb + k) >> 2u];
+            let c1 = b4[((n + 1u) * p.ldb + k) >> 2u];
+            let c2 = b4[((n + 2u) * p.ldb + k) >> 2u];
+            let c3 = b4[((n + 3u) * p.ldb + k) >> 2u];
+            b0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+            b1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+            b2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+            b3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+        } else {
+            b0 = b4[(k * p.ldb + n) >> 2u];
+            b1 = b4[((k + 1u) * p.ldb + n) >> 2u];
+            b2 = b4[((k + 2u) * p.ldb + n) >> 2u];
+            b3 = b4[((k + 3u) * p.ldb + n) >> 2u];
+        }
+        if (TRANS_A) {
+            for (var h = 0u; h < 2u; h++) {
+                let q0 = a_col4(m0 + 4u * h, k);
+                let q1 = a_col4(m0 + 4u * h, k + 1u);
+                let q2 = a_col4(m0 + 4u * h, k + 2u);
+                let q3 = a_col4(m0 + 4u * h, k + 3u);
+                for (var i = 0u; i < 4u; i++) {
+                    acc[4u * h + i] += q0[i] * b0 + q1[i] * b1 + q2[i] * b2 + q3[i] * b3;
+                }
+            }
+        } else {
+            for (var r = 0u; r < 8u; r++) {
+                let a = a_row4(m0 + r, k);
+                acc[r] += a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
+            }
+        }
+    }
+    for (var r = 0u; r < 8u; r++) {
+        store4(m0 + r, n4, acc[r]);
+    }
 }

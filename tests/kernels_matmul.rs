@@ -92,3 +92,39 @@ fn shape_errors_are_values() {
     let err = mm.launch(g, "bad", (&small).into(), (&small).into(), (&small).into(), None).err().unwrap();
     assert!(err.to_string().contains("holds 4 elements, needs 16"), "{err}");
 }
+
+#[test]
+fn vec4_kernel_on_aligned_shapes() {
+    // Shapes where lda, ldb, K and N are multiples of 4; M free (tails of the 8-row tile).
+    let shapes = [(1, 4, 4), (9, 8, 12), (13, 20, 400), (128, 400, 784), (3, 64, 4), (33, 132, 40)];
+    let mut seed = 5000;
+    for &(m, n, k) in &shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mm = Matmul { m, n, k, trans_a: ta, trans_b: tb, ..Default::default() };
+            if mm.vec4_ok() {
+                seed += 1;
+                check(mm, seed);
+            }
+        }
+        for act in [Act::Relu, Act::Tanh] {
+            seed += 1;
+            check(Matmul { m, n, k, bias: true, act, ..Default::default() }, seed);
+            check(Matmul { m, n, k, trans_b: true, dact: act, ..Default::default() }, seed + 7);
+        }
+    }
+    // [dW; db] with the ones row, din a multiple of 4, for several batch sizes.
+    for &(din, dout, rows) in &[(4, 4, 4), (20, 400, 128), (400, 40, 12), (784, 400, 8)] {
+        let mm = Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() };
+        assert!(mm.vec4_ok(), "{mm:?}");
+        check(mm, din as u64 + 77);
+    }
+}
+
+#[test]
+fn scalar_kernel_on_aligned_shapes() {
+    for &(m, n, k) in &[(16, 400, 784), (9, 8, 12)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+            check(Matmul { m, n, k, trans_a: ta, trans_b: tb, scalar: true, ..Default::default() }, 900 + m as u64);
+        }
+    }
+}

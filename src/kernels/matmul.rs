@@ -32,6 +32,8 @@ pub struct Matmul {
     pub dact: Act,
     /// Use the naive one-output-per-invocation kernel.
     pub naive: bool,
+    /// Never use the vec4 kernel even where the shape allows it (tests, benchmarks).
+    pub scalar: bool,
 }
 
 impl Matmul {
@@ -46,6 +48,13 @@ impl Matmul {
         let b_rows = if self.bias { self.k + 1 } else { self.k };
         let (ldb, b_len) = if self.trans_b { (self.k, self.n * self.k) } else { (self.n, b_rows * self.n) };
         (lda, a_len, ldb, b_len)
+    }
+
+    /// Whether the vec4 kernel can run this shape: every leading dimension, K and N multiples of 4.
+    pub fn vec4_ok(&self) -> bool {
+        let (lda, _, ldb, _) = self.dims();
+        let a_rows_op = if self.ones_row { self.m - 1 } else { self.m };
+        lda % 4 == 0 && ldb % 4 == 0 && self.k % 4 == 0 && self.n % 4 == 0 && (!self.trans_a || a_rows_op >= 4)
     }
 
     pub fn launch(&self, gpu: &Gpu, label: &str, a: View, b: View, c: View, z: Option<View>) -> Result<Launch> {
@@ -70,6 +79,11 @@ impl Matmul {
             slope: Act::LEAKY_SLOPE,
             _pad: [0; 2],
         };
+        let vec4 = !self.naive && !self.scalar && self.vec4_ok();
+        // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
+        // count among 16/32/64 lanes; on GPUs 64.
+        let cols = if vec4 { self.n / 4 } else { self.n };
+        let wg = if gpu.is_cpu() { [64usize, 32, 16].into_iter().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap() } else { 64 };
         let constants = [
             ("TRANS_A", f64::from(u8::from(self.trans_a))),
             ("TRANS_B", f64::from(u8::from(self.trans_b))),
@@ -77,18 +91,21 @@ impl Matmul {
             ("ONES_ROW", f64::from(u8::from(self.ones_row))),
             ("ACT", self.act.code() as f64),
             ("DACT", self.dact.code() as f64),
-            ("WG", 64.0),
+            ("WG", wg as f64),
         ];
         let (entry, groups) = if self.naive {
             ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
+        } else if vec4 {
+            ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         } else {
-            ("matmul", [self.n.div_ceil(64) as u32, self.m.div_ceil(8) as u32, 1])
+            ("matmul", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         };
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         need(OP, groups[0] <= max && groups[1] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
-        let label = format!("{label} matmul[{}x{}x{}{}{}]", self.m, self.n, self.k, if self.trans_a { " At" } else { "" }, if self.trans_b { " Bt" } else { "" });
+        let label = format!("{label} {entry}[{}x{}x{}{}{}]", self.m, self.n, self.k, if self.trans_a { " At" } else { "" }, if self.trans_b { " Bt" } else { "" });
         // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
         let z = z.unwrap_or(a);
-        gpu.launch(label, "matmul", entry, &constants, Some(&params), &[(1, a), (2, b), (3, c), (4, z)], groups)
+        let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
+        gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups)
     }
 }
