@@ -8,6 +8,9 @@
 //           4 m (read_write, [n]), 5 v (read_write, [n]), 6 clip (read, [1]).
 // Dispatch: 256 invocations per workgroup, one parameter each; grid = (min(ceil(n/256), 65535), rows, 1)
 //   flattened as x + y · 65535 · 256.
+// adam_v4: the same update four parameters at a time through vec4 views (bindings 7 params, 8 grads,
+//   9 m, 10 v) when n is a multiple of 4 (always so for a model's flat buffers, padded to 64 floats);
+//   grid over n/4. A quarter of the loads: on lavapipe each storage load is a per-lane loop.
 
 struct Params {
     n: u32,
@@ -45,4 +48,28 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
     var w = params[i];
     w = w - p.lr * p.weight_decay * w;
     params[i] = w - p.lr * mhat / (sqrt(vhat) + p.eps);
+}
+
+@group(0) @binding(7) var<storage, read_write> params4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> grads4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> m14: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> m24: array<vec4<f32>>;
+
+@compute @workgroup_size(256, 1, 1)
+fn adam_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * 256u;
+    if (4u * i >= p.n || state[5] != 0u) {
+        return;
+    }
+    let t = f32(state[0] + 1u);
+    let g = grads4[i] * clip[0];
+    let m = p.beta1 * m14[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * m24[i] + (1.0 - p.beta2) * g * g;
+    m14[i] = m;
+    m24[i] = v;
+    let mhat = m / (1.0 - pow(p.beta1, t));
+    let vhat = v / (1.0 - pow(p.beta2, t));
+    var w = params4[i];
+    w = w - p.lr * p.weight_decay * w;
+    params4[i] = w - p.lr * mhat / (sqrt(vhat) + p.eps);
 }

@@ -10,6 +10,7 @@
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
 // sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64], =).
 //   Dispatch: grid = (64, 1, 1), 256 invocations; workgroup g sums the squares of a strided share.
+// sumsq_partial_v4: the same through a vec4 view (binding 8) when n is a multiple of 4.
 // norm_finalize: bindings 0 Params, 5 partials (read), 6 state (read_write: word 5 = non-finite flag),
 //   3 metrics (read_write), 7 clip (read_write, [1] = scale min(1, max_norm / (norm + 1e-6)), or 1).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
@@ -88,6 +89,29 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         acc += g * g;
     }
     r0[t] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            r0[t] += r0[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        partials[wid.x] = r0[0];
+    }
+}
+
+@group(0) @binding(8) var<storage, read> grads4: array<vec4<f32>>;
+
+@compute @workgroup_size(256, 1, 1)
+fn sumsq_partial_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var acc = vec4<f32>(0.0);
+    for (var i = wid.x * 256u + t; 4u * i < p.n; i += PARTIALS * 256u) {
+        let g = grads4[i];
+        acc += g * g;
+    }
+    r0[t] = (acc.x + acc.y) + (acc.z + acc.w);
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if (t < s) {

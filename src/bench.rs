@@ -37,7 +37,8 @@ pub struct Report {
 
 impl Report {
     pub fn table(&self) -> String {
-        let mut s = format!("adapter: {}\n{:<34} {:<22} {:>11} {:>10}\n", self.adapter, "kernel", "shape", "time (µs)", "rate");
+        let mut s =
+            format!("adapter: {}\n{:<34} {:<22} {:>11} {:>10}\n", self.adapter, "kernel", "shape", "time (µs)", "rate");
         for r in &self.rows {
             s += &format!("{:<34} {:<22} {:>11.1} {:>7.2} {}\n", r.name, r.shape, r.micros, r.rate, r.unit);
         }
@@ -55,6 +56,29 @@ pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
     gpu.sync()?;
     let t = Instant::now();
     gpu.submit(prog, reps);
+    gpu.sync()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Mean seconds of one launch, recorded `reps` times into one submission after a warm-up.
+pub fn time_launch(gpu: &Gpu, launch: &Launch, reps: usize) -> Result<f64> {
+    let record = |n: usize| {
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&launch.label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&launch.label),
+                timestamp_writes: None,
+            });
+            for _ in 0..n {
+                launch.record(&mut pass);
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+    };
+    record(1);
+    gpu.sync()?;
+    let t = Instant::now();
+    record(reps);
     gpu.sync()?;
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
@@ -80,11 +104,22 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
     if mm.ones_row {
         a_op.extend(std::iter::repeat_n(1.0, mm.k));
     }
-    let want: Vec<f64> = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias).into_iter().map(|v| crate::reference::elementwise::act_forward(mm.act, v)).collect();
+    let want: Vec<f64> = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias)
+        .into_iter()
+        .map(|v| crate::reference::elementwise::act_forward(mm.act, v))
+        .collect();
     let got = gpu.read_f32(&cb)?;
-    Tol::new(1e-4, 1e-4).check(name, &got[..mm.m * mm.n], &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
+    Tol::new(1e-4, 1e-4)
+        .check(name, &got[..mm.m * mm.n], &want)
+        .map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
     let secs = time_program(gpu, &one(l), reps)?;
-    Ok(Row { name: name.into(), shape: format!("{}x{}x{}", mm.m, mm.n, mm.k), micros: secs * 1e6, rate: mm.flops() / secs / 1e9, unit: "GFLOP/s" })
+    Ok(Row {
+        name: name.into(),
+        shape: format!("{}x{}x{}", mm.m, mm.n, mm.k),
+        micros: secs * 1e6,
+        rate: mm.flops() / secs / 1e9,
+        unit: "GFLOP/s",
+    })
 }
 
 pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
@@ -104,7 +139,12 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     }
     // The naive kernel at the largest layer, for comparison.
     let big = &layout.layers[0];
-    rows.push(bench_matmul(gpu, "enc.fc1 fwd (naive kernel)", Matmul { m: batch, n: big.dout, k: big.din, bias: true, naive: true, ..Default::default() }, reps.min(5))?);
+    rows.push(bench_matmul(
+        gpu,
+        "enc.fc1 fwd (naive kernel)",
+        Matmul { m: batch, n: big.dout, k: big.din, bias: true, naive: true, ..Default::default() },
+        reps.min(5),
+    )?);
 
     // Whole training step on synthetic data of Fashion-MNIST's shape.
     let vae = Vae::new(gpu, &cfg, batch)?;
@@ -116,8 +156,27 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
     let step = time_program(gpu, &prog, reps.max(5))?;
     let m = vae.read_metrics(gpu)?;
-    if !m.train.mean_loss().is_finite() {
-        return Err(Error::Output("benchmark step produced a non-finite loss".into()));
+    if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
+        return Err(Error::Output("benchmark step produced no finite loss".into()));
+    }
+    // The step's other kernels, each timed alone inside the (checked) step's buffers; bytes are the
+    // minimum each must read and write.
+    let (b, d, z, mm, np) =
+        (batch as f64, cfg.input_dim as f64, cfg.latent as f64, cfg.samples as f64, layout.total as f64);
+    for l in prog.launches.iter().filter(|l| !l.label.contains("matmul")) {
+        let name = l.label.split('[').next().unwrap_or(&l.label).trim().to_string();
+        let bytes = match name.as_str() {
+            "train gather" => b * d * 5.0,
+            "z sample" => 4.0 * (2.0 * b * z + 2.0 * mm * b * z),
+            "loss elbo" => 4.0 * (3.0 * mm * b * d + b * d + 4.0 * b * z),
+            "z sample_backward" => 4.0 * (4.0 * b * z + 2.0 * mm * b * z + 2.0 * b * z),
+            "adam" => 4.0 * 7.0 * np,
+            "sumsq_partial" => 4.0 * np,
+            _ => 0.0,
+        };
+        let secs = time_launch(gpu, l, reps)?;
+        let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
+        rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit });
     }
     let flops = cfg.step_flops(batch);
     Ok(Report {

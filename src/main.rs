@@ -9,7 +9,11 @@ use vaegpu::train::{TrainConfig, TrainOptions};
 use vaegpu::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "vaegpu", version, about = "Variational autoencoders trained end to end on the GPU (WGSL kernels through wgpu)")]
+#[command(
+    name = "vaegpu",
+    version,
+    about = "Variational autoencoders trained end to end on the GPU (WGSL kernels through wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -39,7 +43,7 @@ impl GpuArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a model; writes metrics.jsonl, samples.png, recon.png and checkpoint/ under --out
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on the test split
     Eval {
         #[arg(long)]
@@ -171,7 +175,8 @@ impl TrainArgs {
             c.data = Some(d.clone());
         }
         if let Some(a) = &self.act {
-            c.vae.act = vaegpu::kernels::Act::parse(a).ok_or_else(|| Error::Config(format!("unknown activation '{a}'")))?;
+            c.vae.act =
+                vaegpu::kernels::Act::parse(a).ok_or_else(|| Error::Config(format!("unknown activation '{a}'")))?;
         }
         if let Some(l) = &self.likelihood {
             c.vae.likelihood = match l.as_str() {
@@ -193,9 +198,13 @@ fn info(gpu: &GpuArgs) -> Result<()> {
     if adapters.is_empty() {
         return Err(vaegpu::gpu::GpuError::NoAdapter(String::new()).into());
     }
-    let chosen = vaegpu::gpu::choose_adapter(&GpuOptions { backend: gpu.backend.clone(), adapter: gpu.adapter.clone(), cpu: gpu.cpu })
-        .ok()
-        .map(|a| a.get_info());
+    let chosen = vaegpu::gpu::choose_adapter(&GpuOptions {
+        backend: gpu.backend.clone(),
+        adapter: gpu.adapter.clone(),
+        cpu: gpu.cpu,
+    })
+    .ok()
+    .map(|a| a.get_info());
     for a in adapters {
         let i = a.get_info();
         let l = a.limits();
@@ -225,7 +234,12 @@ fn run(cli: Cli) -> Result<()> {
             let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let recs = vaegpu::train::run(&gpu, &cfg, &data, &TrainOptions { progress })?;
             if let Some(last) = recs.last() {
-                println!("final test_loss {:.3} after {} epochs; outputs in {}", last.test_loss, last.epoch, cfg.out.display());
+                println!(
+                    "final test_loss {:.3} after {} epochs; outputs in {}",
+                    last.test_loss,
+                    last.epoch,
+                    cfg.out.display()
+                );
             }
             Ok(())
         }
@@ -235,7 +249,10 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
             } else {
-                println!("test_loss {:.4}  (rec {:.4} + kl {:.4}) nats per image over {} test images of {}; step {}", r.test_loss, r.test_rec, r.test_kl, r.test_images, r.dataset, r.step);
+                println!(
+                    "test_loss {:.4}  (rec {:.4} + kl {:.4}) nats per image over {} test images of {}; step {}",
+                    r.test_loss, r.test_rec, r.test_kl, r.test_images, r.dataset, r.step
+                );
             }
             Ok(())
         }
@@ -265,7 +282,10 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAEGPU_LOG").unwrap_or_else(|_| "vaegpu=warn,wgpu=error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VAEGPU_LOG")
+                .unwrap_or_else(|_| "vaegpu=warn,wgpu=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

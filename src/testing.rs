@@ -20,6 +20,7 @@ impl Tol {
     }
 
     /// As `check`, for f64 results (the CPU reference against an independent oracle).
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the check
     pub fn check64(&self, what: &str, got: &[f64], want: &[f64]) -> Result<(), String> {
         if got.len() != want.len() {
             return Err(format!("{what}: length {} vs {}", got.len(), want.len()));

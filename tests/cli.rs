@@ -14,7 +14,21 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-const SMALL: &[&str] = &["--epochs", "2", "--batch", "32", "--hidden", "32", "--latent", "4", "--train-limit", "256", "--test-limit", "100", "--quiet"];
+const SMALL: &[&str] = &[
+    "--epochs",
+    "2",
+    "--batch",
+    "32",
+    "--hidden",
+    "32",
+    "--latent",
+    "4",
+    "--train-limit",
+    "256",
+    "--test-limit",
+    "100",
+    "--quiet",
+];
 
 #[test]
 fn train_eval_sample_round_trip() {
@@ -32,7 +46,13 @@ fn train_eval_sample_round_trip() {
     let test_loss = lines[1]["test_loss"].as_f64().unwrap();
     let (rec, kl) = (lines[1]["test_rec"].as_f64().unwrap(), lines[1]["test_kl"].as_f64().unwrap());
     assert!((test_loss - (rec + kl)).abs() < 1e-3 * test_loss, "test_loss {test_loss} != rec {rec} + kl {kl}");
-    for f in ["samples.png", "recon.png", "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors", "checkpoint/meta.json"] {
+    for f in [
+        "samples.png",
+        "recon.png",
+        "checkpoint/model.safetensors",
+        "checkpoint/optimizer.safetensors",
+        "checkpoint/meta.json",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let img = image::open(out.join("samples.png")).unwrap();
@@ -46,7 +66,13 @@ fn train_eval_sample_round_trip() {
     assert!((ev - test_loss).abs() < 1e-3 * test_loss, "eval {ev} vs training's last test_loss {test_loss}");
 
     let png = out.join("s.png");
-    let o = bin().args(["sample", "--n", "16", "--checkpoint"]).arg(out.join("checkpoint")).arg("--out").arg(&png).output().unwrap();
+    let o = bin()
+        .args(["sample", "--n", "16", "--checkpoint"])
+        .arg(out.join("checkpoint"))
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "sample failed: {}", String::from_utf8_lossy(&o.stderr));
     assert!(png.is_file());
     let _ = std::fs::remove_dir_all(&out);
@@ -77,7 +103,27 @@ fn bad_input_is_a_message_and_an_exit_code() {
     fails_with(&["train", "--config", cfg.to_str().unwrap(), "--out", o], 2, "learning_rate");
     // A truncated checkpoint.
     let ck = out.join("ck");
-    let st = bin().arg("train").args(["--epochs", "1", "--batch", "32", "--hidden", "16", "--latent", "2", "--train-limit", "64", "--test-limit", "32", "--quiet", "--out"]).arg(&ck).status().unwrap();
+    let st = bin()
+        .arg("train")
+        .args([
+            "--epochs",
+            "1",
+            "--batch",
+            "32",
+            "--hidden",
+            "16",
+            "--latent",
+            "2",
+            "--train-limit",
+            "64",
+            "--test-limit",
+            "32",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&ck)
+        .status()
+        .unwrap();
     assert!(st.success());
     let model = ck.join("checkpoint/model.safetensors");
     let bytes = std::fs::read(&model).unwrap();

@@ -52,19 +52,9 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Writes a complete small data set (raw IDX) into `dir`: 5 train and 3 test 4x3 images.
 fn write_small_dataset(dir: &Path) -> (Images, Vec<u8>, Images, Vec<u8>) {
-    let train = Images {
-        n: 5,
-        rows: 4,
-        cols: 3,
-        pixels: sample_pixels(5, 4, 3),
-    };
+    let train = Images { n: 5, rows: 4, cols: 3, pixels: sample_pixels(5, 4, 3) };
     let train_labels = vec![0, 9, 3, 3, 7];
-    let test = Images {
-        n: 3,
-        rows: 4,
-        cols: 3,
-        pixels: sample_pixels(3, 4, 3).iter().map(|p| !p).collect(),
-    };
+    let test = Images { n: 3, rows: 4, cols: 3, pixels: sample_pixels(3, 4, 3).iter().map(|p| !p).collect() };
     let test_labels = vec![1, 2, 8];
     write(dir, data::TRAIN_IMAGES, &idx_images(5, 4, 3, &train.pixels));
     write(dir, data::TRAIN_LABELS, &idx_labels(&train_labels));
@@ -76,10 +66,7 @@ fn write_small_dataset(dir: &Path) -> (Images, Vec<u8>, Images, Vec<u8>) {
 fn assert_msg(err: &DataError, needles: &[&str]) {
     let msg = err.to_string();
     for needle in needles {
-        assert!(
-            msg.contains(needle),
-            "error message {msg:?} should mention {needle:?}"
-        );
+        assert!(msg.contains(needle), "error message {msg:?} should mention {needle:?}");
     }
 }
 
@@ -109,25 +96,13 @@ fn bundled_subset_parses() {
 #[test]
 fn bundled_files_on_disk_match_embedded_copy() {
     let dir = Path::new(data::BUNDLED_DIR);
-    for name in [
-        data::TRAIN_IMAGES,
-        data::TRAIN_LABELS,
-        data::TEST_IMAGES,
-        data::TEST_LABELS,
-    ] {
+    for name in [data::TRAIN_IMAGES, data::TRAIN_LABELS, data::TEST_IMAGES, data::TEST_LABELS] {
         let path = dir.join(format!("{name}.gz"));
-        assert!(
-            data::is_gzip(&std::fs::read(&path).unwrap()),
-            "{} should be gzip",
-            path.display()
-        );
+        assert!(data::is_gzip(&std::fs::read(&path).unwrap()), "{} should be gzip", path.display());
     }
     let from_disk = data::load(Some(dir)).expect("subset from disk");
     let embedded = data::load_bundled().unwrap();
-    assert!(
-        !from_disk.subset,
-        "a folder given explicitly is not flagged as the bundled subset"
-    );
+    assert!(!from_disk.subset, "a folder given explicitly is not flagged as the bundled subset");
     assert_eq!(from_disk.name, "fashion-mnist-subset");
     assert_eq!(from_disk.train, embedded.train);
     assert_eq!(from_disk.test, embedded.test);
@@ -160,18 +135,10 @@ fn full_system_dataset_when_installed() {
     assert_eq!(ds.train.len(), 60000);
     assert_eq!(ds.test.len(), 10000);
     assert_eq!(ds.image_dims(), (28, 28));
-    assert!(ds
-        .train
-        .labels
-        .iter()
-        .chain(&ds.test.labels)
-        .all(|&l| l < 10));
+    assert!(ds.train.labels.iter().chain(&ds.test.labels).all(|&l| l < 10));
     // Each class has 6000 training and 1000 test items.
     for class in 0..10u8 {
-        assert_eq!(
-            ds.train.labels.iter().filter(|&&l| l == class).count(),
-            6000
-        );
+        assert_eq!(ds.train.labels.iter().filter(|&&l| l == class).count(), 6000);
         assert_eq!(ds.test.labels.iter().filter(|&&l| l == class).count(), 1000);
     }
     // The bundled subset is exactly the first items of the full set.
@@ -190,22 +157,12 @@ fn full_system_dataset_when_installed() {
 fn raw_files_round_trip_through_temp_dir() {
     let dir = temp_dir("raw-round-trip");
     let (train, train_labels, test, test_labels) = write_small_dataset(&dir);
-    assert_eq!(
-        data::read_images(dir.join(data::TRAIN_IMAGES)).unwrap(),
-        train
-    );
-    assert_eq!(
-        data::read_labels(dir.join(data::TRAIN_LABELS)).unwrap(),
-        train_labels
-    );
+    assert_eq!(data::read_images(dir.join(data::TRAIN_IMAGES)).unwrap(), train);
+    assert_eq!(data::read_labels(dir.join(data::TRAIN_LABELS)).unwrap(), train_labels);
     let ds = data::load(Some(&dir)).expect("raw data set");
     assert!(!ds.subset);
     assert_eq!(ds.source, dir);
-    assert!(
-        ds.name.starts_with("vaegpu-data-idx-"),
-        "name from folder, got {}",
-        ds.name
-    );
+    assert!(ds.name.starts_with("vaegpu-data-idx-"), "name from folder, got {}", ds.name);
     assert_eq!(ds.train.images, train);
     assert_eq!(ds.train.labels, train_labels);
     assert_eq!(ds.test.images, test);
@@ -235,10 +192,7 @@ fn mixed_raw_and_gzip_files_load() {
 #[test]
 fn gzip_and_raw_bytes_parse_the_same() {
     let raw = idx_images(2, 2, 2, &[1, 2, 3, 4, 5, 6, 7, 8]);
-    assert_eq!(
-        data::parse_images(&raw).unwrap(),
-        data::parse_images(&gzip(&raw)).unwrap()
-    );
+    assert_eq!(data::parse_images(&raw).unwrap(), data::parse_images(&gzip(&raw)).unwrap());
     let raw = idx_labels(&[4, 2]);
     assert_eq!(data::parse_labels(&gzip(&raw)).unwrap(), vec![4, 2]);
     // Concatenated gzip members are one stream.
@@ -278,23 +232,11 @@ fn bad_magic() {
     let mut b = idx_images(1, 2, 2, &[0; 4]);
     b[..4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
     let e = data::parse_images(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::BadMagic {
-                found: 0x1234_5678,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::BadMagic { found: 0x1234_5678, .. }), "{e:?}");
     assert_msg(&e, &["bad magic", "0x00000803", "0x12345678"]);
     // A float IDX file has a valid header, but not u8 data.
     b[..4].copy_from_slice(&0x0000_0d03u32.to_be_bytes());
-    assert_msg(
-        &data::parse_images(&b).unwrap_err(),
-        &["bad magic", "0x00000d03", "f32"],
-    );
+    assert_msg(&data::parse_images(&b).unwrap_err(), &["bad magic", "0x00000d03", "f32"]);
     // Some bytes that are not IDX at all, through labels.
     let e = data::parse_labels(b"PK\x03\x04 a zip file").unwrap_err();
     assert_msg(&e, &["bad magic", "labels", "0x00000801"]);
@@ -305,51 +247,21 @@ fn wrong_dims() {
     let mut b = idx_images(1, 2, 2, &[0; 4]);
     b[3] = 2;
     let e = data::parse_images(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::WrongDims {
-                expected: 3,
-                found: 2,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::WrongDims { expected: 3, found: 2, .. }), "{e:?}");
     assert_msg(&e, &["wrong number of dimensions", "expected 3, found 2"]);
     // A labels file where images are expected, and the other way round.
     let e = data::parse_images(&idx_labels(&[1, 2])).unwrap_err();
     assert_msg(&e, &["wrong number of dimensions", "labels file"]);
     let e = data::parse_labels(&idx_images(1, 1, 1, &[0])).unwrap_err();
-    assert_msg(
-        &e,
-        &[
-            "wrong number of dimensions",
-            "expected 1, found 3",
-            "images file",
-        ],
-    );
+    assert_msg(&e, &["wrong number of dimensions", "expected 1, found 3", "images file"]);
 }
 
 #[test]
 fn truncated_pixel_data() {
     let b = idx_images(3, 4, 4, &sample_pixels(3, 4, 4)[..40]);
     let e = data::parse_images(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::Truncated {
-                expected: 48,
-                actual: 40,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert_msg(
-        &e,
-        &["truncated pixel data", "expected 48 bytes", "found 40"],
-    );
+    assert!(matches!(e, DataError::Truncated { expected: 48, actual: 40, .. }), "{e:?}");
+    assert_msg(&e, &["truncated pixel data", "expected 48 bytes", "found 40"]);
     let b = idx_labels(&[1, 2, 3]);
     let e = data::parse_labels(&b[..b.len() - 1]).unwrap_err();
     assert_msg(&e, &["truncated label data", "expected 3 bytes", "found 2"]);
@@ -359,26 +271,10 @@ fn truncated_pixel_data() {
 fn truncated_header() {
     let b = idx_images(3, 4, 4, &[]);
     let e = data::parse_images(&b[..10]).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::Truncated {
-                expected: 16,
-                actual: 10,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::Truncated { expected: 16, actual: 10, .. }), "{e:?}");
     assert_msg(&e, &["truncated header", "expected 16 bytes", "found 10"]);
-    assert_msg(
-        &data::parse_labels(&[0, 0, 8]).unwrap_err(),
-        &["truncated header", "expected 4 bytes"],
-    );
-    assert_msg(
-        &data::parse_labels(&[0, 0, 8, 1, 0]).unwrap_err(),
-        &["truncated header", "expected 8 bytes"],
-    );
+    assert_msg(&data::parse_labels(&[0, 0, 8]).unwrap_err(), &["truncated header", "expected 4 bytes"]);
+    assert_msg(&data::parse_labels(&[0, 0, 8, 1, 0]).unwrap_err(), &["truncated header", "expected 8 bytes"]);
 }
 
 #[test]
@@ -396,33 +292,15 @@ fn trailing_garbage() {
 
 #[test]
 fn image_label_count_mismatch() {
-    let e = data::Split::new(
-        "train",
-        data::parse_images(&idx_images(2, 1, 1, &[0, 1])).unwrap(),
-        vec![3],
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            DataError::CountMismatch {
-                images: 2,
-                labels: 1,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let e = data::Split::new("train", data::parse_images(&idx_images(2, 1, 1, &[0, 1])).unwrap(), vec![3]).unwrap_err();
+    assert!(matches!(e, DataError::CountMismatch { images: 2, labels: 1, .. }), "{e:?}");
     assert_msg(&e, &["count mismatch", "train", "2 images but 1 labels"]);
     // Through the loader: test labels one short.
     let dir = temp_dir("count-mismatch");
     write_small_dataset(&dir);
     write(&dir, data::TEST_LABELS, &idx_labels(&[1, 2]));
     let e = data::load(Some(&dir)).unwrap_err();
-    assert_msg(
-        &e,
-        &["count mismatch in the test split", "3 images but 2 labels"],
-    );
+    assert_msg(&e, &["count mismatch in the test split", "3 images but 2 labels"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -430,11 +308,7 @@ fn image_label_count_mismatch() {
 fn train_test_image_size_mismatch() {
     let dir = temp_dir("shape-mismatch");
     write_small_dataset(&dir);
-    write(
-        &dir,
-        data::TEST_IMAGES,
-        &idx_images(3, 3, 4, &sample_pixels(3, 3, 4)),
-    );
+    write(&dir, data::TEST_IMAGES, &idx_images(3, 3, 4, &sample_pixels(3, 3, 4)));
     let e = data::load(Some(&dir)).unwrap_err();
     assert!(matches!(e, DataError::ShapeMismatch { .. }), "{e:?}");
     assert_msg(&e, &["image size mismatch", "4x3", "3x4"]);
@@ -446,14 +320,8 @@ fn zero_items() {
     let e = data::parse_images(&idx_images(0, 28, 28, &[])).unwrap_err();
     assert!(matches!(e, DataError::Empty { .. }), "{e:?}");
     assert_msg(&e, &["empty dataset", "0 images"]);
-    assert_msg(
-        &data::parse_labels(&idx_labels(&[])).unwrap_err(),
-        &["empty dataset", "0 labels"],
-    );
-    assert_msg(
-        &data::parse_images(&idx_images(5, 0, 28, &[])).unwrap_err(),
-        &["empty dataset", "0x28"],
-    );
+    assert_msg(&data::parse_labels(&idx_labels(&[])).unwrap_err(), &["empty dataset", "0 labels"]);
+    assert_msg(&data::parse_images(&idx_images(5, 0, 28, &[])).unwrap_err(), &["empty dataset", "0x28"]);
 }
 
 #[test]
@@ -471,27 +339,18 @@ fn corrupt_gzip() {
     let e = data::parse_images(&good[..good.len() / 2]).unwrap_err();
     assert_msg(&e, &["gzip decompression failed"]);
     // Only the magic bytes.
-    assert_msg(
-        &data::parse_images(&[0x1f, 0x8b]).unwrap_err(),
-        &["gzip decompression failed"],
-    );
+    assert_msg(&data::parse_images(&[0x1f, 0x8b]).unwrap_err(), &["gzip decompression failed"]);
     // Bad CRC.
     let mut crc = good.clone();
     let n = crc.len();
     crc[n - 8] ^= 0xff;
-    assert_msg(
-        &data::parse_images(&crc).unwrap_err(),
-        &["gzip decompression failed"],
-    );
+    assert_msg(&data::parse_images(&crc).unwrap_err(), &["gzip decompression failed"]);
     // Through a file, the message also names the file.
     let dir = temp_dir("corrupt-gzip");
     let path = write(&dir, "train-images-idx3-ubyte.gz", &bad);
     let e = data::read_images(&path).unwrap_err();
     assert!(matches!(e.root(), DataError::Decompress { .. }), "{e:?}");
-    assert_msg(
-        &e,
-        &["train-images-idx3-ubyte.gz", "gzip decompression failed"],
-    );
+    assert_msg(&e, &["train-images-idx3-ubyte.gz", "gzip decompression failed"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -502,15 +361,9 @@ fn empty_file() {
     let e = data::read_labels(&path).unwrap_err();
     assert!(matches!(e.root(), DataError::EmptyInput { .. }), "{e:?}");
     assert_msg(&e, &["t10k-labels-idx1-ubyte", "empty input", "0 bytes"]);
-    assert_msg(
-        &data::parse_images(&[]).unwrap_err(),
-        &["empty input", "images"],
-    );
+    assert_msg(&data::parse_images(&[]).unwrap_err(), &["empty input", "images"]);
     // An empty gzip stream decompresses to nothing.
-    assert_msg(
-        &data::parse_labels(&gzip(&[])).unwrap_err(),
-        &["empty input"],
-    );
+    assert_msg(&data::parse_labels(&gzip(&[])).unwrap_err(), &["empty input"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -526,19 +379,10 @@ fn missing_file() {
     std::fs::remove_file(dir.join(data::TRAIN_LABELS)).unwrap();
     let e = data::load(Some(&dir)).unwrap_err();
     assert!(matches!(e, DataError::MissingFile { .. }), "{e:?}");
-    assert_msg(
-        &e,
-        &[
-            "train-labels-idx1-ubyte or train-labels-idx1-ubyte.gz",
-            "missing-file",
-        ],
-    );
+    assert_msg(&e, &["train-labels-idx1-ubyte or train-labels-idx1-ubyte.gz", "missing-file"]);
     // A folder that does not exist.
     let gone = dir.join("nope");
-    assert_msg(
-        &data::load(Some(&gone)).unwrap_err(),
-        &["file not found", "nope"],
-    );
+    assert_msg(&data::load(Some(&gone)).unwrap_err(), &["file not found", "nope"]);
     // A folder where a file is expected.
     let e = data::read_images(&dir).unwrap_err();
     assert!(matches!(e, DataError::Io { .. }), "{e:?}");
@@ -550,10 +394,7 @@ fn missing_file() {
 fn huge_dimensions_do_not_allocate_or_panic() {
     let b = idx_images(u32::MAX, u32::MAX, u32::MAX, &[0; 16]);
     let e = data::parse_images(&b).unwrap_err();
-    assert!(
-        matches!(e, DataError::TooLarge { .. } | DataError::Truncated { .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::TooLarge { .. } | DataError::Truncated { .. }), "{e:?}");
 }
 
 #[test]
@@ -562,10 +403,7 @@ fn every_prefix_and_byte_flip_is_an_error_not_a_panic() {
     let gz = gzip(&raw);
     for input in [&raw, &gz] {
         for len in 0..input.len() {
-            assert!(
-                data::parse_images(&input[..len]).is_err(),
-                "prefix of {len} bytes parsed"
-            );
+            assert!(data::parse_images(&input[..len]).is_err(), "prefix of {len} bytes parsed");
             let _ = data::parse_labels(&input[..len]);
         }
         for i in 0..input.len() {

@@ -7,7 +7,8 @@ use vaegpu::train::{Session, TrainConfig};
 fn losses(seed: u64) -> Vec<(f64, f64, f64)> {
     let gpu = test_gpu();
     let data = load_bundled().unwrap();
-    let mut cfg = TrainConfig { seed, batch: 64, train_limit: 640, test_limit: 200, steps_per_submit: 4, ..Default::default() };
+    let mut cfg =
+        TrainConfig { seed, batch: 64, train_limit: 640, test_limit: 200, steps_per_submit: 4, ..Default::default() };
     cfg.vae.hidden = vec![48];
     cfg.vae.latent = 5;
     cfg.vae.samples = 2;

@@ -23,7 +23,8 @@ impl Fixture {
         let mut t = HashMap::new();
         for (name, view) in st.tensors() {
             assert_eq!(view.dtype(), safetensors::Dtype::F64, "{name}");
-            let data: Vec<f64> = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+            let data: Vec<f64> =
+                view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
             t.insert(name.to_string(), (view.shape().to_vec(), data));
         }
         Fixture { t }
@@ -95,7 +96,12 @@ fn reference_matches_fixture_in_f64() {
     let cfg = config();
     let layout = cfg.layout();
     let out = vae_step(&cfg, &layout, &initial_params(&fx, &cfg), fx.get("input.x"), fx.get("input.eps"), 4);
-    assert!((out.loss - fx.scalar("loss.total")).abs() < 1e-9 * fx.scalar("loss.total").abs(), "{} vs {}", out.loss, fx.scalar("loss.total"));
+    assert!(
+        (out.loss - fx.scalar("loss.total")).abs() < 1e-9 * fx.scalar("loss.total").abs(),
+        "{} vs {}",
+        out.loss,
+        fx.scalar("loss.total")
+    );
     assert!((out.rec - fx.scalar("loss.rec")).abs() < 1e-9 * fx.scalar("loss.rec").abs());
     assert!((out.kl - fx.scalar("loss.kl")).abs() < 1e-9 * fx.scalar("loss.kl").abs().max(1.0));
     per_tensor64(&cfg, Tol::new(1e-8, 1e-12), "reference grad", &out.grads, &flat(&fx, &cfg, "grad"));

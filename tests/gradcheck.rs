@@ -9,22 +9,14 @@ use vaegpu::models::vae::VaeConfig;
 use vaegpu::reference::elbo::elbo;
 use vaegpu::reference::elementwise::{act_backward, act_forward};
 use vaegpu::reference::matmul::{linear_backward, linear_forward};
-use vaegpu::reference::sample::{
-    sample_backward, sample_forward, seed_key, LOGVAR_MAX, LOGVAR_MIN,
-};
+use vaegpu::reference::sample::{sample_backward, sample_forward, seed_key, LOGVAR_MAX, LOGVAR_MIN};
 use vaegpu::reference::vae::vae_step;
 use vaegpu::testing::{normals, uniform};
 
 const H: f64 = 1e-6;
 const REL: f64 = 1e-6;
 const ABS: f64 = 1e-8;
-const ACTS: [Act; 5] = [
-    Act::Identity,
-    Act::Relu,
-    Act::LeakyRelu,
-    Act::Tanh,
-    Act::Sigmoid,
-];
+const ACTS: [Act; 5] = [Act::Identity, Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
 
 /// Central difference of `f` at `x0` along coordinate `i`.
 fn central(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], i: usize) -> f64 {
@@ -53,31 +45,19 @@ fn fd_errors(
         let an = grad[i];
         let err = (fd - an).abs();
         if !(err <= ABS || err <= REL * fd.abs().max(an.abs())) {
-            bad.push(format!(
-                "  [{i}] fd {fd:.12e} analytic {an:.12e} (err {err:.3e})"
-            ));
+            bad.push(format!("  [{i}] fd {fd:.12e} analytic {an:.12e} (err {err:.3e})"));
         }
     }
     assert!(n > 0, "{what}: nothing checked");
     if bad.is_empty() {
         None
     } else {
-        Some(format!(
-            "{what}: {} of {n} coordinates fail:\n{}",
-            bad.len(),
-            bad.join("\n")
-        ))
+        Some(format!("{what}: {} of {n} coordinates fail:\n{}", bad.len(), bad.join("\n")))
     }
 }
 
 /// Asserts that `grad[i]` matches finite differences of `f` for every i in `coords`.
-fn fd_check(
-    what: &str,
-    f: &dyn Fn(&[f64]) -> f64,
-    x0: &[f64],
-    grad: &[f64],
-    coords: impl IntoIterator<Item = usize>,
-) {
+fn fd_check(what: &str, f: &dyn Fn(&[f64]) -> f64, x0: &[f64], grad: &[f64], coords: impl IntoIterator<Item = usize>) {
     if let Some(msg) = fd_errors(what, f, x0, grad, coords) {
         panic!("{msg}");
     }
@@ -91,10 +71,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 fn away_from_zero(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
     let mag = uniform(seed, n, lo, hi);
     let sign = uniform(seed + 1000, n, -1.0, 1.0);
-    mag.iter()
-        .zip(&sign)
-        .map(|(m, s)| if *s < 0.0 { -m } else { *m })
-        .collect()
+    mag.iter().zip(&sign).map(|(m, s)| if *s < 0.0 { -m } else { *m }).collect()
 }
 
 fn is_kinked(act: Act) -> bool {
@@ -109,12 +86,7 @@ fn act_backward_matches_finite_differences() {
         let dy = uniform(20 + k as u64, n, -1.0, 1.0);
         let y: Vec<f64> = x0.iter().map(|v| act_forward(act, *v)).collect();
         let dx = act_backward(act, &y, &dy);
-        let f = |x: &[f64]| {
-            x.iter()
-                .zip(&dy)
-                .map(|(v, g)| g * act_forward(act, *v))
-                .sum::<f64>()
-        };
+        let f = |x: &[f64]| x.iter().zip(&dy).map(|(v, g)| g * act_forward(act, *v)).sum::<f64>();
         fd_check(&format!("act_backward {act:?}"), &f, &x0, &dx, 0..n);
     }
 }
@@ -144,21 +116,9 @@ fn check_linear(act: Act, prev: Act, seed: u64) {
         dot(&c, &linear_forward(&x, w, rows, din, dout, act))
     };
     let what = format!("linear_backward act {act:?} dact_x {prev:?}");
-    fd_check(
-        &format!("{what} dx"),
-        &|u: &[f64]| loss(u, &w0),
-        &u0,
-        &dx,
-        0..rows * din,
-    );
+    fd_check(&format!("{what} dx"), &|u: &[f64]| loss(u, &w0), &u0, &dx, 0..rows * din);
     // Every entry of dw, the bias row (row din) included.
-    fd_check(
-        &format!("{what} dw"),
-        &|w: &[f64]| loss(&u0, w),
-        &w0,
-        &dw,
-        0..(din + 1) * dout,
-    );
+    fd_check(&format!("{what} dw"), &|w: &[f64]| loss(&u0, w), &w0, &dw, 0..(din + 1) * dout);
 }
 
 #[test]
@@ -189,19 +149,14 @@ fn linear_backward_dact_factor_is_the_previous_activation_derivative() {
         let w = uniform(910 + k as u64, (din + 1) * dout, -1.0, 1.0);
         let c = uniform(920 + k as u64, rows * dout, -1.0, 1.0);
         let y = linear_forward(&x, &w, rows, din, dout, Act::Tanh);
-        let (plain, dw0) =
-            linear_backward(&x, &w, &y, &c, rows, din, dout, Act::Tanh, Act::Identity);
+        let (plain, dw0) = linear_backward(&x, &w, &y, &c, rows, din, dout, Act::Tanh, Act::Identity);
         let (fused, dw1) = linear_backward(&x, &w, &y, &c, rows, din, dout, Act::Tanh, prev);
         assert_eq!(dw0, dw1, "dact must not change dw");
         for i in 0..rows * din {
             let d = (act_forward(prev, u[i] + H) - act_forward(prev, u[i] - H)) / (2.0 * H);
             let want = plain[i] * d;
             let err = (fused[i] - want).abs();
-            assert!(
-                err <= ABS || err <= REL * want.abs(),
-                "{prev:?} [{i}]: fused {} want {want}",
-                fused[i]
-            );
+            assert!(err <= ABS || err <= REL * want.abs(), "{prev:?} [{i}]: fused {} want {want}", fused[i]);
         }
     }
 }
@@ -222,46 +177,20 @@ fn elbo_gradients_match_finite_differences() {
             // A logσ² below the clamp: its gradient is 0 and so is the finite difference.
             head0[latent] = LOGVAR_MIN - 3.0;
             let sigma = 0.7;
-            let e = elbo(
-                &out0, &x, &head0, batch, dim, latent, samples, likelihood, beta, sigma,
-            );
+            let e = elbo(&out0, &x, &head0, batch, dim, latent, samples, likelihood, beta, sigma);
             let what = format!("elbo {likelihood:?} beta {beta}");
-            let f_out = |o: &[f64]| {
-                elbo(
-                    o, &x, &head0, batch, dim, latent, samples, likelihood, beta, sigma,
-                )
-                .loss
-            };
-            fd_check(
-                &format!("{what} dout"),
-                &f_out,
-                &out0,
-                &e.dout,
-                0..out0.len(),
-            );
+            let f_out = |o: &[f64]| elbo(o, &x, &head0, batch, dim, latent, samples, likelihood, beta, sigma).loss;
+            fd_check(&format!("{what} dout"), &f_out, &out0, &e.dout, 0..out0.len());
             // With out (hence z) held fixed the loss depends on head only through the KL term.
-            let f_head = |h: &[f64]| {
-                elbo(
-                    &out0, &x, h, batch, dim, latent, samples, likelihood, beta, sigma,
-                )
-                .loss
-            };
-            fd_check(
-                &format!("{what} dhead (KL)"),
-                &f_head,
-                &head0,
-                &e.dhead,
-                0..head0.len(),
-            );
+            let f_head = |h: &[f64]| elbo(&out0, &x, h, batch, dim, latent, samples, likelihood, beta, sigma).loss;
+            fd_check(&format!("{what} dhead (KL)"), &f_head, &head0, &e.dhead, 0..head0.len());
             assert_eq!(e.dhead[latent], 0.0);
             // Above the clamp (exp(20)/2 ≈ 2.4e8 in the loss, too large for the other coordinates'
             // differences): the loss is bitwise unchanged by the step, so the difference is exactly 0.
             let mut high = head0.clone();
             let at = 2 * latent + latent + 1;
             high[at] = LOGVAR_MAX + 2.0;
-            let e = elbo(
-                &out0, &x, &high, batch, dim, latent, samples, likelihood, beta, sigma,
-            );
+            let e = elbo(&out0, &x, &high, batch, dim, latent, samples, likelihood, beta, sigma);
             assert_eq!(e.dhead[at], 0.0);
             assert_eq!(central(&f_head, &high, at), 0.0);
         }
@@ -281,43 +210,20 @@ fn sample_backward_matches_finite_differences() {
         let dhead = sample_backward(&head0, &eps, &c, batch, latent, samples);
         // ε does not depend on head (same counters, same key), so this is Σ c·z with ε fixed.
         let f = |h: &[f64]| dot(&c, &sample_forward(h, batch, latent, samples, 7, 0, key).1);
-        fd_check(
-            &format!("sample_backward B{batch} Z{latent} M{samples}"),
-            &f,
-            &head0,
-            &dhead,
-            0..head0.len(),
-        );
+        fd_check(&format!("sample_backward B{batch} Z{latent} M{samples}"), &f, &head0, &dhead, 0..head0.len());
         if latent > 1 {
             assert_eq!(dhead[latent + 1], 0.0);
         }
     }
 }
 
-fn vae_case(
-    act: Act,
-    likelihood: Likelihood,
-    seed: u64,
-) -> (VaeConfig, Vec<f64>, Vec<f64>, Vec<f64>, usize) {
-    let cfg = VaeConfig {
-        input_dim: 6,
-        hidden: vec![5],
-        latent: 3,
-        act,
-        likelihood,
-        beta: 1.0,
-        sigma: 0.8,
-        samples: 2,
-    };
+fn vae_case(act: Act, likelihood: Likelihood, seed: u64) -> (VaeConfig, Vec<f64>, Vec<f64>, Vec<f64>, usize) {
+    let cfg =
+        VaeConfig { input_dim: 6, hidden: vec![5], latent: 3, act, likelihood, beta: 1.0, sigma: 0.8, samples: 2 };
     cfg.validate().unwrap();
     let batch = 3;
     // PyTorch-style init scaled up so that every layer carries gradients of a useful size.
-    let p0: Vec<f64> = cfg
-        .layout()
-        .init(seed)
-        .iter()
-        .map(|&v| 2.0 * v as f64)
-        .collect();
+    let p0: Vec<f64> = cfg.layout().init(seed).iter().map(|&v| 2.0 * v as f64).collect();
     let x = uniform(seed + 1, batch * cfg.input_dim, 0.0, 1.0);
     let eps = normals(seed + 2, cfg.samples * batch * cfg.latent);
     (cfg, p0, x, eps, batch)
@@ -325,37 +231,19 @@ fn vae_case(
 
 /// Checks `grads` layer block by layer block (padding skipped) against differences of `loss`;
 /// returns the failing layers.
-fn layer_errors(
-    what: &str,
-    cfg: &VaeConfig,
-    loss: &dyn Fn(&[f64]) -> f64,
-    p0: &[f64],
-    grads: &[f64],
-) -> Vec<String> {
+fn layer_errors(what: &str, cfg: &VaeConfig, loss: &dyn Fn(&[f64]) -> f64, p0: &[f64], grads: &[f64]) -> Vec<String> {
     let layout = cfg.layout();
     assert_eq!(grads.len(), layout.total);
     // Padding never receives a gradient.
     for (i, g) in grads.iter().enumerate() {
-        if !layout
-            .layers
-            .iter()
-            .any(|l| (l.offset..l.offset + l.len()).contains(&i))
-        {
+        if !layout.layers.iter().any(|l| (l.offset..l.offset + l.len()).contains(&i)) {
             assert_eq!(*g, 0.0, "{what}: padding [{i}] has gradient {g}");
         }
     }
     layout
         .layers
         .iter()
-        .filter_map(|l| {
-            fd_errors(
-                &format!("{what} {}", l.name),
-                loss,
-                p0,
-                grads,
-                l.offset..l.offset + l.len(),
-            )
-        })
+        .filter_map(|l| fd_errors(&format!("{what} {}", l.name), loss, p0, grads, l.offset..l.offset + l.len()))
         .collect()
 }
 
@@ -365,13 +253,7 @@ fn vae_errors(act: Act, likelihood: Likelihood, seed: u64) -> Vec<String> {
     let step = vae_step(&cfg, &layout, &p0, &x, &eps, batch);
     assert!((step.loss - (step.rec + cfg.beta as f64 * step.kl)).abs() < 1e-12);
     let f = |p: &[f64]| vae_step(&cfg, &layout, p, &x, &eps, batch).loss;
-    layer_errors(
-        &format!("vae_step {act:?} {likelihood:?}"),
-        &cfg,
-        &f,
-        &p0,
-        &step.grads,
-    )
+    layer_errors(&format!("vae_step {act:?} {likelihood:?}"), &cfg, &f, &p0, &step.grads)
 }
 
 #[test]
@@ -388,13 +270,7 @@ fn vae_step_gradients_match_finite_differences() {
 /// The same MLP VAE backward pass composed so that each layer's act' is applied exactly once:
 /// every linear_backward receives the gradient w.r.t. its OUTPUT (after activation) and is called
 /// with dact_x = Identity. Used to localise a failure of vae_step to its composition.
-fn vae_grads_single_act_factor(
-    cfg: &VaeConfig,
-    p: &[f64],
-    x: &[f64],
-    eps: &[f64],
-    batch: usize,
-) -> Vec<f64> {
+fn vae_grads_single_act_factor(cfg: &VaeConfig, p: &[f64], x: &[f64], eps: &[f64], batch: usize) -> Vec<f64> {
     let layout = cfg.layout();
     let (enc, dec) = cfg.split(&layout);
     let (zd, m) = (cfg.latent, cfg.samples);
@@ -402,14 +278,7 @@ fn vae_grads_single_act_factor(
     let block = |l: &vaegpu::nn::Linear| p[l.offset..l.offset + l.len()].to_vec();
     let mut acts = vec![x.to_vec()];
     for l in enc {
-        acts.push(linear_forward(
-            acts.last().unwrap(),
-            &block(l),
-            batch,
-            l.din,
-            l.dout,
-            l.act,
-        ));
+        acts.push(linear_forward(acts.last().unwrap(), &block(l), batch, l.din, l.dout, l.act));
     }
     let head = acts.last().unwrap().clone();
     let mut z = vec![0.0; mb * zd];
@@ -422,14 +291,7 @@ fn vae_grads_single_act_factor(
     }
     let mut dacts = vec![z];
     for l in dec {
-        dacts.push(linear_forward(
-            dacts.last().unwrap(),
-            &block(l),
-            mb,
-            l.din,
-            l.dout,
-            l.act,
-        ));
+        dacts.push(linear_forward(dacts.last().unwrap(), &block(l), mb, l.din, l.dout, l.act));
     }
     let e = elbo(
         dacts.last().unwrap(),
@@ -446,34 +308,16 @@ fn vae_grads_single_act_factor(
     let mut grads = vec![0.0; layout.total];
     let mut dy = e.dout.clone();
     for (i, l) in dec.iter().enumerate().rev() {
-        let (dx, dw) = linear_backward(
-            &dacts[i],
-            &block(l),
-            &dacts[i + 1],
-            &dy,
-            mb,
-            l.din,
-            l.dout,
-            l.act,
-            Act::Identity,
-        );
+        let (dx, dw) =
+            linear_backward(&dacts[i], &block(l), &dacts[i + 1], &dy, mb, l.din, l.dout, l.act, Act::Identity);
         grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
         dy = dx;
     }
     let path = sample_backward(&head, eps, &dy, batch, zd, m);
     let mut dh: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
     for (i, l) in enc.iter().enumerate().rev() {
-        let (dx, dw) = linear_backward(
-            &acts[i],
-            &block(l),
-            &acts[i + 1],
-            &dh,
-            batch,
-            l.din,
-            l.dout,
-            l.act,
-            Act::Identity,
-        );
+        let (dx, dw) =
+            linear_backward(&acts[i], &block(l), &acts[i + 1], &dh, batch, l.din, l.dout, l.act, Act::Identity);
         grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
         dh = dx;
     }
@@ -484,24 +328,14 @@ fn vae_grads_single_act_factor(
 fn vae_composition_of_reference_ops_matches_finite_differences() {
     // The building blocks (linear_backward, sample_backward, elbo) composed with one act' per layer
     // give the true gradient of vae_step's loss.
-    for (k, (act, likelihood)) in [
-        (Act::Tanh, Likelihood::Bernoulli),
-        (Act::Relu, Likelihood::Gaussian),
-    ]
-    .into_iter()
-    .enumerate()
+    for (k, (act, likelihood)) in
+        [(Act::Tanh, Likelihood::Bernoulli), (Act::Relu, Likelihood::Gaussian)].into_iter().enumerate()
     {
         let (cfg, p0, x, eps, batch) = vae_case(act, likelihood, 40 + 3 * k as u64);
         let layout = cfg.layout();
         let grads = vae_grads_single_act_factor(&cfg, &p0, &x, &eps, batch);
         let f = |p: &[f64]| vae_step(&cfg, &layout, p, &x, &eps, batch).loss;
-        let failures = layer_errors(
-            &format!("single-act composition {act:?} {likelihood:?}"),
-            &cfg,
-            &f,
-            &p0,
-            &grads,
-        );
+        let failures = layer_errors(&format!("single-act composition {act:?} {likelihood:?}"), &cfg, &f, &p0, &grads);
         assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     }
 }

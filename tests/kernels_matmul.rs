@@ -51,7 +51,8 @@ fn check(mm: Matmul, seed: u64) {
 
 #[test]
 fn awkward_shapes_all_layouts() {
-    let shapes = [(1, 1, 1), (1, 7, 3), (9, 65, 13), (17, 63, 31), (8, 64, 64), (33, 129, 5), (128, 400, 97), (3, 2, 300)];
+    let shapes =
+        [(1, 1, 1), (1, 7, 3), (9, 65, 13), (17, 63, 31), (8, 64, 64), (33, 129, 5), (128, 400, 97), (3, 2, 300)];
     let mut seed = 10;
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

@@ -5,14 +5,11 @@
 use std::sync::OnceLock;
 
 use vaegpu::gpu::{Gpu, View};
-use vaegpu::kernels::data::{
-    Gather, STATE_WORDS, W_EVAL_BATCH, W_NONFINITE, W_SEED_HI, W_SEED_LO, W_TRAIN_BATCH,
-};
+use vaegpu::kernels::data::{Gather, STATE_WORDS, W_EVAL_BATCH, W_NONFINITE, W_SEED_HI, W_SEED_LO, W_TRAIN_BATCH};
 use vaegpu::kernels::elbo::{Elbo, Likelihood};
 use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::reduce::{
-    self, METRICS_WORDS, M_GRAD_NORM, M_GRAD_NORM_COUNT, M_GRAD_NORM_SUM, M_NONFINITE, PARTIALS,
-    SLOT_EVAL, SLOT_TRAIN,
+    self, METRICS_WORDS, M_GRAD_NORM, M_GRAD_NORM_COUNT, M_GRAD_NORM_SUM, M_NONFINITE, PARTIALS, SLOT_EVAL, SLOT_TRAIN,
 };
 use vaegpu::kernels::sample::{self, Sample, STREAM_BINARIZE, STREAM_EVAL, STREAM_TRAIN};
 use vaegpu::kernels::{elementwise, Act};
@@ -25,13 +22,7 @@ fn gpu() -> &'static Gpu {
     G.get_or_init(test_gpu)
 }
 
-const ACTS: [Act; 5] = [
-    Act::Identity,
-    Act::Relu,
-    Act::LeakyRelu,
-    Act::Tanh,
-    Act::Sigmoid,
-];
+const ACTS: [Act; 5] = [Act::Identity, Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
 const SEEDS: [u64; 2] = [0, 0xdead_beef_0123_4567];
 
 /// A state buffer: step in word 0, the seed in words 3 and 4, the rest zero.
@@ -56,10 +47,7 @@ fn check_scaled(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f64, 
     for i in 0..got.len() {
         let err = (got[i] as f64 - want[i]).abs();
         if !(err <= rel * scale[i] + abs) {
-            bad.push(format!(
-                "[{i}] got {} want {} (scale {})",
-                got[i], want[i], scale[i]
-            ));
+            bad.push(format!("[{i}] got {} want {} (scale {})", got[i], want[i], scale[i]));
         }
     }
     assert!(
@@ -74,10 +62,7 @@ fn check_scaled(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f64, 
 /// The elements of `buf` past `n` still hold the NaN poison (nothing was written out of bounds).
 fn assert_tail_poisoned(what: &str, g: &Gpu, buf: &wgpu::Buffer, n: usize) {
     let all = g.read_f32(buf).unwrap();
-    assert!(
-        all[n..].iter().all(|v| v.is_nan()),
-        "{what}: wrote past element {n}"
-    );
+    assert!(all[n..].iter().all(|v| v.is_nan()), "{what}: wrote past element {n}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -87,9 +72,7 @@ fn assert_tail_poisoned(what: &str, g: &Gpu, buf: &wgpu::Buffer, n: usize) {
 /// act'(0) = 0 through y) and large magnitudes (saturating tanh/sigmoid, overflow of naive exp).
 fn act_inputs(seed: u64, n: usize) -> Vec<f64> {
     let mut x = uniform(seed, n, -6.0, 6.0);
-    let specials = [
-        0.0, -0.0, 40.0, -40.0, 100.0, -100.0, 1e-4, -1e-4, 0.5, -0.5,
-    ];
+    let specials = [0.0, -0.0, 40.0, -40.0, 100.0, -100.0, 1e-4, -1e-4, 0.5, -0.5];
     for (i, s) in specials.iter().enumerate() {
         if 3 * i < n {
             x[3 * i] = *s;
@@ -109,18 +92,13 @@ fn act_forward_all_activations() {
         for n in [1, 255, 256, 257, 1000] {
             seed += 1;
             let x = act_inputs(seed, n);
-            let want: Vec<f64> = x
-                .iter()
-                .map(|v| reference::elementwise::act_forward(act, *v))
-                .collect();
+            let want: Vec<f64> = x.iter().map(|v| reference::elementwise::act_forward(act, *v)).collect();
             let xb = g.upload("x", &to_f32(&x));
             let yb = poisoned(g, "y", n + 7);
-            let l =
-                elementwise::act_forward(g, act, n, (&xb).into(), View::new(&yb, 0, n)).unwrap();
+            let l = elementwise::act_forward(g, act, n, (&xb).into(), View::new(&yb, 0, n)).unwrap();
             g.run(&l).unwrap();
             let got: Vec<f32> = g.read(&yb, 0, n).unwrap();
-            tol.check(&format!("act_forward {act:?} n={n}"), &got, &want)
-                .unwrap();
+            tol.check(&format!("act_forward {act:?} n={n}"), &got, &want).unwrap();
             assert_tail_poisoned("act_forward", g, &yb, n);
         }
     }
@@ -144,18 +122,10 @@ fn act_forward_shader_direct_launch() {
     for act in ACTS {
         for n in [1, 257, 1000] {
             let x = act_inputs(40 + n as u64, n);
-            let want: Vec<f64> = x
-                .iter()
-                .map(|v| reference::elementwise::act_forward(act, *v))
-                .collect();
+            let want: Vec<f64> = x.iter().map(|v| reference::elementwise::act_forward(act, *v)).collect();
             let xb = g.upload("x", &to_f32(&x));
             let yb = poisoned(g, "y", n + 7);
-            let p = Params {
-                n: n as u32,
-                code: act.code(),
-                slope: Act::LEAKY_SLOPE,
-                _pad: 0,
-            };
+            let p = Params { n: n as u32, code: act.code(), slope: Act::LEAKY_SLOPE, _pad: 0 };
             let bindings = [(1, View::from(&xb)), (2, View::new(&yb, 0, n))];
             let groups = [n.div_ceil(256) as u32, 1, 1];
             let l = g
@@ -171,8 +141,7 @@ fn act_forward_shader_direct_launch() {
                 .unwrap();
             g.run(&l).unwrap();
             let got: Vec<f32> = g.read(&yb, 0, n).unwrap();
-            tol.check(&format!("direct act_forward {act:?} n={n}"), &got, &want)
-                .unwrap();
+            tol.check(&format!("direct act_forward {act:?} n={n}"), &got, &want).unwrap();
             assert_tail_poisoned("act_forward", g, &yb, n);
         }
     }
@@ -188,29 +157,16 @@ fn act_backward_all_activations() {
         for n in [1, 255, 256, 257, 1000] {
             seed += 2;
             let x = act_inputs(seed, n);
-            let y = f32_round(
-                &x.iter()
-                    .map(|v| reference::elementwise::act_forward(act, *v))
-                    .collect::<Vec<_>>(),
-            );
+            let y = f32_round(&x.iter().map(|v| reference::elementwise::act_forward(act, *v)).collect::<Vec<_>>());
             let dy = f32_round(&uniform(seed + 1, n, -2.0, 2.0));
             let want = reference::elementwise::act_backward(act, &y, &dy);
             let yb = g.upload("y", &to_f32(&y));
             let dyb = g.upload("dy", &to_f32(&dy));
             let dxb = poisoned(g, "dx", n + 7);
-            let l = elementwise::act_backward(
-                g,
-                act,
-                n,
-                (&yb).into(),
-                (&dyb).into(),
-                View::new(&dxb, 0, n),
-            )
-            .unwrap();
+            let l = elementwise::act_backward(g, act, n, (&yb).into(), (&dyb).into(), View::new(&dxb, 0, n)).unwrap();
             g.run(&l).unwrap();
             let got: Vec<f32> = g.read(&dxb, 0, n).unwrap();
-            tol.check(&format!("act_backward {act:?} n={n}"), &got, &want)
-                .unwrap();
+            tol.check(&format!("act_backward {act:?} n={n}"), &got, &want).unwrap();
             assert_tail_poisoned("act_backward", g, &dxb, n);
         }
     }
@@ -222,19 +178,10 @@ fn act_backward_all_activations() {
 #[test]
 fn philox_reference_matches_random123_known_answers() {
     use reference::sample::philox;
+    assert_eq!(philox([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+    assert_eq!(philox([0xffff_ffff; 4], [0xffff_ffff, 0xffff_ffff]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
     assert_eq!(
-        philox([0, 0, 0, 0], [0, 0]),
-        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-    );
-    assert_eq!(
-        philox([0xffff_ffff; 4], [0xffff_ffff, 0xffff_ffff]),
-        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-    );
-    assert_eq!(
-        philox(
-            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-            [0xa4093822, 0x299f31d0]
-        ),
+        philox([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
         [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
     );
 }
@@ -245,27 +192,16 @@ fn philox_gpu_matches_reference_bit_for_bit() {
     let count = 4099; // more than 64 workgroups' worth, not a multiple of 64
     for seed in SEEDS {
         let state = g.upload("state", &state_words(0, seed));
-        for (counter1, stream) in [
-            (0, 0),
-            (1, 0),
-            (12345, STREAM_EVAL),
-            (0xffff_ffff, STREAM_BINARIZE),
-            (7, 0xffff_fffe),
-        ] {
+        for (counter1, stream) in
+            [(0, 0), (1, 0), (12345, STREAM_EVAL), (0xffff_ffff, STREAM_BINARIZE), (7, 0xffff_fffe)]
+        {
             let out = poisoned(g, "words", 4 * count);
-            let l =
-                sample::philox_words(g, count, counter1, stream, (&state).into(), (&out).into())
-                    .unwrap();
+            let l = sample::philox_words(g, count, counter1, stream, (&state).into(), (&out).into()).unwrap();
             g.run(&l).unwrap();
             let got: Vec<u32> = g.read(&out, 0, 4 * count).unwrap();
             for i in 0..count {
-                let want =
-                    reference::sample::philox([i as u32, counter1, stream, 0], seed_key(seed));
-                assert_eq!(
-                    &got[4 * i..4 * i + 4],
-                    &want,
-                    "seed {seed:#x} counter ({i}, {counter1}, {stream}, 0)"
-                );
+                let want = reference::sample::philox([i as u32, counter1, stream, 0], seed_key(seed));
+                assert_eq!(&got[4 * i..4 * i + 4], &want, "seed {seed:#x} counter ({i}, {counter1}, {stream}, 0)");
             }
         }
     }
@@ -274,8 +210,7 @@ fn philox_gpu_matches_reference_bit_for_bit() {
 // ---------------------------------------------------------------------------------------------
 // sampling
 
-const SAMPLE_SHAPES: [(usize, usize, usize); 5] =
-    [(1, 1, 1), (3, 5, 2), (13, 20, 3), (128, 20, 1), (2, 70, 4)];
+const SAMPLE_SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (3, 5, 2), (13, 20, 3), (128, 20, 1), (2, 70, 4)];
 
 /// head [B, 2Z]: μ in [−2, 2), logσ² in [−6, 4) with values at and beyond both ends of the clamp.
 fn sample_head(seed: u64, batch: usize, latent: usize) -> Vec<f64> {
@@ -286,14 +221,7 @@ fn sample_head(seed: u64, batch: usize, latent: usize) -> Vec<f64> {
             head[b * 2 * latent + latent + j] = lv[b * latent + j];
         }
     }
-    let specials = [
-        LOGVAR_MIN - 5.0,
-        LOGVAR_MAX + 5.0,
-        LOGVAR_MIN,
-        LOGVAR_MAX,
-        -100.0,
-        35.0,
-    ];
+    let specials = [LOGVAR_MIN - 5.0, LOGVAR_MAX + 5.0, LOGVAR_MIN, LOGVAR_MAX, -100.0, 35.0];
     for (k, s) in specials.iter().enumerate() {
         let (b, j) = ((k * 7) % batch, (k * 3) % latent);
         head[b * 2 * latent + latent + j] = *s;
@@ -319,36 +247,15 @@ fn sample_forward_draws_reference_eps() {
             let step = 17 + seed_data as u32;
             let n = samples * batch * latent;
             let head = sample_head(seed_data, batch, latent);
-            let (want_eps, _) = reference::sample::sample_forward(
-                &head,
-                batch,
-                latent,
-                samples,
-                step,
-                STREAM_TRAIN,
-                seed_key(seed),
-            );
+            let (want_eps, _) =
+                reference::sample::sample_forward(&head, batch, latent, samples, step, STREAM_TRAIN, seed_key(seed));
             let state = g.upload("state", &state_words(step, seed));
             let hb = g.upload("head", &to_f32(&head));
             let eb = poisoned(g, "eps", n + 5);
             let zb = poisoned(g, "z", n + 5);
-            let s = Sample {
-                batch,
-                latent,
-                samples,
-                counter_word: 0,
-                stream: STREAM_TRAIN,
-                given_eps: false,
-            };
+            let s = Sample { batch, latent, samples, counter_word: 0, stream: STREAM_TRAIN, given_eps: false };
             let l = s
-                .forward(
-                    g,
-                    "test",
-                    (&state).into(),
-                    (&hb).into(),
-                    View::new(&eb, 0, n),
-                    View::new(&zb, 0, n),
-                )
+                .forward(g, "test", (&state).into(), (&hb).into(), View::new(&eb, 0, n), View::new(&zb, 0, n))
                 .unwrap();
             g.run(&l).unwrap();
             let eps: Vec<f32> = g.read(&eb, 0, n).unwrap();
@@ -356,9 +263,7 @@ fn sample_forward_draws_reference_eps() {
             let what = format!("seed {seed:#x} B{batch} Z{latent} M{samples}");
             // GPU log and cos are approximations (WGSL: ~2⁻²¹ absolute on log near 1, cos within
             // 2⁻¹¹ absolute in the worst case, far better on real drivers): 1e-4 absolute on ε.
-            Tol::new(0.0, 1e-4)
-                .check(&format!("{what} eps"), &eps, &want_eps)
-                .unwrap();
+            Tol::new(0.0, 1e-4).check(&format!("{what} eps"), &eps, &want_eps).unwrap();
             // z = μ + σ·ε with the GPU's own ε: a few f32 roundings of terms of size |μ| and σ·|ε|
             // (σ up to e¹⁰ at the upper clamp).
             let mut want_z = vec![0.0; n];
@@ -388,38 +293,10 @@ fn sample_forward_counter_word_and_stream_select_the_draw() {
     let hb = g.upload("head", &to_f32(&head));
     let eb = poisoned(g, "eps", n);
     let zb = poisoned(g, "z", n);
-    let s = Sample {
-        batch,
-        latent,
-        samples,
-        counter_word: W_EVAL_BATCH,
-        stream: STREAM_EVAL,
-        given_eps: false,
-    };
-    g.run(
-        &s.forward(
-            g,
-            "eval",
-            (&state).into(),
-            (&hb).into(),
-            (&eb).into(),
-            (&zb).into(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let (want, _) = reference::sample::sample_forward(
-        &head,
-        batch,
-        latent,
-        samples,
-        41,
-        STREAM_EVAL,
-        seed_key(99),
-    );
-    Tol::new(0.0, 1e-4)
-        .check("eval draw", &g.read_f32(&eb).unwrap(), &want)
-        .unwrap();
+    let s = Sample { batch, latent, samples, counter_word: W_EVAL_BATCH, stream: STREAM_EVAL, given_eps: false };
+    g.run(&s.forward(g, "eval", (&state).into(), (&hb).into(), (&eb).into(), (&zb).into()).unwrap()).unwrap();
+    let (want, _) = reference::sample::sample_forward(&head, batch, latent, samples, 41, STREAM_EVAL, seed_key(99));
+    Tol::new(0.0, 1e-4).check("eval draw", &g.read_f32(&eb).unwrap(), &want).unwrap();
 }
 
 #[test]
@@ -433,24 +310,8 @@ fn sample_forward_with_given_eps() {
         let hb = g.upload("head", &to_f32(&head));
         let eb = g.upload("eps", &to_f32(&eps));
         let zb = poisoned(g, "z", n + 3);
-        let s = Sample {
-            batch,
-            latent,
-            samples,
-            counter_word: 0,
-            stream: STREAM_TRAIN,
-            given_eps: true,
-        };
-        let l = s
-            .forward(
-                g,
-                "given",
-                (&state).into(),
-                (&hb).into(),
-                (&eb).into(),
-                View::new(&zb, 0, n),
-            )
-            .unwrap();
+        let s = Sample { batch, latent, samples, counter_word: 0, stream: STREAM_TRAIN, given_eps: true };
+        let l = s.forward(g, "given", (&state).into(), (&hb).into(), (&eb).into(), View::new(&zb, 0, n)).unwrap();
         g.run(&l).unwrap();
         // ε is read, never written.
         let eps_after: Vec<f32> = g.read(&eb, 0, n).unwrap();
@@ -464,14 +325,7 @@ fn sample_forward_with_given_eps() {
             scale[i] = mu.abs() + sigma * eps[i].abs();
         }
         // Same bound as above: exp and one fma-able product and sum in f32.
-        check_scaled(
-            &format!("given eps B{batch} Z{latent} M{samples}"),
-            &z,
-            &want,
-            &scale,
-            1e-5,
-            1e-7,
-        );
+        check_scaled(&format!("given eps B{batch} Z{latent} M{samples}"), &z, &want, &scale, 1e-5, 1e-7);
         assert_tail_poisoned("z", g, &zb, n);
     }
 }
@@ -491,8 +345,7 @@ fn sample_backward_adds_to_dhead() {
         // Magnitudes of the summed terms: |prefill| + Σ|dz| (μ) or Σ|dz·ε|·½σ (logσ²).
         let abs_dz: Vec<f64> = dz.iter().map(|v| v.abs()).collect();
         let abs_eps: Vec<f64> = eps.iter().map(|v| v.abs()).collect();
-        let mag =
-            reference::sample::sample_backward(&head, &abs_eps, &abs_dz, batch, latent, samples);
+        let mag = reference::sample::sample_backward(&head, &abs_eps, &abs_dz, batch, latent, samples);
         let scale: Vec<f64> = prefill.iter().zip(&mag).map(|(a, b)| a.abs() + b).collect();
         let hb = g.upload("head", &to_f32(&head));
         let eb = g.upload("eps", &to_f32(&eps));
@@ -500,44 +353,18 @@ fn sample_backward_adds_to_dhead() {
         let mut pre = to_f32(&prefill);
         pre.extend([f32::NAN; 3]);
         let dhb = g.upload("dhead", &pre);
-        let s = Sample {
-            batch,
-            latent,
-            samples,
-            counter_word: 0,
-            stream: 0,
-            given_eps: true,
-        };
-        let l = s
-            .backward(
-                g,
-                "test",
-                (&hb).into(),
-                (&eb).into(),
-                (&dzb).into(),
-                View::new(&dhb, 0, nh),
-            )
-            .unwrap();
+        let s = Sample { batch, latent, samples, counter_word: 0, stream: 0, given_eps: true };
+        let l = s.backward(g, "test", (&hb).into(), (&eb).into(), (&dzb).into(), View::new(&dhb, 0, nh)).unwrap();
         g.run(&l).unwrap();
         let got: Vec<f32> = g.read(&dhb, 0, nh).unwrap();
         // A sum of M products plus the prefill and an exp, in f32.
-        check_scaled(
-            &format!("sample_backward B{batch} Z{latent} M{samples}"),
-            &got,
-            &want,
-            &scale,
-            1e-5,
-            1e-7,
-        );
+        check_scaled(&format!("sample_backward B{batch} Z{latent} M{samples}"), &got, &want, &scale, 1e-5, 1e-7);
         // Clamped logσ² entries got nothing added: bit for bit the prefill.
         for b in 0..batch {
             for j in 0..latent {
                 let i = b * 2 * latent + latent + j;
                 if !(LOGVAR_MIN..=LOGVAR_MAX).contains(&head[i]) {
-                    assert_eq!(
-                        got[i], prefill[i] as f32,
-                        "clamped logσ² [{b}, {j}] changed"
-                    );
+                    assert_eq!(got[i], prefill[i] as f32, "clamped logσ² [{b}, {j}] changed");
                 }
             }
         }
@@ -555,26 +382,8 @@ fn gpu_eps_is_standard_normal() {
     let hb = g.upload("head", &head);
     let eb = poisoned(g, "eps", n);
     let zb = poisoned(g, "z", n);
-    let s = Sample {
-        batch,
-        latent,
-        samples,
-        counter_word: 0,
-        stream: STREAM_TRAIN,
-        given_eps: false,
-    };
-    g.run(
-        &s.forward(
-            g,
-            "stats",
-            (&state).into(),
-            (&hb).into(),
-            (&eb).into(),
-            (&zb).into(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let s = Sample { batch, latent, samples, counter_word: 0, stream: STREAM_TRAIN, given_eps: false };
+    g.run(&s.forward(g, "stats", (&state).into(), (&hb).into(), (&eb).into(), (&zb).into()).unwrap()).unwrap();
     let eps = g.read_f32(&eb).unwrap();
     assert!(eps.iter().all(|e| e.is_finite()), "non-finite ε");
     let mean = eps.iter().map(|&e| e as f64).sum::<f64>() / n as f64;
@@ -619,18 +428,7 @@ fn check_elbo(e: Elbo, seed: u64) {
     let (b, d, z, m) = (e.batch, e.dim, e.latent, e.samples);
     let (out, x, head) = elbo_inputs(seed, &e);
     let sigma = e.sigma as f64;
-    let want = reference::elbo::elbo(
-        &out,
-        &x,
-        &head,
-        b,
-        d,
-        z,
-        m,
-        e.likelihood,
-        e.beta as f64,
-        sigma,
-    );
+    let want = reference::elbo::elbo(&out, &x, &head, b, d, z, m, e.likelihood, e.beta as f64, sigma);
     let ob = g.upload("out", &to_f32(&out));
     let xb = g.upload("x", &to_f32(&x));
     let hb = g.upload("head", &to_f32(&head));
@@ -662,12 +460,7 @@ fn check_elbo(e: Elbo, seed: u64) {
         let mut rec_mag = 0.0;
         for mm in 0..m {
             for dd in 0..d {
-                let (v, _) = reference::elbo::nll(
-                    e.likelihood,
-                    sigma,
-                    out[(mm * b + bb) * d + dd],
-                    x[bb * d + dd],
-                );
+                let (v, _) = reference::elbo::nll(e.likelihood, sigma, out[(mm * b + bb) * d + dd], x[bb * d + dd]);
                 // BCE of a ±90 logit is ~90 built from max(l, 0) − l·x: its rounding scales with |l|.
                 rec_mag += v.abs() + out[(mm * b + bb) * d + dd].abs();
             }
@@ -675,49 +468,26 @@ fn check_elbo(e: Elbo, seed: u64) {
         want_rows.extend([want.rows[bb].0, want.rows[bb].1]);
         scale_rows.extend([rec_mag / m as f64, want.rows[bb].1.abs() + z as f64]);
     }
-    check_scaled(
-        &format!("{what} rows"),
-        &rows,
-        &want_rows,
-        &scale_rows,
-        2e-6,
-        1e-6,
-    );
+    check_scaled(&format!("{what} rows"), &rows, &want_rows, &scale_rows, 2e-6, 1e-6);
     // dout = (σ(l) − x)/(B·M) or (μ − x)/(σ²·B·M): one rounding of the difference and the scale.
-    Tol::new(1e-5, 1e-7 / b as f64)
-        .check(&format!("{what} dout"), &dout, &want.dout)
-        .unwrap();
+    Tol::new(1e-5, 1e-7 / b as f64).check(&format!("{what} dout"), &dout, &want.dout).unwrap();
     // dhead: β·μ/B and β·½(e^lv − 1)/B (0 outside the clamp): exp to a few ulp, 1 − e^lv cancels
     // near lv = 0.
-    Tol::new(1e-5, 1e-7)
-        .check(&format!("{what} dhead"), &dhead, &want.dhead)
-        .unwrap();
+    Tol::new(1e-5, 1e-7).check(&format!("{what} dhead"), &dhead, &want.dhead).unwrap();
     for bb in 0..b {
         for j in 0..z {
             let raw = head[bb * 2 * z + z + j];
             if !(LOGVAR_MIN..=LOGVAR_MAX).contains(&raw) {
-                assert_eq!(
-                    dhead[bb * 2 * z + z + j],
-                    0.0,
-                    "{what}: gradient through the clamp"
-                );
+                assert_eq!(dhead[bb * 2 * z + z + j], 0.0, "{what}: gradient through the clamp");
             }
         }
     }
     // The loss as the model reads it: mean over the batch of rec + β·kl from the GPU rows.
-    let loss: f64 = (0..b)
-        .map(|bb| rows[2 * bb] as f64 + e.beta as f64 * rows[2 * bb + 1] as f64)
-        .sum::<f64>()
-        / b as f64;
-    let loss_scale: f64 = (0..b)
-        .map(|bb| scale_rows[2 * bb] + e.beta as f64 * scale_rows[2 * bb + 1])
-        .sum::<f64>()
-        / b as f64;
-    assert!(
-        (loss - want.loss).abs() <= 2e-6 * loss_scale + 1e-6,
-        "{what}: loss {loss} want {}",
-        want.loss
-    );
+    let loss: f64 =
+        (0..b).map(|bb| rows[2 * bb] as f64 + e.beta as f64 * rows[2 * bb + 1] as f64).sum::<f64>() / b as f64;
+    let loss_scale: f64 =
+        (0..b).map(|bb| scale_rows[2 * bb] + e.beta as f64 * scale_rows[2 * bb + 1]).sum::<f64>() / b as f64;
+    assert!((loss - want.loss).abs() <= 2e-6 * loss_scale + 1e-6, "{what}: loss {loss} want {}", want.loss);
     assert_tail_poisoned("dout", g, &doutb, m * b * d);
     assert_tail_poisoned("dhead", g, &dheadb, b * 2 * z);
     assert_tail_poisoned("rows", g, &rowsb, 2 * b);
@@ -734,18 +504,7 @@ fn elbo_both_likelihoods() {
                         seed += 3;
                         let sigma = if seed % 2 == 0 { 1.0 } else { 0.3 };
                         let batch = 1 + (seed as usize % 5);
-                        check_elbo(
-                            Elbo {
-                                batch,
-                                dim,
-                                latent,
-                                samples,
-                                likelihood,
-                                beta,
-                                sigma,
-                            },
-                            seed,
-                        );
+                        check_elbo(Elbo { batch, dim, latent, samples, likelihood, beta, sigma }, seed);
                     }
                 }
             }
@@ -771,21 +530,10 @@ fn check_adam(c: AdamCase, seed: u64) {
     let (m0, v0) = if c.t == 1 {
         (vec![0.0; n], vec![0.0; n])
     } else {
-        (
-            f32_round(&uniform(seed + 2, n, -0.05, 0.05)),
-            f32_round(&uniform(seed + 3, n, 0.0, 0.01)),
-        )
+        (f32_round(&uniform(seed + 2, n, -0.05, 0.05)), f32_round(&uniform(seed + 3, n, 0.0, 0.01)))
     };
     let (mut wp, mut wm, mut wv) = (params.clone(), m0.clone(), v0.clone());
-    reference::optim::adam(
-        &c.cfg,
-        c.t,
-        &mut wp,
-        &grads,
-        &mut wm,
-        &mut wv,
-        c.clip as f64,
-    );
+    reference::optim::adam(&c.cfg, c.t, &mut wp, &grads, &mut wm, &mut wv, c.clip as f64);
     let state = g.upload("state", &state_words(c.t - 1, 0));
     let pb = g.upload("params", &to_f32(&params));
     let gb = g.upload("grads", &to_f32(&grads));
@@ -794,34 +542,19 @@ fn check_adam(c: AdamCase, seed: u64) {
     let cb = g.upload("clip", &[c.clip]);
     let l = c
         .cfg
-        .launch(
-            g,
-            n,
-            (&state).into(),
-            (&pb).into(),
-            (&gb).into(),
-            (&mb).into(),
-            (&vb).into(),
-            (&cb).into(),
-        )
+        .launch(g, n, (&state).into(), (&pb).into(), (&gb).into(), (&mb).into(), (&vb).into(), (&cb).into())
         .unwrap();
     g.run(&l).unwrap();
     let what = format!("adam t={} clip={} {:?}", c.t, c.clip, c.cfg);
     // m, v: two products and a sum in f32; the terms (|m| ≤ 0.05, |g| ≤ 0.5; v ≤ 0.01) can cancel,
     // so the floor is a few ulp of the terms rather than of the result.
-    Tol::new(1e-6, 2e-8)
-        .check(&format!("{what} m"), &g.read_f32(&mb).unwrap(), &wm)
-        .unwrap();
-    Tol::new(1e-6, 4e-9)
-        .check(&format!("{what} v"), &g.read_f32(&vb).unwrap(), &wv)
-        .unwrap();
+    Tol::new(1e-6, 2e-8).check(&format!("{what} m"), &g.read_f32(&mb).unwrap(), &wm).unwrap();
+    Tol::new(1e-6, 4e-9).check(&format!("{what} v"), &g.read_f32(&vb).unwrap(), &wv).unwrap();
     // θ: the step is lr·m̂/(√v̂ + ε) with 1 − β2ᵗ computed from GPU pow(β2, t) (exp2/log2 to a few
     // ulp) and cancelling (1 − 0.999 loses ~10 bits): relative error up to ~1e-4 on a step of
     // size ≤ lr, i.e. ≤ 1e-7 absolute at lr = 1e-3, on top of the rounding of θ (~6e-8).
     let step_tol = 2e-4 * c.cfg.lr as f64;
-    Tol::new(2e-7, step_tol)
-        .check(&format!("{what} params"), &g.read_f32(&pb).unwrap(), &wp)
-        .unwrap();
+    Tol::new(2e-7, step_tol).check(&format!("{what} params"), &g.read_f32(&pb).unwrap(), &wp).unwrap();
 }
 
 #[test]
@@ -832,34 +565,15 @@ fn adam_matches_reference() {
             for clip in [1.0, 0.5] {
                 for n in [1, 257, 1000] {
                     seed += 4;
-                    let cfg = Adam {
-                        lr: 1e-3,
-                        weight_decay,
-                        ..Default::default()
-                    };
+                    let cfg = Adam { lr: 1e-3, weight_decay, ..Default::default() };
                     check_adam(AdamCase { cfg, t, clip, n }, seed);
                 }
             }
         }
     }
     // A larger learning rate and unusual betas.
-    let cfg = Adam {
-        lr: 0.05,
-        beta1: 0.5,
-        beta2: 0.9,
-        eps: 1e-6,
-        weight_decay: 0.1,
-        ..Default::default()
-    };
-    check_adam(
-        AdamCase {
-            cfg,
-            t: 3,
-            clip: 0.25,
-            n: 300,
-        },
-        900,
-    );
+    let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
+    check_adam(AdamCase { cfg, t: 3, clip: 0.25, n: 300 }, 900);
 }
 
 #[test]
@@ -879,16 +593,7 @@ fn adam_skips_a_nonfinite_step() {
     let vb = g.upload("v", &v0);
     let cb = g.upload("clip", &[1.0f32]);
     let l = Adam::default()
-        .launch(
-            g,
-            n,
-            (&state).into(),
-            (&pb).into(),
-            (&gb).into(),
-            (&mb).into(),
-            (&vb).into(),
-            (&cb).into(),
-        )
+        .launch(g, n, (&state).into(), (&pb).into(), (&gb).into(), (&mb).into(), (&vb).into(), (&cb).into())
         .unwrap();
     g.run(&l).unwrap();
     assert_eq!(g.read_f32(&pb).unwrap(), params);
@@ -913,11 +618,7 @@ fn metrics_accumulate_counts_only_valid_rows() {
     ];
     for (k, &(batch, n_items, index, slot)) in cases.iter().enumerate() {
         let beta = [1.0f32, 0.5][k % 2];
-        let word = if slot == SLOT_TRAIN {
-            W_TRAIN_BATCH
-        } else {
-            W_EVAL_BATCH
-        };
+        let word = if slot == SLOT_TRAIN { W_TRAIN_BATCH } else { W_EVAL_BATCH };
         let rows = f32_round(&uniform(1000 + k as u64, 2 * batch, 0.0, 10.0));
         let prefill: Vec<f32> = (0..METRICS_WORDS).map(|i| i as f32 * 0.25 + 1.0).collect();
         let mut st = state_words(9, 0);
@@ -954,9 +655,7 @@ fn metrics_accumulate_counts_only_valid_rows() {
         want[base + 2] += rec + beta as f64 * kl;
         want[base + 3] += cnt;
         // Sums of ≤ 200 positive terms in f32 (tree order): well within 1e-6 relative.
-        Tol::new(1e-6, 0.0)
-            .check(&format!("metrics case {k}"), &got, &want)
-            .unwrap();
+        Tol::new(1e-6, 0.0).check(&format!("metrics case {k}"), &got, &want).unwrap();
         assert_eq!(got[base + 3], want[base + 3] as f32, "row count");
     }
 }
@@ -988,11 +687,7 @@ fn run_grad_norm(
     .unwrap();
     g.run(&a).unwrap();
     g.run(&b).unwrap();
-    (
-        g.read(&state, 0, STATE_WORDS).unwrap(),
-        g.read_f32(&mbuf).unwrap(),
-        g.read_f32(&clip).unwrap()[0],
-    )
+    (g.read(&state, 0, STATE_WORDS).unwrap(), g.read_f32(&mbuf).unwrap(), g.read_f32(&clip).unwrap()[0])
 }
 
 #[test]
@@ -1002,52 +697,29 @@ fn grad_norm_and_clip_scale() {
         let grads = f32_round(&uniform(1100 + k as u64, n, -1.0, 1.0));
         let (norm, _) = reference::optim::clip_scale(&grads, 0.0);
         for max_norm in [0.0, 0.05 * norm, 1e-3, 10.0 * norm + 1.0] {
-            let (want_norm, want_scale) =
-                reference::optim::clip_scale(&grads, max_norm as f32 as f64);
+            let (want_norm, want_scale) = reference::optim::clip_scale(&grads, max_norm as f32 as f64);
             let mut st = state_words(3, 0);
             st[W_NONFINITE] = 1; // a finite step clears a stale flag
-            let (state, metrics, clip) =
-                run_grad_norm(&to_f32(&grads), max_norm as f32, st, &prefill);
+            let (state, metrics, clip) = run_grad_norm(&to_f32(&grads), max_norm as f32, st, &prefill);
             let what = format!("n={n} max_norm={max_norm}");
             // Σ g² of n terms in f32, tree-summed: relative error ~ log₂(n)·2⁻²⁴, then a sqrt.
             let tol = Tol::new(2e-6, 0.0);
-            tol.check(
-                &format!("{what} norm"),
-                &[metrics[M_GRAD_NORM]],
-                &[want_norm],
-            )
-            .unwrap();
-            tol.check(&format!("{what} scale"), &[clip], &[want_scale])
-                .unwrap();
+            tol.check(&format!("{what} norm"), &[metrics[M_GRAD_NORM]], &[want_norm]).unwrap();
+            tol.check(&format!("{what} scale"), &[clip], &[want_scale]).unwrap();
             if max_norm == 0.0 || max_norm > norm {
                 assert_eq!(clip, 1.0, "{what}: no clipping expected");
             }
             assert_eq!(state[W_NONFINITE], 0, "{what}: finite flag");
-            assert_eq!(
-                &state[..W_NONFINITE],
-                &st[..W_NONFINITE],
-                "{what}: other state words changed"
-            );
+            assert_eq!(&state[..W_NONFINITE], &st[..W_NONFINITE], "{what}: other state words changed");
             tol.check(
                 &format!("{what} Σ norms"),
                 &[metrics[M_GRAD_NORM_SUM]],
                 &[prefill[M_GRAD_NORM_SUM] as f64 + want_norm],
             )
             .unwrap();
-            assert_eq!(
-                metrics[M_GRAD_NORM_COUNT],
-                prefill[M_GRAD_NORM_COUNT] + 1.0,
-                "{what}: steps normed"
-            );
-            assert_eq!(
-                metrics[M_NONFINITE], prefill[M_NONFINITE],
-                "{what}: non-finite count"
-            );
-            assert_eq!(
-                &metrics[..M_GRAD_NORM],
-                &prefill[..M_GRAD_NORM],
-                "{what}: loss slots changed"
-            );
+            assert_eq!(metrics[M_GRAD_NORM_COUNT], prefill[M_GRAD_NORM_COUNT] + 1.0, "{what}: steps normed");
+            assert_eq!(metrics[M_NONFINITE], prefill[M_NONFINITE], "{what}: non-finite count");
+            assert_eq!(&metrics[..M_GRAD_NORM], &prefill[..M_GRAD_NORM], "{what}: loss slots changed");
         }
     }
 }
@@ -1067,24 +739,10 @@ fn grad_norm_flags_nonfinite_gradients() {
         let (state, metrics, clip) = run_grad_norm(&grads, 1.0, st, &prefill);
         let what = format!("n={n} {bad} at {at}");
         assert_eq!(state[W_NONFINITE], 1, "{what}: flag");
-        assert_eq!(
-            metrics[M_NONFINITE],
-            prefill[M_NONFINITE] + 1.0,
-            "{what}: non-finite count"
-        );
-        assert!(
-            !metrics[M_GRAD_NORM].is_finite(),
-            "{what}: norm {}",
-            metrics[M_GRAD_NORM]
-        );
-        assert_eq!(
-            metrics[M_GRAD_NORM_SUM], prefill[M_GRAD_NORM_SUM],
-            "{what}: Σ norms must skip the step"
-        );
-        assert_eq!(
-            metrics[M_GRAD_NORM_COUNT], prefill[M_GRAD_NORM_COUNT],
-            "{what}: steps normed"
-        );
+        assert_eq!(metrics[M_NONFINITE], prefill[M_NONFINITE] + 1.0, "{what}: non-finite count");
+        assert!(!metrics[M_GRAD_NORM].is_finite(), "{what}: norm {}", metrics[M_GRAD_NORM]);
+        assert_eq!(metrics[M_GRAD_NORM_SUM], prefill[M_GRAD_NORM_SUM], "{what}: Σ norms must skip the step");
+        assert_eq!(metrics[M_GRAD_NORM_COUNT], prefill[M_GRAD_NORM_COUNT], "{what}: steps normed");
         assert_eq!(clip, 1.0, "{what}: clip");
     }
     // A gradient whose Σ g² overflows f32 is non-finite too.
@@ -1098,10 +756,7 @@ fn grad_norm_flags_nonfinite_gradients() {
 // gather
 
 fn pixels(seed: u64, n: usize) -> Vec<u8> {
-    let mut p: Vec<u8> = uniform(seed, n, 0.0, 256.0)
-        .iter()
-        .map(|v| *v as u8)
-        .collect();
+    let mut p: Vec<u8> = uniform(seed, n, 0.0, 256.0).iter().map(|v| *v as u8).collect();
     // Both extremes present.
     p[0] = 255;
     if n > 1 {
@@ -1115,15 +770,8 @@ fn gather_matches_reference() {
     let g = gpu();
     // (n_items, dim, batch, batch index): pixel counts not a multiple of 4, partial last batches
     // (rows past n_items repeat the last item), a batch longer than the dataset.
-    let cases = [
-        (5, 7, 3, 1),
-        (5, 7, 2, 0),
-        (1, 7, 4, 0),
-        (10, 784, 4, 2),
-        (13, 784, 5, 2),
-        (33, 7, 8, 4),
-        (3, 1, 5, 0),
-    ];
+    let cases =
+        [(5, 7, 3, 1), (5, 7, 2, 0), (1, 7, 4, 0), (10, 784, 4, 2), (13, 784, 5, 2), (33, 7, 8, 4), (3, 1, 5, 0)];
     let mut seed = 1300;
     for &(n_items, dim, batch, index) in &cases {
         for binarize in [false, true] {
@@ -1131,60 +779,28 @@ fn gather_matches_reference() {
                 seed += 2;
                 let px = pixels(seed, n_items * dim);
                 // A permutation: reversed, then rotated.
-                let perm: Vec<u32> = (0..n_items as u32)
-                    .rev()
-                    .cycle()
-                    .skip(seed as usize % n_items)
-                    .take(n_items)
-                    .collect();
+                let perm: Vec<u32> =
+                    (0..n_items as u32).rev().cycle().skip(seed as usize % n_items).take(n_items).collect();
                 let step = 1 + seed as u32;
-                let word = if seed % 4 == 0 {
-                    W_TRAIN_BATCH
-                } else {
-                    W_EVAL_BATCH
-                };
+                let word = if seed % 4 == 0 { W_TRAIN_BATCH } else { W_EVAL_BATCH };
                 let mut st = state_words(step, key_seed);
                 st[word as usize] = index;
-                let want = reference::data::gather(
-                    &px,
-                    &perm,
-                    dim,
-                    batch,
-                    index as usize,
-                    binarize,
-                    step,
-                    seed_key(key_seed),
-                );
+                let want =
+                    reference::data::gather(&px, &perm, dim, batch, index as usize, binarize, step, seed_key(key_seed));
                 let state = g.upload("state", &st);
                 let data = g.upload::<u8>("pixels", &px);
                 let pb = g.upload("perm", &perm);
                 let xb = poisoned(g, "x", batch * dim + 5);
-                let ga = Gather {
-                    batch,
-                    dim,
-                    n_items,
-                    batch_word: word,
-                    binarize,
-                };
+                let ga = Gather { batch, dim, n_items, batch_word: word, binarize };
                 let l = ga
-                    .launch(
-                        g,
-                        "test",
-                        (&state).into(),
-                        (&data).into(),
-                        (&pb).into(),
-                        View::new(&xb, 0, batch * dim),
-                    )
+                    .launch(g, "test", (&state).into(), (&data).into(), (&pb).into(), View::new(&xb, 0, batch * dim))
                     .unwrap();
                 g.run(&l).unwrap();
                 let got: Vec<f32> = g.read(&xb, 0, batch * dim).unwrap();
                 let what = format!("{ga:?} index {index} seed {key_seed:#x}");
                 if binarize {
                     // Exactly 0 or 1, the same draw as the reference.
-                    assert!(
-                        got.iter().all(|v| *v == 0.0 || *v == 1.0),
-                        "{what}: not binary"
-                    );
+                    assert!(got.iter().all(|v| *v == 0.0 || *v == 1.0), "{what}: not binary");
                     assert_eq!(got, to_f32(&want), "{what}");
                 } else {
                     // px/255 is one f32 division (WGSL allows 2.5 ulp).

@@ -35,7 +35,9 @@ fn check(cfg: VaeConfig, batch: usize) {
     // float32 accumulations over ≤ a few hundred terms: relative 1e-3 of the largest gradient.
     for l in &layout.layers {
         let r = l.offset..l.offset + l.len();
-        Tol::new(1e-3, 1e-4 * gmax).check(&format!("{cfg:?} grad {}", l.name), &grads[r.clone()], &want.grads[r]).unwrap();
+        Tol::new(1e-3, 1e-4 * gmax)
+            .check(&format!("{cfg:?} grad {}", l.name), &grads[r.clone()], &want.grads[r])
+            .unwrap();
     }
 }
 
@@ -47,7 +49,16 @@ fn gpu_step_matches_reference_model() {
         (Act::Sigmoid, Likelihood::Bernoulli, 1, 4.0),
         (Act::Relu, Likelihood::Gaussian, 1, 1.0),
     ] {
-        let cfg = VaeConfig { input_dim: 37, hidden: vec![29, 13], latent: 5, act, likelihood: lik, beta, sigma: 0.7, samples: m };
+        let cfg = VaeConfig {
+            input_dim: 37,
+            hidden: vec![29, 13],
+            latent: 5,
+            act,
+            likelihood: lik,
+            beta,
+            sigma: 0.7,
+            samples: m,
+        };
         check(cfg, 11);
     }
 }

@@ -22,7 +22,15 @@ fn every_entry_point_and_variant_builds() {
                 for act in 0..5 {
                     for dact in [0.0, act as f64] {
                         for entry in ["matmul", "matmul_naive"] {
-                            let c = [("TRANS_A", ta), ("TRANS_B", tb), ("BIAS", bias), ("ONES_ROW", ones), ("ACT", act as f64), ("DACT", dact), ("WG", 64.0)];
+                            let c = [
+                                ("TRANS_A", ta),
+                                ("TRANS_B", tb),
+                                ("BIAS", bias),
+                                ("ONES_ROW", ones),
+                                ("ACT", act as f64),
+                                ("DACT", dact),
+                                ("WG", 64.0),
+                            ];
                             gpu.pipeline("matmul", entry, &c).unwrap_or_else(|e| panic!("matmul {c:?}: {e}"));
                             built += 1;
                         }

@@ -4,10 +4,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use vaegpu::gpu::pipeline::{shader_source, SHADERS, SNIPPETS};
 
 fn programs() -> impl Iterator<Item = (&'static str, &'static str)> {
-    SHADERS
-        .iter()
-        .copied()
-        .filter(|(name, _)| !SNIPPETS.contains(name))
+    SHADERS.iter().copied().filter(|(name, _)| !SNIPPETS.contains(name))
 }
 
 #[test]
@@ -19,25 +16,16 @@ fn every_program_parses_and_validates() {
         let module = match naga::front::wgsl::parse_str(&src) {
             Ok(m) => m,
             Err(e) => {
-                failures.push(format!(
-                    "{name}.wgsl: parse error\n{}",
-                    e.emit_to_string(&src)
-                ));
+                failures.push(format!("{name}.wgsl: parse error\n{}", e.emit_to_string(&src)));
                 continue;
             }
         };
         let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
         if let Err(e) = validator.validate(&module) {
-            failures.push(format!(
-                "{name}.wgsl: validation error\n{}",
-                e.emit_to_string(&src)
-            ));
+            failures.push(format!("{name}.wgsl: validation error\n{}", e.emit_to_string(&src)));
             continue;
         }
-        assert!(
-            !module.entry_points.is_empty(),
-            "{name}.wgsl has no entry point (should it be in SNIPPETS?)"
-        );
+        assert!(!module.entry_points.is_empty(), "{name}.wgsl has no entry point (should it be in SNIPPETS?)");
         checked += 1;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -48,10 +36,7 @@ fn every_program_parses_and_validates() {
 fn includes_are_expanded() {
     for (name, _) in programs() {
         let src = shader_source(name);
-        assert!(
-            !src.contains("//!include"),
-            "{name}.wgsl still holds an include line after expansion"
-        );
+        assert!(!src.contains("//!include"), "{name}.wgsl still holds an include line after expansion");
     }
 }
 
@@ -59,25 +44,16 @@ fn includes_are_expanded() {
 fn every_program_starts_with_a_comment_header() {
     for (name, raw) in programs() {
         let first = raw.lines().next().unwrap_or("");
-        assert!(
-            first.starts_with("//"),
-            "{name}.wgsl must begin with a comment header, first line is {first:?}"
-        );
+        assert!(first.starts_with("//"), "{name}.wgsl must begin with a comment header, first line is {first:?}");
         // The expanded source keeps the header in front of any included file.
         let expanded = shader_source(name);
-        assert!(
-            expanded.starts_with(first),
-            "{name}.wgsl: expansion moved the header"
-        );
+        assert!(expanded.starts_with(first), "{name}.wgsl: expansion moved the header");
     }
 }
 
 #[test]
 fn snippets_are_shipped() {
     for s in SNIPPETS {
-        assert!(
-            SHADERS.iter().any(|(n, _)| n == s),
-            "snippet {s} is not in SHADERS"
-        );
+        assert!(SHADERS.iter().any(|(n, _)| n == s), "snippet {s} is not in SHADERS");
     }
 }

@@ -28,61 +28,32 @@ pub enum DataError {
     #[error("file not found: {}", path.display())]
     NotFound { path: PathBuf },
     #[error("cannot read {}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("no {name} or {name}.gz in {}", dir.display())]
     MissingFile { dir: PathBuf, name: String },
     /// Wraps an error found while parsing a file, to say which file it was.
     #[error("{}: {inner}", path.display())]
-    InFile {
-        path: PathBuf,
-        inner: Box<DataError>,
-    },
+    InFile { path: PathBuf, inner: Box<DataError> },
     #[error("empty input: 0 bytes where an IDX {what} file was expected")]
     EmptyInput { what: &'static str },
     #[error("bad magic number for IDX {what}: expected {expected:#010x}, found {found:#010x} ({})", describe_magic(*found))]
-    BadMagic {
-        what: &'static str,
-        expected: u32,
-        found: u32,
-    },
+    BadMagic { what: &'static str, expected: u32, found: u32 },
     #[error("wrong number of dimensions for IDX {what}: expected {expected}, found {found}{}", if *found == 1 { " (is this a labels file?)" } else if *found == 3 { " (is this an images file?)" } else { "" })]
-    WrongDims {
-        what: &'static str,
-        expected: u8,
-        found: u8,
-    },
+    WrongDims { what: &'static str, expected: u8, found: u8 },
     #[error("truncated {what}: expected {expected} bytes, found {actual}")]
-    Truncated {
-        what: &'static str,
-        expected: usize,
-        actual: usize,
-    },
+    Truncated { what: &'static str, expected: usize, actual: usize },
     #[error("trailing garbage after IDX {what}: expected {expected} bytes, found {actual} ({} extra)", actual - expected)]
-    TrailingGarbage {
-        what: &'static str,
-        expected: usize,
-        actual: usize,
-    },
+    TrailingGarbage { what: &'static str, expected: usize, actual: usize },
     #[error("IDX {what} too large: {detail}")]
     TooLarge { what: &'static str, detail: String },
     #[error("empty dataset: {detail}")]
     Empty { detail: String },
     #[error("count mismatch in the {split} split: {images} images but {labels} labels")]
-    CountMismatch {
-        split: &'static str,
-        images: usize,
-        labels: usize,
-    },
-    #[error("image size mismatch: train images are {train_rows}x{train_cols}, test images are {test_rows}x{test_cols}")]
-    ShapeMismatch {
-        train_rows: usize,
-        train_cols: usize,
-        test_rows: usize,
-        test_cols: usize,
-    },
+    CountMismatch { split: &'static str, images: usize, labels: usize },
+    #[error(
+        "image size mismatch: train images are {train_rows}x{train_cols}, test images are {test_rows}x{test_cols}"
+    )]
+    ShapeMismatch { train_rows: usize, train_cols: usize, test_rows: usize, test_cols: usize },
     #[error("gzip decompression failed: {error}")]
     Decompress { error: std::io::Error },
 }
@@ -100,10 +71,7 @@ impl DataError {
         match self {
             // Errors about the file itself already name it.
             e @ (DataError::NotFound { .. } | DataError::Io { .. }) => e,
-            e => DataError::InFile {
-                path: path.to_path_buf(),
-                inner: Box::new(e),
-            },
+            e => DataError::InFile { path: path.to_path_buf(), inner: Box::new(e) },
         }
     }
 }
@@ -159,8 +127,7 @@ impl Images {
     pub fn truncate(&mut self, n: usize) {
         if n < self.n {
             self.n = n;
-            self.pixels
-                .truncate(n.saturating_mul(self.pixels_per_image()));
+            self.pixels.truncate(n.saturating_mul(self.pixels_per_image()));
         }
     }
 }
@@ -200,67 +167,34 @@ fn parse_u8_idx<'a>(
         return Err(DataError::EmptyInput { what });
     }
     if bytes.len() < 4 {
-        return Err(DataError::Truncated {
-            what: "header",
-            expected: 4,
-            actual: bytes.len(),
-        });
+        return Err(DataError::Truncated { what: "header", expected: 4, actual: bytes.len() });
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if magic >> 8 != expected_magic >> 8 {
-        return Err(DataError::BadMagic {
-            what,
-            expected: expected_magic,
-            found: magic,
-        });
+        return Err(DataError::BadMagic { what, expected: expected_magic, found: magic });
     }
     let ndims = (magic & 0xff) as u8;
     let expected_dims = (expected_magic & 0xff) as u8;
     if ndims != expected_dims {
-        return Err(DataError::WrongDims {
-            what,
-            expected: expected_dims,
-            found: ndims,
-        });
+        return Err(DataError::WrongDims { what, expected: expected_dims, found: ndims });
     }
     let header = 4 + 4 * ndims as usize;
     if bytes.len() < header {
-        return Err(DataError::Truncated {
-            what: "header",
-            expected: header,
-            actual: bytes.len(),
-        });
+        return Err(DataError::Truncated { what: "header", expected: header, actual: bytes.len() });
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let data_len = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| DataError::TooLarge {
-            what,
-            detail: format!("dimensions {dims:?} overflow usize"),
-        })?;
+        .ok_or_else(|| DataError::TooLarge { what, detail: format!("dimensions {dims:?} overflow usize") })?;
     let data = &bytes[header..];
-    let data_what = if what == "images" {
-        "pixel data"
-    } else {
-        "label data"
-    };
+    let data_what = if what == "images" { "pixel data" } else { "label data" };
     if data.len() < data_len {
-        return Err(DataError::Truncated {
-            what: data_what,
-            expected: data_len,
-            actual: data.len(),
-        });
+        return Err(DataError::Truncated { what: data_what, expected: data_len, actual: data.len() });
     }
     if data.len() > data_len {
-        return Err(DataError::TrailingGarbage {
-            what,
-            expected: header + data_len,
-            actual: bytes.len(),
-        });
+        return Err(DataError::TrailingGarbage { what, expected: header + data_len, actual: bytes.len() });
     }
     Ok((dims, data))
 }
@@ -271,21 +205,12 @@ pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
     let (dims, data) = parse_u8_idx(&bytes, "images", IMAGES_MAGIC)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if n == 0 {
-        return Err(DataError::Empty {
-            detail: format!("the images file holds 0 images of {rows}x{cols}"),
-        });
+        return Err(DataError::Empty { detail: format!("the images file holds 0 images of {rows}x{cols}") });
     }
     if rows == 0 || cols == 0 {
-        return Err(DataError::Empty {
-            detail: format!("the images file holds {n} images of size {rows}x{cols}"),
-        });
+        return Err(DataError::Empty { detail: format!("the images file holds {n} images of size {rows}x{cols}") });
     }
-    Ok(Images {
-        n,
-        rows,
-        cols,
-        pixels: data.to_vec(),
-    })
+    Ok(Images { n, rows, cols, pixels: data.to_vec() })
 }
 
 /// Parses an IDX u8 label file (magic `0x00000801`), raw or gzip.
@@ -293,9 +218,7 @@ pub fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     let bytes = maybe_decompress(bytes)?;
     let (_, data) = parse_u8_idx(&bytes, "labels", LABELS_MAGIC)?;
     if data.is_empty() {
-        return Err(DataError::Empty {
-            detail: "the labels file holds 0 labels".to_string(),
-        });
+        return Err(DataError::Empty { detail: "the labels file holds 0 labels".to_string() });
     }
     Ok(data.to_vec())
 }
@@ -303,28 +226,19 @@ pub fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
 /// Reads a whole file, telling "not found" apart from other failures.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => DataError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => DataError::Io {
-            path: path.to_path_buf(),
-            error,
-        },
+        std::io::ErrorKind::NotFound => DataError::NotFound { path: path.to_path_buf() },
+        _ => DataError::Io { path: path.to_path_buf(), error },
     })
 }
 
 /// Reads an IDX u8 image file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
 pub fn read_images(path: impl AsRef<Path>) -> Result<Images, DataError> {
     let path = path.as_ref();
-    read_file(path)
-        .and_then(|b| parse_images(&b))
-        .map_err(|e| e.in_file(path))
+    read_file(path).and_then(|b| parse_images(&b)).map_err(|e| e.in_file(path))
 }
 
 /// Reads an IDX u8 label file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u8>, DataError> {
     let path = path.as_ref();
-    read_file(path)
-        .and_then(|b| parse_labels(&b))
-        .map_err(|e| e.in_file(path))
+    read_file(path).and_then(|b| parse_labels(&b)).map_err(|e| e.in_file(path))
 }

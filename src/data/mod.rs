@@ -9,8 +9,7 @@ pub mod idx;
 use std::path::{Path, PathBuf};
 
 pub use idx::{
-    is_gzip, parse_images, parse_labels, read_images, read_labels, DataError, Images, IMAGES_MAGIC,
-    LABELS_MAGIC,
+    is_gzip, parse_images, parse_labels, read_images, read_labels, DataError, Images, IMAGES_MAGIC, LABELS_MAGIC,
 };
 
 /// Where the Debian package `dataset-fashion-mnist` installs the full data set.
@@ -26,14 +25,10 @@ pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 mod bundled {
-    pub const TRAIN_IMAGES: &[u8] =
-        include_bytes!("../../assets/fashion-mnist-subset/train-images-idx3-ubyte.gz");
-    pub const TRAIN_LABELS: &[u8] =
-        include_bytes!("../../assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
-    pub const TEST_IMAGES: &[u8] =
-        include_bytes!("../../assets/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
-    pub const TEST_LABELS: &[u8] =
-        include_bytes!("../../assets/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+    pub const TRAIN_IMAGES: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/train-images-idx3-ubyte.gz");
+    pub const TRAIN_LABELS: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
+    pub const TEST_IMAGES: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+    pub const TEST_LABELS: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
 }
 
 /// Images with one label each (`labels.len() == images.n`).
@@ -47,16 +42,10 @@ impl Split {
     /// Pairs images with labels, checking the counts agree. `split` names it in errors.
     pub fn new(split: &'static str, images: Images, labels: Vec<u8>) -> Result<Split, DataError> {
         if images.n != labels.len() {
-            return Err(DataError::CountMismatch {
-                split,
-                images: images.n,
-                labels: labels.len(),
-            });
+            return Err(DataError::CountMismatch { split, images: images.n, labels: labels.len() });
         }
         if images.n == 0 {
-            return Err(DataError::Empty {
-                detail: format!("the {split} split has no items"),
-            });
+            return Err(DataError::Empty { detail: format!("the {split} split has no items") });
         }
         Ok(Split { images, labels })
     }
@@ -98,13 +87,7 @@ impl Dataset {
     }
 
     /// Pairs two splits, checking their images have the same size.
-    pub fn new(
-        name: String,
-        train: Split,
-        test: Split,
-        source: PathBuf,
-        subset: bool,
-    ) -> Result<Dataset, DataError> {
+    pub fn new(name: String, train: Split, test: Split, source: PathBuf, subset: bool) -> Result<Dataset, DataError> {
         let (a, b) = (&train.images, &test.images);
         if (a.rows, a.cols) != (b.rows, b.cols) {
             return Err(DataError::ShapeMismatch {
@@ -114,13 +97,7 @@ impl Dataset {
                 test_cols: b.cols,
             });
         }
-        Ok(Dataset {
-            name,
-            train,
-            test,
-            source,
-            subset,
-        })
+        Ok(Dataset { name, train, test, source, subset })
     }
 }
 
@@ -134,36 +111,23 @@ pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     if gz.is_file() {
         return Ok(gz);
     }
-    Err(DataError::MissingFile {
-        dir: dir.to_path_buf(),
-        name: name.to_string(),
-    })
+    Err(DataError::MissingFile { dir: dir.to_path_buf(), name: name.to_string() })
 }
 
 /// Whether `dir` holds all four IDX files (either name form).
 pub fn has_dataset(dir: &Path) -> bool {
-    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
-        .iter()
-        .all(|name| find_file(dir, name).is_ok())
+    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS].iter().all(|name| find_file(dir, name).is_ok())
 }
 
 /// Loads the four IDX files from `dir`.
 pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     if !dir.exists() {
-        return Err(DataError::NotFound {
-            path: dir.to_path_buf(),
-        });
+        return Err(DataError::NotFound { path: dir.to_path_buf() });
     }
-    let train = Split::new(
-        "train",
-        read_images(find_file(dir, TRAIN_IMAGES)?)?,
-        read_labels(find_file(dir, TRAIN_LABELS)?)?,
-    )?;
-    let test = Split::new(
-        "test",
-        read_images(find_file(dir, TEST_IMAGES)?)?,
-        read_labels(find_file(dir, TEST_LABELS)?)?,
-    )?;
+    let train =
+        Split::new("train", read_images(find_file(dir, TRAIN_IMAGES)?)?, read_labels(find_file(dir, TRAIN_LABELS)?)?)?;
+    let test =
+        Split::new("test", read_images(find_file(dir, TEST_IMAGES)?)?, read_labels(find_file(dir, TEST_LABELS)?)?)?;
     let name = dir
         .canonicalize()
         .ok()
@@ -185,25 +149,13 @@ pub fn load_bundled() -> Result<Dataset, DataError> {
         images(TRAIN_IMAGES, bundled::TRAIN_IMAGES)?,
         labels(TRAIN_LABELS, bundled::TRAIN_LABELS)?,
     )?;
-    let test = Split::new(
-        "test",
-        images(TEST_IMAGES, bundled::TEST_IMAGES)?,
-        labels(TEST_LABELS, bundled::TEST_LABELS)?,
-    )?;
-    Dataset::new(
-        "fashion-mnist-subset".to_string(),
-        train,
-        test,
-        PathBuf::from(BUNDLED_DIR),
-        true,
-    )
+    let test =
+        Split::new("test", images(TEST_IMAGES, bundled::TEST_IMAGES)?, labels(TEST_LABELS, bundled::TEST_LABELS)?)?;
+    Dataset::new("fashion-mnist-subset".to_string(), train, test, PathBuf::from(BUNDLED_DIR), true)
 }
 
 fn in_file(inner: DataError, path: PathBuf) -> DataError {
-    DataError::InFile {
-        path,
-        inner: Box::new(inner),
-    }
+    DataError::InFile { path, inner: Box::new(inner) }
 }
 
 /// Loads a data set: from `dir` when given; otherwise the full Fashion-MNIST in [`SYSTEM_DIR`]

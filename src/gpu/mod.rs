@@ -132,11 +132,7 @@ fn type_rank(t: wgpu::DeviceType) -> u32 {
 /// Chooses the adapter: name filter, CPU filter, then discrete > integrated > virtual > other > CPU,
 /// Vulkan first among equals.
 pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
-    let name = opts
-        .adapter
-        .clone()
-        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
-        .filter(|s| !s.is_empty());
+    let name = opts.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|s| !s.is_empty());
     let mut adapters = list_adapters(opts)?;
     if let Some(n) = &name {
         let n = n.to_lowercase();
@@ -146,11 +142,7 @@ pub fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
         adapters.retain(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
     }
     // Compute needs compute shaders: drop downlevel adapters that lack them.
-    adapters.retain(|a| {
-        a.get_downlevel_capabilities()
-            .flags
-            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-    });
+    adapters.retain(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS));
     adapters.sort_by_key(|a| {
         let i = a.get_info();
         (type_rank(i.device_type), u32::from(i.backend != wgpu::Backend::Vulkan))
@@ -227,9 +219,8 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() }
-        })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() })?;
         let errors: Arc<Mutex<Vec<GpuError>>> = Arc::default();
         {
             let errors = errors.clone();
@@ -263,15 +254,7 @@ impl Gpu {
             });
         }
         tracing::info!("adapter: {summary}");
-        Ok(Gpu {
-            adapter,
-            device,
-            queue,
-            summary,
-            limits,
-            errors,
-            pipelines: PipelineCache::default(),
-        })
+        Ok(Gpu { adapter, device, queue, summary, limits, errors, pipelines: PipelineCache::default() })
     }
 
     /// Checks what a model needs against this device's limits, naming the limit and the shortfall.
@@ -279,7 +262,7 @@ impl Gpu {
         let l = &self.limits;
         let checks: [(&'static str, u64, u64); 3] = [
             ("max_buffer_size", l.max_buffer_size, needs.max_buffer_bytes),
-            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64, needs.max_binding_bytes),
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size, needs.max_binding_bytes),
             (
                 "max_storage_buffers_per_shader_stage",
                 l.max_storage_buffers_per_shader_stage as u64,
@@ -405,7 +388,6 @@ impl Gpu {
         self.read(buf, 0, (buf.size() / 4) as usize)
     }
 }
-
 
 /// A byte range of a buffer that a kernel binds.
 #[derive(Clone, Copy)]

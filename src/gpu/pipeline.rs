@@ -23,11 +23,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub const SNIPPETS: &[&str] = &["act", "philox"];
 
 fn raw(name: &str) -> &'static str {
-    SHADERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
-        .unwrap_or_else(|| panic!("no shader named {name}"))
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))
 }
 
 /// The shader's source with `//!include X.wgsl` lines replaced by the named file.
@@ -80,14 +76,10 @@ impl Gpu {
                 let src = shader_source(shader);
                 // Every index in our kernels is bounds-checked by the kernel itself or by the host
                 // shape checks; the runtime checks wgpu would add cost a clamp per load.
-                let desc = wgpu::ShaderModuleDescriptor {
-                    label: Some(shader),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                };
-                let module = unsafe {
-                    self.device
-                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-                };
+                let desc =
+                    wgpu::ShaderModuleDescriptor { label: Some(shader), source: wgpu::ShaderSource::Wgsl(src.into()) };
+                let module =
+                    unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) };
                 Arc::new(module)
             })
             .clone()
@@ -156,9 +148,13 @@ impl Gpu {
 
     /// Records `program` `repeat` times into one command buffer and submits it (no wait).
     pub fn submit(&self, program: &Program, repeat: usize) {
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&program.label) });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&program.label) });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&program.label), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&program.label),
+                timestamp_writes: None,
+            });
             for _ in 0..repeat {
                 program.record(&mut pass);
             }
@@ -171,7 +167,8 @@ impl Gpu {
         let p = Program { label: launch.label.clone(), launches: vec![] };
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&p.label) });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.label), timestamp_writes: None });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.label), timestamp_writes: None });
             launch.record(&mut pass);
         }
         self.queue.submit([enc.finish()]);

@@ -38,9 +38,21 @@ pub struct Elbo {
 
 impl Elbo {
     #[allow(clippy::too_many_arguments)]
-    pub fn launch(&self, gpu: &Gpu, label: &str, out: View, x: View, head: View, dout: View, dhead: View, rows: View) -> Result<Launch> {
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        out: View,
+        x: View,
+        head: View,
+        dout: View,
+        dhead: View,
+        rows: View,
+    ) -> Result<Launch> {
         const OP: &str = "elbo";
-        need(OP, self.batch > 0 && self.dim > 0 && self.latent > 0 && self.samples > 0, || format!("empty shape {self:?}"))?;
+        need(OP, self.batch > 0 && self.dim > 0 && self.latent > 0 && self.samples > 0, || {
+            format!("empty shape {self:?}")
+        })?;
         need(OP, self.sigma > 0.0 || self.likelihood == Likelihood::Bernoulli, || "sigma must be > 0".into())?;
         let mb = self.samples * self.batch;
         need_len(OP, "out", &out, mb * self.dim)?;

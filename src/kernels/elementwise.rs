@@ -22,7 +22,15 @@ pub fn act_forward(gpu: &Gpu, act: Act, n: usize, x: View, y: View) -> Result<La
     need_len(OP, "x", &x, n)?;
     need_len(OP, "y", &y, n)?;
     let groups = grid_1d(n.div_ceil(256) as u32);
-    gpu.launch(format!("act_forward[{act:?} {n}]"), "elementwise", "act_forward", &[], Some(&params(act, n)), &[(1, x), (2, y)], groups)
+    gpu.launch(
+        format!("act_forward[{act:?} {n}]"),
+        "elementwise",
+        "act_forward",
+        &[],
+        Some(&params(act, n)),
+        &[(1, x), (2, y)],
+        groups,
+    )
 }
 
 /// dx = dy ⊙ act'(x), computed through y = act(x).
@@ -32,7 +40,15 @@ pub fn act_backward(gpu: &Gpu, act: Act, n: usize, y: View, dy: View, dx: View) 
     need_len(OP, "dy", &dy, n)?;
     need_len(OP, "dx", &dx, n)?;
     let groups = grid_1d(n.div_ceil(256) as u32);
-    gpu.launch(format!("act_backward[{act:?} {n}]"), "elementwise", "act_backward", &[], Some(&params(act, n)), &[(1, y), (2, dx), (3, dy)], groups)
+    gpu.launch(
+        format!("act_backward[{act:?} {n}]"),
+        "elementwise",
+        "act_backward",
+        &[],
+        Some(&params(act, n)),
+        &[(1, y), (2, dx), (3, dy)],
+        groups,
+    )
 }
 
 const OP: &str = "elementwise";

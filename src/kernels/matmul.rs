@@ -83,7 +83,11 @@ impl Matmul {
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes; on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
-        let wg = if gpu.is_cpu() { [64usize, 32, 16].into_iter().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap() } else { 64 };
+        let wg = if gpu.is_cpu() {
+            [64usize, 32, 16].into_iter().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap()
+        } else {
+            64
+        };
         let constants = [
             ("TRANS_A", f64::from(u8::from(self.trans_a))),
             ("TRANS_B", f64::from(u8::from(self.trans_b))),
@@ -101,8 +105,17 @@ impl Matmul {
             ("matmul", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         };
         let max = gpu.limits.max_compute_workgroups_per_dimension;
-        need(OP, groups[0] <= max && groups[1] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
-        let label = format!("{label} {entry}[{}x{}x{}{}{}]", self.m, self.n, self.k, if self.trans_a { " At" } else { "" }, if self.trans_b { " Bt" } else { "" });
+        need(OP, groups[0] <= max && groups[1] <= max, || {
+            format!("grid {groups:?} exceeds {max} workgroups per dimension")
+        })?;
+        let label = format!(
+            "{label} {entry}[{}x{}x{}{}{}]",
+            self.m,
+            self.n,
+            self.k,
+            if self.trans_a { " At" } else { "" },
+            if self.trans_b { " Bt" } else { "" }
+        );
         // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
         let z = z.unwrap_or(a);
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };

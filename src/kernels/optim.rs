@@ -25,11 +25,32 @@ impl Default for Adam {
 
 impl Adam {
     #[allow(clippy::too_many_arguments)]
-    pub fn launch(&self, gpu: &Gpu, n: usize, state: View, params: View, grads: View, m: View, v: View, clip: View) -> Result<Launch> {
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        state: View,
+        params: View,
+        grads: View,
+        m: View,
+        v: View,
+        clip: View,
+    ) -> Result<Launch> {
         for (what, view) in [("params", &params), ("grads", &grads), ("m", &m), ("v", &v)] {
             need_len("adam", what, view, n)?;
         }
         let p = Adam { n: n as u32, ..*self };
+        if n % 4 == 0 {
+            return gpu.launch(
+                format!("adam[{n}]"),
+                "optim",
+                "adam_v4",
+                &[],
+                Some(&p),
+                &[(1, state), (7, params), (8, grads), (9, m), (10, v), (6, clip)],
+                grid_1d((n / 4).div_ceil(256) as u32),
+            );
+        }
         gpu.launch(
             format!("adam[{n}]"),
             "optim",

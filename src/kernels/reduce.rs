@@ -29,21 +29,59 @@ struct Params {
 
 /// metrics[slot] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1).
 #[allow(clippy::too_many_arguments)]
-pub fn metrics_accumulate(gpu: &Gpu, label: &str, batch: usize, n_items: usize, batch_word: u32, slot: u32, beta: f32, state: View, rows: View, metrics: View) -> Result<Launch> {
+pub fn metrics_accumulate(
+    gpu: &Gpu,
+    label: &str,
+    batch: usize,
+    n_items: usize,
+    batch_word: u32,
+    slot: u32,
+    beta: f32,
+    state: View,
+    rows: View,
+    metrics: View,
+) -> Result<Launch> {
     need_len("metrics", "rows", &rows, 2 * batch)?;
     need_len("metrics", "metrics", &metrics, METRICS_WORDS)?;
     need("metrics", batch > 0 && n_items > 0, || "empty".into())?;
     let p = Params { batch: batch as u32, n_items: n_items as u32, batch_word, slot, beta, ..Default::default() };
-    gpu.launch(format!("{label} metrics[{batch}]"), "reduce", "metrics_accumulate", &[], Some(&p), &[(1, state), (2, rows), (3, metrics)], [1, 1, 1])
+    gpu.launch(
+        format!("{label} metrics[{batch}]"),
+        "reduce",
+        "metrics_accumulate",
+        &[],
+        Some(&p),
+        &[(1, state), (2, rows), (3, metrics)],
+        [1, 1, 1],
+    )
 }
 
 /// The two launches of the gradient norm: partial sums of squares, then norm, clip scale, finite flag.
 #[allow(clippy::too_many_arguments)]
-pub fn grad_norm(gpu: &Gpu, n: usize, max_norm: f32, grads: View, partials: View, state: View, metrics: View, clip: View) -> Result<[Launch; 2]> {
+pub fn grad_norm(
+    gpu: &Gpu,
+    n: usize,
+    max_norm: f32,
+    grads: View,
+    partials: View,
+    state: View,
+    metrics: View,
+    clip: View,
+) -> Result<[Launch; 2]> {
     need_len("grad_norm", "grads", &grads, n)?;
     need_len("grad_norm", "partials", &partials, PARTIALS)?;
     let p = Params { n: n as u32, max_norm, ..Default::default() };
-    let a = gpu.launch(format!("sumsq_partial[{n}]"), "reduce", "sumsq_partial", &[], Some(&p), &[(4, grads), (5, partials)], [PARTIALS as u32, 1, 1])?;
+    // vec4 loads when n allows (a model's flat buffers always do).
+    let (entry, binding) = if n % 4 == 0 { ("sumsq_partial_v4", 8) } else { ("sumsq_partial", 4) };
+    let a = gpu.launch(
+        format!("sumsq_partial[{n}]"),
+        "reduce",
+        entry,
+        &[],
+        Some(&p),
+        &[(binding, grads), (5, partials)],
+        [PARTIALS as u32, 1, 1],
+    )?;
     let b = gpu.launch(
         "norm_finalize".into(),
         "reduce",

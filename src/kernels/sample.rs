@@ -100,6 +100,22 @@ impl Sample {
 /// Test hook: the raw Philox words for counters (i, counter1, stream, 0), i < count, into `out` (4·count u32).
 pub fn philox_words(gpu: &Gpu, count: usize, counter1: u32, stream: u32, state: View, out: View) -> Result<Launch> {
     need_len("philox", "out", &out, 4 * count)?;
-    let p = Params { batch: count as u32, latent: 1, samples: 1, counter_word: counter1, stream, given_eps: 0, _pad: [0; 2] };
-    gpu.launch(format!("philox_words[{count}]"), "sample", "philox_words", &[], Some(&p), &[(1, state), (3, out)], [count.div_ceil(64) as u32, 1, 1])
+    let p = Params {
+        batch: count as u32,
+        latent: 1,
+        samples: 1,
+        counter_word: counter1,
+        stream,
+        given_eps: 0,
+        _pad: [0; 2],
+    };
+    gpu.launch(
+        format!("philox_words[{count}]"),
+        "sample",
+        "philox_words",
+        &[],
+        Some(&p),
+        &[(1, state), (3, out)],
+        [count.div_ceil(64) as u32, 1, 1],
+    )
 }

@@ -119,7 +119,10 @@ pub struct GpuDataset {
 impl GpuDataset {
     pub fn upload(gpu: &Gpu, label: &str, pixels: &[u8], n: usize, dim: usize) -> Result<GpuDataset> {
         if n == 0 || pixels.len() != n * dim {
-            return Err(GpuError::Shape { op: "dataset", message: format!("{} bytes for {n} items of {dim}", pixels.len()) });
+            return Err(GpuError::Shape {
+                op: "dataset",
+                message: format!("{} bytes for {n} items of {dim}", pixels.len()),
+            });
         }
         gpu.check_needs(&Needs {
             max_buffer_bytes: pixels.len() as u64,
@@ -181,7 +184,11 @@ impl Vae {
             .chain(dec.iter().map(|l| mb * l.dout * 4))
             .max()
             .unwrap() as u64;
-        gpu.check_needs(&Needs { max_buffer_bytes: largest, max_binding_bytes: largest, max_storage_buffers_per_stage: 8 })?;
+        gpu.check_needs(&Needs {
+            max_buffer_bytes: largest,
+            max_binding_bytes: largest,
+            max_storage_buffers_per_stage: 8,
+        })?;
         let n = layout.total;
         let params = gpu.upload("params", &layout.init(0));
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
@@ -216,7 +223,7 @@ impl Vae {
     }
 
     /// Weight part only ([din, dout]), for the dX product.
-    fn weight<'a>(&self, l: &Linear) -> View<'_> {
+    fn weight(&self, l: &Linear) -> View<'_> {
         View::new(&self.params, (l.offset * 4) as u64, l.din * l.dout)
     }
 
@@ -227,7 +234,16 @@ impl Vae {
 
     /// dW (with db) and, when `dx` is given, dX ⊙ act_prev'(X).
     #[allow(clippy::too_many_arguments)]
-    fn linear_backward(&self, gpu: &Gpu, l: &Linear, rows: usize, x: &wgpu::Buffer, g: &wgpu::Buffer, dx: Option<(&wgpu::Buffer, Act)>, out: &mut Vec<Launch>) -> Result<()> {
+    fn linear_backward(
+        &self,
+        gpu: &Gpu,
+        l: &Linear,
+        rows: usize,
+        x: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+        dx: Option<(&wgpu::Buffer, Act)>,
+        out: &mut Vec<Launch>,
+    ) -> Result<()> {
         let dw = Matmul { m: l.din + 1, n: l.dout, k: rows, trans_a: true, ones_row: true, ..Default::default() };
         out.push(dw.launch(gpu, &format!("{}.dW", l.name), x.into(), g.into(), self.block(&self.grads, l), None)?);
         if let Some((dx, prev_act)) = dx {
@@ -238,7 +254,14 @@ impl Vae {
     }
 
     fn sampler(&self, counter_word: u32, stream: u32, given_eps: bool) -> Sample {
-        Sample { batch: self.batch, latent: self.cfg.latent, samples: self.cfg.samples, counter_word, stream, given_eps }
+        Sample {
+            batch: self.batch,
+            latent: self.cfg.latent,
+            samples: self.cfg.samples,
+            counter_word,
+            stream,
+            given_eps,
+        }
     }
 
     fn elbo_kernel(&self) -> Elbo {
@@ -268,7 +291,16 @@ impl Vae {
         let logits = self.dec_out.last().unwrap();
         let dlogits = self.d_dec.last().unwrap();
         let dhead = self.d_enc.last().unwrap();
-        out.push(self.elbo_kernel().launch(gpu, "loss", logits.into(), (&self.x).into(), head.into(), dlogits.into(), dhead.into(), (&self.rows).into())?);
+        out.push(self.elbo_kernel().launch(
+            gpu,
+            "loss",
+            logits.into(),
+            (&self.x).into(),
+            head.into(),
+            dlogits.into(),
+            dhead.into(),
+            (&self.rows).into(),
+        )?);
         Ok(out)
     }
 
@@ -297,7 +329,14 @@ impl Vae {
         }
         let head = self.enc_out.last().unwrap();
         let dhead = self.d_enc.last().unwrap();
-        out.push(self.sampler(0, 0, false).backward(gpu, "z", head.into(), (&self.eps).into(), (&self.dz).into(), dhead.into())?);
+        out.push(self.sampler(0, 0, false).backward(
+            gpu,
+            "z",
+            head.into(),
+            (&self.eps).into(),
+            (&self.dz).into(),
+            dhead.into(),
+        )?);
         for i in (0..enc.len()).rev() {
             let x = if i == 0 { &self.x } else { &self.enc_out[i - 1] };
             let dx = if i == 0 { None } else { Some((&self.d_enc[i - 1], enc[i - 1].act)) };
@@ -309,21 +348,64 @@ impl Vae {
     /// Gradient norm (and clip scale, finite flag), then Adam.
     pub fn update(&self, gpu: &Gpu, adam: &Adam, max_norm: f32) -> Result<Vec<Launch>> {
         let n = self.layout.total;
-        let [a, b] = reduce::grad_norm(gpu, n, max_norm, (&self.grads).into(), (&self.partials).into(), (&self.state).into(), (&self.metrics).into(), (&self.clip).into())?;
-        let c = adam.launch(gpu, n, (&self.state).into(), (&self.params).into(), (&self.grads).into(), (&self.adam_m).into(), (&self.adam_v).into(), (&self.clip).into())?;
+        let [a, b] = reduce::grad_norm(
+            gpu,
+            n,
+            max_norm,
+            (&self.grads).into(),
+            (&self.partials).into(),
+            (&self.state).into(),
+            (&self.metrics).into(),
+            (&self.clip).into(),
+        )?;
+        let c = adam.launch(
+            gpu,
+            n,
+            (&self.state).into(),
+            (&self.params).into(),
+            (&self.grads).into(),
+            (&self.adam_m).into(),
+            (&self.adam_v).into(),
+            (&self.clip).into(),
+        )?;
         Ok(vec![a, b, c])
     }
 
     /// One whole training step over the dataset's next batch.
-    pub fn train_program(&self, gpu: &Gpu, data: &GpuDataset, adam: &Adam, max_norm: f32, binarize: bool) -> Result<Program> {
+    pub fn train_program(
+        &self,
+        gpu: &Gpu,
+        data: &GpuDataset,
+        adam: &Adam,
+        max_norm: f32,
+        binarize: bool,
+    ) -> Result<Program> {
         self.check_data(data)?;
         let mut p = Program::new("train_step");
         let g = Gather { batch: self.batch, dim: data.dim, n_items: data.n, batch_word: W_TRAIN_BATCH, binarize };
-        p.push(g.launch(gpu, "train", (&self.state).into(), (&data.data).into(), (&data.perm).into(), (&self.x).into())?);
+        p.push(g.launch(
+            gpu,
+            "train",
+            (&self.state).into(),
+            (&data.data).into(),
+            (&data.perm).into(),
+            (&self.x).into(),
+        )?);
         p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, false))?);
         p.extend(self.backward(gpu)?);
         p.extend(self.update(gpu, adam, max_norm)?);
-        p.push(reduce::metrics_accumulate(gpu, "train", self.batch, data.n, W_TRAIN_BATCH, SLOT_TRAIN, self.cfg.beta, (&self.state).into(), (&self.rows).into(), (&self.metrics).into())?);
+        p.push(reduce::metrics_accumulate(
+            gpu,
+            "train",
+            self.batch,
+            data.n,
+            W_TRAIN_BATCH,
+            SLOT_TRAIN,
+            self.cfg.beta,
+            (&self.state).into(),
+            (&self.rows).into(),
+            (&self.metrics).into(),
+        )?);
         p.push(kdata::advance(gpu, (&self.state).into())?);
         Ok(p)
     }
@@ -333,9 +415,27 @@ impl Vae {
         self.check_data(data)?;
         let mut p = Program::new("eval_batch");
         let g = Gather { batch: self.batch, dim: data.dim, n_items: data.n, batch_word: W_EVAL_BATCH, binarize };
-        p.push(g.launch(gpu, "eval", (&self.state).into(), (&data.data).into(), (&data.perm).into(), (&self.x).into())?);
+        p.push(g.launch(
+            gpu,
+            "eval",
+            (&self.state).into(),
+            (&data.data).into(),
+            (&data.perm).into(),
+            (&self.x).into(),
+        )?);
         p.extend(self.forward(gpu, self.sampler(W_EVAL_BATCH, STREAM_EVAL, false))?);
-        p.push(reduce::metrics_accumulate(gpu, "eval", self.batch, data.n, W_EVAL_BATCH, SLOT_EVAL, self.cfg.beta, (&self.state).into(), (&self.rows).into(), (&self.metrics).into())?);
+        p.push(reduce::metrics_accumulate(
+            gpu,
+            "eval",
+            self.batch,
+            data.n,
+            W_EVAL_BATCH,
+            SLOT_EVAL,
+            self.cfg.beta,
+            (&self.state).into(),
+            (&self.rows).into(),
+            (&self.metrics).into(),
+        )?);
         p.push(kdata::advance_eval(gpu, (&self.state).into())?);
         Ok(p)
     }
@@ -351,7 +451,10 @@ impl Vae {
 
     fn check_data(&self, data: &GpuDataset) -> Result<()> {
         if data.dim != self.cfg.input_dim {
-            return Err(GpuError::Shape { op: "vae", message: format!("data has {} pixels per item, the model expects {}", data.dim, self.cfg.input_dim) });
+            return Err(GpuError::Shape {
+                op: "vae",
+                message: format!("data has {} pixels per item, the model expects {}", data.dim, self.cfg.input_dim),
+            });
         }
         Ok(())
     }
@@ -415,7 +518,12 @@ impl SlotMetrics {
 
 impl Metrics {
     pub fn from_words(m: &[f32]) -> Metrics {
-        let slot = |s: usize| SlotMetrics { rec: m[4 * s] as f64, kl: m[4 * s + 1] as f64, loss: m[4 * s + 2] as f64, rows: m[4 * s + 3] as f64 };
+        let slot = |s: usize| SlotMetrics {
+            rec: m[4 * s] as f64,
+            kl: m[4 * s + 1] as f64,
+            loss: m[4 * s + 2] as f64,
+            rows: m[4 * s + 3] as f64,
+        };
         Metrics {
             train: slot(0),
             eval: slot(1),
@@ -441,7 +549,11 @@ fn linear_tensors(l: &Linear, name: &str, cols: std::ops::Range<usize>) -> [Name
         shape: vec![cols.len(), l.din],
         index: cols.clone().flat_map(|o| (0..l.din).map(move |i| l.offset + i * l.dout + o)).collect(),
     };
-    let b = NamedTensor { name: format!("{name}.bias"), shape: vec![cols.len()], index: cols.map(|o| l.bias_offset() + o).collect() };
+    let b = NamedTensor {
+        name: format!("{name}.bias"),
+        shape: vec![cols.len()],
+        index: cols.map(|o| l.bias_offset() + o).collect(),
+    };
     [w, b]
 }
 

@@ -4,7 +4,16 @@ use super::sample::{philox, u32_to_unit};
 
 /// x[r, d] for a batch: rows past n_items repeat the last item.
 #[allow(clippy::too_many_arguments)]
-pub fn gather(pixels: &[u8], perm: &[u32], dim: usize, batch: usize, batch_index: usize, binarize: bool, step: u32, key: [u32; 2]) -> Vec<f64> {
+pub fn gather(
+    pixels: &[u8],
+    perm: &[u32],
+    dim: usize,
+    batch: usize,
+    batch_index: usize,
+    binarize: bool,
+    step: u32,
+    key: [u32; 2],
+) -> Vec<f64> {
     let n = perm.len();
     let mut x = vec![0.0; batch * dim];
     for r in 0..batch {

@@ -30,7 +30,18 @@ pub fn nll(likelihood: Likelihood, sigma: f64, l: f64, x: f64) -> (f64, f64) {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn elbo(out: &[f64], x: &[f64], head: &[f64], batch: usize, dim: usize, latent: usize, samples: usize, likelihood: Likelihood, beta: f64, sigma: f64) -> ElboOut {
+pub fn elbo(
+    out: &[f64],
+    x: &[f64],
+    head: &[f64],
+    batch: usize,
+    dim: usize,
+    latent: usize,
+    samples: usize,
+    likelihood: Likelihood,
+    beta: f64,
+    sigma: f64,
+) -> ElboOut {
     let scale = 1.0 / batch as f64;
     let mut dout = vec![0.0; samples * batch * dim];
     let mut dhead = vec![0.0; batch * 2 * latent];

@@ -10,12 +10,7 @@ pub fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = 0xD251_1F53u64 * c[0] as u64;
         let p1 = 0xCD9E_8D57u64 * c[2] as u64;
-        c = [
-            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
-            p1 as u32,
-            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
-            p0 as u32,
-        ];
+        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
         k = [k[0].wrapping_add(0x9E37_79B9), k[1].wrapping_add(0xBB67_AE85)];
     }
     c
@@ -44,7 +39,15 @@ pub fn normal(i: u32, c1: u32, stream: u32, key: [u32; 2]) -> f64 {
 }
 
 /// (eps, z) for head [B, 2Z] (μ | logσ²), M samples, rows m·B + b.
-pub fn sample_forward(head: &[f64], batch: usize, latent: usize, samples: usize, c1: u32, stream: u32, key: [u32; 2]) -> (Vec<f64>, Vec<f64>) {
+pub fn sample_forward(
+    head: &[f64],
+    batch: usize,
+    latent: usize,
+    samples: usize,
+    c1: u32,
+    stream: u32,
+    key: [u32; 2],
+) -> (Vec<f64>, Vec<f64>) {
     let n = samples * batch * latent;
     let mut eps = vec![0.0; n];
     let mut z = vec![0.0; n];

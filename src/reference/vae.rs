@@ -19,7 +19,14 @@ pub struct StepOut {
 }
 
 /// One forward and backward pass with the given ε ([M·B, Z], rows m·B + b).
-pub fn vae_step(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64], eps: &[f64], batch: usize) -> StepOut {
+pub fn vae_step(
+    cfg: &VaeConfig,
+    layout: &ParamLayout,
+    params: &[f64],
+    x: &[f64],
+    eps: &[f64],
+    batch: usize,
+) -> StepOut {
     let (enc, dec) = cfg.split(layout);
     let z_dim = cfg.latent;
     let m = cfg.samples;
@@ -66,7 +73,8 @@ pub fn vae_step(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64]
     let mut dhead: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
     for (i, l) in enc.iter().enumerate().rev() {
         let prev_act = if i == 0 { Identity } else { enc[i - 1].act };
-        let (dx, dw) = linear_backward(&acts[i], &block(l), &acts[i + 1], &dhead, batch, l.din, l.dout, Identity, prev_act);
+        let (dx, dw) =
+            linear_backward(&acts[i], &block(l), &acts[i + 1], &dhead, batch, l.din, l.dout, Identity, prev_act);
         grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
         dhead = dx;
     }

@@ -62,7 +62,11 @@ fn gather(flat: &[f32], nt: &NamedTensor) -> Vec<u8> {
 }
 
 /// Serialises the named tensors of each (prefix, flat buffer) pair into one safetensors file.
-fn tensors_bytes(named: &[NamedTensor], parts: &[(&str, &[f32])], meta: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+fn tensors_bytes(
+    named: &[NamedTensor],
+    parts: &[(&str, &[f32])],
+    meta: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     for (prefix, flat) in parts {
         for nt in named {
@@ -71,7 +75,8 @@ fn tensors_bytes(named: &[NamedTensor], parts: &[(&str, &[f32])], meta: Option<H
     }
     let mut views = Vec::with_capacity(data.len());
     for (n, b, s) in &data {
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| Error::Output(format!("{n}: {e}")))?;
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map_err(|e| Error::Output(format!("{n}: {e}")))?;
         views.push((n.clone(), view));
     }
     safetensors::serialize(views, meta).map_err(|e| Error::Output(e.to_string()))
@@ -80,7 +85,8 @@ fn tensors_bytes(named: &[NamedTensor], parts: &[(&str, &[f32])], meta: Option<H
 /// Saves a checkpoint into `dir` (created if needed).
 pub fn save(dir: &Path, named: &[NamedTensor], ck: &Checkpoint) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let info = HashMap::from([("format".to_string(), "vaegpu".to_string()), ("model".to_string(), ck.meta.model.clone())]);
+    let info =
+        HashMap::from([("format".to_string(), "vaegpu".to_string()), ("model".to_string(), ck.meta.model.clone())]);
     write_atomic(&dir.join("model.safetensors"), &tensors_bytes(named, &[("", &ck.params)], Some(info))?)?;
     let opt = tensors_bytes(named, &[("m.", &ck.adam_m), ("v.", &ck.adam_v)], None)?;
     write_atomic(&dir.join("optimizer.safetensors"), &opt)?;
@@ -92,7 +98,8 @@ pub fn save(dir: &Path, named: &[NamedTensor], ck: &Checkpoint) -> Result<()> {
 pub fn load_meta(dir: &Path) -> Result<Meta> {
     let path = dir.join("meta.json");
     let text = std::fs::read(&path).map_err(|e| err(&path, format!("cannot read: {e}")))?;
-    let meta: Meta = serde_json::from_slice(&text).map_err(|e| err(&path, format!("not valid checkpoint metadata: {e}")))?;
+    let meta: Meta =
+        serde_json::from_slice(&text).map_err(|e| err(&path, format!("not valid checkpoint metadata: {e}")))?;
     if meta.format_version != FORMAT_VERSION {
         return Err(err(&path, format!("format version {} (this build reads {FORMAT_VERSION})", meta.format_version)));
     }
@@ -101,16 +108,22 @@ pub fn load_meta(dir: &Path) -> Result<Meta> {
 
 fn read_into(path: &Path, named: &[NamedTensor], prefix: &str, total: usize) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;
     let mut flat = vec![0.0f32; total];
     for nt in named {
         let name = format!("{prefix}{}", nt.name);
-        let t = st.tensor(&name).map_err(|_| err(path, format!("has no tensor '{name}' (a checkpoint of another model?)")))?;
+        let t = st
+            .tensor(&name)
+            .map_err(|_| err(path, format!("has no tensor '{name}' (a checkpoint of another model?)")))?;
         if t.dtype() != safetensors::Dtype::F32 {
             return Err(err(path, format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
         }
         if t.shape() != nt.shape.as_slice() {
-            return Err(err(path, format!("tensor '{name}' has shape {:?}, the model needs {:?}", t.shape(), nt.shape)));
+            return Err(err(
+                path,
+                format!("tensor '{name}' has shape {:?}, the model needs {:?}", t.shape(), nt.shape),
+            ));
         }
         for (k, c) in t.data().chunks_exact(4).enumerate() {
             let v = f32::from_le_bytes(c.try_into().unwrap());

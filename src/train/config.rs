@@ -75,6 +75,7 @@ impl TrainConfig {
         Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must be rejected
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if !matches!(self.model.as_str(), "vae" | "mlp-vae") {

@@ -79,7 +79,11 @@ impl Session {
             test.truncate(cfg.test_limit);
         }
         if for_training && train.len() < cfg.batch {
-            return Err(Error::Config(format!("batch {} is larger than the training set ({} images)", cfg.batch, train.len())));
+            return Err(Error::Config(format!(
+                "batch {} is larger than the training set ({} images)",
+                cfg.batch,
+                train.len()
+            )));
         }
         let vae = Vae::new(gpu, &cfg.vae, cfg.batch)?;
         gpu.write(&vae.params, 0, &vae.layout.init(cfg.seed));
@@ -103,7 +107,11 @@ impl Session {
     }
 
     /// Trains one epoch; `on_progress(steps_done, running_loss)` is called at each metrics read-back.
-    pub fn train_epoch(&mut self, gpu: &Gpu, mut on_progress: impl FnMut(usize, f64)) -> Result<(crate::models::vae::Metrics, f64)> {
+    pub fn train_epoch(
+        &mut self,
+        gpu: &Gpu,
+        mut on_progress: impl FnMut(usize, f64),
+    ) -> Result<(crate::models::vae::Metrics, f64)> {
         let (Some(data), Some(prog)) = (&self.train_data, &self.train_step) else {
             return Err(Error::Config("session was built without training data".into()));
         };
@@ -275,9 +283,11 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         let bar = if opts.progress {
             let b = indicatif::ProgressBar::new(steps);
             b.set_style(
-                indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-                    .unwrap()
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             );
             b.set_prefix(format!("{}", session.epoch + 1));
             b
@@ -310,7 +320,10 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
             eval_seconds,
         };
         if !rec.train_loss.is_finite() || !rec.test_loss.is_finite() {
-            return Err(Error::NonFinite(format!("epoch {} gave train loss {} and test loss {}", rec.epoch, rec.train_loss, rec.test_loss)));
+            return Err(Error::NonFinite(format!(
+                "epoch {} gave train loss {} and test loss {}",
+                rec.epoch, rec.train_loss, rec.test_loss
+            )));
         }
         let line = serde_json::to_string(&rec).map_err(|e| Error::Output(e.to_string()))?;
         writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| Error::io(&mpath, e))?;

@@ -19,7 +19,11 @@ pub fn save_grid(path: &Path, images: &[f32], n: usize, h: usize, w: usize, cols
             for x in 0..w {
                 let v = images[i * h * w + y * w + x];
                 let v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.5 };
-                img.put_pixel((gap + c * (w + gap) + x) as u32, (gap + r * (h + gap) + y) as u32, image::Luma([(v * 255.0).round() as u8]));
+                img.put_pixel(
+                    (gap + c * (w + gap) + x) as u32,
+                    (gap + r * (h + gap) + y) as u32,
+                    image::Luma([(v * 255.0).round() as u8]),
+                );
             }
         }
     }
@@ -28,7 +32,15 @@ pub fn save_grid(path: &Path, images: &[f32], n: usize, h: usize, w: usize, cols
 
 /// Originals and reconstructions interleaved by rows: a row of `cols` originals, then the row of their
 /// reconstructions, and so on.
-pub fn save_recon(path: &Path, originals: &[f32], recons: &[f32], n: usize, h: usize, w: usize, cols: usize) -> Result<(), String> {
+pub fn save_recon(
+    path: &Path,
+    originals: &[f32],
+    recons: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    cols: usize,
+) -> Result<(), String> {
     let px = h * w;
     let mut out = Vec::with_capacity(2 * n * px);
     for start in (0..n).step_by(cols) {
