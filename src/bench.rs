@@ -62,23 +62,10 @@ pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
 
 /// Mean seconds of one launch, recorded `reps` times into one submission after a warm-up.
 pub fn time_launch(gpu: &Gpu, launch: &Launch, reps: usize) -> Result<f64> {
-    let record = |n: usize| {
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&launch.label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&launch.label),
-                timestamp_writes: None,
-            });
-            for _ in 0..n {
-                launch.record(&mut pass);
-            }
-        }
-        gpu.queue.submit([enc.finish()]);
-    };
-    record(1);
+    gpu.submit_launch(launch, 1);
     gpu.sync()?;
     let t = Instant::now();
-    record(reps);
+    gpu.submit_launch(launch, reps);
     gpu.sync()?;
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }

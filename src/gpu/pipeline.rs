@@ -162,16 +162,22 @@ impl Gpu {
         self.queue.submit([enc.finish()]);
     }
 
-    /// Runs one launch and waits (tests and benchmarks).
-    pub fn run(&self, launch: &Launch) -> Result<()> {
-        let p = Program { label: launch.label.clone(), launches: vec![] };
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&p.label) });
+    /// Records one launch `repeat` times into one command buffer and submits it (no wait).
+    pub fn submit_launch(&self, launch: &Launch, repeat: usize) {
+        let label = Some(launch.label.as_str());
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label });
         {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&p.label), timestamp_writes: None });
-            launch.record(&mut pass);
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label, timestamp_writes: None });
+            for _ in 0..repeat {
+                launch.record(&mut pass);
+            }
         }
         self.queue.submit([enc.finish()]);
+    }
+
+    /// Runs one launch and waits (tests and benchmarks).
+    pub fn run(&self, launch: &Launch) -> Result<()> {
+        self.submit_launch(launch, 1);
         self.sync()
     }
 }
