@@ -80,15 +80,9 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
-fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = lid.x;
-    var acc = 0.0;
-    for (var i = wid.x * 256u + t; i < p.n; i += PARTIALS * 256u) {
-        let g = grads[i];
-        acc += g * g;
-    }
-    r0[t] = acc;
+// Workgroup-wide fixed-order sum of `value` over 256 invocations into partials[g].
+fn partial_256(t: u32, g: u32, value: f32) {
+    r0[t] = value;
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if (t < s) {
@@ -97,8 +91,19 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         workgroupBarrier();
     }
     if (t == 0u) {
-        partials[wid.x] = r0[0];
+        partials[g] = r0[0];
     }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var acc = 0.0;
+    for (var i = wid.x * 256u + t; i < p.n; i += PARTIALS * 256u) {
+        let g = grads[i];
+        acc += g * g;
+    }
+    partial_256(t, wid.x, acc);
 }
 
 @group(0) @binding(8) var<storage, read> grads4: array<vec4<f32>>;
@@ -111,17 +116,7 @@ fn sumsq_partial_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let g = grads4[i];
         acc += g * g;
     }
-    r0[t] = (acc.x + acc.y) + (acc.z + acc.w);
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            r0[t] += r0[t + s];
-        }
-        workgroupBarrier();
-    }
-    if (t == 0u) {
-        partials[wid.x] = r0[0];
-    }
+    partial_256(t, wid.x, (acc.x + acc.y) + (acc.z + acc.w));
 }
 
 @compute @workgroup_size(64, 1, 1)

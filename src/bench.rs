@@ -50,24 +50,24 @@ impl Report {
     }
 }
 
-/// Mean seconds of one replay of `prog`, replayed `reps` times in one submission after a warm-up.
-pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
-    gpu.submit(prog, 1);
+/// Mean seconds of one replay: `submit(1)` as a warm-up, then `submit(reps)` timed up to the GPU's end.
+fn time_reps(gpu: &Gpu, reps: usize, submit: impl Fn(usize)) -> Result<f64> {
+    submit(1);
     gpu.sync()?;
     let t = Instant::now();
-    gpu.submit(prog, reps);
+    submit(reps);
     gpu.sync()?;
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// Mean seconds of one replay of `prog`, replayed `reps` times in one submission after a warm-up.
+pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
+    time_reps(gpu, reps, |n| gpu.submit(prog, n))
+}
+
 /// Mean seconds of one launch, recorded `reps` times into one submission after a warm-up.
 pub fn time_launch(gpu: &Gpu, launch: &Launch, reps: usize) -> Result<f64> {
-    gpu.submit_launch(launch, 1);
-    gpu.sync()?;
-    let t = Instant::now();
-    gpu.submit_launch(launch, reps);
-    gpu.sync()?;
-    Ok(t.elapsed().as_secs_f64() / reps as f64)
+    time_reps(gpu, reps, |n| gpu.submit_launch(launch, n))
 }
 
 fn one(l: Launch) -> Program {
