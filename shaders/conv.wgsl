@@ -1,0 +1,312 @@
+// conv.wgsl: 2-D convolution and transposed convolution (forward, and the input gradient of both),
+// as one gather kernel: every output element is a sum its own invocation owns (no atomics, no
+// scatter), in a fixed order, so results are deterministic.
+//
+// Layout: NHWC ([B, H, W, C], channels innermost), weights [K·K·Cin + 1, Cout] (bias last row).
+//   Why NHWC: the reduction runs over (tap, channel); with channels innermost the 4 channels an
+//   iteration reads are one vec4 load of the input and the 4 output channels of a weight row are one
+//   vec4 load too (NCHW would make them strided scalar loads). On lavapipe every storage load is a
+//   per-lane loop, so the load count sets the speed; on GPUs the vec4 loads are full 16-byte
+//   transactions and neighbouring lanes (neighbouring pixels) read neighbouring cache lines. A flattened
+//   NHWC tensor is also exactly what a Linear layer reads, so conv and dense layers chain with no copy.
+//
+// Geometry (per axis): big = small·S − P + tap, pairs outside the big image skipped. A conv's output is
+// the small image; a transposed conv's output is the big one.
+//   GEOM_T = false: output (oy, ox) small, input (oy, ox)·S − P + (kh, kw)   conv forward;
+//                   convT input gradient.
+//   GEOM_T = true:  output big, input ((oy, ox) + P − (kh, kw)) / S when that divides exactly
+//                   convT forward; conv input gradient.
+//   With GEOM_T the rows are ordered by phase ((oy mod S)·S + ox mod S), each phase padded to a whole
+//   number of workgroups: every row of a workgroup then has the same valid taps (kh ≡ oy + P mod S), so
+//   the tap loop visits only the K²/S² taps that contribute instead of K² with 1 − 1/S² of them masked.
+//   W_T = false: Wt(tap, c, n) = W[(tap·C + c)·N + n]   (the layer's block: forward)
+//   W_T = true:  Wt(tap, c, n) = W[(tap·N + n)·C + c]   (the block read transposed: input gradient)
+//
+// Y[b, oy, ox, n] = epilogue(Σ_{taps, c} X[b, iy, ix, c] · Wt(tap, c, n)), C channels in, N out:
+//   v = acc (+ bias row W[K·K·C·N + n] if BIAS) (+ R if RESID == 1); v = act(v) (ACT);
+//   v *= act'(Z) (DACT, Z an activation output); v += R if RESID == 2. PRE_RELU reads max(X, 0).
+//   The residual block uses RESID 1 in forward (y = act(x + conv(...))) and 2 in backward
+//   (dx = conv_in_grad ⊙ relu'(x) + dy).
+// Bindings: 0 uniform Params, 1 X, 2 W, 3 Y (read_write, overwritten =), 4 Z, 5 R (read); conv_gather_v4
+//   reads the same buffers through vec4 views at 6 X, 7 W, 8 Y, 9 Z, 10 R. Z and R are always bound (a
+//   read-only stand-in when unused).
+// Dispatch: lanes run along output pixels; each invocation owns 8 pixels (rows m0 + r·WG, r < 8) × 4
+//   output channels, so the weights it loads are the same for the whole workgroup (one broadcast load on
+//   SIMD-across-lanes CPUs, a cached broadcast on GPUs) and each loaded weight feeds 8 FMAs.
+//   grid = (rows / (8·WG), ceil(N / 4), 1).
+//   conv_gather_v4 (C and N multiples of 4): per (tap, 4 channels) 8 vec4 input loads + 4 vec4 weight
+//   loads feed 128 FMAs. conv_gather (any C, N; e.g. 1 or 3 image channels): scalar loads with bounds.
+
+//!include act.wgsl
+
+struct Params {
+    batch: u32,
+    ih: u32,
+    iw: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    n: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    // GEOM_T: rows per phase (a multiple of 8·WG); otherwise the padded row count.
+    phase_rows: u32,
+    // Rows that are real: B·qh·qw per phase (GEOM_T) or B·OH·OW.
+    real_rows: u32,
+    // GEOM_T: ceil(OH / S), ceil(OW / S).
+    qh: u32,
+    qw: u32,
+    slope: f32,
+    _pad0: u32,
+}
+
+override GEOM_T: bool = false;
+override W_T: bool = false;
+override BIAS: bool = false;
+override ACT: u32 = 0u;
+override DACT: u32 = 0u;
+override RESID: u32 = 0u;
+override PRE_RELU: bool = false;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> z: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
+
+@group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> z4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> res4: array<vec4<f32>>;
+
+// An output pixel of the row being computed.
+struct Pos {
+    b: u32,
+    oy: u32,
+    ox: u32,
+    ok: bool,
+}
+
+fn out_pos(m: u32) -> Pos {
+    var q: Pos;
+    if (GEOM_T) {
+        let phase = m / p.phase_rows;
+        let r = m % p.phase_rows;
+        let per = p.qh * p.qw;
+        q.b = r / per;
+        let t = r % per;
+        q.oy = (t / p.qw) * p.stride + phase / p.stride;
+        q.ox = (t % p.qw) * p.stride + phase % p.stride;
+        q.ok = r < p.real_rows && q.oy < p.oh && q.ox < p.ow && phase < p.stride * p.stride;
+    } else {
+        let per = p.oh * p.ow;
+        q.b = m / per;
+        let t = m % per;
+        q.oy = t / p.ow;
+        q.ox = t % p.ow;
+        q.ok = m < p.real_rows;
+    }
+    return q;
+}
+
+fn out_index(q: Pos) -> u32 {
+    return (q.b * p.oh + q.oy) * p.ow + q.ox;
+}
+
+// The input pixel (flat over [B, IH, IW]) output position q reads at tap (kh, kw), or -1.
+fn in_pixel(q: Pos, kh: u32, kw: u32) -> i32 {
+    var iy: i32;
+    var ix: i32;
+    if (GEOM_T) {
+        // (oy + P − kh) is a multiple of S for every tap the loops visit.
+        iy = (i32(q.oy) + i32(p.pad) - i32(kh)) / i32(p.stride);
+        ix = (i32(q.ox) + i32(p.pad) - i32(kw)) / i32(p.stride);
+    } else {
+        iy = i32(q.oy * p.stride + kh) - i32(p.pad);
+        ix = i32(q.ox * p.stride + kw) - i32(p.pad);
+    }
+    if (!q.ok || iy < 0 || ix < 0 || iy >= i32(p.ih) || ix >= i32(p.iw)) {
+        return -1;
+    }
+    return (i32(q.b * p.ih) + iy) * i32(p.iw) + ix;
+}
+
+// First (kh, kw) of the tap loops for workgroup `wg`; taps then step by tap_step().
+fn first_tap(wg: u32) -> vec2<u32> {
+    if (!GEOM_T) {
+        return vec2<u32>(0u, 0u);
+    }
+    let phase = (wg * 8u * WG) / p.phase_rows;
+    return vec2<u32>((phase / p.stride + p.pad) % p.stride, (phase % p.stride + p.pad) % p.stride);
+}
+
+fn tap_step() -> u32 {
+    return select(1u, p.stride, GEOM_T);
+}
+
+fn w_index(tap: u32, c: u32, n: u32) -> u32 {
+    if (W_T) {
+        return (tap * p.n + n) * p.c + c;
+    }
+    return (tap * p.c + c) * p.n + n;
+}
+
+fn epilogue(v0: f32, i: u32, n: u32) -> f32 {
+    var v = v0;
+    if (BIAS) {
+        v += w[p.k * p.k * p.c * p.n + n];
+    }
+    if (RESID == 1u) {
+        v += res[i];
+    }
+    v = act_fwd(ACT, v, p.slope);
+    if (DACT != 0u) {
+        v *= act_grad_from_y(DACT, z[i], p.slope);
+    }
+    if (RESID == 2u) {
+        v += res[i];
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = wid.y * 4u;
+    let m0 = wid.x * 8u * WG + lid.x;
+    var pos: array<Pos, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        pos[r] = out_pos(m0 + r * WG);
+    }
+    var acc: array<vec4<f32>, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        acc[r] = vec4<f32>(0.0);
+    }
+    let first = first_tap(wid.x);
+    let step = tap_step();
+    for (var kh = first.x; kh < p.k; kh += step) {
+        for (var kw = first.y; kw < p.k; kw += step) {
+            let tap = kh * p.k + kw;
+            var pix: array<i32, 8>;
+            for (var r = 0u; r < 8u; r++) {
+                pix[r] = in_pixel(pos[r], kh, kw);
+            }
+            for (var c = 0u; c < p.c; c++) {
+                var wv = vec4<f32>(0.0);
+                for (var j = 0u; j < 4u; j++) {
+                    if (n0 + j < p.n) {
+                        wv[j] = w[w_index(tap, c, n0 + j)];
+                    }
+                }
+                for (var r = 0u; r < 8u; r++) {
+                    var xv = select(0.0, x[u32(max(pix[r], 0)) * p.c + c], pix[r] >= 0);
+                    if (PRE_RELU) {
+                        xv = max(xv, 0.0);
+                    }
+                    acc[r] = fma(vec4<f32>(xv), wv, acc[r]);
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < 8u; r++) {
+        if (pos[r].ok) {
+            let o = out_index(pos[r]) * p.n;
+            for (var j = 0u; j < 4u; j++) {
+                if (n0 + j < p.n) {
+                    y[o + n0 + j] = epilogue(acc[r][j], o + n0 + j, n0 + j);
+                }
+            }
+        }
+    }
+}
+
+fn act4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope),
+                     act_fwd(ACT, v.w, p.slope));
+}
+
+fn dact4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(act_grad_from_y(DACT, v.x, p.slope), act_grad_from_y(DACT, v.y, p.slope),
+                     act_grad_from_y(DACT, v.z, p.slope), act_grad_from_y(DACT, v.w, p.slope));
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_gather_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let n0 = wid.y * 4u;
+    let m0 = wid.x * 8u * WG + lid.x;
+    var pos: array<Pos, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        pos[r] = out_pos(m0 + r * WG);
+    }
+    var acc: array<vec4<f32>, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        acc[r] = vec4<f32>(0.0);
+    }
+    let first = first_tap(wid.x);
+    let step = tap_step();
+    for (var kh = first.x; kh < p.k; kh += step) {
+        for (var kw = first.y; kw < p.k; kw += step) {
+            let tap = kh * p.k + kw;
+            var pix: array<u32, 8>;
+            var inside: array<bool, 8>;
+            for (var r = 0u; r < 8u; r++) {
+                let q = in_pixel(pos[r], kh, kw);
+                inside[r] = q >= 0;
+                pix[r] = u32(max(q, 0)) * p.c;
+            }
+            for (var c = 0u; c < p.c; c += 4u) {
+                // Rows c..c+3 of Wt(tap, ·, n0..n0+3), each a vec4 over the 4 output channels.
+                var w0: vec4<f32>;
+                var w1: vec4<f32>;
+                var w2: vec4<f32>;
+                var w3: vec4<f32>;
+                if (W_T) {
+                    let q0 = w4[w_index(tap, c, n0) >> 2u];
+                    let q1 = w4[w_index(tap, c, n0 + 1u) >> 2u];
+                    let q2 = w4[w_index(tap, c, n0 + 2u) >> 2u];
+                    let q3 = w4[w_index(tap, c, n0 + 3u) >> 2u];
+                    w0 = vec4<f32>(q0.x, q1.x, q2.x, q3.x);
+                    w1 = vec4<f32>(q0.y, q1.y, q2.y, q3.y);
+                    w2 = vec4<f32>(q0.z, q1.z, q2.z, q3.z);
+                    w3 = vec4<f32>(q0.w, q1.w, q2.w, q3.w);
+                } else {
+                    w0 = w4[w_index(tap, c, n0) >> 2u];
+                    w1 = w4[w_index(tap, c + 1u, n0) >> 2u];
+                    w2 = w4[w_index(tap, c + 2u, n0) >> 2u];
+                    w3 = w4[w_index(tap, c + 3u, n0) >> 2u];
+                }
+                for (var r = 0u; r < 8u; r++) {
+                    var xv = select(vec4<f32>(0.0), x4[(pix[r] + c) >> 2u], inside[r]);
+                    if (PRE_RELU) {
+                        xv = max(xv, vec4<f32>(0.0));
+                    }
+                    acc[r] += xv.x * w0 + xv.y * w1 + xv.z * w2 + xv.w * w3;
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < 8u; r++) {
+        let q = pos[r];
+        if (q.ok) {
+            let i = (out_index(q) * p.n + n0) >> 2u;
+            var v = acc[r];
+            if (BIAS) {
+                v += w4[(p.k * p.k * p.c * p.n + n0) >> 2u];
+            }
+            if (RESID == 1u) {
+                v += res4[i];
+            }
+            v = act4(v);
+            if (DACT != 0u) {
+                v *= dact4(z4[i]);
+            }
+            if (RESID == 2u) {
+                v += res4[i];
+            }
+            y4[i] = v;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+// conv_grad.wgsl: the parameter gradient of a conv or transposed-conv layer (conv.wgsl's layout and
+// geometry), as a split-K reduction in a fixed order (no atomics: results are deterministic).
+//
+// dW[tap·C + c, n] = Σ over (small pixel m, tap) pairs of A_c · G_n, with big = small·S − P + tap:
+//   GATHER_B = false (conv layer):  A = X[big] (the layer input), G = dY[m] (its output, small)
+//   GATHER_B = true  (convT layer): A = X[m] (the layer input, small), G = dY[big]
+// ONES adds the bias row (row K·K·C): Σ_m G[m, n], with G read at m (pass C = 0, K = 1, S = 1, P = 0 to
+// get the bias alone, e.g. a convT bias, which sums dY over its big output image).
+// PRE_RELU reads max(A, 0) (the residual block's first conv reads relu(x)).
+//
+// conv_wgrad(_v4): invocation t = (tap, 4 channels c, 4 outputs n), or a bias tile; split s = wid.y sums
+//   rows [s·rows_per_split, (s+1)·rows_per_split) of the B·SH·SW small pixels into a 4×4 tile and
+//   writes OUT[out_offset + (s·rows_out + row)·N + n] (rows_out = K·K·C + ONES). Per pixel the v4 form
+//   makes 2 vec4 loads for 16 FMAs; the scalar form (C or N not multiples of 4) loads with bounds.
+//   grid = (ceil(tiles / WG), splits, 1).
+// split_sum: OUT[out_offset + i] = Σ_{s < splits} PART[s·len + i], i < len, in order of s.
+//   grid = (ceil(len / 256), 1, 1).
+// Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
+//   4 A as vec4, 5 G as vec4.
+
+struct Params {
+    batch: u32,
+    sh: u32,
+    sw: u32,
+    c: u32,
+    bh: u32,
+    bw: u32,
+    n: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    splits: u32,
+    rows_per_split: u32,
+    // Weight tiles K·K·ceil(C/4)·ceil(N/4), then bias tiles ceil(N/4) when ONES.
+    tiles: u32,
+    // Element offset of row 0 of split 0 in OUT (split_sum: of the first output).
+    out_offset: u32,
+    // split_sum: elements per split.
+    len: u32,
+    _pad0: u32,
+}
+
+override GATHER_B: bool = false;
+override ONES: bool = false;
+override PRE_RELU: bool = false;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> g4: array<vec4<f32>>;
+
+struct Tile {
+    tap: u32,
+    c: u32,
+    n: u32,
+    bias: bool,
+    ok: bool,
+}
+
+fn tile_of(t: u32) -> Tile {
+    var q: Tile;
+    let cb = (p.c + 3u) / 4u;
+    let nb = (p.n + 3u) / 4u;
+    let wtiles = p.k * p.k * cb * nb;
+    q.ok = t < p.tiles;
+    q.bias = t >= wtiles;
+    if (q.bias) {
+        q.tap = 0u;
+        q.c = 0u;
+        q.n = (t - wtiles) * 4u;
+    } else {
+        q.n = (t % nb) * 4u;
+        q.c = ((t / nb) % cb) * 4u;
+        q.tap = t / (nb * cb);
+    }
+    return q;
+}
+
+// The big pixel linked to small pixel (b, sy, sx) by tap, or -1 outside the big image.
+fn big_pixel(b: u32, sy: u32, sx: u32, tap: u32) -> i32 {
+    let by = i32(sy * p.stride + tap / p.k) - i32(p.pad);
+    let bx = i32(sx * p.stride + tap % p.k) - i32(p.pad);
+    if (by < 0 || bx < 0 || by >= i32(p.bh) || bx >= i32(p.bw)) {
+        return -1;
+    }
+    return (i32(b * p.bh) + by) * i32(p.bw) + bx;
+}
+
+fn write_tile(q: Tile, s: u32, acc: array<vec4<f32>, 4>) {
+    let rows_out = p.k * p.k * p.c + select(0u, 1u, ONES);
+    for (var i = 0u; i < 4u; i++) {
+        let row = select(q.tap * p.c + q.c + i, p.k * p.k * p.c, q.bias);
+        if ((q.bias && i > 0u) || (!q.bias && q.c + i >= p.c)) {
+            continue;
+        }
+        let base = p.out_offset + (s * rows_out + row) * p.n;
+        for (var j = 0u; j < 4u; j++) {
+            if (q.n + j < p.n) {
+                out[base + q.n + j] = acc[i][j];
+            }
+        }
+    }
+}
+
+fn load_a(pix: i32, c: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (pix >= 0) {
+        for (var i = 0u; i < 4u; i++) {
+            if (c + i < p.c) {
+                v[i] = a[u32(pix) * p.c + c + i];
+            }
+        }
+    }
+    if (PRE_RELU) {
+        v = max(v, vec4<f32>(0.0));
+    }
+    return v;
+}
+
+fn load_g(pix: i32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (pix >= 0) {
+        for (var j = 0u; j < 4u; j++) {
+            if (n + j < p.n) {
+                v[j] = g[u32(pix) * p.n + n + j];
+            }
+        }
+    }
+    return v;
+}
+
+fn load_a4(pix: i32, c: u32) -> vec4<f32> {
+    var v = select(vec4<f32>(0.0), a4[(u32(max(pix, 0)) * p.c + c) >> 2u], pix >= 0);
+    if (PRE_RELU) {
+        v = max(v, vec4<f32>(0.0));
+    }
+    return v;
+}
+
+fn load_g4(pix: i32, n: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), g4[(u32(max(pix, 0)) * p.n + n) >> 2u], pix >= 0);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_wgrad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = tile_of(gid.x);
+    if (!q.ok) {
+        return;
+    }
+    let s = gid.y;
+    let total = p.batch * p.sh * p.sw;
+    let begin = min(s * p.rows_per_split, total);
+    let end = min(begin + p.rows_per_split, total);
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    let area = p.sh * p.sw;
+    var b = begin / area;
+    var sy = (begin % area) / p.sw;
+    var sx = begin % p.sw;
+    for (var m = begin; m < end; m++) {
+        var av: vec4<f32>;
+        var gv: vec4<f32>;
+        if (q.bias) {
+            av = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+            gv = load_g(i32(m), q.n);
+        } else {
+            let big = big_pixel(b, sy, sx, q.tap);
+            if (GATHER_B) {
+                av = load_a(i32(m), q.c);
+                gv = load_g(big, q.n);
+            } else {
+                av = load_a(big, q.c);
+                gv = load_g(i32(m), q.n);
+            }
+        }
+        acc[0] = fma(vec4<f32>(av.x), gv, acc[0]);
+        acc[1] = fma(vec4<f32>(av.y), gv, acc[1]);
+        acc[2] = fma(vec4<f32>(av.z), gv, acc[2]);
+        acc[3] = fma(vec4<f32>(av.w), gv, acc[3]);
+        sx += 1u;
+        if (sx == p.sw) {
+            sx = 0u;
+            sy += 1u;
+            if (sy == p.sh) {
+                sy = 0u;
+                b += 1u;
+            }
+        }
+    }
+    write_tile(q, s, acc);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_wgrad_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = tile_of(gid.x);
+    if (!q.ok) {
+        return;
+    }
+    let s = gid.y;
+    let total = p.batch * p.sh * p.sw;
+    let begin = min(s * p.rows_per_split, total);
+    let end = min(begin + p.rows_per_split, total);
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    let area = p.sh * p.sw;
+    var b = begin / area;
+    var sy = (begin % area) / p.sw;
+    var sx = begin % p.sw;
+    for (var m = begin; m < end; m++) {
+        var av: vec4<f32>;
+        var gv: vec4<f32>;
+        if (q.bias) {
+            av = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+            gv = load_g4(i32(m), q.n);
+        } else {
+            let big = big_pixel(b, sy, sx, q.tap);
+            if (GATHER_B) {
+                av = load_a4(i32(m), q.c);
+                gv = load_g4(big, q.n);
+            } else {
+                av = load_a4(big, q.c);
+                gv = load_g4(i32(m), q.n);
+            }
+        }
+        acc[0] = fma(vec4<f32>(av.x), gv, acc[0]);
+        acc[1] = fma(vec4<f32>(av.y), gv, acc[1]);
+        acc[2] = fma(vec4<f32>(av.z), gv, acc[2]);
+        acc[3] = fma(vec4<f32>(av.w), gv, acc[3]);
+        sx += 1u;
+        if (sx == p.sw) {
+            sx = 0u;
+            sy += 1u;
+            if (sy == p.sh) {
+                sy = 0u;
+                b += 1u;
+            }
+        }
+    }
+    write_tile(q, s, acc);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn split_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.len) {
+        return;
+    }
+    var acc = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        acc += a[s * p.len + i];
+    }
+    out[p.out_offset + i] = acc;
+}

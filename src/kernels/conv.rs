@@ -1,0 +1,440 @@
+//! Launchers for shaders/conv.wgsl (forward and input gradient) and shaders/conv_grad.wgsl (parameter
+//! gradient). Geometry and layout are described in the shader headers and in reference/conv.rs.
+
+use super::{need, need_len, Act};
+use crate::gpu::{Gpu, Launch, Result, View};
+pub use crate::reference::conv::ConvGeom;
+
+/// Residual input of the gather epilogue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resid {
+    #[default]
+    None,
+    /// Added before the activation (forward: y = act(conv(x) + b + r)).
+    BeforeAct,
+    /// Added after the act' factor (backward: dx = conv_in_grad ⊙ act'(z) + r).
+    AfterDact,
+}
+
+impl Resid {
+    fn code(self) -> u32 {
+        match self {
+            Resid::None => 0,
+            Resid::BeforeAct => 1,
+            Resid::AfterDact => 2,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    batch: u32,
+    ih: u32,
+    iw: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    n: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    phase_rows: u32,
+    real_rows: u32,
+    qh: u32,
+    qw: u32,
+    slope: f32,
+    _pad0: u32,
+}
+
+/// One launch of conv.wgsl: Y [B, OH, OW, N] from X [B, IH, IW, C] (see the shader header).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvGather {
+    pub batch: usize,
+    pub in_hw: (usize, usize),
+    pub c: usize,
+    pub out_hw: (usize, usize),
+    pub n: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub geom_t: bool,
+    pub w_t: bool,
+    pub bias: bool,
+    pub act: Act,
+    pub dact: Act,
+    pub resid: Resid,
+    pub pre_relu: bool,
+    /// Never use the vec4 kernel (tests, benchmarks).
+    pub scalar: bool,
+}
+
+impl ConvGather {
+    /// The forward pass of a layer with geometry `g` on `batch` images of h×w: y = act(layer(x) + b).
+    pub fn forward(g: &ConvGeom, batch: usize, h: usize, w: usize, act: Act) -> Result<ConvGather> {
+        let out = g.out_hw(h, w).map_err(|m| crate::gpu::GpuError::Shape { op: "conv", message: m })?;
+        Ok(ConvGather {
+            batch,
+            in_hw: (h, w),
+            c: g.cin,
+            out_hw: out,
+            n: g.cout,
+            k: g.k,
+            stride: g.stride,
+            pad: g.pad,
+            geom_t: g.transposed,
+            bias: true,
+            act,
+            ..Default::default()
+        })
+    }
+
+    /// The input gradient of that layer: dx [B, h, w, Cin] from dy [B, OH, OW, Cout], ⊙ dact'(z).
+    pub fn input_grad(g: &ConvGeom, batch: usize, h: usize, w: usize, dact: Act) -> Result<ConvGather> {
+        let out = g.out_hw(h, w).map_err(|m| crate::gpu::GpuError::Shape { op: "conv", message: m })?;
+        Ok(ConvGather {
+            batch,
+            in_hw: out,
+            c: g.cout,
+            out_hw: (h, w),
+            n: g.cin,
+            k: g.k,
+            stride: g.stride,
+            pad: g.pad,
+            geom_t: !g.transposed,
+            w_t: true,
+            dact,
+            ..Default::default()
+        })
+    }
+
+    pub fn flops(&self) -> f64 {
+        // Every (small pixel, tap) pair that lands in the image: count by the geometry exactly.
+        let (small, big) = if self.geom_t { (self.in_hw, self.out_hw) } else { (self.out_hw, self.in_hw) };
+        let mut pairs = 0usize;
+        crate::reference::conv::for_each_pair(1, small, big, self.k, self.stride, self.pad, |_, _, _| pairs += 1);
+        2.0 * (self.batch * pairs * self.c * self.n) as f64
+    }
+
+    pub fn vec4_ok(&self) -> bool {
+        self.c % 4 == 0 && self.n % 4 == 0
+    }
+
+    /// Workgroup width: 64 lanes on GPUs; on CPU adapters (fewer, wider lanes) 16 pads less.
+    fn wg(gpu: &Gpu) -> usize {
+        if gpu.is_cpu() {
+            16
+        } else {
+            64
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        x: View,
+        w: View,
+        y: View,
+        z: Option<View>,
+        r: Option<View>,
+    ) -> Result<Launch> {
+        const OP: &str = "conv";
+        let (ih, iw) = self.in_hw;
+        let (oh, ow) = self.out_hw;
+        need(OP, self.batch > 0 && ih * iw * oh * ow > 0 && self.c > 0 && self.n > 0 && self.k > 0, || {
+            format!("empty shape {self:?}")
+        })?;
+        need(OP, self.stride > 0 && self.pad < self.k, || format!("need stride >= 1 and pad < k: {self:?}"))?;
+        need(OP, !(self.bias && self.w_t), || "bias needs the untransposed weights".into())?;
+        let w_rows = self.k * self.k * self.c.max(self.n);
+        need_len(OP, "X", &x, self.batch * ih * iw * self.c)?;
+        need_len(OP, "W", &w, self.k * self.k * self.c * self.n + if self.bias { self.n } else { 0 })?;
+        need(OP, w_rows > 0, String::new)?;
+        let out_len = self.batch * oh * ow * self.n;
+        need_len(OP, "Y", &y, out_len)?;
+        if self.dact != Act::Identity {
+            need(OP, z.is_some(), || "dact needs Z".into())?;
+            need_len(OP, "Z", z.as_ref().unwrap(), out_len)?;
+        }
+        if self.resid != Resid::None {
+            need(OP, r.is_some(), || "resid needs R".into())?;
+            need_len(OP, "R", r.as_ref().unwrap(), out_len)?;
+        }
+        let wg = Self::wg(gpu);
+        let tile = 8 * wg;
+        let s = self.stride;
+        let (qh, qw) = if self.geom_t { (oh.div_ceil(s), ow.div_ceil(s)) } else { (oh, ow) };
+        let real_rows = self.batch * qh * qw;
+        let phase_rows = real_rows.next_multiple_of(tile);
+        let phases = if self.geom_t { s * s } else { 1 };
+        let groups_x = phases * phase_rows / tile;
+        let groups = [groups_x as u32, self.n.div_ceil(4) as u32, 1];
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        need(OP, groups[0] <= max && groups[1] <= max, || {
+            format!("grid {groups:?} exceeds {max} workgroups per dimension (batch too large for this image size)")
+        })?;
+        need(OP, phases * phase_rows < u32::MAX as usize && out_len < u32::MAX as usize, || {
+            "tensor too large for 32-bit indexing".into()
+        })?;
+        let params = GatherParams {
+            batch: self.batch as u32,
+            ih: ih as u32,
+            iw: iw as u32,
+            c: self.c as u32,
+            oh: oh as u32,
+            ow: ow as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            stride: s as u32,
+            pad: self.pad as u32,
+            phase_rows: phase_rows as u32,
+            real_rows: real_rows as u32,
+            qh: qh as u32,
+            qw: qw as u32,
+            slope: Act::LEAKY_SLOPE,
+            _pad0: 0,
+        };
+        let constants = [
+            ("GEOM_T", f64::from(u8::from(self.geom_t))),
+            ("W_T", f64::from(u8::from(self.w_t))),
+            ("BIAS", f64::from(u8::from(self.bias))),
+            ("ACT", self.act.code() as f64),
+            ("DACT", self.dact.code() as f64),
+            ("RESID", self.resid.code() as f64),
+            ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
+            ("WG", wg as f64),
+        ];
+        let vec4 = !self.scalar && self.vec4_ok();
+        let entry = if vec4 { "conv_gather_v4" } else { "conv_gather" };
+        let label = format!(
+            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x{} k{} s{} p{}{}{}]",
+            self.batch,
+            self.c,
+            self.n,
+            self.k,
+            s,
+            self.pad,
+            if self.geom_t { " T" } else { "" },
+            if self.w_t { " Wt" } else { "" }
+        );
+        // Z and R are always bound (the layout is fixed); X stands in when the epilogue does not read them.
+        let z = z.unwrap_or(x);
+        let r = r.unwrap_or(x);
+        let bindings =
+            if vec4 { [(6, x), (7, w), (8, y), (9, z), (10, r)] } else { [(1, x), (2, w), (3, y), (4, z), (5, r)] };
+        gpu.launch(label, "conv", entry, &constants, Some(&params), &bindings, groups)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GradParams {
+    batch: u32,
+    sh: u32,
+    sw: u32,
+    c: u32,
+    bh: u32,
+    bw: u32,
+    n: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    splits: u32,
+    rows_per_split: u32,
+    tiles: u32,
+    out_offset: u32,
+    len: u32,
+    _pad0: u32,
+}
+
+/// One parameter-gradient reduction of conv_grad.wgsl (see its header).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvWgrad {
+    pub batch: usize,
+    pub small_hw: (usize, usize),
+    pub big_hw: (usize, usize),
+    /// Channels of A (rows of the weight block per tap) and of G (columns).
+    pub c: usize,
+    pub n: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub gather_b: bool,
+    pub ones: bool,
+    pub pre_relu: bool,
+    pub scalar: bool,
+}
+
+impl ConvWgrad {
+    /// The launches that give a layer's whole [(K·K·Cin + 1), Cout] gradient block: one for a conv
+    /// (weights and bias together), two for a transposed conv (its bias sums dY over the big image).
+    pub fn for_layer(
+        g: &ConvGeom,
+        batch: usize,
+        h: usize,
+        w: usize,
+        pre_relu: bool,
+    ) -> Result<Vec<(ConvWgrad, usize)>> {
+        let out = g.out_hw(h, w).map_err(|m| crate::gpu::GpuError::Shape { op: "conv", message: m })?;
+        let (small, big) = if g.transposed { ((h, w), out) } else { (out, (h, w)) };
+        let base = ConvWgrad {
+            batch,
+            small_hw: small,
+            big_hw: big,
+            c: g.cin,
+            n: g.cout,
+            k: g.k,
+            stride: g.stride,
+            pad: g.pad,
+            gather_b: g.transposed,
+            ones: !g.transposed,
+            pre_relu,
+            scalar: false,
+        };
+        if !g.transposed {
+            return Ok(vec![(base, 0)]);
+        }
+        let bias = ConvWgrad { small_hw: big, c: 0, k: 1, stride: 1, pad: 0, ones: true, pre_relu: false, ..base };
+        Ok(vec![(base, 0), (bias, g.k * g.k * g.cin * g.cout)])
+    }
+
+    fn rows_out(&self) -> usize {
+        self.k * self.k * self.c + usize::from(self.ones)
+    }
+
+    fn tiles(&self) -> usize {
+        let nb = self.n.div_ceil(4);
+        self.k * self.k * self.c.div_ceil(4) * nb + if self.ones { nb } else { 0 }
+    }
+
+    /// Splits of the pixel reduction: enough invocations to fill the adapter, at least 16 pixels each.
+    pub fn splits(&self, gpu: &Gpu) -> usize {
+        let target: usize = if gpu.is_cpu() { 256 } else { 16384 };
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        target.div_ceil(self.tiles()).clamp(1, pixels.div_ceil(16).max(1))
+    }
+
+    /// Scratch elements the split partials need (0 when one split writes the result directly).
+    pub fn scratch_len(&self, gpu: &Gpu) -> usize {
+        let s = self.splits(gpu);
+        if s == 1 {
+            0
+        } else {
+            s * self.rows_out() * self.n
+        }
+    }
+
+    pub fn vec4_ok(&self) -> bool {
+        (self.c % 4 == 0) && self.n % 4 == 0
+    }
+
+    pub fn flops(&self) -> f64 {
+        let mut pairs = 0usize;
+        crate::reference::conv::for_each_pair(
+            1,
+            self.small_hw,
+            self.big_hw,
+            self.k,
+            self.stride,
+            self.pad,
+            |_, _, _| pairs += 1,
+        );
+        2.0 * (self.batch * (pairs * self.c + if self.ones { self.small_hw.0 * self.small_hw.1 } else { 0 }) * self.n)
+            as f64
+    }
+
+    /// Writes rows_out × N gradient values at `out[out_offset..]`, through `scratch` when split.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        a: View,
+        g: View,
+        out: View,
+        out_offset: usize,
+        scratch: Option<View>,
+    ) -> Result<Vec<Launch>> {
+        const OP: &str = "conv_wgrad";
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        let big = self.batch * self.big_hw.0 * self.big_hw.1;
+        need(OP, pixels > 0 && big > 0 && self.n > 0 && self.k > 0 && self.stride > 0, || {
+            format!("empty shape {self:?}")
+        })?;
+        need(OP, self.c > 0 || self.ones, || "nothing to compute".into())?;
+        let (a_pix, g_pix) = if self.gather_b { (pixels, big) } else { (big, pixels) };
+        need_len(OP, "A", &a, a_pix * self.c)?;
+        need_len(OP, "G", &g, g_pix * self.n)?;
+        let len = self.rows_out() * self.n;
+        need_len(OP, "OUT", &out, out_offset + len)?;
+        let splits = self.splits(gpu);
+        let wg = 64usize;
+        let tiles = self.tiles();
+        let mut params = GradParams {
+            batch: self.batch as u32,
+            sh: self.small_hw.0 as u32,
+            sw: self.small_hw.1 as u32,
+            c: self.c as u32,
+            bh: self.big_hw.0 as u32,
+            bw: self.big_hw.1 as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            splits: splits as u32,
+            rows_per_split: pixels.div_ceil(splits) as u32,
+            tiles: tiles as u32,
+            out_offset: out_offset as u32,
+            len: len as u32,
+            _pad0: 0,
+        };
+        let constants = [
+            ("GATHER_B", f64::from(u8::from(self.gather_b))),
+            ("ONES", f64::from(u8::from(self.ones))),
+            ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
+            ("WG", wg as f64),
+        ];
+        let vec4 = !self.scalar && self.vec4_ok() && (self.c > 0 || self.n % 4 == 0);
+        let entry = if vec4 { "conv_wgrad_v4" } else { "conv_wgrad" };
+        let label = format!(
+            "{label} {entry}[{}x{}x{}x{} * {}x{}x{} k{} s{} p{}{} /{splits}]",
+            self.batch,
+            self.big_hw.0,
+            self.big_hw.1,
+            if self.gather_b { self.n } else { self.c },
+            self.small_hw.0,
+            self.small_hw.1,
+            if self.gather_b { self.c } else { self.n },
+            self.k,
+            self.stride,
+            self.pad,
+            if self.gather_b { " T" } else { "" }
+        );
+        let groups = [tiles.div_ceil(wg) as u32, splits as u32, 1];
+        let (ai, gi) = if vec4 { (4, 5) } else { (1, 2) };
+        let bind = |target| [(ai, a), (gi, g), (3, target)];
+        if splits == 1 {
+            return Ok(vec![gpu.launch(label, "conv_grad", entry, &constants, Some(&params), &bind(out), groups)?]);
+        }
+        let scratch = scratch.ok_or_else(|| crate::gpu::GpuError::Shape {
+            op: OP,
+            message: format!("{splits} splits need a scratch buffer of {} floats", splits * len),
+        })?;
+        need_len(OP, "scratch", &scratch, splits * len)?;
+        params.out_offset = 0;
+        let first = gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?;
+        params.out_offset = out_offset as u32;
+        let sum = gpu.launch(
+            format!("{label} split_sum"),
+            "conv_grad",
+            "split_sum",
+            &[],
+            Some(&params),
+            &[(1, scratch), (3, out)],
+            [len.div_ceil(256) as u32, 1, 1],
+        )?;
+        Ok(vec![first, sum])
+    }
+}

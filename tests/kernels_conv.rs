@@ -1,0 +1,172 @@
+//! conv.wgsl and conv_grad.wgsl against reference/conv.rs: odd sizes, strides 1 and 2, padding 0/1/2,
+//! kernel sizes 1 to 7, 1/3/4+ channels, scalar and vec4 kernels, outputs poisoned with NaN.
+
+use std::sync::OnceLock;
+
+use vaegpu::gpu::Gpu;
+use vaegpu::kernels::conv::{ConvGather, ConvGeom, ConvWgrad, Resid};
+use vaegpu::kernels::Act;
+use vaegpu::reference::conv::{conv_backward_input, conv_backward_params, conv_forward};
+use vaegpu::reference::elementwise::act_forward;
+use vaegpu::testing::{poisoned, test_gpu, to_f32, uniform, Tol};
+
+fn gpu() -> &'static Gpu {
+    static G: OnceLock<Gpu> = OnceLock::new();
+    G.get_or_init(test_gpu)
+}
+
+/// f32 sums of `terms` products of values in [-1, 1].
+fn tol(terms: usize) -> Tol {
+    Tol::new(1e-5, 2e-6 * (terms as f64).sqrt() * 4.0)
+}
+
+struct Case {
+    g: ConvGeom,
+    batch: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Case {
+    fn new(batch: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, s: usize, p: usize, t: bool) -> Case {
+        Case { g: ConvGeom { k, stride: s, pad: p, cin, cout, transposed: t }, batch, h, w }
+    }
+    fn out(&self) -> (usize, usize) {
+        self.g.out_hw(self.h, self.w).unwrap()
+    }
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!(
+            "{}{}x{}x{}x{}->{} k{} s{} p{}",
+            if g.transposed { "convT " } else { "conv " },
+            self.batch,
+            self.h,
+            self.w,
+            g.cin,
+            g.cout,
+            g.k,
+            g.stride,
+            g.pad
+        )
+    }
+}
+
+/// Forward (with each activation and the residual add), input gradient (with dact and resid) and
+/// parameter gradient of one layer, each on the scalar and (where the channels allow) vec4 kernel.
+fn check(c: &Case, seed: u64) {
+    let gpu = gpu();
+    let g = &c.g;
+    let (oh, ow) = c.out();
+    let xs = c.batch * c.h * c.w * g.cin;
+    let ys = c.batch * oh * ow * g.cout;
+    let x = uniform(seed, xs, -1.0, 1.0);
+    let block = uniform(seed + 1, g.block_rows() * g.cout, -1.0, 1.0);
+    let dy = uniform(seed + 2, ys, -1.0, 1.0);
+    let r_out = uniform(seed + 3, ys, -1.0, 1.0);
+    let r_in = uniform(seed + 4, xs, -1.0, 1.0);
+    let z_in: Vec<f64> = uniform(seed + 5, xs, -1.0, 1.0).iter().map(|v| act_forward(Act::Relu, *v)).collect();
+    let xb = gpu.upload("x", &to_f32(&x));
+    let wb = gpu.upload("w", &to_f32(&block));
+    let dyb = gpu.upload("dy", &to_f32(&dy));
+    let rob = gpu.upload("r_out", &to_f32(&r_out));
+    let rib = gpu.upload("r_in", &to_f32(&r_in));
+    let zb = gpu.upload("z_in", &to_f32(&z_in));
+    let taps = g.k * g.k;
+    for scalar in [true, false] {
+        for (act, resid, pre_relu) in
+            [(Act::Identity, false, false), (Act::Relu, true, false), (Act::Tanh, false, true)]
+        {
+            let mut k = ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap();
+            k.scalar = scalar;
+            k.pre_relu = pre_relu;
+            k.resid = if resid { Resid::BeforeAct } else { Resid::None };
+            let yb = poisoned(gpu, "y", ys);
+            let r = if resid { Some((&rob).into()) } else { None };
+            gpu.run(&k.launch(gpu, "t", (&xb).into(), (&wb).into(), (&yb).into(), None, r).unwrap()).unwrap();
+            let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, resid.then_some(&r_out[..]));
+            let what = format!("{} forward {act:?} resid={resid} pre_relu={pre_relu} scalar={scalar}", c.name());
+            tol(taps * g.cin).check(&what, &gpu.read_f32(&yb).unwrap()[..ys], &want).unwrap();
+        }
+        for (dact, resid) in [(Act::Identity, false), (Act::Relu, true)] {
+            let mut k = ConvGather::input_grad(g, c.batch, c.h, c.w, dact).unwrap();
+            k.scalar = scalar;
+            k.resid = if resid { Resid::AfterDact } else { Resid::None };
+            let dxb = poisoned(gpu, "dx", xs);
+            let z = (dact != Act::Identity).then(|| (&zb).into());
+            let r = resid.then(|| (&rib).into());
+            gpu.run(&k.launch(gpu, "t", (&dyb).into(), (&wb).into(), (&dxb).into(), z, r).unwrap()).unwrap();
+            let zs = (dact != Act::Identity).then_some(&z_in[..]);
+            let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, resid.then_some(&r_in[..]));
+            let what = format!("{} input grad dact={dact:?} resid={resid} scalar={scalar}", c.name());
+            tol(taps * g.cout).check(&what, &gpu.read_f32(&dxb).unwrap()[..xs], &want).unwrap();
+        }
+        for pre_relu in [false, true] {
+            let len = g.block_rows() * g.cout;
+            // Written at an offset inside a larger poisoned buffer, as a block of the flat gradient.
+            let off = 5;
+            let out = poisoned(gpu, "dw", len + off + 3);
+            let mut launches = Vec::new();
+            let mut scratch_bufs = Vec::new();
+            for (mut k, at) in ConvWgrad::for_layer(g, c.batch, c.h, c.w, pre_relu).unwrap() {
+                k.scalar = scalar;
+                let n = k.scratch_len(gpu);
+                scratch_bufs.push(poisoned(gpu, "scratch", n.max(1)));
+                let s = scratch_bufs.last().unwrap();
+                let sv = (n > 0).then(|| s.into());
+                launches.extend(k.launch(gpu, "t", (&xb).into(), (&dyb).into(), (&out).into(), off + at, sv).unwrap());
+            }
+            for l in &launches {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap();
+            let want = conv_backward_params(g, &x, &dy, c.batch, c.h, c.w, pre_relu);
+            let what = format!("{} param grad pre_relu={pre_relu} scalar={scalar}", c.name());
+            let pixels = c.batch * oh.max(c.h) * ow.max(c.w);
+            tol(pixels).check(&what, &got[off..off + len], &want).unwrap();
+            assert!(got[..off].iter().chain(&got[off + len..]).all(|v| v.is_nan()), "{what}: wrote outside its block");
+        }
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_awkward_shapes() {
+    let cases = [
+        // batch, h, w, cin, cout, k, stride, pad, transposed
+        Case::new(2, 7, 5, 1, 3, 3, 1, 1, false),
+        Case::new(3, 9, 9, 3, 5, 3, 2, 1, false),
+        Case::new(1, 6, 10, 4, 8, 4, 2, 1, false),
+        Case::new(2, 11, 7, 8, 4, 1, 1, 0, false),
+        Case::new(2, 9, 13, 3, 4, 5, 2, 2, false),
+        Case::new(1, 13, 13, 4, 4, 7, 1, 2, false),
+        Case::new(2, 8, 8, 5, 1, 2, 2, 0, false),
+        Case::new(2, 7, 7, 12, 8, 3, 1, 0, false),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        check(c, 100 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn conv_transpose_matches_reference_on_awkward_shapes() {
+    let cases = [
+        Case::new(2, 3, 5, 4, 1, 4, 2, 1, true),
+        Case::new(3, 7, 7, 8, 4, 4, 2, 1, true),
+        Case::new(1, 5, 4, 3, 3, 3, 2, 0, true),
+        Case::new(2, 4, 6, 1, 5, 3, 1, 1, true),
+        Case::new(2, 3, 3, 4, 8, 5, 2, 2, true),
+        Case::new(1, 5, 5, 4, 4, 7, 3, 2, true),
+        Case::new(2, 6, 3, 8, 8, 2, 2, 0, true),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        check(c, 500 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn uneven_sizes_are_refused() {
+    let g = ConvGeom { k: 4, stride: 2, pad: 1, cin: 1, cout: 4, transposed: false };
+    assert!(g.out_hw(28, 28).is_ok());
+    let e = g.out_hw(27, 28).unwrap_err();
+    assert!(e.contains("does not divide"), "{e}");
+    assert!(ConvGather::forward(&g, 2, 5, 5, Act::Relu).is_err());
+}
