@@ -52,9 +52,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Writes a complete small data set (raw IDX) into `dir`: 5 train and 3 test 4x3 images.
 fn write_small_dataset(dir: &Path) -> (Images, Vec<u8>, Images, Vec<u8>) {
-    let train = Images { n: 5, rows: 4, cols: 3, pixels: sample_pixels(5, 4, 3) };
+    let train = Images { n: 5, rows: 4, cols: 3, channels: 1, pixels: sample_pixels(5, 4, 3) };
     let train_labels = vec![0, 9, 3, 3, 7];
-    let test = Images { n: 3, rows: 4, cols: 3, pixels: sample_pixels(3, 4, 3).iter().map(|p| !p).collect() };
+    let test =
+        Images { n: 3, rows: 4, cols: 3, channels: 1, pixels: sample_pixels(3, 4, 3).iter().map(|p| !p).collect() };
     let test_labels = vec![1, 2, 8];
     write(dir, data::TRAIN_IMAGES, &idx_images(5, 4, 3, &train.pixels));
     write(dir, data::TRAIN_LABELS, &idx_labels(&train_labels));
@@ -313,6 +314,23 @@ fn train_test_image_size_mismatch() {
     assert!(matches!(e, DataError::ShapeMismatch { .. }), "{e:?}");
     assert_msg(&e, &["image size mismatch", "4x3", "3x4"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_test_channel_mismatch() {
+    let grey = data::parse_images(&idx_images(1, 2, 2, &[1, 2, 3, 4])).unwrap();
+    assert_eq!(grey.channels, 1);
+    let rgb = Images { n: 1, rows: 2, cols: 2, channels: 3, pixels: (0..12).collect() };
+    assert_eq!(rgb.pixels_per_image(), 12);
+    assert_eq!(rgb.image(0).unwrap().len(), 12);
+    let train = data::Split::new("train", grey, vec![0]).unwrap();
+    let test = data::Split::new("test", rgb, vec![0]).unwrap();
+    let e = data::Dataset::new("mixed".into(), train.clone(), test.clone(), PathBuf::new(), false).unwrap_err();
+    assert!(matches!(e, DataError::ChannelMismatch { train: 1, test: 3 }), "{e:?}");
+    assert_msg(&e, &["channel count mismatch", "1 channels", "3"]);
+    let ds = data::Dataset::new("grey".into(), train.clone(), train, PathBuf::new(), false).unwrap();
+    assert_eq!(ds.image_shape(), (2, 2, 1));
+    assert_eq!(ds.image_dims(), (2, 2));
 }
 
 #[test]

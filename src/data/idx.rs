@@ -54,8 +54,19 @@ pub enum DataError {
         "image size mismatch: train images are {train_rows}x{train_cols}, test images are {test_rows}x{test_cols}"
     )]
     ShapeMismatch { train_rows: usize, train_cols: usize, test_rows: usize, test_cols: usize },
+    #[error("channel count mismatch: train images have {train} channels, test images have {test}")]
+    ChannelMismatch { train: usize, test: usize },
     #[error("gzip decompression failed: {error}")]
     Decompress { error: std::io::Error },
+    /// An image file (of an image-folder data set) that could not be read or decoded.
+    #[error("cannot load image {}: {error}", path.display())]
+    BadImage { path: PathBuf, error: String },
+    /// An invalid loader option.
+    #[error("bad option: {0}")]
+    BadOption(String),
+    /// An image folder with more class folders than labels can tell apart (labels are u8).
+    #[error("{} has {count} classes; at most 256 are supported (labels are u8)", dir.display())]
+    TooManyClasses { dir: PathBuf, count: usize },
 }
 
 impl DataError {
@@ -92,23 +103,26 @@ fn describe_magic(magic: u32) -> String {
     format!("{ty} data, {} dimensions", magic & 0xff)
 }
 
-/// A set of equally sized u8 grey-scale images, item-major: image `i` is
-/// `pixels[i * rows * cols .. (i + 1) * rows * cols]`, each row-major.
+/// A set of equally sized u8 images, item-major: image `i` is
+/// `pixels[i * d .. (i + 1) * d]` with `d = rows * cols * channels`, each row-major with the
+/// channels interleaved (HWC: the `channels` values of a pixel are adjacent). IDX data is
+/// grey-scale (`channels == 1`); image folders may give 1 (grey) or 3 (RGB) channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Images {
     pub n: usize,
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
     pub pixels: Vec<u8>,
 }
 
 impl Images {
-    /// Pixels per image (`rows * cols`).
+    /// Values per image (`rows * cols * channels`; "pixels" counts each channel value).
     pub fn pixels_per_image(&self) -> usize {
-        self.rows.saturating_mul(self.cols)
+        self.rows.saturating_mul(self.cols).saturating_mul(self.channels)
     }
 
-    /// The pixels of image `i`, or `None` past the end.
+    /// The pixels of image `i` (HWC-interleaved), or `None` past the end.
     pub fn image(&self, i: usize) -> Option<&[u8]> {
         let d = self.pixels_per_image();
         if i >= self.n {
@@ -210,7 +224,7 @@ pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
     if rows == 0 || cols == 0 {
         return Err(DataError::Empty { detail: format!("the images file holds {n} images of size {rows}x{cols}") });
     }
-    Ok(Images { n, rows, cols, pixels: data.to_vec() })
+    Ok(Images { n, rows, cols, channels: 1, pixels: data.to_vec() })
 }
 
 /// Parses an IDX u8 label file (magic `0x00000801`), raw or gzip.

@@ -3,11 +3,15 @@
 //! [`load`] reads the four standard files from a folder, or with no folder given the full
 //! Fashion-MNIST from the Debian package `dataset-fashion-mnist` when it is installed, and
 //! otherwise a small subset bundled with the crate (embedded in the binary).
+//!
+//! [`folder::load_folder`] builds a data set from a folder of PNG/JPEG/BMP images instead.
 
+pub mod folder;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
 
+pub use folder::{load_folder, FolderData, FolderOptions};
 pub use idx::{
     is_gzip, parse_images, parse_labels, read_images, read_labels, DataError, Images, IMAGES_MAGIC, LABELS_MAGIC,
 };
@@ -86,7 +90,12 @@ impl Dataset {
         (self.train.images.rows, self.train.images.cols)
     }
 
-    /// Pairs two splits, checking their images have the same size.
+    /// Image height, width and channel count (the same for both splits).
+    pub fn image_shape(&self) -> (usize, usize, usize) {
+        (self.train.images.rows, self.train.images.cols, self.train.images.channels)
+    }
+
+    /// Pairs two splits, checking their images have the same size and channel count.
     pub fn new(name: String, train: Split, test: Split, source: PathBuf, subset: bool) -> Result<Dataset, DataError> {
         let (a, b) = (&train.images, &test.images);
         if (a.rows, a.cols) != (b.rows, b.cols) {
@@ -96,6 +105,9 @@ impl Dataset {
                 test_rows: b.rows,
                 test_cols: b.cols,
             });
+        }
+        if a.channels != b.channels {
+            return Err(DataError::ChannelMismatch { train: a.channels, test: b.channels });
         }
         Ok(Dataset { name, train, test, source, subset })
     }
@@ -128,15 +140,18 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         Split::new("train", read_images(find_file(dir, TRAIN_IMAGES)?)?, read_labels(find_file(dir, TRAIN_LABELS)?)?)?;
     let test =
         Split::new("test", read_images(find_file(dir, TEST_IMAGES)?)?, read_labels(find_file(dir, TEST_LABELS)?)?)?;
-    let name = dir
-        .canonicalize()
+    Dataset::new(folder_name(dir), train, test, dir.to_path_buf(), false)
+}
+
+/// The file name of `dir` (resolving `.` and `..` when possible), or `dataset` when it has none.
+pub(crate) fn folder_name(dir: &Path) -> String {
+    dir.canonicalize()
         .ok()
         .as_deref()
         .unwrap_or(dir)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".to_string());
-    Dataset::new(name, train, test, dir.to_path_buf(), false)
+        .unwrap_or_else(|| "dataset".to_string())
 }
 
 /// Loads the Fashion-MNIST subset embedded in the binary (first 2000 train, 500 test items).
