@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Launch, Program};
+use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
+use crate::nn::Op;
 use crate::reference::matmul::{matmul, transpose};
 use crate::testing::{poisoned, to_f32, uniform, Tol};
 
@@ -109,6 +111,128 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
     })
 }
 
+/// Forward, input gradient and parameter gradient of one conv layer at `batch`: each checked against
+/// the CPU reference at batch 2 (same spatial shape), then timed at `batch`.
+fn bench_conv(
+    gpu: &Gpu,
+    name: &str,
+    g: &ConvGeom,
+    batch: usize,
+    (h, w): (usize, usize),
+    reps: usize,
+) -> Result<Vec<Row>> {
+    use crate::reference::conv::{conv_backward_input, conv_backward_params, conv_forward};
+    let (oh, ow) = g.out_hw(h, w).map_err(Error::Config)?;
+    let mut rows = Vec::new();
+    let shape = format!(
+        "{batch}x{h}x{w}x{}->{oh}x{ow}x{} k{}s{}{}",
+        g.cin,
+        g.cout,
+        g.k,
+        g.stride,
+        if g.transposed { "T" } else { "" }
+    );
+    let wrong = |e: String| Error::Output(format!("benchmark result wrong: {e}"));
+    for b in [2, batch] {
+        let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
+        let blk = uniform(2, g.block_rows() * g.cout, -1.0, 1.0);
+        let dy = uniform(3, b * oh * ow * g.cout, -1.0, 1.0);
+        let xb = gpu.upload("bench.x", &to_f32(&x));
+        let wb = gpu.upload("bench.w", &to_f32(&blk));
+        let dyb = gpu.upload("bench.dy", &to_f32(&dy));
+        let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
+        let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
+        let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
+        let fwd = ConvGather::forward(g, b, h, w, crate::kernels::Act::Identity)?;
+        let dx = ConvGather::input_grad(g, b, h, w, crate::kernels::Act::Identity)?;
+        let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
+        let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
+        let mut scratch = Vec::new();
+        let mut lw = Program::new("dW");
+        let mut wflops = 0.0;
+        for (k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
+            scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
+            let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
+            lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
+            wflops += k.flops();
+        }
+        if b == 2 {
+            gpu.run(&lf)?;
+            gpu.submit(&lw, 1);
+            gpu.run(&lx)?;
+            let tol = Tol::new(1e-4, 1e-4);
+            let want = conv_forward(g, &x, &blk, b, h, w, crate::kernels::Act::Identity, false, None);
+            tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
+            let want = conv_backward_input(g, &dy, &blk, b, h, w, crate::kernels::Act::Identity, None, None);
+            tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
+            let want = conv_backward_params(g, &x, &dy, b, h, w, false);
+            Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
+            continue;
+        }
+        for (what, secs, flops) in [
+            ("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()),
+            ("dX", time_launch(gpu, &lx, reps)?, dx.flops()),
+            ("dW", time_program(gpu, &lw, reps)?, wflops),
+        ] {
+            rows.push(Row {
+                name: format!("{name} {what}"),
+                shape: shape.clone(),
+                micros: secs * 1e6,
+                rate: flops / secs / 1e9,
+                unit: "GFLOP/s",
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The conv VAE (default architecture, Fashion-MNIST shapes): every conv layer's three kernels, and a
+/// whole training step.
+pub fn run_conv(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
+    let cfg = VaeConfig { conv: Some(Default::default()), ..VaeConfig::default() };
+    let nets = cfg.nets().map_err(Error::Config)?;
+    let mut rows = Vec::new();
+    for (net, b) in [(&nets.encoder, batch), (&nets.decoder, batch * cfg.samples)] {
+        for l in &net.layers {
+            if let Op::Conv { geom, .. } = &l.op {
+                rows.extend(bench_conv(gpu, &l.name, geom, b, (l.input.h, l.input.w), reps)?);
+            }
+        }
+    }
+    let (step, _) = time_step(gpu, &cfg, batch, reps)?;
+    Ok(report(gpu, &cfg, batch, rows, step))
+}
+
+fn report(gpu: &Gpu, cfg: &VaeConfig, batch: usize, rows: Vec<Row>, step: f64) -> Report {
+    Report {
+        adapter: gpu.summary.to_string(),
+        batch,
+        rows,
+        step_ms: step * 1e3,
+        steps_per_second: 1.0 / step,
+        step_gflops: cfg.step_flops(batch) / step / 1e9,
+        epoch_seconds_estimate: step * (60000 / batch) as f64,
+    }
+}
+
+/// A whole training step of `cfg` on synthetic data of its input shape: seconds per step, and the
+/// program (checked to give a finite loss).
+fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, reps: usize) -> Result<(f64, Program)> {
+    let vae = Vae::new(gpu, cfg, batch)?;
+    gpu.write(&vae.params, 0, &vae.layout.init(0));
+    vae.set_state(gpu, 0, 0);
+    let n = (batch * 8).max(1024);
+    let pixels: Vec<u8> = uniform(3, n * cfg.input_dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
+    let data = GpuDataset::upload(gpu, "bench", &pixels, n, cfg.input_dim)?;
+    let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
+    let step = time_program(gpu, &prog, reps.max(5))?;
+    let m = vae.read_metrics(gpu)?;
+    if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
+        return Err(Error::Output("benchmark step produced no finite loss".into()));
+    }
+    Ok((step, prog))
+}
+
 pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     let cfg = VaeConfig::default();
     let layout = cfg.layout();
@@ -134,18 +258,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     )?);
 
     // Whole training step on synthetic data of Fashion-MNIST's shape.
-    let vae = Vae::new(gpu, &cfg, batch)?;
-    gpu.write(&vae.params, 0, &layout.init(0));
-    vae.set_state(gpu, 0, 0);
-    let n = (batch * 8).max(1024);
-    let pixels: Vec<u8> = uniform(3, n * cfg.input_dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
-    let data = GpuDataset::upload(gpu, "bench", &pixels, n, cfg.input_dim)?;
-    let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
-    let step = time_program(gpu, &prog, reps.max(5))?;
-    let m = vae.read_metrics(gpu)?;
-    if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
-        return Err(Error::Output("benchmark step produced no finite loss".into()));
-    }
+    let (step, prog) = time_step(gpu, &cfg, batch, reps)?;
     // The step's other kernels, each timed alone inside the (checked) step's buffers; bytes are the
     // minimum each must read and write.
     let (b, d, z, mm, np) =
@@ -165,14 +278,5 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
         rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit });
     }
-    let flops = cfg.step_flops(batch);
-    Ok(Report {
-        adapter: gpu.summary.to_string(),
-        batch,
-        rows,
-        step_ms: step * 1e3,
-        steps_per_second: 1.0 / step,
-        step_gflops: flops / step / 1e9,
-        epoch_seconds_estimate: step * (60000 / batch) as f64,
-    })
+    Ok(report(gpu, &cfg, batch, rows, step))
 }

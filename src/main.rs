@@ -88,6 +88,9 @@ enum Cmd {
         /// Timed repetitions per kernel
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Model whose kernels and step are timed: vae (MLP) or conv-vae
+        #[arg(long, default_value = "vae")]
+        model: String,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -98,9 +101,27 @@ struct TrainArgs {
     /// TOML config file; flags given here override it
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model family (vae)
+    /// Model family: vae (MLP) or conv-vae
     #[arg(long)]
     model: Option<String>,
+    /// conv-vae: channels of each encoder stage, comma-separated (default 32,64)
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<usize>>,
+    /// conv-vae: stride of each stage (default 2 for every stage)
+    #[arg(long, value_delimiter = ',')]
+    strides: Option<Vec<usize>>,
+    /// conv-vae: residual blocks per stage
+    #[arg(long)]
+    blocks: Option<usize>,
+    /// Image folders: size every image is centre-cropped and resized to, HxW or N (default 32x32)
+    #[arg(long)]
+    image_size: Option<String>,
+    /// Image folders: 1 (grayscale) or 3 (RGB, default)
+    #[arg(long)]
+    image_channels: Option<usize>,
+    /// Image folders: stop at an unreadable or undecodable file instead of skipping it
+    #[arg(long)]
+    strict_images: bool,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -118,7 +139,7 @@ struct TrainArgs {
     /// Latent size
     #[arg(long)]
     latent: Option<usize>,
-    /// Hidden widths, comma-separated (e.g. 400 or 512,256)
+    /// Hidden widths, comma-separated (e.g. 400 or 512,256); for conv-vae the dense layers after the convs
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
     /// Activation: relu, leakyrelu, tanh, sigmoid
@@ -168,11 +189,51 @@ impl TrainArgs {
             ($($f:ident => $dst:expr),*) => { $( if let Some(v) = self.$f.clone() { $dst = v; } )* };
         }
         set!(model => c.model, epochs => c.epochs, batch => c.batch, lr => c.lr, seed => c.seed, out => c.out,
-             latent => c.vae.latent, hidden => c.vae.hidden, beta => c.vae.beta, samples => c.vae.samples,
+             latent => c.vae.latent, beta => c.vae.beta, samples => c.vae.samples, image_channels => c.channels,
              steps_per_submit => c.steps_per_submit, max_grad_norm => c.max_grad_norm,
              weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit);
         if let Some(d) = &self.data {
             c.data = Some(d.clone());
+        }
+        c.resolve();
+        if let Some(conv) = c.vae.conv.as_mut() {
+            if let Some(ch) = &self.channels {
+                conv.channels = ch.clone();
+                if self.strides.is_none() {
+                    conv.strides = vec![2; ch.len()];
+                }
+            }
+            if let Some(s) = &self.strides {
+                conv.strides = s.clone();
+            }
+            if let Some(b) = self.blocks {
+                conv.blocks = b;
+            }
+            if let Some(h) = &self.hidden {
+                conv.fc = h.clone();
+            }
+        } else {
+            if self.channels.is_some() || self.strides.is_some() || self.blocks.is_some() {
+                return Err(Error::Config("--channels, --strides and --blocks need --model conv-vae".into()));
+            }
+            if let Some(h) = &self.hidden {
+                c.vae.hidden = h.clone();
+            }
+        }
+        if let Some(size) = &self.image_size {
+            let parse = |t: &str| t.trim().parse::<usize>().ok().filter(|&v| v > 0);
+            c.image_size = match size.split_once(['x', 'X']) {
+                Some((h, w)) => [parse(h), parse(w)],
+                None => [parse(size), parse(size)],
+            }
+            .map(|v| v.ok_or_else(|| Error::Config(format!("--image-size: expected HxW or N, got '{size}'"))))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .try_into()
+            .unwrap();
+        }
+        if self.strict_images {
+            c.skip_bad_images = false;
         }
         if let Some(a) = &self.act {
             c.vae.act =
@@ -227,7 +288,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(args) => {
             let cfg = args.config()?;
             let gpu = args.gpu.open()?;
-            let data = vaegpu::data::load(cfg.data.as_deref())?;
+            let data = cfg.load_data()?;
             if data.subset {
                 eprintln!("note: Fashion-MNIST is not installed; training on the bundled subset ({} train / {} test images). For the full set: apt-get install dataset-fashion-mnist", data.train.len(), data.test.len());
             }
@@ -261,15 +322,18 @@ fn run(cli: Cli) -> Result<()> {
             let (s, _) = vaegpu::eval::open(&gpu, &checkpoint, None)?;
             let imgs = s.prior_samples(&gpu, n, seed)?;
             let out = out.unwrap_or_else(|| checkpoint.join("..").join(format!("samples-{seed}.png")));
-            let (h, w) = s.image_dims;
-            vaegpu::viz::save_grid(&out, &imgs, n, h, w, 8).map_err(Error::Output)?;
+            vaegpu::viz::save_grid(&out, &imgs, n, s.image_shape, 8).map_err(Error::Output)?;
             println!("wrote {}", out.display());
             Ok(())
         }
         Cmd::Info { gpu } => info(&gpu),
-        Cmd::Bench { json, batch, reps, gpu } => {
+        Cmd::Bench { json, batch, reps, model, gpu } => {
             let gpu = gpu.open()?;
-            let report = vaegpu::bench::run(&gpu, batch, reps)?;
+            let report = match model.as_str() {
+                "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, reps)?,
+                "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, reps)?,
+                m => return Err(Error::Config(format!("unknown model '{m}' (vae or conv-vae)"))),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);
             } else {

@@ -36,6 +36,18 @@ fn fd_errors(
     grad: &[f64],
     coords: impl IntoIterator<Item = usize>,
 ) -> Option<String> {
+    fd_errors_abs(what, f, x0, grad, coords, ABS)
+}
+
+/// As `fd_errors` with another absolute floor (losses summed over many terms carry more rounding).
+fn fd_errors_abs(
+    what: &str,
+    f: &dyn Fn(&[f64]) -> f64,
+    x0: &[f64],
+    grad: &[f64],
+    coords: impl IntoIterator<Item = usize>,
+    abs_tol: f64,
+) -> Option<String> {
     assert_eq!(x0.len(), grad.len(), "{what}: gradient length");
     let mut bad = Vec::new();
     let mut n = 0;
@@ -44,7 +56,7 @@ fn fd_errors(
         let fd = central(f, x0, i);
         let an = grad[i];
         let err = (fd - an).abs();
-        if !(err <= ABS || err <= REL * fd.abs().max(an.abs())) {
+        if !(err <= abs_tol || err <= REL * fd.abs().max(an.abs())) {
             bad.push(format!("  [{i}] fd {fd:.12e} analytic {an:.12e} (err {err:.3e})"));
         }
     }
@@ -218,8 +230,17 @@ fn sample_backward_matches_finite_differences() {
 }
 
 fn vae_case(act: Act, likelihood: Likelihood, seed: u64) -> (VaeConfig, Vec<f64>, Vec<f64>, Vec<f64>, usize) {
-    let cfg =
-        VaeConfig { input_dim: 6, hidden: vec![5], latent: 3, act, likelihood, beta: 1.0, sigma: 0.8, samples: 2 };
+    let cfg = VaeConfig {
+        input_dim: 6,
+        hidden: vec![5],
+        latent: 3,
+        act,
+        likelihood,
+        beta: 1.0,
+        sigma: 0.8,
+        samples: 2,
+        ..Default::default()
+    };
     cfg.validate().unwrap();
     let batch = 3;
     // PyTorch-style init scaled up so that every layer carries gradients of a useful size.
@@ -375,5 +396,56 @@ fn conv_layers_gradcheck() {
         let name = format!("conv case {i} {g:?} pre_relu={pre_relu}");
         fd_check(&format!("{name} dx"), &|x| loss(x, &w0), &x0, &dx, 0..x0.len());
         fd_check(&format!("{name} dW"), &|wb| loss(&x0, wb), &w0, &dw, 0..w0.len());
+    }
+}
+
+/// The whole conv VAE step (conv, residual blocks, transposed convs, dense head) of the reference
+/// against central differences, every parameter.
+#[test]
+fn conv_vae_step_gradients_match_finite_differences() {
+    use vaegpu::models::vae::ConvArch;
+    for (k, (act, lik, blocks)) in
+        [(Act::Tanh, Likelihood::Bernoulli, 1), (Act::Tanh, Likelihood::Gaussian, 2)].into_iter().enumerate()
+    {
+        let cfg = VaeConfig {
+            input_dim: 4 * 4 * 3,
+            image: [4, 4, 3],
+            latent: 2,
+            act,
+            likelihood: lik,
+            beta: 1.0,
+            sigma: 0.8,
+            samples: 2,
+            conv: Some(ConvArch { channels: vec![2, 3], strides: vec![2, 1], blocks, res_hidden: 2, fc: vec![3] }),
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let batch = 2;
+        let seed = 70 + k as u64;
+        let layout = cfg.layout();
+        let p0: Vec<f64> = layout.init(seed).iter().map(|&v| 2.0 * v as f64).collect();
+        let x = uniform(seed + 1, batch * cfg.input_dim, 0.0, 1.0);
+        let eps = normals(seed + 2, cfg.samples * batch * cfg.latent);
+        let step = vae_step(&cfg, &layout, &p0, &x, &eps, batch);
+        let f = |p: &[f64]| vae_step(&cfg, &layout, p, &x, &eps, batch).loss;
+        // The loss sums 2·48 pixel terms (~30 nats): central differences carry a rounding error of a few
+        // ε·|L|/h ≈ 1e-8 here, so the absolute floor is 1e-9·|L| (≈ 9 ε|L|/h) instead of 1e-8.
+        let abs_tol = 1e-9 * step.loss.abs();
+        let what = format!("conv vae_step {act:?} {lik:?} blocks={blocks}");
+        let failures: Vec<String> = layout
+            .layers
+            .iter()
+            .filter_map(|l| {
+                fd_errors_abs(
+                    &format!("{what} {}", l.name),
+                    &f,
+                    &p0,
+                    &step.grads,
+                    l.offset..l.offset + l.len(),
+                    abs_tol,
+                )
+            })
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     }
 }

@@ -28,6 +28,7 @@ struct Case {
 }
 
 impl Case {
+    #[allow(clippy::too_many_arguments)]
     fn new(batch: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, s: usize, p: usize, t: bool) -> Case {
         Case { g: ConvGeom { k, stride: s, pad: p, cin, cout, transposed: t }, batch, h, w }
     }

@@ -1,11 +1,12 @@
 //! The GPU model's whole step against the f64 reference model (reference/vae.rs) for configurations
 //! the fixture does not cover: two hidden layers, tanh / leaky ReLU / sigmoid, M = 3, Gaussian
-//! likelihood, β ≠ 1, odd sizes.
+//! likelihood, β ≠ 1, odd sizes; and the conv VAE (RGB and grayscale, strides 1 and 2, residual blocks,
+//! dense layers) the same way.
 
 use vaegpu::kernels::elbo::Likelihood;
 use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::Act;
-use vaegpu::models::vae::{Vae, VaeConfig};
+use vaegpu::models::vae::{ConvArch, Vae, VaeConfig};
 use vaegpu::reference::vae::vae_step;
 use vaegpu::testing::{normals, test_gpu, to_f32, uniform, Tol};
 
@@ -26,7 +27,7 @@ fn check(cfg: VaeConfig, batch: usize) {
     let adam = Adam { lr: 0.0, ..Adam::default() };
     gpu.submit(&vae.step_program_given(&gpu, &adam, 0.0).unwrap(), 1);
     let grads = gpu.read_f32(&vae.grads).unwrap();
-    let head = gpu.read_f32(vae.enc_out.last().unwrap()).unwrap();
+    let head = gpu.read_f32(vae.head()).unwrap();
     let rows = gpu.read_f32(&vae.rows).unwrap();
     let loss: f64 = rows.chunks(2).map(|r| r[0] as f64 + cfg.beta as f64 * r[1] as f64).sum::<f64>() / batch as f64;
     assert!((loss - want.loss).abs() < 1e-5 * want.loss.abs() + 1e-4, "{cfg:?}: loss {loss} vs {}", want.loss);
@@ -58,7 +59,33 @@ fn gpu_step_matches_reference_model() {
             beta,
             sigma: 0.7,
             samples: m,
+            ..Default::default()
         };
         check(cfg, 11);
     }
+}
+
+fn conv_cfg(image: [usize; 3], arch: ConvArch, act: Act, lik: Likelihood, m: usize) -> VaeConfig {
+    VaeConfig {
+        input_dim: image.iter().product(),
+        image,
+        latent: 3,
+        act,
+        likelihood: lik,
+        beta: 0.7,
+        sigma: 0.9,
+        samples: m,
+        conv: Some(arch),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn gpu_conv_vae_step_matches_reference_model() {
+    // RGB 8x12, two stride-2 stages with a residual block each and a dense layer.
+    let arch = ConvArch { channels: vec![4, 8], strides: vec![2, 2], blocks: 1, res_hidden: 4, fc: vec![6] };
+    check(conv_cfg([8, 12, 3], arch, Act::Relu, Likelihood::Bernoulli, 2), 3);
+    // Grayscale 6x6, odd channel counts (scalar kernels), a stride-1 stage, two blocks, no dense layer.
+    let arch = ConvArch { channels: vec![3, 5], strides: vec![1, 2], blocks: 2, res_hidden: 0, fc: vec![] };
+    check(conv_cfg([6, 6, 1], arch, Act::Tanh, Likelihood::Gaussian, 1), 5);
 }

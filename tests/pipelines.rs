@@ -1,5 +1,5 @@
 //! Every kernel we ship builds into a pipeline on this adapter (stock Debian lavapipe in CI): every
-//! entry point of every shader with default constants, and every matmul specialisation.
+//! entry point of every shader with default constants, and every matmul and conv specialisation.
 
 use vaegpu::gpu::pipeline::{shader_source, SHADERS, SNIPPETS};
 use vaegpu::testing::test_gpu;
@@ -35,6 +35,42 @@ fn every_entry_point_and_variant_builds() {
                             built += 1;
                         }
                     }
+                }
+            }
+        }
+    }
+    // Every conv specialisation the layers use: forward (bias, activation, residual, relu-on-read) and
+    // input gradient (transposed weights, act', residual), in both geometries; all parameter gradients.
+    for entry in ["conv_gather", "conv_gather_v4"] {
+        for geom_t in [0.0, 1.0] {
+            for act in 0..5 {
+                for (w_t, bias, resid, pre_relu) in
+                    [(0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 0.0), (1.0, 0.0, 2.0, 0.0)]
+                {
+                    let (a, d) = if w_t == 1.0 { (0.0, act as f64) } else { (act as f64, 0.0) };
+                    let c = [
+                        ("GEOM_T", geom_t),
+                        ("W_T", w_t),
+                        ("BIAS", bias),
+                        ("ACT", a),
+                        ("DACT", d),
+                        ("RESID", resid),
+                        ("PRE_RELU", pre_relu),
+                        ("WG", 16.0),
+                    ];
+                    gpu.pipeline("conv", entry, &c).unwrap_or_else(|e| panic!("conv {entry} {c:?}: {e}"));
+                    built += 1;
+                }
+            }
+        }
+    }
+    for entry in ["conv_wgrad", "conv_wgrad_v4"] {
+        for gather_b in [0.0, 1.0] {
+            for ones in [0.0, 1.0] {
+                for pre_relu in [0.0, 1.0] {
+                    let c = [("GATHER_B", gather_b), ("ONES", ones), ("PRE_RELU", pre_relu), ("WG", 64.0)];
+                    gpu.pipeline("conv_grad", entry, &c).unwrap_or_else(|e| panic!("conv_grad {entry} {c:?}: {e}"));
+                    built += 1;
                 }
             }
         }

@@ -29,7 +29,7 @@ pub fn open(gpu: &Gpu, dir: &Path, data: Option<&Path>) -> Result<(Session, Data
     if let Some(d) = data {
         cfg.data = Some(d.to_path_buf());
     }
-    let dataset = crate::data::load(cfg.data.as_deref())?;
+    let dataset = cfg.load_data()?;
     let mut s = Session::new(gpu, &cfg, &dataset, false)?;
     s.restore(gpu, dir)?;
     Ok((s, dataset))

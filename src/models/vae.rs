@@ -10,22 +10,26 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result, View};
+use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result};
 use crate::kernels::data::{self as kdata, Gather, STATE_WORDS, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::{Elbo, Likelihood};
-use crate::kernels::matmul::Matmul;
 use crate::kernels::optim::Adam;
 use crate::kernels::reduce::{self, METRICS_WORDS, PARTIALS, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::sample::{Sample, STREAM_EVAL, STREAM_TRAIN};
 use crate::kernels::Act;
-use crate::nn::{Linear, ParamLayout};
+use crate::nn::gpu::GpuNet;
+use crate::nn::{Linear, Net, NetBuilder, Op, ParamLayout, Shape};
+use crate::reference::conv::ConvGeom;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaeConfig {
-    /// Pixels per image (set from the data).
+    /// Values per example (set from the data: height · width · channels).
     pub input_dim: usize,
-    /// Encoder hidden widths; the decoder mirrors them.
+    /// Image shape [height, width, channels] (set from the data); the conv VAE needs it, the MLP VAE
+    /// only uses it to draw pictures.
+    pub image: [usize; 3],
+    /// Encoder hidden widths of the MLP VAE; the decoder mirrors them.
     pub hidden: Vec<usize>,
     pub latent: usize,
     pub act: Act,
@@ -36,12 +40,41 @@ pub struct VaeConfig {
     pub sigma: f32,
     /// Monte-Carlo samples M per input.
     pub samples: usize,
+    /// Convolutional encoder and decoder (the conv VAE); none = the MLP VAE.
+    pub conv: Option<ConvArch>,
+}
+
+/// The conv VAE's encoder; the decoder mirrors it with transposed convs.
+///
+/// Encoder: per stage i, a conv (kernel strides[i] + 2, padding 1: the size is divided by the stride)
+/// to channels[i], then `blocks` residual blocks; the features are flattened (NHWC) into the dense
+/// layers `fc` and the head (μ | logσ²). Decoder: dense layers back to the last stage's feature map,
+/// then per stage in reverse `blocks` residual blocks and a transposed conv (the size is multiplied by
+/// the stride), the last one to the image's channels (logits or means, no activation).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvArch {
+    pub channels: Vec<usize>,
+    pub strides: Vec<usize>,
+    /// Residual blocks per stage.
+    pub blocks: usize,
+    /// Hidden channels of a residual block (0 = half the stage's channels, at least 1).
+    pub res_hidden: usize,
+    /// Dense hidden widths between the flattened features and the head.
+    pub fc: Vec<usize>,
+}
+
+impl Default for ConvArch {
+    fn default() -> Self {
+        ConvArch { channels: vec![32, 64], strides: vec![2, 2], blocks: 0, res_hidden: 0, fc: vec![] }
+    }
 }
 
 impl Default for VaeConfig {
     fn default() -> Self {
         VaeConfig {
             input_dim: 784,
+            image: [28, 28, 1],
             hidden: vec![400],
             latent: 20,
             act: Act::Relu,
@@ -49,8 +82,16 @@ impl Default for VaeConfig {
             beta: 1.0,
             sigma: 1.0,
             samples: 1,
+            conv: None,
         }
     }
+}
+
+/// A model's parameter layout and its two networks.
+pub struct VaeNets {
+    pub layout: ParamLayout,
+    pub encoder: Net,
+    pub decoder: Net,
 }
 
 impl VaeConfig {
@@ -73,38 +114,100 @@ impl VaeConfig {
         if !(self.sigma > 0.0 && self.sigma.is_finite()) {
             return Err(format!("sigma must be a finite number > 0, got {}", self.sigma));
         }
-        Ok(())
+        if let Some(c) = &self.conv {
+            let [h, w, ch] = self.image;
+            if h * w * ch != self.input_dim {
+                return Err(format!("image {h}x{w}x{ch} does not hold input_dim {} values", self.input_dim));
+            }
+            if c.channels.is_empty() || c.channels.len() != c.strides.len() {
+                return Err(format!(
+                    "conv: need one stride per stage: {} channel counts, {} strides",
+                    c.channels.len(),
+                    c.strides.len()
+                ));
+            }
+            if c.channels.contains(&0) || c.strides.contains(&0) || c.fc.contains(&0) {
+                return Err("conv: channels, strides and fc widths must be > 0".into());
+            }
+            if c.strides.iter().any(|&s| s > 8) || c.blocks > 64 {
+                return Err("conv: strides must be at most 8 and blocks at most 64".into());
+            }
+        }
+        self.nets().map(|_| ())
     }
 
-    /// enc.fc1.. (act), enc.head (2Z outputs: μ | logσ²), dec.fc1.. (act), dec.out (logits or means).
+    /// The encoder and decoder networks, with their parameter blocks placed in one layout:
+    /// MLP: enc.fc1.. (act), enc.head (2Z outputs: μ | logσ²), dec.fc1.. (act), dec.out.
+    /// Conv: see [`ConvArch`].
+    pub fn nets(&self) -> std::result::Result<VaeNets, String> {
+        let mut layout = ParamLayout::default();
+        let act = self.act;
+        let Some(c) = &self.conv else {
+            let mut e = NetBuilder::new(&mut layout, "enc", Shape::flat(self.input_dim));
+            for (i, &h) in self.hidden.iter().enumerate() {
+                e = e.linear(&format!("fc{}", i + 1), h, act)?;
+            }
+            let encoder = e.linear("head", 2 * self.latent, Act::Identity)?.finish();
+            let mut d = NetBuilder::new(&mut layout, "dec", Shape::flat(self.latent));
+            for (i, &h) in self.hidden.iter().rev().enumerate() {
+                d = d.linear(&format!("fc{}", i + 1), h, act)?;
+            }
+            let decoder = d.linear("out", self.input_dim, Act::Identity)?.finish();
+            return Ok(VaeNets { layout, encoder, decoder });
+        };
+        let [h, w, ch] = self.image;
+        let image = Shape::new(h, w, ch);
+        let stage_act = |blocks: usize| if blocks > 0 { Act::Identity } else { act };
+        let res_hidden = |c_stage: usize| if c.res_hidden > 0 { c.res_hidden } else { (c_stage / 2).max(1) };
+        let mut e = NetBuilder::new(&mut layout, "enc", image);
+        for (i, (&cs, &s)) in c.channels.iter().zip(&c.strides).enumerate() {
+            e = e.conv(&format!("conv{}", i + 1), cs, s + 2, s, 1, false, stage_act(c.blocks))?;
+            for j in 0..c.blocks {
+                let a = if j + 1 == c.blocks { act } else { Act::Identity };
+                e = e.res(&format!("res{}_{}", i + 1, j + 1), res_hidden(cs), a)?;
+            }
+        }
+        let features = e.shape();
+        for (i, &f) in c.fc.iter().enumerate() {
+            e = e.linear(&format!("fc{}", i + 1), f, act)?;
+        }
+        let encoder = e.linear("head", 2 * self.latent, Act::Identity)?.finish();
+        let mut d = NetBuilder::new(&mut layout, "dec", Shape::flat(self.latent));
+        for (i, &f) in c.fc.iter().rev().enumerate() {
+            d = d.linear(&format!("fc{}", i + 1), f, act)?;
+        }
+        d = d.linear("proj", features.len(), stage_act(c.blocks))?.reshape(features)?;
+        let stages = c.channels.len();
+        for i in (0..stages).rev() {
+            for j in 0..c.blocks {
+                let a = if j + 1 == c.blocks { act } else { Act::Identity };
+                d = d.res(&format!("res{}_{}", i + 1, j + 1), res_hidden(c.channels[i]), a)?;
+            }
+            let (cout, a) = if i == 0 { (ch, Act::Identity) } else { (c.channels[i - 1], stage_act(c.blocks)) };
+            let s = c.strides[i];
+            d = d.conv(&format!("deconv{}", i + 1), cout, s + 2, s, 1, true, a)?;
+        }
+        let decoder = d.finish();
+        if decoder.output() != image {
+            return Err(format!("the decoder gives {} images, the data has {image}", decoder.output()));
+        }
+        Ok(VaeNets { layout, encoder, decoder })
+    }
+
+    /// The flat parameter layout (see [`VaeConfig::nets`]); panics on a config `validate` refuses.
     pub fn layout(&self) -> ParamLayout {
-        let mut p = ParamLayout::default();
-        let mut din = self.input_dim;
-        for (i, &h) in self.hidden.iter().enumerate() {
-            p.push(&format!("enc.fc{}", i + 1), din, h, self.act);
-            din = h;
-        }
-        p.push("enc.head", din, 2 * self.latent, Act::Identity);
-        let mut din = self.latent;
-        for (i, &h) in self.hidden.iter().rev().enumerate() {
-            p.push(&format!("dec.fc{}", i + 1), din, h, self.act);
-            din = h;
-        }
-        p.push("dec.out", din, self.input_dim, Act::Identity);
-        p
+        self.nets().unwrap_or_else(|e| panic!("invalid model config: {e}")).layout
     }
 
-    /// (encoder layers, decoder layers) of a layout made by `layout`.
+    /// (encoder blocks, decoder blocks) of a layout made by `layout`.
     pub fn split<'a>(&self, layout: &'a ParamLayout) -> (&'a [Linear], &'a [Linear]) {
-        layout.layers.split_at(self.hidden.len() + 1)
+        let n = layout.layers.iter().take_while(|l| l.name.starts_with("enc.")).count();
+        layout.layers.split_at(n)
     }
 
-    /// FLOPs of one training step (forward + backward matmuls) at batch `b`.
+    /// FLOPs of one training step (forward and backward of both networks) at batch `b`.
     pub fn step_flops(&self, b: usize) -> f64 {
-        let layout = self.layout();
-        let (enc, dec) = self.split(&layout);
-        let f = |ls: &[Linear], rows: usize| ls.iter().map(|l| 3.0 * l.flops_forward(rows)).sum::<f64>();
-        f(enc, b) + f(dec, b * self.samples)
+        self.nets().map_or(0.0, |n| n.encoder.flops_step(b) + n.decoder.flops_step(b * self.samples))
     }
 }
 
@@ -158,16 +261,14 @@ pub struct Vae {
     pub partials: wgpu::Buffer,
     /// Input batch [B, D].
     pub x: wgpu::Buffer,
-    /// Encoder layer outputs; the last is head [B, 2Z].
-    pub enc_out: Vec<wgpu::Buffer>,
+    /// Encoder on B rows; its output is the head [B, 2Z] (μ | logσ²).
+    pub enc: GpuNet,
     pub eps: wgpu::Buffer,
     pub z: wgpu::Buffer,
-    /// Decoder layer outputs; the last is the likelihood parameters [M·B, D].
-    pub dec_out: Vec<wgpu::Buffer>,
+    /// Decoder on M·B rows; its output is the likelihood parameters [M·B, D].
+    pub dec: GpuNet,
     pub rows: wgpu::Buffer,
-    pub d_enc: Vec<wgpu::Buffer>,
     pub dz: wgpu::Buffer,
-    pub d_dec: Vec<wgpu::Buffer>,
 }
 
 impl Vae {
@@ -176,14 +277,17 @@ impl Vae {
         if batch == 0 {
             return Err(GpuError::Shape { op: "vae", message: "batch must be > 0".into() });
         }
-        let layout = cfg.layout();
-        let (enc, dec) = cfg.split(&layout);
+        let VaeNets { layout, encoder, decoder } = cfg.nets().map_err(|m| GpuError::Shape { op: "vae", message: m })?;
         let mb = batch * cfg.samples;
-        let largest = [layout.total * 4, mb * cfg.input_dim * 4]
-            .into_iter()
-            .chain(dec.iter().map(|l| mb * l.dout * 4))
-            .max()
-            .unwrap() as u64;
+        let largest = [
+            (layout.total * 4) as u64,
+            (mb * cfg.input_dim * 4) as u64,
+            GpuNet::largest_buffer(&encoder, batch),
+            GpuNet::largest_buffer(&decoder, mb),
+        ]
+        .into_iter()
+        .max()
+        .unwrap();
         gpu.check_needs(&Needs {
             max_buffer_bytes: largest,
             max_binding_bytes: largest,
@@ -201,14 +305,12 @@ impl Vae {
             clip: gpu.upload("clip", &[1.0f32]),
             partials: f("gradnorm.partials".into(), PARTIALS),
             x: f(format!("x[{batch}x{}]", cfg.input_dim), batch * cfg.input_dim),
-            enc_out: enc.iter().map(|l| f(format!("{}.out[{batch}x{}]", l.name, l.dout), batch * l.dout)).collect(),
+            enc: GpuNet::new(gpu, &encoder, &layout, batch)?,
             eps: f(format!("eps[{mb}x{}]", cfg.latent), mb * cfg.latent),
             z: f(format!("z[{mb}x{}]", cfg.latent), mb * cfg.latent),
-            dec_out: dec.iter().map(|l| f(format!("{}.out[{mb}x{}]", l.name, l.dout), mb * l.dout)).collect(),
+            dec: GpuNet::new(gpu, &decoder, &layout, mb)?,
             rows: f(format!("rows[{batch}x2]"), batch * 2),
-            d_enc: enc.iter().map(|l| f(format!("{}.grad[{batch}x{}]", l.name, l.dout), batch * l.dout)).collect(),
             dz: f(format!("dz[{mb}x{}]", cfg.latent), mb * cfg.latent),
-            d_dec: dec.iter().map(|l| f(format!("{}.grad[{mb}x{}]", l.name, l.dout), mb * l.dout)).collect(),
             params,
             cfg: cfg.clone(),
             layout,
@@ -218,39 +320,14 @@ impl Vae {
         Ok(vae)
     }
 
-    fn block<'a>(&self, buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
-        View::new(buf, (l.offset * 4) as u64, l.len())
+    /// The encoder output [B, 2Z]: μ | logσ² per row.
+    pub fn head(&self) -> &wgpu::Buffer {
+        self.enc.output()
     }
 
-    /// Weight part only ([din, dout]), for the dX product.
-    fn weight(&self, l: &Linear) -> View<'_> {
-        View::new(&self.params, (l.offset * 4) as u64, l.din * l.dout)
-    }
-
-    fn linear_forward(&self, gpu: &Gpu, l: &Linear, rows: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Launch> {
-        let mm = Matmul { m: rows, n: l.dout, k: l.din, bias: true, act: l.act, ..Default::default() };
-        mm.launch(gpu, &l.name, x.into(), self.block(&self.params, l), y.into(), None)
-    }
-
-    /// dW (with db) and, when `dx` is given, dX ⊙ act_prev'(X).
-    #[allow(clippy::too_many_arguments)]
-    fn linear_backward(
-        &self,
-        gpu: &Gpu,
-        l: &Linear,
-        rows: usize,
-        x: &wgpu::Buffer,
-        g: &wgpu::Buffer,
-        dx: Option<(&wgpu::Buffer, Act)>,
-        out: &mut Vec<Launch>,
-    ) -> Result<()> {
-        let dw = Matmul { m: l.din + 1, n: l.dout, k: rows, trans_a: true, ones_row: true, ..Default::default() };
-        out.push(dw.launch(gpu, &format!("{}.dW", l.name), x.into(), g.into(), self.block(&self.grads, l), None)?);
-        if let Some((dx, prev_act)) = dx {
-            let mm = Matmul { m: rows, n: l.din, k: l.dout, trans_b: true, dact: prev_act, ..Default::default() };
-            out.push(mm.launch(gpu, &format!("{}.dX", l.name), g.into(), self.weight(l), dx.into(), Some(x.into()))?);
-        }
-        Ok(())
+    /// The decoder output [M·B, D]: logits (Bernoulli) or means (Gaussian).
+    pub fn decoded(&self) -> &wgpu::Buffer {
+        self.dec.output()
     }
 
     fn sampler(&self, counter_word: u32, stream: u32, given_eps: bool) -> Sample {
@@ -278,27 +355,18 @@ impl Vae {
 
     /// Encoder → sample → decoder → elbo, from the batch already in `x`.
     pub fn forward(&self, gpu: &Gpu, sample: Sample) -> Result<Vec<Launch>> {
-        let (enc, _) = self.cfg.split(&self.layout);
-        let mut out = Vec::new();
-        let mut input = &self.x;
-        for (l, y) in enc.iter().zip(&self.enc_out) {
-            out.push(self.linear_forward(gpu, l, self.batch, input, y)?);
-            input = y;
-        }
-        let head = self.enc_out.last().unwrap();
+        let mut out = self.enc.forward(gpu, &self.layout, &self.params, &self.x)?;
+        let head = self.head();
         out.push(sample.forward(gpu, "z", (&self.state).into(), head.into(), (&self.eps).into(), (&self.z).into())?);
         out.extend(self.decode(gpu)?);
-        let logits = self.dec_out.last().unwrap();
-        let dlogits = self.d_dec.last().unwrap();
-        let dhead = self.d_enc.last().unwrap();
         out.push(self.elbo_kernel().launch(
             gpu,
             "loss",
-            logits.into(),
+            self.decoded().into(),
             (&self.x).into(),
             head.into(),
-            dlogits.into(),
-            dhead.into(),
+            self.dec.d_output().into(),
+            self.enc.d_output().into(),
             (&self.rows).into(),
         )?);
         Ok(out)
@@ -306,42 +374,28 @@ impl Vae {
 
     /// The decoder alone: z → likelihood parameters (prior samples, manifolds, interpolations).
     pub fn decode(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
-        let (_, dec) = self.cfg.split(&self.layout);
-        let rows = self.batch * self.cfg.samples;
-        let mut out = Vec::new();
-        let mut input = &self.z;
-        for (l, y) in dec.iter().zip(&self.dec_out) {
-            out.push(self.linear_forward(gpu, l, rows, input, y)?);
-            input = y;
-        }
-        Ok(out)
+        self.dec.forward(gpu, &self.layout, &self.params, &self.z)
     }
 
     /// Backward through decoder, sampling and encoder into `grads`.
     pub fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
-        let (enc, dec) = self.cfg.split(&self.layout);
-        let mb = self.batch * self.cfg.samples;
-        let mut out = Vec::new();
-        for i in (0..dec.len()).rev() {
-            let x = if i == 0 { &self.z } else { &self.dec_out[i - 1] };
-            let dx = if i == 0 { (&self.dz, Act::Identity) } else { (&self.d_dec[i - 1], dec[i - 1].act) };
-            self.linear_backward(gpu, &dec[i], mb, x, &self.d_dec[i], Some(dx), &mut out)?;
-        }
-        let head = self.enc_out.last().unwrap();
-        let dhead = self.d_enc.last().unwrap();
+        let mut out = self.dec.backward(
+            gpu,
+            &self.layout,
+            &self.params,
+            &self.grads,
+            &self.z,
+            Some((&self.dz, Act::Identity)),
+        )?;
         out.push(self.sampler(0, 0, false).backward(
             gpu,
             "z",
-            head.into(),
+            self.head().into(),
             (&self.eps).into(),
             (&self.dz).into(),
-            dhead.into(),
+            self.enc.d_output().into(),
         )?);
-        for i in (0..enc.len()).rev() {
-            let x = if i == 0 { &self.x } else { &self.enc_out[i - 1] };
-            let dx = if i == 0 { None } else { Some((&self.d_enc[i - 1], enc[i - 1].act)) };
-            self.linear_backward(gpu, &enc[i], self.batch, x, &self.d_enc[i], dx, &mut out)?;
-        }
+        out.extend(self.enc.backward(gpu, &self.layout, &self.params, &self.grads, &self.x, None)?);
         Ok(out)
     }
 
@@ -557,13 +611,51 @@ fn linear_tensors(l: &Linear, name: &str, cols: std::ops::Range<usize>) -> [Name
     [w, b]
 }
 
+fn conv_tensors(l: &Linear, g: &ConvGeom) -> [NamedTensor; 2] {
+    let (k, ci, co) = (g.k, g.cin, g.cout);
+    let at = move |i: usize, o: usize, t: usize| l.offset + (t * ci + i) * co + o;
+    let index: Vec<usize> = if g.transposed {
+        (0..ci).flat_map(|i| (0..co).flat_map(move |o| (0..k * k).map(move |t| at(i, o, t)))).collect()
+    } else {
+        (0..co).flat_map(|o| (0..ci).flat_map(move |i| (0..k * k).map(move |t| at(i, o, t)))).collect()
+    };
+    let shape = if g.transposed { vec![ci, co, k, k] } else { vec![co, ci, k, k] };
+    let w = NamedTensor { name: format!("{}.weight", l.name), shape, index };
+    let b = NamedTensor {
+        name: format!("{}.bias", l.name),
+        shape: vec![co],
+        index: (0..co).map(|o| l.bias_offset() + o).collect(),
+    };
+    [w, b]
+}
+
 impl VaeConfig {
     /// `enc.fc1.weight` [400, 784], ..., `enc.mu.*`, `enc.logvar.*` (the two halves of enc.head),
     /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE.
+    /// Conv blocks are `<name>.weight` [out, in, k, k] (a transposed conv's [in, out, k, k], as PyTorch
+    /// stores them) and `<name>.bias`.
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
+        let mut convs = std::collections::HashMap::new();
+        if let Ok(nets) = self.nets() {
+            for l in nets.encoder.layers.iter().chain(&nets.decoder.layers) {
+                match &l.op {
+                    Op::Conv { block, geom } => {
+                        convs.insert(*block, *geom);
+                    }
+                    Op::Res { conv3, conv1, hidden } => {
+                        let (g3, g1) = crate::nn::Layer::res_geoms(l.input.c, *hidden);
+                        convs.insert(*conv3, g3);
+                        convs.insert(*conv1, g1);
+                    }
+                    Op::Linear { .. } => {}
+                }
+            }
+        }
         let mut out = Vec::new();
-        for l in &layout.layers {
-            if l.name == "enc.head" {
+        for (bi, l) in layout.layers.iter().enumerate() {
+            if let Some(g) = convs.get(&bi) {
+                out.extend(conv_tensors(l, g));
+            } else if l.name == "enc.head" {
                 out.extend(linear_tensors(l, "enc.mu", 0..self.latent));
                 out.extend(linear_tensors(l, "enc.logvar", self.latent..2 * self.latent));
             } else {

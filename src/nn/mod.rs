@@ -8,6 +8,11 @@
 
 use crate::kernels::Act;
 
+pub mod gpu;
+pub mod net;
+
+pub use net::{Layer, Net, NetBuilder, Op, Shape};
+
 pub const BLOCK_ALIGN: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +21,8 @@ pub struct Linear {
     pub din: usize,
     pub dout: usize,
     pub act: Act,
+    /// Inputs per output for the initialisation bound 1/√fan_in (din, except for a transposed conv).
+    pub fan_in: usize,
     /// Offset of the block in the flat parameter buffer, in f32 elements.
     pub offset: usize,
 }
@@ -45,8 +52,13 @@ pub struct ParamLayout {
 
 impl ParamLayout {
     pub fn push(&mut self, name: &str, din: usize, dout: usize, act: Act) -> usize {
+        self.push_with_fan_in(name, din, dout, act, din)
+    }
+
+    /// A [(din + 1), dout] block whose initialisation bound is 1/√fan_in.
+    pub fn push_with_fan_in(&mut self, name: &str, din: usize, dout: usize, act: Act, fan_in: usize) -> usize {
         let offset = self.total;
-        let l = Linear { name: name.to_string(), din, dout, act, offset };
+        let l = Linear { name: name.to_string(), din, dout, act, fan_in, offset };
         self.total = (offset + l.len()).next_multiple_of(BLOCK_ALIGN);
         self.layers.push(l);
         self.layers.len() - 1
@@ -56,12 +68,12 @@ impl ParamLayout {
         self.layers.iter().map(Linear::len).sum()
     }
 
-    /// PyTorch's default Linear initialisation: W and b ~ U(−1/√in, 1/√in), from a seeded Philox stream.
+    /// PyTorch's default Linear/Conv initialisation: W and b ~ U(−1/√fan_in, 1/√fan_in), from a seeded Philox stream.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let key = crate::reference::sample::seed_key(seed);
         let mut p = vec![0.0f32; self.total];
         for (li, l) in self.layers.iter().enumerate() {
-            let bound = 1.0 / (l.din as f64).sqrt();
+            let bound = 1.0 / (l.fan_in as f64).sqrt();
             for i in 0..l.len() {
                 let r = crate::reference::sample::philox([i as u32, li as u32, 3, 0], key);
                 let u = crate::reference::sample::u32_to_unit(r[0]);

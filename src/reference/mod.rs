@@ -6,6 +6,7 @@ pub mod data;
 pub mod elbo;
 pub mod elementwise;
 pub mod matmul;
+pub mod net;
 pub mod optim;
 pub mod sample;
 pub mod vae;

@@ -1,7 +1,7 @@
-//! CPU twin of the whole MLP VAE step (models/vae.rs), composed from the reference ops, in f64.
+//! CPU twin of the whole VAE step (models/vae.rs, MLP or conv), composed from the reference ops, in f64.
 
 use super::elbo::elbo;
-use super::matmul::{linear_backward, linear_forward};
+use super::net::{net_backward, net_forward};
 use super::sample::{sample_backward, LOGVAR_MAX, LOGVAR_MIN};
 use crate::kernels::Act::Identity;
 use crate::models::vae::VaeConfig;
@@ -27,19 +27,14 @@ pub fn vae_step(
     eps: &[f64],
     batch: usize,
 ) -> StepOut {
-    let (enc, dec) = cfg.split(layout);
+    let nets = cfg.nets().expect("valid config");
     let z_dim = cfg.latent;
     let m = cfg.samples;
     let mb = m * batch;
-    let block = |l: &crate::nn::Linear| params[l.offset..l.offset + l.len()].to_vec();
 
     // encoder
-    let mut acts: Vec<Vec<f64>> = vec![x.to_vec()];
-    for l in enc {
-        let y = linear_forward(acts.last().unwrap(), &block(l), batch, l.din, l.dout, l.act);
-        acts.push(y);
-    }
-    let head = acts.last().unwrap().clone();
+    let enc = net_forward(&nets.encoder, layout, params, x, batch);
+    let head = enc.outs.last().unwrap().clone();
     // reparameterize with the given eps
     let mut z = vec![0.0; mb * z_dim];
     for r in 0..mb {
@@ -50,34 +45,16 @@ pub fn vae_step(
             z[r * z_dim + j] = mu + (0.5 * lv).exp() * eps[r * z_dim + j];
         }
     }
-    let mut dacts: Vec<Vec<f64>> = vec![z];
-    for l in dec {
-        let y = linear_forward(dacts.last().unwrap(), &block(l), mb, l.din, l.dout, l.act);
-        dacts.push(y);
-    }
-    let out = dacts.last().unwrap().clone();
+    let dec = net_forward(&nets.decoder, layout, params, &z, mb);
+    let out = dec.outs.last().unwrap().clone();
     let e = elbo(&out, x, &head, batch, cfg.input_dim, z_dim, m, cfg.likelihood, cfg.beta as f64, cfg.sigma as f64);
 
     let mut grads = vec![0.0; layout.total];
-    // decoder backward
-    let mut dy = e.dout.clone();
-    for (i, l) in dec.iter().enumerate().rev() {
-        let prev_act = if i == 0 { Identity } else { dec[i - 1].act };
-        // dy is already the pre-activation gradient (the next layer's dX carried act'), hence Identity.
-        let (dx, dw) = linear_backward(&dacts[i], &block(l), &dacts[i + 1], &dy, mb, l.din, l.dout, Identity, prev_act);
-        grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
-        dy = dx;
-    }
+    let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &e.dout, mb, Identity, &mut grads, true).unwrap();
     // sampling backward + KL
-    let path = sample_backward(&head, eps, &dy, batch, z_dim, m);
-    let mut dhead: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
-    for (i, l) in enc.iter().enumerate().rev() {
-        let prev_act = if i == 0 { Identity } else { enc[i - 1].act };
-        let (dx, dw) =
-            linear_backward(&acts[i], &block(l), &acts[i + 1], &dhead, batch, l.din, l.dout, Identity, prev_act);
-        grads[l.offset..l.offset + l.len()].copy_from_slice(&dw);
-        dhead = dx;
-    }
+    let path = sample_backward(&head, eps, &dz, batch, z_dim, m);
+    let dhead: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
+    net_backward(&nets.encoder, layout, params, x, &enc, &dhead, batch, Identity, &mut grads, false);
     let rec = e.rows.iter().map(|r| r.0).sum::<f64>() / batch as f64;
     let kl = e.rows.iter().map(|r| r.1).sum::<f64>() / batch as f64;
     StepOut { loss: e.loss, rec, kl, grads, head, out }

@@ -11,14 +11,23 @@ use crate::models::vae::VaeConfig;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model family: "vae" (the MLP VAE).
+    /// Model family: "vae" (the MLP VAE; also "mlp-vae") or "conv-vae" (vae.conv, defaults if absent).
     pub model: String,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
     pub seed: u64,
-    /// IDX folder; none = Fashion-MNIST from /usr/share/datasets, else the bundled subset.
+    /// IDX folder (MNIST family) or image folder (PNG/JPEG/BMP); none = Fashion-MNIST from
+    /// /usr/share/datasets, else the bundled subset.
     pub data: Option<PathBuf>,
+    /// Image folders: every image is centre-cropped and resized to [height, width] ...
+    pub image_size: [usize; 2],
+    /// ... with 1 (grayscale) or 3 (RGB) channels.
+    pub channels: usize,
+    /// Image folders: skip an unreadable or undecodable file with a warning (false: stop with an error).
+    pub skip_bad_images: bool,
+    /// Image folders without train/ and test/ subfolders: the fraction held out for testing.
+    pub test_fraction: f64,
     pub out: PathBuf,
     /// Training steps recorded into one command buffer.
     pub steps_per_submit: usize,
@@ -48,6 +57,10 @@ impl Default for TrainConfig {
             lr: 1e-3,
             seed: 0,
             data: None,
+            image_size: [32, 32],
+            channels: 3,
+            skip_bad_images: true,
+            test_fraction: 0.1,
             out: PathBuf::from("runs/vae"),
             steps_per_submit: 16,
             log_every: 50,
@@ -78,8 +91,12 @@ impl TrainConfig {
     #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must be rejected
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if !matches!(self.model.as_str(), "vae" | "mlp-vae") {
-            return bad(format!("unknown model '{}' (available: vae)", self.model));
+        match self.model.as_str() {
+            "vae" | "mlp-vae" if self.vae.conv.is_some() => {
+                return bad(format!("[vae.conv] is set but model is '{}': use model = \"conv-vae\"", self.model))
+            }
+            "vae" | "mlp-vae" | "conv-vae" => {}
+            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae)", self.model)),
         }
         if self.batch == 0 || self.batch > 65535 {
             return bad(format!("batch must be in 1..=65535, got {}", self.batch));
@@ -97,6 +114,39 @@ impl TrainConfig {
             return bad("adam_eps must be > 0; weight_decay and max_grad_norm >= 0".into());
         }
         self.vae.validate().map_err(|m| Error::Config(format!("vae: {m}")))
+    }
+
+    /// Fills in what the model name implies: the conv VAE's default architecture when none is given.
+    pub fn resolve(&mut self) {
+        if self.model == "conv-vae" && self.vae.conv.is_none() {
+            self.vae.conv = Some(Default::default());
+        }
+    }
+
+    /// How image folders are read.
+    pub fn folder_options(&self) -> crate::data::FolderOptions {
+        crate::data::FolderOptions {
+            height: self.image_size[0],
+            width: self.image_size[1],
+            channels: self.channels,
+            test_fraction: self.test_fraction,
+            skip_bad: self.skip_bad_images,
+            seed: self.seed,
+        }
+    }
+
+    /// Loads the configured data: an IDX folder, an image folder, or the default Fashion-MNIST.
+    pub fn load_data(&self) -> Result<crate::data::Dataset> {
+        match &self.data {
+            Some(dir) if dir.is_dir() && !crate::data::has_dataset(dir) => {
+                let f = crate::data::load_folder(dir, &self.folder_options())?;
+                for (path, why) in &f.skipped {
+                    eprintln!("warning: skipped {}: {why}", path.display());
+                }
+                Ok(f.dataset)
+            }
+            d => Ok(crate::data::load(d.as_deref())?),
+        }
     }
 
     pub fn adam(&self) -> Adam {

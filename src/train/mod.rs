@@ -58,7 +58,8 @@ pub struct Session {
     pub test_data: GpuDataset,
     pub train_step: Option<Program>,
     pub eval_batch: Program,
-    pub image_dims: (usize, usize),
+    /// Height, width, channels of the images.
+    pub image_shape: (usize, usize, usize),
     pub step: u32,
     pub epoch: usize,
 }
@@ -66,10 +67,12 @@ pub struct Session {
 impl Session {
     /// Builds the model for `data`. `for_training` uploads the training split too.
     pub fn new(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, for_training: bool) -> Result<Session> {
-        cfg.validate()?;
         let mut cfg = cfg.clone();
-        let (h, w) = data.image_dims();
-        cfg.vae.input_dim = h * w;
+        cfg.resolve();
+        let (h, w, c) = data.image_shape();
+        cfg.vae.input_dim = h * w * c;
+        cfg.vae.image = [h, w, c];
+        cfg.validate()?;
         let mut train = data.train.clone();
         let mut test = data.test.clone();
         if cfg.train_limit > 0 {
@@ -99,7 +102,17 @@ impl Session {
             (None, None)
         };
         gpu.sync()?;
-        Ok(Session { cfg, vae, train_data, test_data, train_step, eval_batch, image_dims: (h, w), step: 0, epoch: 0 })
+        Ok(Session {
+            cfg,
+            vae,
+            train_data,
+            test_data,
+            train_step,
+            eval_batch,
+            image_shape: (h, w, c),
+            step: 0,
+            epoch: 0,
+        })
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -173,7 +186,7 @@ impl Session {
         let mut p = Program::new("decode");
         p.extend(self.vae.decode(gpu)?);
         gpu.submit(&p, 1);
-        let out: Vec<f32> = gpu.read(self.vae.dec_out.last().unwrap(), 0, n * self.cfg.vae.input_dim)?;
+        let out: Vec<f32> = gpu.read(self.vae.decoded(), 0, n * self.cfg.vae.input_dim)?;
         Ok(self.to_images(&out))
     }
 
@@ -191,18 +204,18 @@ impl Session {
         let n = self.cfg.batch.min(self.test_data.n);
         let d = self.cfg.vae.input_dim;
         let x: Vec<f32> = gpu.read(&self.vae.x, 0, n * d)?;
-        let out: Vec<f32> = gpu.read(self.vae.dec_out.last().unwrap(), 0, n * d)?;
+        let out: Vec<f32> = gpu.read(self.vae.decoded(), 0, n * d)?;
         Ok((x, self.to_images(&out), n))
     }
 
     pub fn write_pictures(&self, gpu: &Gpu, out: &Path) -> Result<()> {
-        let (h, w) = self.image_dims;
+        let shape = self.image_shape;
         let n = 64.min(self.cfg.batch * self.cfg.vae.samples);
         let samples = self.prior_samples(gpu, n, self.cfg.seed)?;
-        crate::viz::save_grid(&out.join("samples.png"), &samples, n, h, w, 8).map_err(Error::Output)?;
+        crate::viz::save_grid(&out.join("samples.png"), &samples, n, shape, 8).map_err(Error::Output)?;
         let (x, r, n) = self.reconstructions(gpu)?;
         let n = n.min(32);
-        crate::viz::save_recon(&out.join("recon.png"), &x, &r, n, h, w, 8).map_err(Error::Output)?;
+        crate::viz::save_recon(&out.join("recon.png"), &x, &r, n, shape, 8).map_err(Error::Output)?;
         Ok(())
     }
 

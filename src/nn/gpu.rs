@@ -1,0 +1,293 @@
+//! A [`Net`] on the GPU: one output buffer and one gradient buffer per layer, built once, and the
+//! launches of its forward and backward passes recorded over them.
+//!
+//! Every gradient buffer holds the gradient with respect to the PRE-activation output of its layer: the
+//! input-gradient launch of layer i multiplies by act'(output of layer i−1) in its epilogue (DACT), so
+//! no separate elementwise pass is needed.
+
+use super::net::{Layer, Net, Op};
+use super::{Linear, ParamLayout};
+use crate::gpu::{Gpu, GpuError, Launch, Result, View};
+use crate::kernels::conv::{ConvGather, ConvWgrad, Resid};
+use crate::kernels::matmul::Matmul;
+use crate::kernels::Act;
+
+pub struct GpuNet {
+    pub net: Net,
+    /// Examples per pass.
+    pub rows: usize,
+    /// Output of each layer, [rows, output.len()], after its activation.
+    pub outs: Vec<wgpu::Buffer>,
+    /// Gradient with respect to each layer's pre-activation output.
+    pub grads: Vec<wgpu::Buffer>,
+    /// Residual blocks: the hidden activation and its gradient.
+    pub inner: Vec<Option<(wgpu::Buffer, wgpu::Buffer)>>,
+    /// Split-K partials of the conv parameter gradients (shared by every layer, used one at a time).
+    pub scratch: wgpu::Buffer,
+}
+
+fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
+    View::new(buf, (l.offset * 4) as u64, l.len())
+}
+
+fn shape_err(e: String) -> GpuError {
+    GpuError::Shape { op: "net", message: e }
+}
+
+impl GpuNet {
+    /// Largest buffer (bytes) the net needs for `rows` examples, for the adapter-limit check.
+    pub fn largest_buffer(net: &Net, rows: usize) -> u64 {
+        net.layers
+            .iter()
+            .map(|l| {
+                let hidden = match l.op {
+                    Op::Res { hidden, .. } => l.input.h * l.input.w * hidden,
+                    _ => 0,
+                };
+                rows * l.output.len().max(hidden)
+            })
+            .max()
+            .unwrap_or(0) as u64
+            * 4
+    }
+
+    pub fn new(gpu: &Gpu, net: &Net, layout: &ParamLayout, rows: usize) -> Result<GpuNet> {
+        if net.layers.is_empty() {
+            return Err(shape_err("a net needs at least one layer".into()));
+        }
+        let f = |label: String, len: usize| gpu.storage_f32(&label, len.max(1));
+        let mut outs = Vec::new();
+        let mut grads = Vec::new();
+        let mut inner = Vec::new();
+        let mut scratch = 1usize;
+        for l in &net.layers {
+            let n = rows * l.output.len();
+            outs.push(f(format!("{}.out[{rows}x{}]", l.name, l.output), n));
+            grads.push(f(format!("{}.grad[{rows}x{}]", l.name, l.output), n));
+            let i = l.input;
+            match &l.op {
+                Op::Linear { .. } => inner.push(None),
+                Op::Conv { geom, .. } => {
+                    for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
+                        scratch = scratch.max(k.scratch_len(gpu));
+                    }
+                    inner.push(None);
+                }
+                Op::Res { hidden, .. } => {
+                    let (g3, g1) = Layer::res_geoms(i.c, *hidden);
+                    for g in [g3, g1] {
+                        for (k, _) in ConvWgrad::for_layer(&g, rows, i.h, i.w, false)? {
+                            scratch = scratch.max(k.scratch_len(gpu));
+                        }
+                    }
+                    let n = rows * i.h * i.w * hidden;
+                    inner.push(Some((
+                        f(format!("{}.hidden[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
+                        f(format!("{}.hidden.grad[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
+                    )));
+                }
+            }
+        }
+        let _ = layout;
+        Ok(GpuNet {
+            net: net.clone(),
+            rows,
+            outs,
+            grads,
+            inner,
+            scratch: f(format!("net.scratch[{scratch}]"), scratch),
+        })
+    }
+
+    pub fn output(&self) -> &wgpu::Buffer {
+        self.outs.last().unwrap()
+    }
+
+    /// Gradient with respect to the last layer's pre-activation output (what the loss writes).
+    pub fn d_output(&self) -> &wgpu::Buffer {
+        self.grads.last().unwrap()
+    }
+
+    /// The forward pass from `input` [rows, net.input.len()].
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        params: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+    ) -> Result<Vec<Launch>> {
+        let rows = self.rows;
+        let mut out = Vec::new();
+        let mut x = input;
+        for (i, l) in self.net.layers.iter().enumerate() {
+            let y = &self.outs[i];
+            let s = l.input;
+            match &l.op {
+                Op::Linear { block: b } => {
+                    let p = &layout.layers[*b];
+                    let mm = Matmul { m: rows, n: p.dout, k: p.din, bias: true, act: l.act, ..Default::default() };
+                    out.push(mm.launch(gpu, &l.name, x.into(), block(params, p), y.into(), None)?);
+                }
+                Op::Conv { block: b, geom } => {
+                    let k = ConvGather::forward(geom, rows, s.h, s.w, l.act)?;
+                    out.push(k.launch(
+                        gpu,
+                        &l.name,
+                        x.into(),
+                        block(params, &layout.layers[*b]),
+                        y.into(),
+                        None,
+                        None,
+                    )?);
+                }
+                Op::Res { conv3, conv1, hidden } => {
+                    let (g3, g1) = Layer::res_geoms(s.c, *hidden);
+                    let (h, _) = self.inner[i].as_ref().unwrap();
+                    let mut k3 = ConvGather::forward(&g3, rows, s.h, s.w, Act::Relu)?;
+                    k3.pre_relu = true;
+                    let name = format!("{}.conv3", l.name);
+                    out.push(k3.launch(
+                        gpu,
+                        &name,
+                        x.into(),
+                        block(params, &layout.layers[*conv3]),
+                        h.into(),
+                        None,
+                        None,
+                    )?);
+                    let mut k1 = ConvGather::forward(&g1, rows, s.h, s.w, l.act)?;
+                    k1.resid = Resid::BeforeAct;
+                    let name = format!("{}.conv1", l.name);
+                    let w1 = block(params, &layout.layers[*conv1]);
+                    out.push(k1.launch(gpu, &name, h.into(), w1, y.into(), None, Some(x.into()))?);
+                }
+            }
+            x = y;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn param_grad(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        geom: &crate::kernels::conv::ConvGeom,
+        s: super::Shape,
+        pre_relu: bool,
+        a: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+        dst: View,
+        out: &mut Vec<Launch>,
+    ) -> Result<()> {
+        for (k, at) in ConvWgrad::for_layer(geom, self.rows, s.h, s.w, pre_relu)? {
+            let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
+            out.extend(k.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch)?);
+        }
+        Ok(())
+    }
+
+    /// The backward pass from `d_output()` (already written): every parameter gradient into `grads`
+    /// (the flat gradient buffer), and, when `d_input` is given, the gradient with respect to the
+    /// input ⊙ input_act'(input) into it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        d_input: Option<(&wgpu::Buffer, Act)>,
+    ) -> Result<Vec<Launch>> {
+        let rows = self.rows;
+        let mut out = Vec::new();
+        for (i, l) in self.net.layers.iter().enumerate().rev() {
+            let x = if i == 0 { input } else { &self.outs[i - 1] };
+            let g = &self.grads[i];
+            let dx = if i == 0 { d_input } else { Some((&self.grads[i - 1], self.net.layers[i - 1].act)) };
+            let s = l.input;
+            match &l.op {
+                Op::Linear { block: b } => {
+                    let p = &layout.layers[*b];
+                    let dw = Matmul {
+                        m: p.din + 1,
+                        n: p.dout,
+                        k: rows,
+                        trans_a: true,
+                        ones_row: true,
+                        ..Default::default()
+                    };
+                    out.push(dw.launch(gpu, &format!("{}.dW", l.name), x.into(), g.into(), block(grads, p), None)?);
+                    if let Some((dx, prev_act)) = dx {
+                        let mm = Matmul {
+                            m: rows,
+                            n: p.din,
+                            k: p.dout,
+                            trans_b: true,
+                            dact: prev_act,
+                            ..Default::default()
+                        };
+                        let w = View::new(params, (p.offset * 4) as u64, p.din * p.dout);
+                        out.push(mm.launch(gpu, &format!("{}.dX", l.name), g.into(), w, dx.into(), Some(x.into()))?);
+                    }
+                }
+                Op::Conv { block: b, geom } => {
+                    let p = &layout.layers[*b];
+                    self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), &mut out)?;
+                    if let Some((dx, prev_act)) = dx {
+                        let k = ConvGather::input_grad(geom, rows, s.h, s.w, prev_act)?;
+                        let z = (prev_act != Act::Identity).then(|| x.into());
+                        let name = format!("{}.dX", l.name);
+                        out.push(k.launch(gpu, &name, g.into(), block(params, p), dx.into(), z, None)?);
+                    }
+                }
+                Op::Res { conv3, conv1, hidden } => {
+                    let (g3, g1) = Layer::res_geoms(s.c, *hidden);
+                    let (h, dh) = self.inner[i].as_ref().unwrap();
+                    let (p3, p1) = (&layout.layers[*conv3], &layout.layers[*conv1]);
+                    self.param_grad(
+                        gpu,
+                        &format!("{}.conv1", l.name),
+                        &g1,
+                        s,
+                        false,
+                        h,
+                        g,
+                        block(grads, p1),
+                        &mut out,
+                    )?;
+                    let k1 = ConvGather::input_grad(&g1, rows, s.h, s.w, Act::Relu)?;
+                    let name = format!("{}.conv1.dX", l.name);
+                    out.push(k1.launch(gpu, &name, g.into(), block(params, p1), dh.into(), Some(h.into()), None)?);
+                    self.param_grad(
+                        gpu,
+                        &format!("{}.conv3", l.name),
+                        &g3,
+                        s,
+                        true,
+                        x,
+                        dh,
+                        block(grads, p3),
+                        &mut out,
+                    )?;
+                    if let Some((dx, prev_act)) = dx {
+                        if prev_act != Act::Identity {
+                            return Err(shape_err(format!(
+                                "{}: a residual block's input must have no activation",
+                                l.name
+                            )));
+                        }
+                        // dx = conv3ᵀ(dh) ⊙ relu'(x) + g: the relu read in forward, then the skip path.
+                        let mut k3 = ConvGather::input_grad(&g3, rows, s.h, s.w, Act::Relu)?;
+                        k3.resid = Resid::AfterDact;
+                        let name = format!("{}.conv3.dX", l.name);
+                        let w3 = block(params, p3);
+                        out.push(k3.launch(gpu, &name, dh.into(), w3, dx.into(), Some(x.into()), Some(g.into()))?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
