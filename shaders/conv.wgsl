@@ -144,6 +144,15 @@ fn first_tap(wg: u32) -> vec2<u32> {
     return vec2<u32>((phase / p.stride + p.pad) % p.stride, (phase % p.stride + p.pad) % p.stride);
 }
 
+// The 8 output rows of an invocation: m0 + r·WG, so neighbouring lanes own neighbouring pixels.
+fn tile_rows(wg: u32, lane: u32) -> array<Pos, 8> {
+    var pos: array<Pos, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        pos[r] = out_pos(wg * 8u * WG + lane + r * WG);
+    }
+    return pos;
+}
+
 fn tap_step() -> u32 {
     return select(1u, p.stride, GEOM_T);
 }
@@ -176,15 +185,8 @@ fn epilogue(v0: f32, i: u32, n: u32) -> f32 {
 @compute @workgroup_size(WG, 1, 1)
 fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let n0 = wid.y * 4u;
-    let m0 = wid.x * 8u * WG + lid.x;
-    var pos: array<Pos, 8>;
-    for (var r = 0u; r < 8u; r++) {
-        pos[r] = out_pos(m0 + r * WG);
-    }
+    let pos = tile_rows(wid.x, lid.x);
     var acc: array<vec4<f32>, 8>;
-    for (var r = 0u; r < 8u; r++) {
-        acc[r] = vec4<f32>(0.0);
-    }
     let first = first_tap(wid.x);
     let step = tap_step();
     for (var kh = first.x; kh < p.k; kh += step) {
@@ -236,15 +238,8 @@ fn dact4(v: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG, 1, 1)
 fn conv_gather_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let n0 = wid.y * 4u;
-    let m0 = wid.x * 8u * WG + lid.x;
-    var pos: array<Pos, 8>;
-    for (var r = 0u; r < 8u; r++) {
-        pos[r] = out_pos(m0 + r * WG);
-    }
+    let pos = tile_rows(wid.x, lid.x);
     var acc: array<vec4<f32>, 8>;
-    for (var r = 0u; r < 8u; r++) {
-        acc[r] = vec4<f32>(0.0);
-    }
     let first = first_tap(wid.x);
     let step = tap_step();
     for (var kh = first.x; kh < p.k; kh += step) {

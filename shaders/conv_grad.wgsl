@@ -144,55 +144,71 @@ fn load_g4(pix: i32, n: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), g4[(u32(max(pix, 0)) * p.n + n) >> 2u], pix >= 0);
 }
 
+// A small pixel of the reduction, walked in order without divisions.
+struct Cursor {
+    b: u32,
+    sy: u32,
+    sx: u32,
+}
+
+fn cursor_at(m: u32) -> Cursor {
+    let area = p.sh * p.sw;
+    return Cursor(m / area, (m % area) / p.sw, m % p.sw);
+}
+
+fn advance(c: Cursor) -> Cursor {
+    var n = c;
+    n.sx += 1u;
+    if (n.sx == p.sw) {
+        n.sx = 0u;
+        n.sy += 1u;
+        if (n.sy == p.sh) {
+            n.sy = 0u;
+            n.b += 1u;
+        }
+    }
+    return n;
+}
+
+// (A pixel, G pixel) of pair (m, tile's tap); -1 where the big pixel falls outside the image.
+fn pair(q: Tile, m: u32, c: Cursor) -> vec2<i32> {
+    if (q.bias) {
+        return vec2<i32>(0, i32(m));
+    }
+    let big = big_pixel(c.b, c.sy, c.sx, q.tap);
+    return select(vec2<i32>(big, i32(m)), vec2<i32>(i32(m), big), GATHER_B);
+}
+
+// Rows [begin, end) of split s.
+fn split_rows(s: u32) -> vec2<u32> {
+    let total = p.batch * p.sh * p.sw;
+    let begin = min(s * p.rows_per_split, total);
+    return vec2<u32>(begin, min(begin + p.rows_per_split, total));
+}
+
+fn outer(acc: ptr<function, array<vec4<f32>, 4>>, av: vec4<f32>, gv: vec4<f32>) {
+    (*acc)[0] = fma(vec4<f32>(av.x), gv, (*acc)[0]);
+    (*acc)[1] = fma(vec4<f32>(av.y), gv, (*acc)[1]);
+    (*acc)[2] = fma(vec4<f32>(av.z), gv, (*acc)[2]);
+    (*acc)[3] = fma(vec4<f32>(av.w), gv, (*acc)[3]);
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn conv_wgrad(@builtin(global_invocation_id) gid: vec3<u32>) {
     let q = tile_of(gid.x);
     if (!q.ok) {
         return;
     }
-    let s = gid.y;
-    let total = p.batch * p.sh * p.sw;
-    let begin = min(s * p.rows_per_split, total);
-    let end = min(begin + p.rows_per_split, total);
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        acc[i] = vec4<f32>(0.0);
+    let rows = split_rows(gid.y);
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var cur = cursor_at(rows.x);
+    for (var m = rows.x; m < rows.y; m++) {
+        let pp = pair(q, m, cur);
+        let av = select(load_a(pp.x, q.c), vec4<f32>(1.0, 0.0, 0.0, 0.0), q.bias);
+        outer(&acc, av, load_g(pp.y, q.n));
+        cur = advance(cur);
     }
-    let area = p.sh * p.sw;
-    var b = begin / area;
-    var sy = (begin % area) / p.sw;
-    var sx = begin % p.sw;
-    for (var m = begin; m < end; m++) {
-        var av: vec4<f32>;
-        var gv: vec4<f32>;
-        if (q.bias) {
-            av = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-            gv = load_g(i32(m), q.n);
-        } else {
-            let big = big_pixel(b, sy, sx, q.tap);
-            if (GATHER_B) {
-                av = load_a(i32(m), q.c);
-                gv = load_g(big, q.n);
-            } else {
-                av = load_a(big, q.c);
-                gv = load_g(i32(m), q.n);
-            }
-        }
-        acc[0] = fma(vec4<f32>(av.x), gv, acc[0]);
-        acc[1] = fma(vec4<f32>(av.y), gv, acc[1]);
-        acc[2] = fma(vec4<f32>(av.z), gv, acc[2]);
-        acc[3] = fma(vec4<f32>(av.w), gv, acc[3]);
-        sx += 1u;
-        if (sx == p.sw) {
-            sx = 0u;
-            sy += 1u;
-            if (sy == p.sh) {
-                sy = 0u;
-                b += 1u;
-            }
-        }
-    }
-    write_tile(q, s, acc);
+    write_tile(q, gid.y, acc);
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -201,49 +217,20 @@ fn conv_wgrad_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (!q.ok) {
         return;
     }
-    let s = gid.y;
-    let total = p.batch * p.sh * p.sw;
-    let begin = min(s * p.rows_per_split, total);
-    let end = min(begin + p.rows_per_split, total);
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
-    let area = p.sh * p.sw;
-    var b = begin / area;
-    var sy = (begin % area) / p.sw;
-    var sx = begin % p.sw;
-    for (var m = begin; m < end; m++) {
-        var av: vec4<f32>;
-        var gv: vec4<f32>;
-        if (q.bias) {
-            av = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-            gv = load_g4(i32(m), q.n);
-        } else {
-            let big = big_pixel(b, sy, sx, q.tap);
-            if (GATHER_B) {
-                av = load_a4(i32(m), q.c);
-                gv = load_g4(big, q.n);
-            } else {
-                av = load_a4(big, q.c);
-                gv = load_g4(i32(m), q.n);
-            }
+    let rows = split_rows(gid.y);
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var cur = cursor_at(rows.x);
+    for (var m = rows.x; m < rows.y; m++) {
+        let pp = pair(q, m, cur);
+        // The bias tile never reads A (its channel count may be 0).
+        var av = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+        if (!q.bias) {
+            av = load_a4(pp.x, q.c);
         }
-        acc[0] = fma(vec4<f32>(av.x), gv, acc[0]);
-        acc[1] = fma(vec4<f32>(av.y), gv, acc[1]);
-        acc[2] = fma(vec4<f32>(av.z), gv, acc[2]);
-        acc[3] = fma(vec4<f32>(av.w), gv, acc[3]);
-        sx += 1u;
-        if (sx == p.sw) {
-            sx = 0u;
-            sy += 1u;
-            if (sy == p.sh) {
-                sy = 0u;
-                b += 1u;
-            }
-        }
+        outer(&acc, av, load_g4(pp.y, q.n));
+        cur = advance(cur);
     }
-    write_tile(q, s, acc);
+    write_tile(q, gid.y, acc);
 }
 
 @compute @workgroup_size(256, 1, 1)
