@@ -172,6 +172,9 @@ struct TrainArgs {
     /// Use only the first N test images
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Continue a run from its checkpoint folder (its config; --epochs may raise the total)
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -181,9 +184,10 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> Result<TrainConfig> {
-        let mut c = match &self.config {
-            Some(p) => TrainConfig::load(p)?,
-            None => TrainConfig::default(),
+        let mut c = match (&self.resume, &self.config) {
+            (Some(ck), _) => vaegpu::train::checkpoint::load_meta(ck)?.config,
+            (None, Some(p)) => TrainConfig::load(p)?,
+            (None, None) => TrainConfig::default(),
         };
         macro_rules! set {
             ($($f:ident => $dst:expr),*) => { $( if let Some(v) = self.$f.clone() { $dst = v; } )* };
@@ -293,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("note: Fashion-MNIST is not installed; training on the bundled subset ({} train / {} test images). For the full set: apt-get install dataset-fashion-mnist", data.train.len(), data.test.len());
             }
             let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let recs = vaegpu::train::run(&gpu, &cfg, &data, &TrainOptions { progress })?;
+            let recs = vaegpu::train::run(&gpu, &cfg, &data, &TrainOptions { progress, resume: args.resume.clone() })?;
             if let Some(last) = recs.last() {
                 println!(
                     "final test_loss {:.3} after {} epochs; outputs in {}",

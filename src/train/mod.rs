@@ -266,6 +266,9 @@ fn metrics_file(out: &Path) -> Result<std::fs::File> {
 
 pub struct TrainOptions {
     pub progress: bool,
+    /// Continue from this checkpoint (weights, Adam moments, step and epoch) up to `cfg.epochs`,
+    /// appending to metrics.jsonl.
+    pub resume: Option<PathBuf>,
 }
 
 /// `vaegpu train`: the whole run. Returns the per-epoch records.
@@ -273,9 +276,12 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
     let out: PathBuf = cfg.out.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut session = Session::new(gpu, cfg, data, true)?;
-    // A fresh run starts a fresh metrics file.
     let mpath = out.join("metrics.jsonl");
-    if mpath.exists() {
+    if let Some(dir) = &opts.resume {
+        session.restore(gpu, dir)?;
+        tracing::info!("resuming from {} at epoch {}, step {}", dir.display(), session.epoch, session.step);
+    } else if mpath.exists() {
+        // A fresh run starts a fresh metrics file.
         std::fs::remove_file(&mpath).map_err(|e| Error::io(&mpath, e))?;
     }
     let mut file = metrics_file(&out)?;
@@ -292,7 +298,7 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
     );
     let mut records = Vec::new();
     let steps = session.steps_per_epoch() as u64;
-    for _ in 0..session.cfg.epochs {
+    while session.epoch < session.cfg.epochs {
         let bar = if opts.progress {
             let b = indicatif::ProgressBar::new(steps);
             b.set_style(
