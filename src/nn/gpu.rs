@@ -51,7 +51,7 @@ impl GpuNet {
             * 4
     }
 
-    pub fn new(gpu: &Gpu, net: &Net, layout: &ParamLayout, rows: usize) -> Result<GpuNet> {
+    pub fn new(gpu: &Gpu, net: &Net, rows: usize) -> Result<GpuNet> {
         if net.layers.is_empty() {
             return Err(shape_err("a net needs at least one layer".into()));
         }
@@ -88,7 +88,6 @@ impl GpuNet {
                 }
             }
         }
-        let _ = layout;
         Ok(GpuNet {
             net: net.clone(),
             rows,
