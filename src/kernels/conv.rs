@@ -148,10 +148,8 @@ impl ConvGather {
         })?;
         need(OP, self.stride > 0 && self.pad < self.k, || format!("need stride >= 1 and pad < k: {self:?}"))?;
         need(OP, !(self.bias && self.w_t), || "bias needs the untransposed weights".into())?;
-        let w_rows = self.k * self.k * self.c.max(self.n);
         need_len(OP, "X", &x, self.batch * ih * iw * self.c)?;
         need_len(OP, "W", &w, self.k * self.k * self.c * self.n + if self.bias { self.n } else { 0 })?;
-        need(OP, w_rows > 0, String::new)?;
         let out_len = self.batch * oh * ow * self.n;
         need_len(OP, "Y", &y, out_len)?;
         if self.dact != Act::Identity {
@@ -327,7 +325,7 @@ impl ConvWgrad {
     }
 
     pub fn vec4_ok(&self) -> bool {
-        (self.c % 4 == 0) && self.n % 4 == 0
+        self.c % 4 == 0 && self.n % 4 == 0
     }
 
     pub fn flops(&self) -> f64 {
@@ -396,7 +394,7 @@ impl ConvWgrad {
             ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
             ("WG", wg as f64),
         ];
-        let vec4 = !self.scalar && self.vec4_ok() && (self.c > 0 || self.n % 4 == 0);
+        let vec4 = !self.scalar && self.vec4_ok();
         let entry = if vec4 { "conv_wgrad_v4" } else { "conv_wgrad" };
         let label = format!(
             "{label} {entry}[{}x{}x{}x{} * {}x{}x{} k{} s{} p{}{} /{splits}]",
