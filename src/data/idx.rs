@@ -144,6 +144,26 @@ impl Images {
             self.pixels.truncate(n.saturating_mul(self.pixels_per_image()));
         }
     }
+
+    /// A copy with a border of `p` zero pixels on every side of every image: `rows + 2p` by
+    /// `cols + 2p`, same count and channels. `p == 0` gives an identical copy.
+    pub fn pad(&self, p: usize) -> Images {
+        if p == 0 {
+            return self.clone();
+        }
+        let (rows, cols, c) = (self.rows + 2 * p, self.cols + 2 * p, self.channels);
+        let (src_row, dst_row) = (self.cols * c, cols * c);
+        let mut pixels = vec![0u8; self.n * rows * dst_row];
+        // `image(i)` is `None` only when `pixels` is shorter than the shape says; such an image stays black.
+        for (i, image) in (0..self.n).filter_map(|i| Some((i, self.image(i)?))) {
+            let dst = i * rows * dst_row;
+            for (y, row) in image.chunks_exact(src_row.max(1)).enumerate() {
+                let to = dst + (y + p) * dst_row + p * c;
+                pixels[to..to + row.len()].copy_from_slice(row);
+            }
+        }
+        Images { n: self.n, rows, cols, channels: c, pixels }
+    }
 }
 
 /// Whether `bytes` begin with the gzip magic `1f 8b`.

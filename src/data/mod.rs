@@ -68,6 +68,11 @@ impl Split {
         self.images.truncate(n);
         self.labels.truncate(n);
     }
+
+    /// A copy whose images get a border of `p` zero pixels on every side (labels unchanged).
+    pub fn pad(&self, p: usize) -> Split {
+        Split { images: self.images.pad(p), labels: self.labels.clone() }
+    }
 }
 
 /// A train/test pair of splits.
@@ -110,6 +115,18 @@ impl Dataset {
             return Err(DataError::ChannelMismatch { train: a.channels, test: b.channels });
         }
         Ok(Dataset { name, train, test, source, subset })
+    }
+
+    /// A copy whose images (both splits) get a border of `p` zero pixels on every side; name, source
+    /// and subset flag unchanged.
+    pub fn pad(&self, p: usize) -> Dataset {
+        Dataset {
+            name: self.name.clone(),
+            train: self.train.pad(p),
+            test: self.test.pad(p),
+            source: self.source.clone(),
+            subset: self.subset,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("data", include_str!("../../shaders/data.wgsl")),
+    ("vq", include_str!("../../shaders/vq.wgsl")),
 ];
 
 /// Files that are only included by others (functions, no entry points).

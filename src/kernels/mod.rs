@@ -8,6 +8,7 @@ pub mod matmul;
 pub mod optim;
 pub mod reduce;
 pub mod sample;
+pub mod vq;
 
 use crate::gpu::{GpuError, Result, View};
 

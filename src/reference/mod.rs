@@ -10,3 +10,4 @@ pub mod net;
 pub mod optim;
 pub mod sample;
 pub mod vae;
+pub mod vq;

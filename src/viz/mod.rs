@@ -60,3 +60,55 @@ pub fn save_recon(
     }
     save_grid(path, &out, out.len() / px, shape, cols)
 }
+
+/// Largest histogram picture accepted, in bytes of RGB pixels (guards against absurd sizes).
+const MAX_HISTOGRAM_BYTES: u64 = 1 << 30;
+
+/// Writes a bar chart of code usage: one bar per entry of `counts` (code index along x), 2 pixels wide
+/// when there are at most 512 entries and 1 pixel otherwise, with no gaps or margins. The picture is
+/// `counts.len() * bar_width` pixels wide and `height + 1` tall: rows `0..height` hold the bars (dark on a
+/// light background, bar height `round(count / max(count) * height)`, at least 1 pixel for any positive
+/// count) and row `height` is a 1-pixel gray baseline. Entries with count 0 (dead codes) are drawn as a
+/// red tick: the baseline under them plus up to 2 pixels above it. Empty input, non-finite or negative
+/// counts and a zero height are errors naming `path`.
+pub fn save_histogram(path: &Path, counts: &[f64], height: usize) -> Result<(), String> {
+    let fail = |why: String| Err(format!("{}: {why}", path.display()));
+    if counts.is_empty() {
+        return fail("no counts to draw a histogram of".to_string());
+    }
+    if let Some((i, c)) = counts.iter().enumerate().find(|(_, c)| !c.is_finite() || **c < 0.0) {
+        return fail(format!("count {i} is {c}; counts must be finite and non-negative"));
+    }
+    if height == 0 {
+        return fail("histogram height must be at least 1 pixel".to_string());
+    }
+    let bar = if counts.len() <= 512 { 2 } else { 1 };
+    let (w, h) = (counts.len() as u64 * bar as u64, height as u64 + 1);
+    if w > u32::MAX as u64 || h > u32::MAX as u64 || w.saturating_mul(h).saturating_mul(3) > MAX_HISTOGRAM_BYTES {
+        return fail(format!("a histogram of {w}x{h} pixels is too large"));
+    }
+    let (light, dark, gray, red) =
+        (image::Rgb([245u8; 3]), image::Rgb([40u8; 3]), image::Rgb([150u8; 3]), image::Rgb([220u8, 0, 0]));
+    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, light);
+    for x in 0..w as u32 {
+        img.put_pixel(x, height as u32, gray);
+    }
+    let max = counts.iter().cloned().fold(0.0f64, f64::max);
+    for (i, &c) in counts.iter().enumerate() {
+        let x0 = (i * bar) as u32;
+        let (top, colour) = if c > 0.0 {
+            // `max > 0` here; at least one pixel so a rare code is not mistaken for a dead one.
+            let px = ((c / max * height as f64).round() as usize).clamp(1, height);
+            (height - px, dark)
+        } else {
+            (height.saturating_sub(2), red)
+        };
+        let bottom = if c > 0.0 { height } else { height + 1 };
+        for x in x0..x0 + bar as u32 {
+            for y in top..bottom {
+                img.put_pixel(x, y as u32, colour);
+            }
+        }
+    }
+    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,377 @@
+// vq.wgsl: vector quantisation for VQ-VAE: nearest-codebook assignment fused with the gather of the chosen
+// codes, the straight-through backward fused with the commitment gradient, per-code statistics (counts and
+// sums) for the EMA codebook update or the codebook-loss gradient, the EMA finish (Laplace-smoothed
+// e = m / N and dead-code restart), code usage (perplexity, used codes) and the reconstruction MSE.
+// Every sum runs in a fixed order (no float atomics), so runs repeat bit for bit. The CPU twins are in
+// src/reference/vq.rs.
+//
+// Shapes: z [N, D] encoder outputs (row n = one vector), code [K, D] codebook, idx [N] u32, all row-major.
+//
+// vq_assign / vq_assign_v4: idx[n] = argmin_k Σ_j (z[n, j] − code[k, j])² (ties to the lowest k),
+//   zq[n, :] = code[idx[n], :], dist[n] = the minimum. One invocation per vector.
+//   Bindings 1 z, 2 code, 3 idx_w, 4 zq, 5 dist; v4 (D % 4 = 0): 21 z4, 22 code4, 4 zq, 3 idx_w, 5 dist.
+// vq_backward: dz[i] = dzq[i] + scale·(z[i] − code[idx[n], j]), i = n·D + j (straight-through plus the
+//   commitment gradient, scale = 2β / (N·D)). One invocation per element. Bindings 1, 2, 6 idx, 7 dzq, 8 dz.
+// vq_counts: counts_w[k] = #{n < valid : idx[n] = k}, valid = N, or (batch_word != NONE) the vectors of
+//   the rows of this batch that are inside the dataset (min(B, n_items − state[batch_word]·B) · per_row).
+//   One invocation per code. Bindings 6 idx, 9 counts_w, 13 state.
+// vq_stats_ema: with s = Σ_{n : idx[n] = k} z[n, j] (in n order), over the table (a slice of the
+//   parameter buffer holding the EMA count N at off_count [K], the EMA sum m at off_sum [K, D]):
+//   m[k, j] ← decay·m[k, j] + (1 − decay)·s, and (j = 0) N[k] ← decay·N[k] + (1 − decay)·counts[k].
+//   One invocation per (k, j). Bindings 1 z, 6 idx, 10 counts, 11 table.
+// vq_stats_grad: gcode[k, j] = scale·(counts[k]·code[k, j] − s): the gradient of the codebook loss
+//   Σ ||sg[z_n] − e_idx[n]||² · scale / 2 (scale = 2 / (N·D)). Bindings 1, 2, 6, 10, 12 gcode.
+// vq_ema_finish: one workgroup. S = Σ_k N[k]; per code, Ns = (N[k] + eps) / (S + K·eps) · S and
+//   code[k, :] = m[k, :] / Ns (the codebook at off_code in the table). With restart != 0 a code whose N
+//   is below threshold is reset to a vector of this batch: r = ⌊philox((k, state[0], 11, 0), seed).x · N
+//   / 2³²⌋, code[k, :] = m[k, :] = z[r, :], N[k] = 1; the number reset is added to vqm[slot + 3].
+//   Bindings 1 z, 11 table, 13 state, 14 vqm.
+// vq_usage: one workgroup. T = Σ counts, perplexity = exp(−Σ p ln p) with p = counts / T (0 ln 0 = 0),
+//   used = #{counts > 0}: vqm[slot] += perplexity, vqm[slot + 1] += used, vqm[slot + 2] += 1, and
+//   usage[k] += counts[k]. Bindings 10 counts, 14 vqm, 15 usage.
+// recon_mse: one workgroup per image b of [B, H, W, C] (NHWC): inside the window (rows top..top+vh,
+//   columns left..left+vw) e = xhat − x, dxhat = scale·e, rows[2b] = Σ e²; outside dxhat = 0.
+//   rows[2b + 1] = Σ of dist over the image's vectors: dist[b·per_row + v] (v < per_row) plus, for a
+//   second level, dist[n1 + b·per_row2 + v] (v < per_row2). Bindings 16 xhat, 17 x, 18 dxhat, 19 rows,
+//   20 dist (read).
+//
+// Dispatch: one-invocation-per-item entries use WG invocations per workgroup over grid_1d (flattened as
+// x + y·65535·WG); the one-workgroup entries use grid (1, 1, 1); recon_mse uses grid (B, 1, 1).
+
+//!include philox.wgsl
+
+override WG: u32 = 64u;
+const NONE: u32 = 0xffffffffu;
+const RED: u32 = 256u;
+
+struct Params {
+    n: u32,
+    d: u32,
+    k: u32,
+    slot: u32,
+    decay: f32,
+    eps: f32,
+    scale: f32,
+    threshold: f32,
+    off_count: u32,
+    off_sum: u32,
+    off_code: u32,
+    restart: u32,
+    batch: u32,
+    n_items: u32,
+    batch_word: u32,
+    per_row: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    top: u32,
+    left: u32,
+    vh: u32,
+    vw: u32,
+    per_row2: u32,
+    n1: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read> code: array<f32>;
+@group(0) @binding(3) var<storage, read_write> idx_w: array<u32>;
+@group(0) @binding(4) var<storage, read_write> zq: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dist: array<f32>;
+@group(0) @binding(6) var<storage, read> idx: array<u32>;
+@group(0) @binding(7) var<storage, read> dzq: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dz: array<f32>;
+@group(0) @binding(9) var<storage, read_write> counts_w: array<f32>;
+@group(0) @binding(10) var<storage, read> counts: array<f32>;
+@group(0) @binding(11) var<storage, read_write> table: array<f32>;
+@group(0) @binding(12) var<storage, read_write> gcode: array<f32>;
+@group(0) @binding(13) var<storage, read> state: array<u32>;
+@group(0) @binding(14) var<storage, read_write> vqm: array<f32>;
+@group(0) @binding(15) var<storage, read_write> usage: array<f32>;
+@group(0) @binding(16) var<storage, read> xhat: array<f32>;
+@group(0) @binding(17) var<storage, read> x: array<f32>;
+@group(0) @binding(18) var<storage, read_write> dxhat: array<f32>;
+@group(0) @binding(19) var<storage, read_write> rows: array<f32>;
+@group(0) @binding(20) var<storage, read> dist_r: array<f32>;
+@group(0) @binding(21) var<storage, read> z4: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read> code4: array<vec4<f32>>;
+
+var<workgroup> red_a: array<f32, RED>;
+var<workgroup> red_b: array<f32, RED>;
+
+fn flat(gid: vec3<u32>) -> u32 {
+    return gid.x + gid.y * 65535u * WG;
+}
+
+// Tree sums of red_a and red_b over RED invocations (fixed order); every invocation must call it.
+fn reduce2(t: u32) {
+    workgroupBarrier();
+    for (var s = RED / 2u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red_a[t] += red_a[t + s];
+            red_b[t] += red_b[t + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+// The chosen code's row copied into zq, and the index and distance stored.
+fn write_choice(n: u32, best: u32, bd: f32) {
+    idx_w[n] = best;
+    dist[n] = bd;
+    let zb = n * p.d;
+    let cb = best * p.d;
+    for (var j = 0u; j < p.d; j++) {
+        zq[zb + j] = code[cb + j];
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = flat(gid);
+    if (n >= p.n) {
+        return;
+    }
+    let zb = n * p.d;
+    var best = 0u;
+    var bd = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let cb = k * p.d;
+        var s = 0.0;
+        for (var j = 0u; j < p.d; j++) {
+            let t = z[zb + j] - code[cb + j];
+            s += t * t;
+        }
+        if (k == 0u || s < bd) {
+            bd = s;
+            best = k;
+        }
+    }
+    write_choice(n, best, bd);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_assign_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = flat(gid);
+    if (n >= p.n) {
+        return;
+    }
+    let d4 = p.d / 4u;
+    let zb = n * d4;
+    var best = 0u;
+    var bd = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let cb = k * d4;
+        var s = vec4<f32>(0.0);
+        for (var j = 0u; j < d4; j++) {
+            let t = z4[zb + j] - code4[cb + j];
+            s += t * t;
+        }
+        let tot = (s.x + s.y) + (s.z + s.w);
+        if (k == 0u || tot < bd) {
+            bd = tot;
+            best = k;
+        }
+    }
+    idx_w[n] = best;
+    dist[n] = bd;
+    let cb = best * d4;
+    for (var j = 0u; j < d4; j++) {
+        let v = code4[cb + j];
+        let o = (zb + j) * 4u;
+        zq[o] = v.x;
+        zq[o + 1u] = v.y;
+        zq[o + 2u] = v.z;
+        zq[o + 3u] = v.w;
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if (i >= p.n * p.d) {
+        return;
+    }
+    let n = i / p.d;
+    let j = i - n * p.d;
+    dz[i] = dzq[i] + p.scale * (z[i] - code[idx[n] * p.d + j]);
+}
+
+// Vectors of this batch that belong to dataset items (see the header).
+fn valid_vectors() -> u32 {
+    if (p.batch_word == NONE) {
+        return p.n;
+    }
+    let first = state[p.batch_word] * p.batch;
+    let left = select(0u, p.n_items - first, p.n_items > first);
+    return min(p.batch, left) * p.per_row;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_counts(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = flat(gid);
+    if (k >= p.k) {
+        return;
+    }
+    let nv = min(valid_vectors(), p.n);
+    var c = 0u;
+    for (var n = 0u; n < nv; n++) {
+        c += select(0u, 1u, idx[n] == k);
+    }
+    counts_w[k] = f32(c);
+}
+
+// Σ z[n, j] over the vectors assigned to code k, in n order.
+fn code_sum(k: u32, j: u32) -> f32 {
+    var s = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        if (idx[n] == k) {
+            s += z[n * p.d + j];
+        }
+    }
+    return s;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_stats_ema(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if (i >= p.k * p.d) {
+        return;
+    }
+    let k = i / p.d;
+    let j = i - k * p.d;
+    let s = code_sum(k, j);
+    let m = p.off_sum + i;
+    table[m] = p.decay * table[m] + (1.0 - p.decay) * s;
+    if (j == 0u) {
+        let c = p.off_count + k;
+        table[c] = p.decay * table[c] + (1.0 - p.decay) * counts[k];
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_stats_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = flat(gid);
+    if (i >= p.k * p.d) {
+        return;
+    }
+    let k = i / p.d;
+    let j = i - k * p.d;
+    let s = code_sum(k, j);
+    gcode[i] = p.scale * (counts[k] * code[i] - s);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn vq_ema_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var acc = 0.0;
+    for (var k = t; k < p.k; k += RED) {
+        acc += table[p.off_count + k];
+    }
+    red_a[t] = acc;
+    red_b[t] = 0.0;
+    reduce2(t);
+    let total = red_a[0];
+    workgroupBarrier();
+    let denom = total + f32(p.k) * p.eps;
+    let key = vec2<u32>(state[3], state[4]);
+    var reset = 0.0;
+    for (var k = t; k < p.k; k += RED) {
+        let cnt = table[p.off_count + k];
+        let row = k * p.d;
+        if (p.restart != 0u && cnt < p.threshold) {
+            let r = mulhilo(philox(vec4<u32>(k, state[0], 11u, 0u), key).x, p.n).x;
+            for (var j = 0u; j < p.d; j++) {
+                let v = z[r * p.d + j];
+                table[p.off_code + row + j] = v;
+                table[p.off_sum + row + j] = v;
+            }
+            table[p.off_count + k] = 1.0;
+            reset += 1.0;
+        } else {
+            let ns = (cnt + p.eps) / denom * total;
+            for (var j = 0u; j < p.d; j++) {
+                table[p.off_code + row + j] = table[p.off_sum + row + j] / ns;
+            }
+        }
+    }
+    red_a[t] = reset;
+    reduce2(t);
+    if (t == 0u) {
+        vqm[p.slot + 3u] += red_a[0];
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn vq_usage(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var tot = 0.0;
+    var used = 0.0;
+    for (var k = t; k < p.k; k += RED) {
+        let c = counts[k];
+        tot += c;
+        used += select(0.0, 1.0, c > 0.0);
+        usage[k] += c;
+    }
+    red_a[t] = tot;
+    red_b[t] = used;
+    reduce2(t);
+    let total = red_a[0];
+    let n_used = red_b[0];
+    workgroupBarrier();
+    var h = 0.0;
+    for (var k = t; k < p.k; k += RED) {
+        let c = counts[k];
+        if (c > 0.0) {
+            let q = c / total;
+            h -= q * log(q);
+        }
+    }
+    red_a[t] = h;
+    red_b[t] = 0.0;
+    reduce2(t);
+    if (t == 0u) {
+        vqm[p.slot] += select(1.0, exp(red_a[0]), total > 0.0);
+        vqm[p.slot + 1u] += n_used;
+        vqm[p.slot + 2u] += 1.0;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn recon_mse(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = lid.x;
+    let b = wid.x;
+    let per = p.h * p.w * p.c;
+    let base = b * per;
+    var sse = 0.0;
+    for (var i = t; i < per; i += RED) {
+        let pix = i / p.c;
+        let yy = pix / p.w;
+        let xx = pix - yy * p.w;
+        let inside = yy >= p.top && yy < p.top + p.vh && xx >= p.left && xx < p.left + p.vw;
+        let e = xhat[base + i] - x[base + i];
+        if (inside) {
+            sse += e * e;
+            dxhat[base + i] = p.scale * e;
+        } else {
+            dxhat[base + i] = 0.0;
+        }
+    }
+    var ds = 0.0;
+    for (var v = t; v < p.per_row; v += RED) {
+        ds += dist_r[b * p.per_row + v];
+    }
+    for (var v = t; v < p.per_row2; v += RED) {
+        ds += dist_r[p.n1 + b * p.per_row2 + v];
+    }
+    red_a[t] = sse;
+    red_b[t] = ds;
+    reduce2(t);
+    if (t == 0u) {
+        rows[2u * b] = red_a[0];
+        rows[2u * b + 1u] = red_b[0];
+    }
+}

@@ -1,0 +1,378 @@
+//! Launchers for shaders/vq.wgsl: nearest-codebook assignment, the straight-through backward with the
+//! commitment gradient, per-code statistics, the EMA codebook update with dead-code restart, code usage,
+//! and the reconstruction MSE.
+
+use super::{need, need_len};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
+
+/// Philox stream (third counter word) of the dead-code restart draws.
+pub const STREAM_RESTART: u32 = 11;
+/// `batch_word` value meaning "every vector counts".
+pub const ALL_VALID: u32 = u32::MAX;
+/// Words of the VQ metrics buffer per level: train [Σ perplexity, Σ used, batches, Σ restarts],
+/// eval [Σ perplexity, Σ used, batches, unused].
+pub const VQM_LEVEL_WORDS: usize = 8;
+pub const VQM_TRAIN: usize = 0;
+pub const VQM_EVAL: usize = 4;
+
+const OP: &str = "vq";
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    d: u32,
+    k: u32,
+    slot: u32,
+    decay: f32,
+    eps: f32,
+    scale: f32,
+    threshold: f32,
+    off_count: u32,
+    off_sum: u32,
+    off_code: u32,
+    restart: u32,
+    batch: u32,
+    n_items: u32,
+    batch_word: u32,
+    per_row: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    top: u32,
+    left: u32,
+    vh: u32,
+    vw: u32,
+    per_row2: u32,
+    n1: u32,
+    _pad: [u32; 3],
+}
+
+/// Where the EMA state and the codebook sit inside one slice ("table") of the parameter buffer, in f32
+/// elements from the start of that slice: count N [K], sum m [K, D], codebook e [K, D].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    pub count: usize,
+    pub sum: usize,
+    pub code: usize,
+}
+
+/// Which vectors of a batch count for the usage statistics: those of the rows inside the dataset.
+#[derive(Clone, Copy, Debug)]
+pub struct Valid {
+    pub batch: usize,
+    pub n_items: usize,
+    pub batch_word: u32,
+    pub per_row: usize,
+}
+
+/// One quantiser: N vectors of size D against K codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vq {
+    pub n: usize,
+    pub d: usize,
+    pub k: usize,
+}
+
+impl Vq {
+    fn params(&self) -> Params {
+        Params { n: self.n as u32, d: self.d as u32, k: self.k as u32, batch_word: ALL_VALID, ..Default::default() }
+    }
+
+    fn check(&self) -> Result<()> {
+        need(OP, self.n > 0 && self.d > 0 && self.k > 0, || format!("empty shape {self:?}"))?;
+        need(OP, self.n * self.d < u32::MAX as usize && self.k * self.d < u32::MAX as usize, || {
+            format!("shape {self:?} exceeds 32-bit indexing")
+        })
+    }
+
+    fn wg(gpu: &Gpu) -> u32 {
+        if gpu.is_cpu() {
+            16
+        } else {
+            64
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn go(
+        &self,
+        gpu: &Gpu,
+        label: String,
+        entry: &'static str,
+        p: &Params,
+        bindings: &[(u32, View)],
+        items: usize,
+    ) -> Result<Launch> {
+        let wg = Vq::wg(gpu);
+        let groups = grid_1d(items.div_ceil(wg as usize) as u32);
+        gpu.launch(label, "vq", entry, &[("WG", wg as f64)], Some(p), bindings, groups)
+    }
+
+    fn one_group(
+        &self,
+        gpu: &Gpu,
+        label: String,
+        entry: &'static str,
+        p: &Params,
+        b: &[(u32, View)],
+    ) -> Result<Launch> {
+        gpu.launch(label, "vq", entry, &[], Some(p), b, [1, 1, 1])
+    }
+
+    /// idx[n], zq[n, :] = code[idx[n], :] and dist[n] for the nearest code of z[n, :].
+    pub fn assign(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        z: View,
+        code: View,
+        idx: View,
+        zq: View,
+        dist: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        need_len(OP, "z", &z, self.n * self.d)?;
+        need_len(OP, "code", &code, self.k * self.d)?;
+        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "zq", &zq, self.n * self.d)?;
+        need_len(OP, "dist", &dist, self.n)?;
+        let label = format!("{label} vq_assign[{}x{} k{}]", self.n, self.d, self.k);
+        let p = self.params();
+        if self.d % 4 == 0 {
+            return self.go(
+                gpu,
+                label,
+                "vq_assign_v4",
+                &p,
+                &[(21, z), (22, code), (3, idx), (4, zq), (5, dist)],
+                self.n,
+            );
+        }
+        self.go(gpu, label, "vq_assign", &p, &[(1, z), (2, code), (3, idx), (4, zq), (5, dist)], self.n)
+    }
+
+    /// dz = dzq + scale·(z − code[idx]): the straight-through gradient plus the commitment gradient
+    /// (scale = 2β / (N·D) for the loss β·mean((z − sg[e])²)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        scale: f32,
+        z: View,
+        code: View,
+        idx: View,
+        dzq: View,
+        dz: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        for (what, v) in [("z", &z), ("dzq", &dzq), ("dz", &dz)] {
+            need_len(OP, what, v, self.n * self.d)?;
+        }
+        need_len(OP, "code", &code, self.k * self.d)?;
+        need_len(OP, "idx", &idx, self.n)?;
+        let p = Params { scale, ..self.params() };
+        let label = format!("{label} vq_backward[{}x{}]", self.n, self.d);
+        self.go(gpu, label, "vq_backward", &p, &[(1, z), (2, code), (6, idx), (7, dzq), (8, dz)], self.n * self.d)
+    }
+
+    /// counts[k] = number of vectors assigned to code k (only those of valid rows when `valid` is given).
+    pub fn counts(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        valid: Option<Valid>,
+        state: View,
+        idx: View,
+        counts: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "counts", &counts, self.k)?;
+        let mut p = self.params();
+        if let Some(v) = valid {
+            need(OP, v.batch * v.per_row == self.n, || format!("{v:?} does not cover {} vectors", self.n))?;
+            p.batch = v.batch as u32;
+            p.n_items = v.n_items as u32;
+            p.batch_word = v.batch_word;
+            p.per_row = v.per_row as u32;
+        }
+        let label = format!("{label} vq_counts[{} k{}]", self.n, self.k);
+        self.go(gpu, label, "vq_counts", &p, &[(6, idx), (9, counts), (13, state)], self.k)
+    }
+
+    /// EMA statistics: m ← decay·m + (1 − decay)·Σz and N ← decay·N + (1 − decay)·counts, in `table`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stats_ema(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        decay: f32,
+        at: TableLayout,
+        z: View,
+        idx: View,
+        counts: View,
+        table: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        self.check_table(&at, &table)?;
+        need_len(OP, "z", &z, self.n * self.d)?;
+        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "counts", &counts, self.k)?;
+        let p = Params { decay, ..self.table_params(at) };
+        let label = format!("{label} vq_stats_ema[{}x{} k{}]", self.n, self.d, self.k);
+        self.go(gpu, label, "vq_stats_ema", &p, &[(1, z), (6, idx), (10, counts), (11, table)], self.k * self.d)
+    }
+
+    /// gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg[z] − e)²)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stats_grad(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        scale: f32,
+        z: View,
+        code: View,
+        idx: View,
+        counts: View,
+        gcode: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        need_len(OP, "z", &z, self.n * self.d)?;
+        need_len(OP, "code", &code, self.k * self.d)?;
+        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "counts", &counts, self.k)?;
+        need_len(OP, "gcode", &gcode, self.k * self.d)?;
+        let p = Params { scale, ..self.params() };
+        let label = format!("{label} vq_stats_grad[{}x{} k{}]", self.n, self.d, self.k);
+        let b = [(1, z), (2, code), (6, idx), (10, counts), (12, gcode)];
+        self.go(gpu, label, "vq_stats_grad", &p, &b, self.k * self.d)
+    }
+
+    /// The codebook from the EMA state (Laplace smoothing `eps`), and with `restart = Some(threshold)` the
+    /// reset of codes whose EMA count is below the threshold; resets are added to vqm[slot + 3].
+    #[allow(clippy::too_many_arguments)]
+    pub fn ema_finish(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        eps: f32,
+        restart: Option<f32>,
+        slot: usize,
+        at: TableLayout,
+        z: View,
+        table: View,
+        state: View,
+        vqm: View,
+    ) -> Result<Launch> {
+        self.check()?;
+        self.check_table(&at, &table)?;
+        need_len(OP, "z", &z, self.n * self.d)?;
+        need_len(OP, "vqm", &vqm, slot + 4)?;
+        need(OP, eps > 0.0, || format!("eps must be > 0, got {eps}"))?;
+        let p = Params {
+            eps,
+            restart: u32::from(restart.is_some()),
+            threshold: restart.unwrap_or(0.0),
+            slot: slot as u32,
+            ..self.table_params(at)
+        };
+        let label = format!("{label} vq_ema_finish[k{}x{}]", self.k, self.d);
+        self.one_group(gpu, label, "vq_ema_finish", &p, &[(1, z), (11, table), (13, state), (14, vqm)])
+    }
+
+    /// vqm[slot..slot + 3] += (perplexity, used codes, 1) of `counts`; usage += counts.
+    pub fn usage(&self, gpu: &Gpu, label: &str, slot: usize, counts: View, vqm: View, usage: View) -> Result<Launch> {
+        self.check()?;
+        need_len(OP, "counts", &counts, self.k)?;
+        need_len(OP, "usage", &usage, self.k)?;
+        need_len(OP, "vqm", &vqm, slot + 3)?;
+        let p = Params { slot: slot as u32, ..self.params() };
+        let label = format!("{label} vq_usage[k{}]", self.k);
+        self.one_group(gpu, label, "vq_usage", &p, &[(10, counts), (14, vqm), (15, usage)])
+    }
+
+    fn table_params(&self, at: TableLayout) -> Params {
+        Params { off_count: at.count as u32, off_sum: at.sum as u32, off_code: at.code as u32, ..self.params() }
+    }
+
+    fn check_table(&self, at: &TableLayout, table: &View) -> Result<()> {
+        let (k, kd) = (self.k, self.k * self.d);
+        let spans = [(at.count, k), (at.sum, kd), (at.code, kd)];
+        for (i, &(a, la)) in spans.iter().enumerate() {
+            need_len(OP, "table", table, a + la)?;
+            for &(b, lb) in &spans[i + 1..] {
+                need(OP, a + la <= b || b + lb <= a, || format!("table parts overlap: {at:?}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reconstruction loss of a batch of [B, H, W, C] images: squared error inside a window (padding
+/// outside it is ignored), its gradient scaled by `scale`, and per image (Σ e², Σ VQ distances).
+#[derive(Clone, Copy, Debug)]
+pub struct ReconMse {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    /// (top, left, height, width) of the window that counts.
+    pub window: (usize, usize, usize, usize),
+    /// dxhat = scale·(xhat − x) inside the window.
+    pub scale: f32,
+    /// VQ vectors per image of the first level, and (offset in `dist`, vectors per image) of a second.
+    pub per_row: usize,
+    pub second: Option<(usize, usize)>,
+}
+
+impl ReconMse {
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        xhat: View,
+        x: View,
+        dxhat: View,
+        rows: View,
+        dist: View,
+    ) -> Result<Launch> {
+        let (top, left, vh, vw) = self.window;
+        need(OP, self.batch > 0 && self.h * self.w * self.c > 0, || format!("empty shape {self:?}"))?;
+        need(OP, top + vh <= self.h && left + vw <= self.w, || format!("window outside the image: {self:?}"))?;
+        let n = self.batch * self.h * self.w * self.c;
+        for (what, v) in [("xhat", &xhat), ("x", &x), ("dxhat", &dxhat)] {
+            need_len(OP, what, v, n)?;
+        }
+        need_len(OP, "rows", &rows, 2 * self.batch)?;
+        let (n1, per2) = self.second.unwrap_or((0, 0));
+        need_len(OP, "dist", &dist, (self.batch * self.per_row).max(n1 + self.batch * per2).max(1))?;
+        let p = Params {
+            batch: self.batch as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            c: self.c as u32,
+            top: top as u32,
+            left: left as u32,
+            vh: vh as u32,
+            vw: vw as u32,
+            scale: self.scale,
+            per_row: self.per_row as u32,
+            per_row2: per2 as u32,
+            n1: n1 as u32,
+            batch_word: ALL_VALID,
+            ..Default::default()
+        };
+        gpu.launch(
+            format!("{label} recon_mse[{}x{}x{}x{}]", self.batch, self.h, self.w, self.c),
+            "vq",
+            "recon_mse",
+            &[],
+            Some(&p),
+            &[(16, xhat), (17, x), (18, dxhat), (19, rows), (20, dist)],
+            [self.batch as u32, 1, 1],
+        )
+    }
+}

@@ -1,0 +1,166 @@
+//! CPU twins of shaders/vq.wgsl in f64: assignment, straight-through/commitment backward, per-code
+//! statistics, the EMA update with dead-code restart, code usage and the reconstruction MSE; plus the
+//! losses whose gradients those kernels compute, for finite-difference checks.
+
+use super::sample::{philox, seed_key};
+
+/// Nearest code per vector (ties to the lowest index): (idx, zq, dist).
+pub fn assign(z: &[f64], code: &[f64], n: usize, d: usize, k: usize) -> (Vec<u32>, Vec<f64>, Vec<f64>) {
+    let mut idx = vec![0u32; n];
+    let mut zq = vec![0.0; n * d];
+    let mut dist = vec![0.0; n];
+    for r in 0..n {
+        let zr = &z[r * d..(r + 1) * d];
+        let (mut best, mut bd) = (0usize, f64::INFINITY);
+        for c in 0..k {
+            let s: f64 = zr.iter().zip(&code[c * d..(c + 1) * d]).map(|(a, b)| (a - b) * (a - b)).sum();
+            if c == 0 || s < bd {
+                best = c;
+                bd = s;
+            }
+        }
+        idx[r] = best as u32;
+        dist[r] = bd;
+        zq[r * d..(r + 1) * d].copy_from_slice(&code[best * d..(best + 1) * d]);
+    }
+    (idx, zq, dist)
+}
+
+/// Squared distances of z[r] to every code (for near-tie checks).
+pub fn distances(z: &[f64], code: &[f64], r: usize, d: usize, k: usize) -> Vec<f64> {
+    (0..k).map(|c| (0..d).map(|j| (z[r * d + j] - code[c * d + j]).powi(2)).sum()).collect()
+}
+
+/// dz = dzq + scale·(z − code[idx]).
+pub fn backward(z: &[f64], code: &[f64], idx: &[u32], dzq: &[f64], d: usize, scale: f64) -> Vec<f64> {
+    (0..z.len()).map(|i| dzq[i] + scale * (z[i] - code[idx[i / d] as usize * d + i % d])).collect()
+}
+
+/// Vectors per code among the first `valid` vectors.
+pub fn counts(idx: &[u32], k: usize, valid: usize) -> Vec<f64> {
+    let mut c = vec![0.0; k];
+    for &i in &idx[..valid.min(idx.len())] {
+        c[i as usize] += 1.0;
+    }
+    c
+}
+
+/// Σ z over the vectors assigned to each code: [K, D].
+pub fn sums(z: &[f64], idx: &[u32], d: usize, k: usize) -> Vec<f64> {
+    let mut s = vec![0.0; k * d];
+    for (r, &i) in idx.iter().enumerate() {
+        for j in 0..d {
+            s[i as usize * d + j] += z[r * d + j];
+        }
+    }
+    s
+}
+
+/// The EMA state of one codebook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ema {
+    pub count: Vec<f64>,
+    pub sum: Vec<f64>,
+    pub code: Vec<f64>,
+}
+
+/// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz; then e = m / Ns with Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart =
+/// Some(threshold)) for a code with N < threshold: e = m = z[r], N = 1, r drawn as the kernel does.
+/// Returns the codes reset.
+#[allow(clippy::too_many_arguments)]
+pub fn ema_update(
+    ema: &mut Ema,
+    z: &[f64],
+    idx: &[u32],
+    d: usize,
+    decay: f64,
+    eps: f64,
+    restart: Option<f64>,
+    step: u32,
+    seed: u64,
+) -> Vec<usize> {
+    let k = ema.count.len();
+    let n = idx.len();
+    let cnt = counts(idx, k, n);
+    let s = sums(z, idx, d, k);
+    for c in 0..k {
+        ema.count[c] = decay * ema.count[c] + (1.0 - decay) * cnt[c];
+        for j in 0..d {
+            ema.sum[c * d + j] = decay * ema.sum[c * d + j] + (1.0 - decay) * s[c * d + j];
+        }
+    }
+    let total: f64 = ema.count.iter().sum();
+    let mut reset = Vec::new();
+    for c in 0..k {
+        if restart.is_some_and(|t| ema.count[c] < t) {
+            let r = restart_row(c, step, seed, n);
+            for j in 0..d {
+                ema.code[c * d + j] = z[r * d + j];
+                ema.sum[c * d + j] = z[r * d + j];
+            }
+            ema.count[c] = 1.0;
+            reset.push(c);
+        } else {
+            let ns = (ema.count[c] + eps) / (total + k as f64 * eps) * total;
+            for j in 0..d {
+                ema.code[c * d + j] = ema.sum[c * d + j] / ns;
+            }
+        }
+    }
+    reset
+}
+
+/// The batch vector a dead code `c` is reset to at `step`.
+pub fn restart_row(c: usize, step: u32, seed: u64, n: usize) -> usize {
+    let r = philox([c as u32, step, crate::kernels::vq::STREAM_RESTART, 0], seed_key(seed))[0];
+    ((r as u64 * n as u64) >> 32) as usize
+}
+
+/// (perplexity exp(−Σ p ln p), used codes) of a count vector.
+pub fn perplexity(counts: &[f64]) -> (f64, usize) {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return (1.0, 0);
+    }
+    let h: f64 = counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / total) * (c / total).ln()).sum();
+    (h.exp(), counts.iter().filter(|&&c| c > 0.0).count())
+}
+
+/// Commitment loss β·mean((z − e_idx)²) over N·D elements, with the assignment held fixed.
+pub fn commitment_loss(z: &[f64], code: &[f64], idx: &[u32], d: usize, beta: f64) -> f64 {
+    let s: f64 = (0..z.len()).map(|i| (z[i] - code[idx[i / d] as usize * d + i % d]).powi(2)).sum();
+    beta * s / z.len() as f64
+}
+
+/// Codebook-loss gradient with respect to the codebook: scale·(counts·e − Σz).
+pub fn codebook_grad(z: &[f64], code: &[f64], idx: &[u32], d: usize, k: usize, scale: f64) -> Vec<f64> {
+    let c = counts(idx, k, idx.len());
+    let s = sums(z, idx, d, k);
+    (0..k * d).map(|i| scale * (c[i / d] * code[i] - s[i])).collect()
+}
+
+/// The reconstruction MSE of `recon_mse`: per image Σ e² inside the window, dxhat = scale·e inside.
+#[allow(clippy::too_many_arguments)]
+pub fn recon_mse(
+    xhat: &[f64],
+    x: &[f64],
+    batch: usize,
+    (h, w, c): (usize, usize, usize),
+    (top, left, vh, vw): (usize, usize, usize, usize),
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let per = h * w * c;
+    let mut sse = vec![0.0; batch];
+    let mut dx = vec![0.0; batch * per];
+    for b in 0..batch {
+        for i in 0..per {
+            let (y, xx) = (i / c / w, i / c % w);
+            if y >= top && y < top + vh && xx >= left && xx < left + vw {
+                let e = xhat[b * per + i] - x[b * per + i];
+                sse[b] += e * e;
+                dx[b * per + i] = scale * e;
+            }
+        }
+    }
+    (sse, dx)
+}
