@@ -7,20 +7,26 @@
 //
 // Shapes: z [N, D] encoder outputs (row n = one vector), code [K, D] codebook, idx [N] u32, all row-major.
 //
-// vq_assign / vq_assign_v4: idx[n] = argmin_k Σ_j (z[n, j] − code[k, j])² (ties to the lowest k),
-//   zq[n, :] = code[idx[n], :], dist[n] = the minimum. One invocation per vector.
-//   Bindings 1 z, 2 code, 3 idx_w, 4 zq, 5 dist; v4 (D % 4 = 0): 21 z4, 22 code4, 4 zq, 3 idx_w, 5 dist.
+// The assignment takes three launches: vq_enorm (enorm_w[k] = Σ_j code[k, j]², one invocation per code;
+//   bindings 2 code, 27 enorm_w), the matmul dots = z · codeᵀ [N, K] (matmul.wgsl), then
+// vq_argmin: idx[n] = argmin_k (enorm[k] − 2·dots[n, k]) (= argmin of ||z_n − e_k||², ties to the lowest
+//   k), zq[n, :] = code[idx[n], :] and dist[n] = Σ_j (z[n, j] − code[idx[n], j])² computed directly.
+//   One invocation per vector. Bindings 1 z, 2 code, 3 idx_w, 4 zq, 5 dist, 28 enorm, 29 dots.
 // vq_backward: dz[i] = dzq[i] + scale·(z[i] − code[idx[n], j]), i = n·D + j (straight-through plus the
 //   commitment gradient, scale = 2β / (N·D)). One invocation per element. Bindings 1, 2, 6 idx, 7 dzq, 8 dz.
 // vq_counts: counts_w[k] = #{n < valid : idx[n] = k}, valid = N, or (batch_word != NONE) the vectors of
 //   the rows of this batch that are inside the dataset (min(B, n_items − state[batch_word]·B) · per_row).
 //   One invocation per code. Bindings 6 idx, 9 counts_w, 13 state.
-// vq_stats_ema: with s = Σ_{n : idx[n] = k} z[n, j] (in n order), over the table (a slice of the
+// vq_scan: one workgroup. starts_w[k] = Σ_{c < k} counts[c] (exclusive prefix sum). Bindings 10, 23.
+// vq_fill: order_w[starts[k] + r] = the r-th vector (in n order) assigned to code k: a stable counting
+//   sort, one invocation per code. Bindings 6 idx, 23 starts_w (read: both halves of one buffer must share
+//   an access mode), 25 order_w.
+// vq_stats_ema: with s = Σ_{n : idx[n] = k} z[n, j] (in n order, read through starts and order), over the table (a slice of the
 //   parameter buffer holding the EMA count N at off_count [K], the EMA sum m at off_sum [K, D]):
 //   m[k, j] ← decay·m[k, j] + (1 − decay)·s, and (j = 0) N[k] ← decay·N[k] + (1 − decay)·counts[k].
-//   One invocation per (k, j). Bindings 1 z, 6 idx, 10 counts, 11 table.
+//   One invocation per (k, j). Bindings 1 z, 10 counts, 11 table, 24 starts, 26 order.
 // vq_stats_grad: gcode[k, j] = scale·(counts[k]·code[k, j] − s): the gradient of the codebook loss
-//   Σ ||sg[z_n] − e_idx[n]||² · scale / 2 (scale = 2 / (N·D)). Bindings 1, 2, 6, 10, 12 gcode.
+//   Σ ||sg[z_n] − e_idx[n]||² · scale / 2 (scale = 2 / (N·D)). Bindings 1, 2, 10, 12 gcode, 24, 26.
 // vq_ema_finish: one workgroup. S = Σ_k N[k]; per code, Ns = (N[k] + eps) / (S + K·eps) · S and
 //   code[k, :] = m[k, :] / Ns (the codebook at off_code in the table). With restart != 0 a code whose N
 //   is below threshold is reset to a vector of this batch: r = ⌊philox((k, state[0], 11, 0), seed).x · N
@@ -96,8 +102,13 @@ struct Params {
 @group(0) @binding(18) var<storage, read_write> dxhat: array<f32>;
 @group(0) @binding(19) var<storage, read_write> rows: array<f32>;
 @group(0) @binding(20) var<storage, read> dist_r: array<f32>;
-@group(0) @binding(21) var<storage, read> z4: array<vec4<f32>>;
-@group(0) @binding(22) var<storage, read> code4: array<vec4<f32>>;
+@group(0) @binding(23) var<storage, read_write> starts_w: array<u32>;
+@group(0) @binding(24) var<storage, read> starts: array<u32>;
+@group(0) @binding(25) var<storage, read_write> order_w: array<u32>;
+@group(0) @binding(26) var<storage, read> order: array<u32>;
+@group(0) @binding(27) var<storage, read_write> enorm_w: array<f32>;
+@group(0) @binding(28) var<storage, read> enorm: array<f32>;
+@group(0) @binding(29) var<storage, read> dots: array<f32>;
 
 var<workgroup> red_a: array<f32, RED>;
 var<workgroup> red_b: array<f32, RED>;
@@ -118,75 +129,47 @@ fn reduce2(t: u32) {
     }
 }
 
-// The chosen code's row copied into zq, and the index and distance stored.
-fn write_choice(n: u32, best: u32, bd: f32) {
+@compute @workgroup_size(WG, 1, 1)
+fn vq_enorm(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = flat(gid);
+    if (k >= p.k) {
+        return;
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+        let v = code[k * p.d + j];
+        s += v * v;
+    }
+    enorm_w[k] = s;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_argmin(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = flat(gid);
+    if (n >= p.n) {
+        return;
+    }
+    let row = n * p.k;
+    var best = 0u;
+    var bs = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let s = enorm[k] - 2.0 * dots[row + k];
+        if (k == 0u || s < bs) {
+            bs = s;
+            best = k;
+        }
+    }
     idx_w[n] = best;
-    dist[n] = bd;
     let zb = n * p.d;
     let cb = best * p.d;
+    var dd = 0.0;
     for (var j = 0u; j < p.d; j++) {
-        zq[zb + j] = code[cb + j];
+        let e = code[cb + j];
+        let t = z[zb + j] - e;
+        dd += t * t;
+        zq[zb + j] = e;
     }
-}
-
-@compute @workgroup_size(WG, 1, 1)
-fn vq_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = flat(gid);
-    if (n >= p.n) {
-        return;
-    }
-    let zb = n * p.d;
-    var best = 0u;
-    var bd = 0.0;
-    for (var k = 0u; k < p.k; k++) {
-        let cb = k * p.d;
-        var s = 0.0;
-        for (var j = 0u; j < p.d; j++) {
-            let t = z[zb + j] - code[cb + j];
-            s += t * t;
-        }
-        if (k == 0u || s < bd) {
-            bd = s;
-            best = k;
-        }
-    }
-    write_choice(n, best, bd);
-}
-
-@compute @workgroup_size(WG, 1, 1)
-fn vq_assign_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = flat(gid);
-    if (n >= p.n) {
-        return;
-    }
-    let d4 = p.d / 4u;
-    let zb = n * d4;
-    var best = 0u;
-    var bd = 0.0;
-    for (var k = 0u; k < p.k; k++) {
-        let cb = k * d4;
-        var s = vec4<f32>(0.0);
-        for (var j = 0u; j < d4; j++) {
-            let t = z4[zb + j] - code4[cb + j];
-            s += t * t;
-        }
-        let tot = (s.x + s.y) + (s.z + s.w);
-        if (k == 0u || tot < bd) {
-            bd = tot;
-            best = k;
-        }
-    }
-    idx_w[n] = best;
-    dist[n] = bd;
-    let cb = best * d4;
-    for (var j = 0u; j < d4; j++) {
-        let v = code4[cb + j];
-        let o = (zb + j) * 4u;
-        zq[o] = v.x;
-        zq[o + 1u] = v.y;
-        zq[o + 2u] = v.z;
-        zq[o + 3u] = v.w;
-    }
+    dist[n] = dd;
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -224,13 +207,58 @@ fn vq_counts(@builtin(global_invocation_id) gid: vec3<u32>) {
     counts_w[k] = f32(c);
 }
 
-// Σ z[n, j] over the vectors assigned to code k, in n order.
-fn code_sum(k: u32, j: u32) -> f32 {
-    var s = 0.0;
+@compute @workgroup_size(256, 1, 1)
+fn vq_scan(@builtin(local_invocation_id) lid: vec3<u32>) {
+    // Each invocation owns a contiguous chunk of codes; chunk totals are scanned in workgroup memory.
+    let t = lid.x;
+    let chunk = (p.k + RED - 1u) / RED;
+    let lo = min(t * chunk, p.k);
+    let hi = min(lo + chunk, p.k);
+    var tot = 0u;
+    for (var k = lo; k < hi; k++) {
+        tot += u32(counts[k]);
+    }
+    red_a[t] = f32(tot);
+    workgroupBarrier();
+    // Exclusive scan of the chunk totals (exact: totals are integers below 2^24).
+    if (t == 0u) {
+        var run = 0.0;
+        for (var i = 0u; i < RED; i++) {
+            let v = red_a[i];
+            red_a[i] = run;
+            run += v;
+        }
+    }
+    workgroupBarrier();
+    var at = u32(red_a[t]);
+    for (var k = lo; k < hi; k++) {
+        starts_w[k] = at;
+        at += u32(counts[k]);
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn vq_fill(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = flat(gid);
+    if (k >= p.k) {
+        return;
+    }
+    var at = starts_w[k];
     for (var n = 0u; n < p.n; n++) {
         if (idx[n] == k) {
-            s += z[n * p.d + j];
+            order_w[at] = n;
+            at += 1u;
         }
+    }
+}
+
+// Σ z[n, j] over the vectors assigned to code k, in n order (its run of the sorted order).
+fn code_sum(k: u32, j: u32) -> f32 {
+    var s = 0.0;
+    let lo = starts[k];
+    let hi = lo + u32(counts[k]);
+    for (var i = lo; i < hi; i++) {
+        s += z[order[i] * p.d + j];
     }
     return s;
 }

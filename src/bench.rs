@@ -200,17 +200,41 @@ pub fn run_conv(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         }
     }
     let (step, _) = time_step(gpu, &cfg, batch, reps)?;
-    Ok(report(gpu, &cfg, batch, rows, step))
+    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
 }
 
-fn report(gpu: &Gpu, cfg: &VaeConfig, batch: usize, rows: Vec<Row>, step: f64) -> Report {
+/// The VQ-VAE's training step on synthetic 32×32 data, and each of its launches timed alone in the
+/// step's buffers (the conv kernels are checked against the reference by `bench --model conv-vae` and
+/// the tests; here the step is checked to give a finite loss).
+pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: usize) -> Result<Report> {
+    let m = crate::models::vq::VqVae::new(gpu, cfg, batch, 0)?;
+    m.core.set_state(gpu, 0, 0);
+    let dim: usize = cfg.image.iter().product();
+    let n = (batch * 8).max(1024);
+    let pixels: Vec<u8> = uniform(3, n * dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
+    let data = GpuDataset::upload(gpu, "bench", &pixels, n, dim)?;
+    let prog = m.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, 0.1)?;
+    let step = time_program(gpu, &prog, reps.clamp(2, 5))?;
+    let met = m.core.read_metrics(gpu)?;
+    if !met.train.rec.is_finite() || met.train.rows == 0.0 {
+        return Err(Error::Output("benchmark step produced no finite loss".into()));
+    }
+    let mut rows = Vec::new();
+    for l in &prog.launches {
+        let secs = time_launch(gpu, l, reps.clamp(1, 5))?;
+        rows.push(Row { name: l.label.clone(), shape: String::new(), micros: secs * 1e6, rate: 0.0, unit: "-" });
+    }
+    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
+}
+
+fn report(gpu: &Gpu, flops: f64, batch: usize, rows: Vec<Row>, step: f64) -> Report {
     Report {
         adapter: gpu.summary.to_string(),
         batch,
         rows,
         step_ms: step * 1e3,
         steps_per_second: 1.0 / step,
-        step_gflops: cfg.step_flops(batch) / step / 1e9,
+        step_gflops: flops / step / 1e9,
         epoch_seconds_estimate: step * (60000 / batch) as f64,
     }
 }
@@ -219,14 +243,14 @@ fn report(gpu: &Gpu, cfg: &VaeConfig, batch: usize, rows: Vec<Row>, step: f64) -
 /// program (checked to give a finite loss).
 fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, reps: usize) -> Result<(f64, Program)> {
     let vae = Vae::new(gpu, cfg, batch)?;
-    gpu.write(&vae.params, 0, &vae.layout.init(0));
-    vae.set_state(gpu, 0, 0);
+    gpu.write(&vae.core.params, 0, &vae.core.layout.init(0));
+    vae.core.set_state(gpu, 0, 0);
     let n = (batch * 8).max(1024);
     let pixels: Vec<u8> = uniform(3, n * cfg.input_dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
     let data = GpuDataset::upload(gpu, "bench", &pixels, n, cfg.input_dim)?;
     let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
     let step = time_program(gpu, &prog, reps.max(5))?;
-    let m = vae.read_metrics(gpu)?;
+    let m = vae.core.read_metrics(gpu)?;
     if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
         return Err(Error::Output("benchmark step produced no finite loss".into()));
     }
@@ -278,5 +302,5 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
         rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit });
     }
-    Ok(report(gpu, &cfg, batch, rows, step))
+    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
 }

@@ -88,7 +88,7 @@ enum Cmd {
         /// Timed repetitions per kernel
         #[arg(long, default_value_t = 20)]
         reps: usize,
-        /// Model whose kernels and step are timed: vae (MLP) or conv-vae
+        /// Model whose kernels and step are timed: vae (MLP), conv-vae or vq-vae
         #[arg(long, default_value = "vae")]
         model: String,
         #[command(flatten)]
@@ -101,18 +101,34 @@ struct TrainArgs {
     /// TOML config file; flags given here override it
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model family: vae (MLP) or conv-vae
+    /// Model family: vae (MLP), conv-vae or vq-vae
     #[arg(long)]
     model: Option<String>,
-    /// conv-vae: channels of each encoder stage, comma-separated (default 32,64)
+    /// conv-vae: channels of each encoder stage, comma-separated (default 32,64); vq-vae: of its two
+    /// stages (default 64,128)
     #[arg(long, value_delimiter = ',')]
     channels: Option<Vec<usize>>,
     /// conv-vae: stride of each stage (default 2 for every stage)
     #[arg(long, value_delimiter = ',')]
     strides: Option<Vec<usize>>,
-    /// conv-vae: residual blocks per stage
+    /// conv-vae: residual blocks per stage; vq-vae: residual blocks (default 2)
     #[arg(long)]
     blocks: Option<usize>,
+    /// vq-vae: codebook size K (default 512)
+    #[arg(long)]
+    codes: Option<usize>,
+    /// vq-vae: code vector size D (default 64)
+    #[arg(long)]
+    code_dim: Option<usize>,
+    /// vq-vae: train the codebook by its loss through Adam instead of EMA updates
+    #[arg(long)]
+    no_ema: bool,
+    /// vq-vae: reset codes whose EMA count falls below --restart-threshold to batch encoder outputs
+    #[arg(long)]
+    restart: bool,
+    /// vq-vae: EMA count below which a code is reset (default 1)
+    #[arg(long)]
+    restart_threshold: Option<f32>,
     /// Image folders: size every image is centre-cropped and resized to, HxW or N (default 32x32)
     #[arg(long)]
     image_size: Option<String>,
@@ -148,7 +164,7 @@ struct TrainArgs {
     /// Likelihood: bernoulli or gaussian
     #[arg(long)]
     likelihood: Option<String>,
-    /// KL weight (β-VAE)
+    /// KL weight (β-VAE); vq-vae: commitment weight (default 0.25)
     #[arg(long)]
     beta: Option<f32>,
     /// Monte-Carlo samples per input
@@ -193,14 +209,42 @@ impl TrainArgs {
             ($($f:ident => $dst:expr),*) => { $( if let Some(v) = self.$f.clone() { $dst = v; } )* };
         }
         set!(model => c.model, epochs => c.epochs, batch => c.batch, lr => c.lr, seed => c.seed, out => c.out,
-             latent => c.vae.latent, beta => c.vae.beta, samples => c.vae.samples, image_channels => c.channels,
+             latent => c.vae.latent, samples => c.vae.samples, image_channels => c.channels,
              steps_per_submit => c.steps_per_submit, max_grad_norm => c.max_grad_norm,
              weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit);
         if let Some(d) = &self.data {
             c.data = Some(d.clone());
         }
         c.resolve();
-        if let Some(conv) = c.vae.conv.as_mut() {
+        if let Some(b) = self.beta {
+            if c.is_vq() {
+                c.vq.beta = b;
+            } else {
+                c.vae.beta = b;
+            }
+        }
+        let vq_flags = self.codes.is_some()
+            || self.code_dim.is_some()
+            || self.no_ema
+            || self.restart
+            || self.restart_threshold.is_some();
+        if c.is_vq() {
+            set!(codes => c.vq.codes, code_dim => c.vq.dim, restart_threshold => c.vq.restart_threshold,
+                 channels => c.vq.channels, blocks => c.vq.blocks);
+            if self.no_ema {
+                c.vq.ema = false;
+            }
+            if self.restart {
+                c.vq.restart = true;
+            }
+            if self.strides.is_some() || self.hidden.is_some() {
+                return Err(Error::Config("--strides and --hidden are not vq-vae options".into()));
+            }
+        } else if vq_flags {
+            return Err(Error::Config(
+                "--codes, --code-dim, --no-ema, --restart and --restart-threshold need --model vq-vae".into(),
+            ));
+        } else if let Some(conv) = c.vae.conv.as_mut() {
             if let Some(ch) = &self.channels {
                 conv.channels = ch.clone();
                 if self.strides.is_none() {
@@ -336,7 +380,8 @@ fn run(cli: Cli) -> Result<()> {
             let report = match model.as_str() {
                 "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, reps)?,
                 "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, reps)?,
-                m => return Err(Error::Config(format!("unknown model '{m}' (vae or conv-vae)"))),
+                "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, reps)?,
+                m => return Err(Error::Config(format!("unknown model '{m}' (vae, conv-vae or vq-vae)"))),
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);

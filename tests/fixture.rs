@@ -113,11 +113,11 @@ fn gpu_step_matches_fixture() {
     let cfg = config();
     let gpu = test_gpu();
     let vae = Vae::new(&gpu, &cfg, 4).unwrap();
-    gpu.write(&vae.params, 0, &to_f32(&initial_params(&fx, &cfg)));
+    gpu.write(&vae.core.params, 0, &to_f32(&initial_params(&fx, &cfg)));
     gpu.write(&vae.x, 0, &to_f32(fx.get("input.x")));
     gpu.write(&vae.eps, 0, &to_f32(fx.get("input.eps")));
-    vae.set_state(&gpu, 0, 0);
-    vae.reset_metrics(&gpu);
+    vae.core.set_state(&gpu, 0, 0);
+    vae.core.reset_metrics(&gpu);
     let adam = Adam::default();
     let prog = vae.step_program_given(&gpu, &adam, 0.0).unwrap();
     gpu.submit(&prog, 1);
@@ -134,13 +134,13 @@ fn gpu_step_matches_fixture() {
     assert!(close(rec + kl, fx.scalar("loss.total")));
 
     // Every gradient: float32 accumulation over ≤ 784 terms; abs floor for gradients near 0.
-    let grads = gpu.read_f32(&vae.grads).unwrap();
+    let grads = gpu.read_f32(&vae.core.grads).unwrap();
     let gmax = fx.get_max_abs("grad");
     per_tensor(&cfg, Tol::new(1e-4, 1e-5 * gmax), "gpu grad", &grads, &flat(&fx, &cfg, "grad"));
 
     // One Adam step: with zero moments the update is ≈ lr·sign(g); parameters agree to float32 rounding
     // of values ~0.1 plus the update's sensitivity to tiny gradients (|g| ~ eps).
-    let params = gpu.read_f32(&vae.params).unwrap();
+    let params = gpu.read_f32(&vae.core.params).unwrap();
     per_tensor(&cfg, Tol::new(1e-5, 2e-6), "gpu adam", &params, &flat(&fx, &cfg, "adam1"));
 }
 

@@ -54,8 +54,13 @@ fn run_assign(q: Vq, z: &[f64], code: &[f64]) -> Assigned {
     let idx = g.upload("idx", &vec![u32::MAX; q.n]);
     let zq = poisoned(g, "zq", q.n * q.d);
     let dist = poisoned(g, "dist", q.n);
-    let l = q.assign(g, "t", (&zb).into(), (&cb).into(), (&idx).into(), (&zq).into(), (&dist).into()).unwrap();
-    g.run(&l).unwrap();
+    let scratch = poisoned(g, "scratch", q.scratch_len());
+    let ls = q
+        .assign(g, "t", (&zb).into(), (&cb).into(), (&idx).into(), (&zq).into(), (&dist).into(), (&scratch).into())
+        .unwrap();
+    for l in &ls {
+        g.run(l).unwrap();
+    }
     Assigned { idx: read_u32(&idx, q.n), zq: g.read_f32(&zq).unwrap(), dist: g.read_f32(&dist).unwrap() }
 }
 
@@ -98,7 +103,7 @@ fn assign_matches_reference_and_gathers_the_chosen_code() {
 fn assign_breaks_exact_ties_towards_the_lowest_index() {
     // Four codes around the origin: z = 0 is equidistant from all (→ 0); z = (0.5, 0.5) from codes 1
     // and 2 (→ 1); duplicated codes (5 = 1, 6 = 3) never win over their first copy. D = 2 runs the scalar
-    // kernel, D = 4 (two zero columns) the vec4 one.
+    // distance matmul, D = 4 (two zero columns) the vec4 one.
     let base = [[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [3.0, 3.0], [1.0, 0.0], [0.0, -1.0]];
     let pts = [[0.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.1, -0.9], [-0.5, 0.5], [-0.5, -0.5], [2.0, 2.0]];
     let want = [0u32, 1, 1, 3, 0, 0, 4];
@@ -175,6 +180,15 @@ fn table_layout(k: usize, d: usize) -> (TableLayout, usize) {
     (TableLayout { count: 0, sum, code }, code + k * d)
 }
 
+/// The stable sort by code: (starts, order).
+fn sorted(idx: &[u32], k: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..idx.len() as u32).collect();
+    order.sort_by_key(|&n| idx[n as usize]);
+    let c = r::counts(idx, k, idx.len());
+    let starts = (0..k).map(|i| c[..i].iter().sum::<f64>() as u32).collect();
+    (starts, order)
+}
+
 struct EmaRun {
     table: Vec<f32>,
     counts: Vec<f32>,
@@ -193,16 +207,22 @@ fn run_ema(q: Vq, z: &[f64], idx: &[u32], ema: &r::Ema, restart: Option<f32>, st
     let zb = g.upload("z", &to_f32(z));
     let ib = g.upload("idx", idx);
     let counts = poisoned(g, "counts", q.k);
+    let members = g.upload("members", &vec![u32::MAX; q.members_len()]);
     let vqm = g.upload("vqm", &[0f32; 8]);
     let st = state(step, seed);
-    let ls = [
-        q.counts(g, "t", None, (&st).into(), (&ib).into(), (&counts).into()).unwrap(),
-        q.stats_ema(g, "t", 0.9, at, (&zb).into(), (&ib).into(), (&counts).into(), (&table).into()).unwrap(),
-        q.ema_finish(g, "t", 1e-5, restart, 0, at, (&zb).into(), (&table).into(), (&st).into(), (&vqm).into()).unwrap(),
-    ];
+    let mut ls = vec![q.counts(g, "t", None, (&st).into(), (&ib).into(), (&counts).into()).unwrap()];
+    ls.extend(q.sort(g, "t", (&counts).into(), (&ib).into(), (&members).into()).unwrap());
+    let (zv, mv, cv, tv) = ((&zb).into(), (&members).into(), (&counts).into(), (&table).into());
+    ls.push(q.stats_ema(g, "t", 0.9, at, zv, mv, cv, tv).unwrap());
+    let (zv, tv, sv, vv) = ((&zb).into(), (&table).into(), (&st).into(), (&vqm).into());
+    ls.push(q.ema_finish(g, "t", 1e-5, restart, 0, at, zv, tv, sv, vv).unwrap());
     for l in &ls {
         g.run(l).unwrap();
     }
+    let m: Vec<u32> = g.read(&members, 0, q.members_len()).unwrap();
+    let k64 = q.k.next_multiple_of(64);
+    let (want_starts, want_order) = sorted(idx, q.k);
+    assert_eq!((&m[..q.k], &m[k64..]), (&want_starts[..], &want_order[..]), "{q:?}: stable counting sort");
     EmaRun { table: g.read_f32(&table).unwrap(), counts: g.read_f32(&counts).unwrap(), vqm: g.read_f32(&vqm).unwrap() }
 }
 
@@ -277,21 +297,15 @@ fn codebook_gradient_matches_reference() {
         let (zb, cb, ib) = (g.upload("z", &to_f32(&z)), g.upload("code", &to_f32(&code)), g.upload("idx", &idx));
         let counts = poisoned(g, "counts", k);
         let gcode = poisoned(g, "gcode", k * d);
+        let members = g.upload("members", &vec![u32::MAX; q.members_len()]);
         let st = state(0, 0);
-        g.run(&q.counts(g, "t", None, (&st).into(), (&ib).into(), (&counts).into()).unwrap()).unwrap();
-        let l = q
-            .stats_grad(
-                g,
-                "t",
-                scale as f32,
-                (&zb).into(),
-                (&cb).into(),
-                (&ib).into(),
-                (&counts).into(),
-                (&gcode).into(),
-            )
-            .unwrap();
-        g.run(&l).unwrap();
+        let mut ls = vec![q.counts(g, "t", None, (&st).into(), (&ib).into(), (&counts).into()).unwrap()];
+        ls.extend(q.sort(g, "t", (&counts).into(), (&ib).into(), (&members).into()).unwrap());
+        let (zv, cv, mv, nv, ov) = ((&zb).into(), (&cb).into(), (&members).into(), (&counts).into(), (&gcode).into());
+        ls.push(q.stats_grad(g, "t", scale as f32, zv, cv, mv, nv, ov).unwrap());
+        for l in &ls {
+            g.run(l).unwrap();
+        }
         let c = r::counts(&idx, k, n);
         let bound: Vec<f64> = (0..k * d).map(|i| scale * 2.0 * c[i / d]).collect();
         check_scaled(&format!("gcode {q:?}"), &g.read_f32(&gcode).unwrap(), &want, &bound, 1e-5, 1e-9);

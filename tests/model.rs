@@ -19,14 +19,14 @@ fn check(cfg: VaeConfig, batch: usize) {
     let want = vae_step(&cfg, &layout, &params, &x, &eps, batch);
 
     let vae = Vae::new(&gpu, &cfg, batch).unwrap();
-    gpu.write(&vae.params, 0, &to_f32(&params));
+    gpu.write(&vae.core.params, 0, &to_f32(&params));
     gpu.write(&vae.x, 0, &to_f32(&x));
     gpu.write(&vae.eps, 0, &to_f32(&eps));
-    vae.set_state(&gpu, 0, 0);
+    vae.core.set_state(&gpu, 0, 0);
     // lr = 0 keeps the parameters, so the gradients read back are those of `params`.
     let adam = Adam { lr: 0.0, ..Adam::default() };
     gpu.submit(&vae.step_program_given(&gpu, &adam, 0.0).unwrap(), 1);
-    let grads = gpu.read_f32(&vae.grads).unwrap();
+    let grads = gpu.read_f32(&vae.core.grads).unwrap();
     let head = gpu.read_f32(vae.head()).unwrap();
     let rows = gpu.read_f32(&vae.rows).unwrap();
     let loss: f64 = rows.chunks(2).map(|r| r[0] as f64 + cfg.beta as f64 * r[1] as f64).sum::<f64>() / batch as f64;

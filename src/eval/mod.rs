@@ -16,6 +16,7 @@ pub struct EvalReport {
     pub test_images: usize,
     pub step: u32,
     pub epoch: usize,
+    /// VAE: rec + β·KL, rec, KL (nats per image); VQ: mse / var + w·vq, mse per pixel, mean((z_e − e)²).
     pub test_loss: f64,
     pub test_rec: f64,
     pub test_kl: f64,
@@ -38,14 +39,15 @@ pub fn open(gpu: &Gpu, dir: &Path, data: Option<&Path>) -> Result<(Session, Data
 pub fn evaluate(gpu: &Gpu, dir: &Path, data: Option<&Path>) -> Result<EvalReport> {
     let (s, dataset) = open(gpu, dir, data)?;
     let m = s.evaluate(gpu)?;
+    let (test_loss, test_rec, test_kl) = s.losses(&m);
     Ok(EvalReport {
         checkpoint: dir.display().to_string(),
         dataset: dataset.name.clone(),
         test_images: s.test_data.n,
         step: s.step,
         epoch: s.epoch,
-        test_loss: m.mean_loss(),
-        test_rec: m.mean_rec(),
-        test_kl: m.mean_kl(),
+        test_loss,
+        test_rec,
+        test_kl,
     })
 }

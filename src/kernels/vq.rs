@@ -120,7 +120,24 @@ impl Vq {
         gpu.launch(label, "vq", entry, &[], Some(p), b, [1, 1, 1])
     }
 
-    /// idx[n], zq[n, :] = code[idx[n], :] and dist[n] for the nearest code of z[n, :].
+    /// f32 elements of the assignment's scratch: ‖e_k‖² [K] (padded to 64), then z·eᵀ [N, K].
+    pub fn scratch_len(&self) -> usize {
+        self.k.next_multiple_of(64) + self.n * self.k
+    }
+
+    /// u32 elements of the sorted membership: starts [K] (padded to 64), then order [N].
+    pub fn members_len(&self) -> usize {
+        self.k.next_multiple_of(64) + self.n
+    }
+
+    fn split<'a>(&self, v: View<'a>, first: usize) -> (View<'a>, View<'a>) {
+        let k64 = self.k.next_multiple_of(64);
+        (View::new(v.buffer, v.offset, first), View::new(v.buffer, v.offset + (k64 * 4) as u64, v.len - k64))
+    }
+
+    /// idx[n], zq[n, :] = code[idx[n], :] and dist[n] = ‖z_n − e_idx‖² for the nearest code of each
+    /// z[n, :] (ties to the lowest index): ‖e‖², the matmul z·eᵀ into `scratch`, then argmin and gather.
+    #[allow(clippy::too_many_arguments)]
     pub fn assign(
         &self,
         gpu: &Gpu,
@@ -130,26 +147,54 @@ impl Vq {
         idx: View,
         zq: View,
         dist: View,
-    ) -> Result<Launch> {
+        scratch: View,
+    ) -> Result<Vec<Launch>> {
         self.check()?;
         need_len(OP, "z", &z, self.n * self.d)?;
         need_len(OP, "code", &code, self.k * self.d)?;
         need_len(OP, "idx", &idx, self.n)?;
         need_len(OP, "zq", &zq, self.n * self.d)?;
         need_len(OP, "dist", &dist, self.n)?;
-        let label = format!("{label} vq_assign[{}x{} k{}]", self.n, self.d, self.k);
+        need_len(OP, "scratch", &scratch, self.scratch_len())?;
+        let (enorm, dots) = self.split(scratch, self.k);
         let p = self.params();
-        if self.d % 4 == 0 {
-            return self.go(
-                gpu,
-                label,
-                "vq_assign_v4",
-                &p,
-                &[(21, z), (22, code), (3, idx), (4, zq), (5, dist)],
-                self.n,
-            );
-        }
-        self.go(gpu, label, "vq_assign", &p, &[(1, z), (2, code), (3, idx), (4, zq), (5, dist)], self.n)
+        let a = self.go(
+            gpu,
+            format!("{label} vq_enorm[k{}x{}]", self.k, self.d),
+            "vq_enorm",
+            &p,
+            &[(2, code), (27, enorm)],
+            self.k,
+        )?;
+        let mm = super::matmul::Matmul { m: self.n, n: self.k, k: self.d, trans_b: true, ..Default::default() };
+        let b = mm.launch(gpu, &format!("{label} vq_dots"), z, code, dots, None)?;
+        let label = format!("{label} vq_argmin[{}x{} k{}]", self.n, self.d, self.k);
+        let bind = [(1, z), (2, code), (3, idx), (4, zq), (5, dist), (28, enorm), (29, dots)];
+        let c = self.go(gpu, label, "vq_argmin", &p, &bind, self.n)?;
+        Ok(vec![a, b, c])
+    }
+
+    /// The stable counting sort of the vectors by code, from `counts` (of all N vectors): starts and order
+    /// in `members` (see [`Vq::members_len`]).
+    pub fn sort(&self, gpu: &Gpu, label: &str, counts: View, idx: View, members: View) -> Result<Vec<Launch>> {
+        self.check()?;
+        need_len(OP, "counts", &counts, self.k)?;
+        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "members", &members, self.members_len())?;
+        let (starts, order) = self.split(members, self.k);
+        let p = self.params();
+        let a =
+            self.one_group(gpu, format!("{label} vq_scan[k{}]", self.k), "vq_scan", &p, &[(10, counts), (23, starts)])?;
+        let (starts, _) = self.split(members, self.k);
+        let b = self.go(
+            gpu,
+            format!("{label} vq_fill[{} k{}]", self.n, self.k),
+            "vq_fill",
+            &p,
+            &[(6, idx), (23, starts), (25, order)],
+            self.k,
+        )?;
+        Ok(vec![a, b])
     }
 
     /// dz = dzq + scale·(z − code[idx]): the straight-through gradient plus the commitment gradient
@@ -202,7 +247,7 @@ impl Vq {
         self.go(gpu, label, "vq_counts", &p, &[(6, idx), (9, counts), (13, state)], self.k)
     }
 
-    /// EMA statistics: m ← decay·m + (1 − decay)·Σz and N ← decay·N + (1 − decay)·counts, in `table`.
+    /// After [`Vq::sort`], the EMA statistics: m ← decay·m + (1 − decay)·Σz and N ← decay·N + (1 − decay)·counts, in `table`.
     #[allow(clippy::too_many_arguments)]
     pub fn stats_ema(
         &self,
@@ -211,21 +256,23 @@ impl Vq {
         decay: f32,
         at: TableLayout,
         z: View,
-        idx: View,
+        members: View,
         counts: View,
         table: View,
     ) -> Result<Launch> {
         self.check()?;
         self.check_table(&at, &table)?;
         need_len(OP, "z", &z, self.n * self.d)?;
-        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "members", &members, self.members_len())?;
         need_len(OP, "counts", &counts, self.k)?;
         let p = Params { decay, ..self.table_params(at) };
         let label = format!("{label} vq_stats_ema[{}x{} k{}]", self.n, self.d, self.k);
-        self.go(gpu, label, "vq_stats_ema", &p, &[(1, z), (6, idx), (10, counts), (11, table)], self.k * self.d)
+        let (starts, order) = self.split(members, self.k);
+        let b = [(1, z), (10, counts), (11, table), (24, starts), (26, order)];
+        self.go(gpu, label, "vq_stats_ema", &p, &b, self.k * self.d)
     }
 
-    /// gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg[z] − e)²)).
+    /// After [`Vq::sort`]: gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg[z] − e)²)).
     #[allow(clippy::too_many_arguments)]
     pub fn stats_grad(
         &self,
@@ -234,19 +281,20 @@ impl Vq {
         scale: f32,
         z: View,
         code: View,
-        idx: View,
+        members: View,
         counts: View,
         gcode: View,
     ) -> Result<Launch> {
         self.check()?;
         need_len(OP, "z", &z, self.n * self.d)?;
         need_len(OP, "code", &code, self.k * self.d)?;
-        need_len(OP, "idx", &idx, self.n)?;
+        need_len(OP, "members", &members, self.members_len())?;
         need_len(OP, "counts", &counts, self.k)?;
         need_len(OP, "gcode", &gcode, self.k * self.d)?;
         let p = Params { scale, ..self.params() };
         let label = format!("{label} vq_stats_grad[{}x{} k{}]", self.n, self.d, self.k);
-        let b = [(1, z), (2, code), (6, idx), (10, counts), (12, gcode)];
+        let (starts, order) = self.split(members, self.k);
+        let b = [(1, z), (2, code), (10, counts), (12, gcode), (24, starts), (26, order)];
         self.go(gpu, label, "vq_stats_grad", &p, &b, self.k * self.d)
     }
 

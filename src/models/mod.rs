@@ -1,3 +1,5 @@
 //! Model families; each builds its training step from layers and kernels.
 
+pub mod core;
 pub mod vae;
+pub mod vq;

@@ -10,11 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::core::Core;
+pub use super::core::{Metrics, SlotMetrics};
 use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result};
-use crate::kernels::data::{self as kdata, Gather, STATE_WORDS, W_EVAL_BATCH, W_TRAIN_BATCH};
+use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::{Elbo, Likelihood};
 use crate::kernels::optim::Adam;
-use crate::kernels::reduce::{self, METRICS_WORDS, PARTIALS, SLOT_EVAL, SLOT_TRAIN};
+use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::sample::{Sample, STREAM_EVAL, STREAM_TRAIN};
 use crate::kernels::Act;
 use crate::nn::gpu::GpuNet;
@@ -249,16 +251,9 @@ impl GpuDataset {
 /// The model's buffers on the GPU.
 pub struct Vae {
     pub cfg: VaeConfig,
-    pub layout: ParamLayout,
     pub batch: usize,
-    pub params: wgpu::Buffer,
-    pub grads: wgpu::Buffer,
-    pub adam_m: wgpu::Buffer,
-    pub adam_v: wgpu::Buffer,
-    pub state: wgpu::Buffer,
-    pub metrics: wgpu::Buffer,
-    pub clip: wgpu::Buffer,
-    pub partials: wgpu::Buffer,
+    /// Parameters, gradients, Adam moments, state and metrics.
+    pub core: Core,
     /// Input batch [B, D].
     pub x: wgpu::Buffer,
     /// Encoder on B rows; its output is the head [B, 2Z] (μ | logσ²).
@@ -293,17 +288,9 @@ impl Vae {
             max_binding_bytes: largest,
             max_storage_buffers_per_stage: 8,
         })?;
-        let n = layout.total;
-        let params = gpu.upload("params", &layout.init(0));
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
         let vae = Vae {
-            grads: f(format!("grads[{n}]"), n),
-            adam_m: f(format!("adam.m[{n}]"), n),
-            adam_v: f(format!("adam.v[{n}]"), n),
-            state: gpu.upload("state", &[0u32; STATE_WORDS]),
-            metrics: f("metrics".into(), METRICS_WORDS),
-            clip: gpu.upload("clip", &[1.0f32]),
-            partials: f("gradnorm.partials".into(), PARTIALS),
+            core: Core::new(gpu, layout.clone(), &layout.init(0)),
             x: f(format!("x[{batch}x{}]", cfg.input_dim), batch * cfg.input_dim),
             enc: GpuNet::new(gpu, &encoder, batch)?,
             eps: f(format!("eps[{mb}x{}]", cfg.latent), mb * cfg.latent),
@@ -311,9 +298,7 @@ impl Vae {
             dec: GpuNet::new(gpu, &decoder, mb)?,
             rows: f(format!("rows[{batch}x2]"), batch * 2),
             dz: f(format!("dz[{mb}x{}]", cfg.latent), mb * cfg.latent),
-            params,
             cfg: cfg.clone(),
-            layout,
             batch,
         };
         gpu.check()?;
@@ -355,9 +340,16 @@ impl Vae {
 
     /// Encoder → sample → decoder → elbo, from the batch already in `x`.
     pub fn forward(&self, gpu: &Gpu, sample: Sample) -> Result<Vec<Launch>> {
-        let mut out = self.enc.forward(gpu, &self.layout, &self.params, &self.x)?;
+        let mut out = self.enc.forward(gpu, &self.core.layout, &self.core.params, &self.x)?;
         let head = self.head();
-        out.push(sample.forward(gpu, "z", (&self.state).into(), head.into(), (&self.eps).into(), (&self.z).into())?);
+        out.push(sample.forward(
+            gpu,
+            "z",
+            (&self.core.state).into(),
+            head.into(),
+            (&self.eps).into(),
+            (&self.z).into(),
+        )?);
         out.extend(self.decode(gpu)?);
         out.push(self.elbo_kernel().launch(
             gpu,
@@ -374,16 +366,16 @@ impl Vae {
 
     /// The decoder alone: z → likelihood parameters (prior samples, manifolds, interpolations).
     pub fn decode(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
-        self.dec.forward(gpu, &self.layout, &self.params, &self.z)
+        self.dec.forward(gpu, &self.core.layout, &self.core.params, &self.z)
     }
 
     /// Backward through decoder, sampling and encoder into `grads`.
     pub fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
         let mut out = self.dec.backward(
             gpu,
-            &self.layout,
-            &self.params,
-            &self.grads,
+            &self.core.layout,
+            &self.core.params,
+            &self.core.grads,
             &self.z,
             Some((&self.dz, Act::Identity)),
         )?;
@@ -395,34 +387,13 @@ impl Vae {
             (&self.dz).into(),
             self.enc.d_output().into(),
         )?);
-        out.extend(self.enc.backward(gpu, &self.layout, &self.params, &self.grads, &self.x, None)?);
+        out.extend(self.enc.backward(gpu, &self.core.layout, &self.core.params, &self.core.grads, &self.x, None)?);
         Ok(out)
     }
 
     /// Gradient norm (and clip scale, finite flag), then Adam.
     pub fn update(&self, gpu: &Gpu, adam: &Adam, max_norm: f32) -> Result<Vec<Launch>> {
-        let n = self.layout.total;
-        let [a, b] = reduce::grad_norm(
-            gpu,
-            n,
-            max_norm,
-            (&self.grads).into(),
-            (&self.partials).into(),
-            (&self.state).into(),
-            (&self.metrics).into(),
-            (&self.clip).into(),
-        )?;
-        let c = adam.launch(
-            gpu,
-            n,
-            (&self.state).into(),
-            (&self.params).into(),
-            (&self.grads).into(),
-            (&self.adam_m).into(),
-            (&self.adam_v).into(),
-            (&self.clip).into(),
-        )?;
-        Ok(vec![a, b, c])
+        self.core.update(gpu, adam, max_norm, self.core.layout.total)
     }
 
     /// One whole training step over the dataset's next batch.
@@ -440,7 +411,7 @@ impl Vae {
         p.push(g.launch(
             gpu,
             "train",
-            (&self.state).into(),
+            (&self.core.state).into(),
             (&data.data).into(),
             (&data.perm).into(),
             (&self.x).into(),
@@ -456,11 +427,11 @@ impl Vae {
             W_TRAIN_BATCH,
             SLOT_TRAIN,
             self.cfg.beta,
-            (&self.state).into(),
+            (&self.core.state).into(),
             (&self.rows).into(),
-            (&self.metrics).into(),
+            (&self.core.metrics).into(),
         )?);
-        p.push(kdata::advance(gpu, (&self.state).into())?);
+        p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -472,7 +443,7 @@ impl Vae {
         p.push(g.launch(
             gpu,
             "eval",
-            (&self.state).into(),
+            (&self.core.state).into(),
             (&data.data).into(),
             (&data.perm).into(),
             (&self.x).into(),
@@ -486,11 +457,11 @@ impl Vae {
             W_EVAL_BATCH,
             SLOT_EVAL,
             self.cfg.beta,
-            (&self.state).into(),
+            (&self.core.state).into(),
             (&self.rows).into(),
-            (&self.metrics).into(),
+            (&self.core.metrics).into(),
         )?);
-        p.push(kdata::advance_eval(gpu, (&self.state).into())?);
+        p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -511,80 +482,6 @@ impl Vae {
             });
         }
         Ok(())
-    }
-
-    /// Seeds the Philox key and sets the step counter.
-    pub fn set_state(&self, gpu: &Gpu, seed: u64, step: u32) {
-        let mut s = [0u32; STATE_WORDS];
-        s[0] = step;
-        s[kdata::W_SEED_LO] = seed as u32;
-        s[kdata::W_SEED_HI] = (seed >> 32) as u32;
-        gpu.write(&self.state, 0, &s);
-    }
-
-    pub fn set_cursor(&self, gpu: &Gpu, word: u32, value: u32) {
-        gpu.write(&self.state, word as u64 * 4, &[value]);
-    }
-
-    pub fn reset_metrics(&self, gpu: &Gpu) {
-        gpu.write(&self.metrics, 0, &[0f32; METRICS_WORDS]);
-    }
-
-    pub fn read_metrics(&self, gpu: &Gpu) -> Result<Metrics> {
-        let m: Vec<f32> = gpu.read(&self.metrics, 0, METRICS_WORDS)?;
-        Ok(Metrics::from_words(&m))
-    }
-
-    pub fn read_state(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        gpu.read(&self.state, 0, STATE_WORDS)
-    }
-}
-
-/// Host view of the metrics buffer.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Metrics {
-    pub train: SlotMetrics,
-    pub eval: SlotMetrics,
-    pub grad_norm: f32,
-    pub nonfinite_steps: u32,
-    pub grad_norm_mean: f32,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SlotMetrics {
-    pub rec: f64,
-    pub kl: f64,
-    pub loss: f64,
-    pub rows: f64,
-}
-
-impl SlotMetrics {
-    pub fn mean_loss(&self) -> f64 {
-        self.loss / self.rows.max(1.0)
-    }
-    pub fn mean_rec(&self) -> f64 {
-        self.rec / self.rows.max(1.0)
-    }
-    pub fn mean_kl(&self) -> f64 {
-        self.kl / self.rows.max(1.0)
-    }
-}
-
-impl Metrics {
-    pub fn from_words(m: &[f32]) -> Metrics {
-        let slot = |s: usize| SlotMetrics {
-            rec: m[4 * s] as f64,
-            kl: m[4 * s + 1] as f64,
-            loss: m[4 * s + 2] as f64,
-            rows: m[4 * s + 3] as f64,
-        };
-        Metrics {
-            train: slot(0),
-            eval: slot(1),
-            grad_norm: m[reduce::M_GRAD_NORM],
-            nonfinite_steps: m[reduce::M_NONFINITE] as u32,
-            grad_norm_mean: m[reduce::M_GRAD_NORM_SUM] / m[reduce::M_GRAD_NORM_COUNT].max(1.0),
-        }
     }
 }
 
@@ -629,39 +526,52 @@ fn conv_tensors(l: &Linear, g: &ConvGeom) -> [NamedTensor; 2] {
     [w, b]
 }
 
+/// The PyTorch-named tensors of the conv and dense blocks of `nets`, in layout order: conv blocks as
+/// `<name>.weight` [out, in, k, k] (a transposed conv's [in, out, k, k], as PyTorch stores them) and
+/// `<name>.bias`; dense blocks `<name>.weight` [out, in] and `<name>.bias`. With `split_head = Some(Z)`
+/// the block `enc.head` becomes `enc.mu` and `enc.logvar` (its two halves of Z outputs).
+pub fn net_tensors(layout: &ParamLayout, nets: [&Net; 2], split_head: Option<usize>) -> Vec<NamedTensor> {
+    let mut convs = std::collections::HashMap::new();
+    let mut dense = std::collections::HashSet::new();
+    for l in nets.iter().flat_map(|n| n.layers.iter()) {
+        match &l.op {
+            Op::Conv { block, geom } => {
+                convs.insert(*block, *geom);
+            }
+            Op::Res { conv3, conv1, hidden } => {
+                let (g3, g1) = crate::nn::Layer::res_geoms(l.input.c, *hidden);
+                convs.insert(*conv3, g3);
+                convs.insert(*conv1, g1);
+            }
+            Op::Linear { block } => {
+                dense.insert(*block);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (bi, l) in layout.layers.iter().enumerate() {
+        if let Some(g) = convs.get(&bi) {
+            out.extend(conv_tensors(l, g));
+        } else if !dense.contains(&bi) {
+            continue;
+        } else if let (Some(z), "enc.head") = (split_head, l.name.as_str()) {
+            out.extend(linear_tensors(l, "enc.mu", 0..z));
+            out.extend(linear_tensors(l, "enc.logvar", z..2 * z));
+        } else {
+            out.extend(linear_tensors(l, &l.name, 0..l.dout));
+        }
+    }
+    out
+}
+
 impl VaeConfig {
     /// `enc.fc1.weight` [400, 784], ..., `enc.mu.*`, `enc.logvar.*` (the two halves of enc.head),
-    /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE.
-    /// Conv blocks are `<name>.weight` [out, in, k, k] (a transposed conv's [in, out, k, k], as PyTorch
-    /// stores them) and `<name>.bias`.
+    /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE; conv blocks as in
+    /// [`net_tensors`].
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
-        let mut convs = std::collections::HashMap::new();
-        if let Ok(nets) = self.nets() {
-            for l in nets.encoder.layers.iter().chain(&nets.decoder.layers) {
-                match &l.op {
-                    Op::Conv { block, geom } => {
-                        convs.insert(*block, *geom);
-                    }
-                    Op::Res { conv3, conv1, hidden } => {
-                        let (g3, g1) = crate::nn::Layer::res_geoms(l.input.c, *hidden);
-                        convs.insert(*conv3, g3);
-                        convs.insert(*conv1, g1);
-                    }
-                    Op::Linear { .. } => {}
-                }
-            }
+        match self.nets() {
+            Ok(n) => net_tensors(layout, [&n.encoder, &n.decoder], Some(self.latent)),
+            Err(_) => Vec::new(),
         }
-        let mut out = Vec::new();
-        for (bi, l) in layout.layers.iter().enumerate() {
-            if let Some(g) = convs.get(&bi) {
-                out.extend(conv_tensors(l, g));
-            } else if l.name == "enc.head" {
-                out.extend(linear_tensors(l, "enc.mu", 0..self.latent));
-                out.extend(linear_tensors(l, "enc.logvar", self.latent..2 * self.latent));
-            } else {
-                out.extend(linear_tensors(l, &l.name, 0..l.dout));
-            }
-        }
-        out
     }
 }

@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kernels::optim::Adam;
 use crate::models::vae::VaeConfig;
+use crate::models::vq::VqConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model family: "vae" (the MLP VAE; also "mlp-vae") or "conv-vae" (vae.conv, defaults if absent).
+    /// Model family: "vae" (the MLP VAE; also "mlp-vae"), "conv-vae" (vae.conv, defaults if absent) or
+    /// "vq-vae" (the [vq] table).
     pub model: String,
     pub epochs: usize,
     pub batch: usize,
@@ -46,6 +48,8 @@ pub struct TrainConfig {
     pub train_limit: usize,
     pub test_limit: usize,
     pub vae: VaeConfig,
+    /// The VQ-VAE (model = "vq-vae").
+    pub vq: VqConfig,
 }
 
 impl Default for TrainConfig {
@@ -73,6 +77,7 @@ impl Default for TrainConfig {
             train_limit: 0,
             test_limit: 0,
             vae: VaeConfig::default(),
+            vq: VqConfig::default(),
         }
     }
 }
@@ -95,8 +100,8 @@ impl TrainConfig {
             "vae" | "mlp-vae" if self.vae.conv.is_some() => {
                 return bad(format!("[vae.conv] is set but model is '{}': use model = \"conv-vae\"", self.model))
             }
-            "vae" | "mlp-vae" | "conv-vae" => {}
-            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae)", self.model)),
+            "vae" | "mlp-vae" | "conv-vae" | "vq-vae" => {}
+            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae, vq-vae)", self.model)),
         }
         if self.batch == 0 || self.batch > 65535 {
             return bad(format!("batch must be in 1..=65535, got {}", self.batch));
@@ -113,7 +118,21 @@ impl TrainConfig {
         if !(self.adam_eps > 0.0) || !(self.weight_decay >= 0.0) || !(self.max_grad_norm >= 0.0) {
             return bad("adam_eps must be > 0; weight_decay and max_grad_norm >= 0".into());
         }
+        if self.is_vq() {
+            if self.binarize {
+                return bad("binarize is for the VAEs' Bernoulli likelihood; VQ models use MSE".into());
+            }
+            if self.weight_decay > 0.0 && !self.vq.ema {
+                return bad("weight_decay would shrink the gradient-trained codebook; use vq.ema or no decay".into());
+            }
+            return self.vq.validate().map_err(|m| Error::Config(format!("vq: {m}")));
+        }
         self.vae.validate().map_err(|m| Error::Config(format!("vae: {m}")))
+    }
+
+    /// A VQ model (vq-vae).
+    pub fn is_vq(&self) -> bool {
+        self.model == "vq-vae"
     }
 
     /// Fills in what the model name implies: the conv VAE's default architecture when none is given.

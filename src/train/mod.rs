@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Program};
 use crate::kernels::data::{W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::Likelihood;
-use crate::models::vae::{GpuDataset, Vae};
+use crate::models::core::{Core, Metrics, SlotMetrics};
+use crate::models::vae::{GpuDataset, NamedTensor, Vae};
+use crate::models::vq::VqVae;
 use crate::reference::sample::{normal, philox, seed_key};
 pub use config::TrainConfig;
 
@@ -36,6 +38,83 @@ pub struct EpochRecord {
     pub nonfinite_steps: u32,
     pub epoch_seconds: f64,
     pub eval_seconds: f64,
+    /// VQ models: reconstruction and code usage (their rec/kl fields hold the MSE per pixel and the
+    /// mean VQ distance mean((z_e − e)²)).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub vq: Option<VqRecord>,
+}
+
+/// The VQ part of an epoch record.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct VqRecord {
+    /// Mean squared error per pixel (padding excluded), and divided by the data variance.
+    pub train_mse: f64,
+    pub test_mse: f64,
+    pub test_mse_norm: f64,
+    pub data_variance: f64,
+    /// mean((z_e − e)²) over the test set.
+    pub test_vq: f64,
+    pub levels: Vec<LevelRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct LevelRecord {
+    pub codes: usize,
+    /// Mean over the epoch's training batches of the batch perplexity and used codes.
+    pub train_perplexity: f64,
+    pub train_used: f64,
+    /// Codes reset by dead-code restart during the epoch.
+    pub restarts: f64,
+    /// Perplexity and used codes of the code counts over the whole test set; dead = codes never used.
+    pub test_perplexity: f64,
+    pub test_used: usize,
+    pub test_dead: usize,
+    /// Mean over test batches of the batch perplexity.
+    pub test_batch_perplexity: f64,
+}
+
+/// The model a session trains.
+pub enum Model {
+    Vae(Vae),
+    Vq(VqVae),
+}
+
+impl Model {
+    pub fn core(&self) -> &Core {
+        match self {
+            Model::Vae(v) => &v.core,
+            Model::Vq(v) => &v.core,
+        }
+    }
+
+    pub fn named_tensors(&self) -> Vec<NamedTensor> {
+        match self {
+            Model::Vae(v) => v.cfg.named_tensors(&v.core.layout),
+            Model::Vq(v) => v.named_tensors(),
+        }
+    }
+
+    fn x(&self) -> &wgpu::Buffer {
+        match self {
+            Model::Vae(v) => &v.x,
+            Model::Vq(v) => &v.x,
+        }
+    }
+
+    fn decoded(&self) -> &wgpu::Buffer {
+        match self {
+            Model::Vae(v) => v.decoded(),
+            Model::Vq(v) => v.decoded(),
+        }
+    }
+
+    /// Values per (padded) image.
+    fn dim(&self) -> usize {
+        match self {
+            Model::Vae(v) => v.cfg.input_dim,
+            Model::Vq(v) => v.cfg.image.iter().product(),
+        }
+    }
 }
 
 /// A deterministic shuffle of 0..n for (seed, epoch): Fisher–Yates driven by Philox.
@@ -53,15 +132,24 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
 /// A model with its data on the GPU and its programs recorded.
 pub struct Session {
     pub cfg: TrainConfig,
-    pub vae: Vae,
+    pub model: Model,
     pub train_data: Option<GpuDataset>,
     pub test_data: GpuDataset,
     pub train_step: Option<Program>,
     pub eval_batch: Program,
-    /// Height, width, channels of the images.
+    /// Height, width, channels of the images (as the data has them, before any padding).
     pub image_shape: (usize, usize, usize),
+    /// Pixel variance of the training images (values in [0, 1]).
+    pub variance: f64,
     pub step: u32,
     pub epoch: usize,
+}
+
+/// Variance of the pixel values (/255) of a split.
+fn pixel_variance(pixels: &[u8]) -> f64 {
+    let n = pixels.len().max(1) as f64;
+    let mean = pixels.iter().map(|&p| p as f64).sum::<f64>() / n / 255.0;
+    pixels.iter().map(|&p| (p as f64 / 255.0 - mean).powi(2)).sum::<f64>() / n
 }
 
 impl Session {
@@ -72,6 +160,19 @@ impl Session {
         let (h, w, c) = data.image_shape();
         cfg.vae.input_dim = h * w * c;
         cfg.vae.image = [h, w, c];
+        let mut pad = 0;
+        if cfg.is_vq() {
+            let (top, left, ph, pw) = cfg.vq.padding(h, w);
+            if top != left || ph != h + 2 * top || pw != w + 2 * left {
+                return Err(Error::Config(format!(
+                    "{h}x{w} images would need uneven padding to {ph}x{pw}; pass --image-size with a multiple of {}",
+                    cfg.vq.stride()
+                )));
+            }
+            pad = top;
+            cfg.vq.image = [ph, pw, c];
+            cfg.vq.valid = [h, w];
+        }
         cfg.validate()?;
         let mut train = data.train.clone();
         let mut test = data.test.clone();
@@ -88,15 +189,28 @@ impl Session {
                 train.len()
             )));
         }
-        let vae = Vae::new(gpu, &cfg.vae, cfg.batch)?;
-        gpu.write(&vae.params, 0, &vae.layout.init(cfg.seed));
-        vae.set_state(gpu, cfg.seed, 0);
-        let dim = cfg.vae.input_dim;
+        let variance = pixel_variance(&train.images.pixels);
+        let (train, test) = (train.pad(pad), test.pad(pad));
+        let model = if cfg.is_vq() {
+            Model::Vq(VqVae::new(gpu, &cfg.vq, cfg.batch, cfg.seed)?)
+        } else {
+            let vae = Vae::new(gpu, &cfg.vae, cfg.batch)?;
+            gpu.write(&vae.core.params, 0, &vae.core.layout.init(cfg.seed));
+            Model::Vae(vae)
+        };
+        model.core().set_state(gpu, cfg.seed, 0);
+        let dim = model.dim();
         let test_data = GpuDataset::upload(gpu, "test", &test.images.pixels, test.len(), dim)?;
-        let eval_batch = vae.eval_program(gpu, &test_data, false)?;
+        let eval_batch = match &model {
+            Model::Vae(v) => v.eval_program(gpu, &test_data, false)?,
+            Model::Vq(v) => v.eval_program(gpu, &test_data)?,
+        };
         let (train_data, train_step) = if for_training {
             let d = GpuDataset::upload(gpu, "train", &train.images.pixels, train.len(), dim)?;
-            let p = vae.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, cfg.binarize)?;
+            let p = match &model {
+                Model::Vae(v) => v.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, cfg.binarize)?,
+                Model::Vq(v) => v.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, variance as f32)?,
+            };
             (Some(d), Some(p))
         } else {
             (None, None)
@@ -104,15 +218,20 @@ impl Session {
         gpu.sync()?;
         Ok(Session {
             cfg,
-            vae,
+            model,
             train_data,
             test_data,
             train_step,
             eval_batch,
             image_shape: (h, w, c),
+            variance,
             step: 0,
             epoch: 0,
         })
+    }
+
+    pub fn core(&self) -> &Core {
+        self.model.core()
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -120,19 +239,19 @@ impl Session {
     }
 
     /// Trains one epoch; `on_progress(steps_done, running_loss)` is called at each metrics read-back.
-    pub fn train_epoch(
-        &mut self,
-        gpu: &Gpu,
-        mut on_progress: impl FnMut(usize, f64),
-    ) -> Result<(crate::models::vae::Metrics, f64)> {
+    pub fn train_epoch(&mut self, gpu: &Gpu, mut on_progress: impl FnMut(usize, f64)) -> Result<(Metrics, f64)> {
         let (Some(data), Some(prog)) = (&self.train_data, &self.train_step) else {
             return Err(Error::Config("session was built without training data".into()));
         };
         self.epoch += 1;
         let t0 = Instant::now();
         data.set_order(gpu, &epoch_order(data.n, self.cfg.seed, self.epoch));
-        self.vae.set_cursor(gpu, W_TRAIN_BATCH, 0);
-        self.vae.reset_metrics(gpu);
+        let core = self.model.core();
+        core.set_cursor(gpu, W_TRAIN_BATCH, 0);
+        core.reset_metrics(gpu);
+        if let Model::Vq(v) = &self.model {
+            v.reset_vq_metrics(gpu);
+        }
         let steps = self.steps_per_epoch();
         let mut done = 0;
         let mut next_log = self.cfg.log_every;
@@ -142,21 +261,25 @@ impl Session {
             done += n;
             if done >= next_log || done == steps {
                 next_log = done + self.cfg.log_every;
-                let m = self.vae.read_metrics(gpu)?;
+                let m = core.read_metrics(gpu)?;
                 on_progress(done, m.train.mean_loss());
             } else {
                 gpu.check()?;
             }
         }
-        let m = self.vae.read_metrics(gpu)?;
+        let m = core.read_metrics(gpu)?;
         self.step += steps as u32;
         Ok((m, t0.elapsed().as_secs_f64()))
     }
 
-    /// Evaluates the test split: (mean loss, mean rec, mean kl) per image.
-    pub fn evaluate(&self, gpu: &Gpu) -> Result<crate::models::vae::SlotMetrics> {
-        self.vae.reset_metrics(gpu);
-        self.vae.set_cursor(gpu, W_EVAL_BATCH, 0);
+    /// Evaluates the test split: the eval slot's sums (mean loss, rec, kl per image).
+    pub fn evaluate(&self, gpu: &Gpu) -> Result<SlotMetrics> {
+        let core = self.model.core();
+        core.reset_metrics(gpu);
+        if let Model::Vq(v) = &self.model {
+            v.reset_vq_metrics(gpu);
+        }
+        core.set_cursor(gpu, W_EVAL_BATCH, 0);
         let batches = self.test_data.n.div_ceil(self.cfg.batch);
         let mut done = 0;
         while done < batches {
@@ -164,55 +287,89 @@ impl Session {
             gpu.submit(&self.eval_batch, n);
             done += n;
         }
-        let m = self.vae.read_metrics(gpu)?;
+        let m = core.read_metrics(gpu)?;
         Ok(m.eval)
     }
 
-    /// Mean image of p(x|z) from the decoder output rows.
-    fn to_images(&self, out: &[f32]) -> Vec<f32> {
-        match self.cfg.vae.likelihood {
-            Likelihood::Bernoulli => out.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
-            Likelihood::Gaussian => out.to_vec(),
+    /// Mean image of p(x|z) from the decoder output rows, cropped to the data's own size.
+    fn to_images(&self, out: &[f32], n: usize) -> Vec<f32> {
+        match &self.model {
+            Model::Vae(v) if v.cfg.likelihood == Likelihood::Bernoulli => {
+                out.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
+            }
+            Model::Vae(_) => out.to_vec(),
+            Model::Vq(v) => {
+                let [ph, pw, c] = v.cfg.image;
+                let [h, w] = v.cfg.valid;
+                let (top, left, _, _) = v.cfg.padding(h, w);
+                let mut img = Vec::with_capacity(n * h * w * c);
+                for i in 0..n {
+                    for y in top..top + h {
+                        let row = ((i * ph + y) * pw + left) * c;
+                        img.extend_from_slice(&out[row..row + w * c]);
+                    }
+                }
+                img
+            }
+        }
+    }
+
+    fn vae(&self, what: &str) -> Result<&Vae> {
+        match &self.model {
+            Model::Vae(v) => Ok(v),
+            Model::Vq(_) => Err(Error::Config(format!(
+                "{what} of a {} model needs a prior over its codes: train one with `vaegpu train-prior`",
+                self.cfg.model
+            ))),
         }
     }
 
     /// Decodes `n` (≤ batch·M) latent vectors given row-major [n, Z]; returns the images.
     pub fn decode(&self, gpu: &Gpu, z: &[f32], n: usize) -> Result<Vec<f32>> {
+        let vae = self.vae("decoding latents")?;
         let rows = self.cfg.batch * self.cfg.vae.samples;
         if n > rows {
             return Err(Error::Config(format!("can decode at most {rows} vectors at once, asked for {n}")));
         }
-        gpu.write(&self.vae.z, 0, z);
+        gpu.write(&vae.z, 0, z);
         let mut p = Program::new("decode");
-        p.extend(self.vae.decode(gpu)?);
+        p.extend(vae.decode(gpu)?);
         gpu.submit(&p, 1);
-        let out: Vec<f32> = gpu.read(self.vae.decoded(), 0, n * self.cfg.vae.input_dim)?;
-        Ok(self.to_images(&out))
+        let out: Vec<f32> = gpu.read(vae.decoded(), 0, n * self.cfg.vae.input_dim)?;
+        Ok(self.to_images(&out, n))
     }
 
     /// Prior samples z ~ N(0, I) (seeded), decoded.
     pub fn prior_samples(&self, gpu: &Gpu, n: usize, seed: u64) -> Result<Vec<f32>> {
+        self.vae("sampling")?;
         let key = seed_key(seed);
         let z: Vec<f32> = (0..n * self.cfg.vae.latent).map(|i| normal(i as u32, 0, 5, key) as f32).collect();
         self.decode(gpu, &z, n)
     }
 
-    /// The first test batch and its reconstructions (one z sample each): (originals, recons, n).
+    /// The first test batch and its reconstructions (one z sample each): (originals, recons, n), cropped
+    /// to the data's own size.
     pub fn reconstructions(&self, gpu: &Gpu) -> Result<(Vec<f32>, Vec<f32>, usize)> {
-        self.vae.set_cursor(gpu, W_EVAL_BATCH, 0);
+        self.core().set_cursor(gpu, W_EVAL_BATCH, 0);
         gpu.submit(&self.eval_batch, 1);
         let n = self.cfg.batch.min(self.test_data.n);
-        let d = self.cfg.vae.input_dim;
-        let x: Vec<f32> = gpu.read(&self.vae.x, 0, n * d)?;
-        let out: Vec<f32> = gpu.read(self.vae.decoded(), 0, n * d)?;
-        Ok((x, self.to_images(&out), n))
+        let d = self.model.dim();
+        let x: Vec<f32> = gpu.read(self.model.x(), 0, n * d)?;
+        let out: Vec<f32> = gpu.read(self.model.decoded(), 0, n * d)?;
+        let x = match self.model {
+            Model::Vae(_) => x,
+            Model::Vq(_) => self.to_images(&x, n),
+        };
+        Ok((x, self.to_images(&out, n), n))
     }
 
     pub fn write_pictures(&self, gpu: &Gpu, out: &Path) -> Result<()> {
         let shape = self.image_shape;
-        let n = 64.min(self.cfg.batch * self.cfg.vae.samples);
-        let samples = self.prior_samples(gpu, n, self.cfg.seed)?;
-        crate::viz::save_grid(&out.join("samples.png"), &samples, n, shape, 8).map_err(Error::Output)?;
+        if let Model::Vae(_) = self.model {
+            let n = 64.min(self.cfg.batch * self.cfg.vae.samples);
+            let samples = self.prior_samples(gpu, n, self.cfg.seed)?;
+            crate::viz::save_grid(&out.join("samples.png"), &samples, n, shape, 8).map_err(Error::Output)?;
+        }
         let (x, r, n) = self.reconstructions(gpu)?;
         let n = n.min(32);
         crate::viz::save_recon(&out.join("recon.png"), &x, &r, n, shape, 8).map_err(Error::Output)?;
@@ -220,7 +377,7 @@ impl Session {
     }
 
     pub fn checkpoint(&self, gpu: &Gpu) -> Result<checkpoint::Checkpoint> {
-        let v = &self.vae;
+        let c = self.core();
         Ok(checkpoint::Checkpoint {
             meta: checkpoint::Meta {
                 format_version: checkpoint::FORMAT_VERSION,
@@ -230,31 +387,85 @@ impl Session {
                 epoch: self.epoch,
                 seed: self.cfg.seed,
                 adapter: gpu.summary.to_string(),
-                param_count: v.layout.count(),
+                param_count: c.layout.count(),
                 config: self.cfg.clone(),
             },
-            params: gpu.read(&v.params, 0, v.layout.total)?,
-            adam_m: gpu.read(&v.adam_m, 0, v.layout.total)?,
-            adam_v: gpu.read(&v.adam_v, 0, v.layout.total)?,
+            params: gpu.read(&c.params, 0, c.layout.total)?,
+            adam_m: gpu.read(&c.adam_m, 0, c.layout.total)?,
+            adam_v: gpu.read(&c.adam_v, 0, c.layout.total)?,
         })
     }
 
     pub fn save_checkpoint(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         let ck = self.checkpoint(gpu)?;
-        checkpoint::save(dir, &self.cfg.vae.named_tensors(&self.vae.layout), &ck)
+        checkpoint::save(dir, &self.model.named_tensors(), &ck)
     }
 
     /// Loads weights (and optimizer state, step, epoch) from a checkpoint folder.
     pub fn restore(&mut self, gpu: &Gpu, dir: &Path) -> Result<()> {
-        let ck = checkpoint::load(dir, &self.cfg.vae.named_tensors(&self.vae.layout), self.vae.layout.total)?;
-        gpu.write(&self.vae.params, 0, &ck.params);
-        gpu.write(&self.vae.adam_m, 0, &ck.adam_m);
-        gpu.write(&self.vae.adam_v, 0, &ck.adam_v);
+        let c = self.model.core();
+        let ck = checkpoint::load(dir, &self.model.named_tensors(), c.layout.total)?;
+        gpu.write(&c.params, 0, &ck.params);
+        gpu.write(&c.adam_m, 0, &ck.adam_m);
+        gpu.write(&c.adam_v, 0, &ck.adam_v);
         self.step = ck.meta.step;
         self.epoch = ck.meta.epoch;
-        self.vae.set_state(gpu, self.cfg.seed, self.step);
+        c.set_state(gpu, self.cfg.seed, self.step);
         gpu.sync()?;
         Ok(())
+    }
+
+    /// The VQ part of an epoch record from the train-epoch words and the evaluation just run.
+    /// Also returns the test-set usage per code.
+    fn vq_record(
+        &self,
+        gpu: &Gpu,
+        train: &Metrics,
+        train_words: &[f32],
+        ev: &SlotMetrics,
+    ) -> Result<Option<(VqRecord, Vec<f64>)>> {
+        let Model::Vq(v) = &self.model else { return Ok(None) };
+        let (words, usage) = v.read_vq_metrics(gpu)?;
+        let usage: Vec<f64> = usage.iter().map(|&u| u as f64).collect();
+        let (perp, used) = crate::reference::vq::perplexity(&usage);
+        let pixels = v.valid_pixels() as f64;
+        let elems = (v.per_row() * v.cfg.dim) as f64;
+        let per = |sum: f64, rows: f64, n: f64| sum / (rows.max(1.0) * n);
+        let tb = train_words[2].max(1.0) as f64;
+        let test_mse = per(ev.rec, ev.rows, pixels);
+        let rec = VqRecord {
+            train_mse: per(train.train.rec, train.train.rows, pixels),
+            test_mse,
+            test_mse_norm: test_mse / self.variance,
+            data_variance: self.variance,
+            test_vq: per(ev.kl, ev.rows, elems),
+            levels: vec![LevelRecord {
+                codes: v.cfg.codes,
+                train_perplexity: train_words[0] as f64 / tb,
+                train_used: train_words[1] as f64 / tb,
+                restarts: train_words[3] as f64,
+                test_perplexity: perp,
+                test_used: used,
+                test_dead: v.cfg.codes - used,
+                test_batch_perplexity: words[4] as f64 / (words[6].max(1.0) as f64),
+            }],
+        };
+        Ok(Some((rec, usage)))
+    }
+
+    /// (loss, rec, kl) per image of a slot: the VAE's (rec + β·KL, rec, KL); a VQ model's
+    /// (mse / var + w·vq, mse, vq) with mse per pixel, vq = mean((z_e − e)²) and w = β (EMA) or 1 + β.
+    pub fn losses(&self, m: &SlotMetrics) -> (f64, f64, f64) {
+        match &self.model {
+            Model::Vae(_) => (m.mean_loss(), m.mean_rec(), m.mean_kl()),
+            Model::Vq(v) => {
+                let rows = m.rows.max(1.0);
+                let mse = m.rec / rows / v.valid_pixels() as f64;
+                let vq = m.kl / rows / (v.per_row() * v.cfg.dim) as f64;
+                let w = v.cfg.beta as f64 + if v.cfg.ema { 0.0 } else { 1.0 };
+                (mse / self.variance + w * vq, mse, vq)
+            }
+        }
     }
 }
 
@@ -293,7 +504,7 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         data.name,
         session.train_data.as_ref().map_or(0, |d| d.n),
         session.test_data.n,
-        session.vae.layout.count(),
+        session.core().layout.count(),
         session.steps_per_epoch()
     );
     let mut records = Vec::new();
@@ -321,22 +532,33 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         if m.nonfinite_steps > 0 {
             tracing::warn!("{} steps had a non-finite gradient and were skipped", m.nonfinite_steps);
         }
+        let train_words = match &session.model {
+            Model::Vq(v) => v.read_vq_metrics(gpu)?.0,
+            Model::Vae(_) => Vec::new(),
+        };
         let t1 = Instant::now();
         let ev = session.evaluate(gpu)?;
         let eval_seconds = t1.elapsed().as_secs_f64();
+        let vq = session.vq_record(gpu, &m, &train_words, &ev)?;
+        if let Some((_, usage)) = &vq {
+            crate::viz::save_histogram(&out.join("usage.png"), usage, 128).map_err(Error::Output)?;
+        }
+        let (train_loss, train_rec, train_kl) = session.losses(&m.train);
+        let (test_loss, test_rec, test_kl) = session.losses(&ev);
         let rec = EpochRecord {
             epoch: session.epoch,
             step: session.step,
-            train_loss: m.train.mean_loss(),
-            train_rec: m.train.mean_rec(),
-            train_kl: m.train.mean_kl(),
-            test_loss: ev.mean_loss(),
-            test_rec: ev.mean_rec(),
-            test_kl: ev.mean_kl(),
+            train_loss,
+            train_rec,
+            train_kl,
+            test_loss,
+            test_rec,
+            test_kl,
             grad_norm_mean: m.grad_norm_mean as f64,
             nonfinite_steps: m.nonfinite_steps,
             epoch_seconds: secs,
             eval_seconds,
+            vq: vq.map(|(r, _)| r),
         };
         if !rec.train_loss.is_finite() || !rec.test_loss.is_finite() {
             return Err(Error::NonFinite(format!(
@@ -346,10 +568,29 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         }
         let line = serde_json::to_string(&rec).map_err(|e| Error::Output(e.to_string()))?;
         writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| Error::io(&mpath, e))?;
-        println!(
-            "epoch {:>3}  train {:.3}  test {:.3} (rec {:.3}, kl {:.3})  {:.1}s",
-            rec.epoch, rec.train_loss, rec.test_loss, rec.test_rec, rec.test_kl, rec.epoch_seconds
-        );
+        match &rec.vq {
+            None => println!(
+                "epoch {:>3}  train {:.3}  test {:.3} (rec {:.3}, kl {:.3})  {:.1}s",
+                rec.epoch, rec.train_loss, rec.test_loss, rec.test_rec, rec.test_kl, rec.epoch_seconds
+            ),
+            Some(v) => {
+                let levels: Vec<String> = v
+                    .levels
+                    .iter()
+                    .map(|l| format!("perplexity {:.1}, used {}/{}", l.test_perplexity, l.test_used, l.codes))
+                    .collect();
+                println!(
+                    "epoch {:>3}  train {:.4}  test mse {:.5} (/var {:.4}), vq {:.4}; {}  {:.1}s",
+                    rec.epoch,
+                    rec.train_loss,
+                    v.test_mse,
+                    v.test_mse_norm,
+                    v.test_vq,
+                    levels.join("; "),
+                    rec.epoch_seconds
+                );
+            }
+        }
         session.save_checkpoint(gpu, &checkpoint::default_dir(&out))?;
         records.push(rec);
     }
