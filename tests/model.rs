@@ -89,3 +89,106 @@ fn gpu_conv_vae_step_matches_reference_model() {
     let arch = ConvArch { channels: vec![3, 5], strides: vec![1, 2], blocks: 2, res_hidden: 0, fc: vec![] };
     check(conv_cfg([6, 6, 1], arch, Act::Tanh, Likelihood::Gaussian, 1), 5);
 }
+
+/// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with
+/// restarts or the codebook gradient) against reference::vq::vq_step.
+fn check_vq(cfg: vaegpu::models::vq::VqConfig, batch: usize) {
+    use vaegpu::models::vq::VqVae;
+    use vaegpu::reference::vq::{distances, vq_step};
+    let gpu = test_gpu();
+    let (step, seed, variance) = (0u32, 9u64, 0.21);
+    let m = VqVae::new(&gpu, &cfg, batch, seed).unwrap();
+    let params: Vec<f64> = gpu.read_f32(&m.core.params).unwrap().iter().map(|&v| v as f64).collect();
+    let [h, w, c] = cfg.image;
+    let (top, left, vh, vw) = m.window();
+    // Data inside the window, zero padding outside (as the session pads images).
+    let x: Vec<f64> = uniform(5, batch * h * w * c, 0.0, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let (y, xx) = (i / c / w % h, i / c % w);
+            if y >= top && y < top + vh && xx >= left && xx < left + vw {
+                v
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    gpu.write(&m.x, 0, &to_f32(&x));
+    m.core.set_state(&gpu, seed, step);
+    let mut p = vaegpu::gpu::Program::new("vq test step");
+    p.extend(m.forward(&gpu, variance as f32).unwrap());
+    p.extend(m.backward(&gpu).unwrap());
+    gpu.submit(&p, 1);
+    let idx: Vec<u32> = gpu.read(&m.idx, 0, m.q.n).unwrap();
+    // The reference's own assignment must agree but for float near-ties; it then follows the GPU's.
+    let mine = vq_step(&cfg, &params, &x, batch, variance, None, step, seed);
+    let z: Vec<f64> = gpu.read_f32(m.enc.output()).unwrap().iter().map(|&v| v as f64).collect();
+    let code = &params[m.core.layout.layers[m.nets.embed].offset..][..cfg.codes * cfg.dim];
+    for (r, (&a, &b)) in idx.iter().zip(&mine.idx).enumerate() {
+        let dd = distances(&z, code, r, cfg.dim, cfg.codes);
+        let (da, db) = (dd[a as usize], dd[b as usize]);
+        assert!(a == b || (da - db).abs() <= 1e-5 * (1.0 + db), "{cfg:?}: vector {r}: code {a} vs {b}");
+    }
+    let want = vq_step(&cfg, &params, &x, batch, variance, Some(&idx), step, seed);
+    let rows = gpu.read_f32(&m.rows).unwrap();
+    for (b, &(sse, ds)) in want.rows.iter().enumerate() {
+        Tol::new(1e-4, 1e-6).check(&format!("{cfg:?} rows[{b}]"), &rows[2 * b..2 * b + 2], &[sse, ds]).unwrap();
+    }
+    let grads = gpu.read_f32(&m.core.grads).unwrap();
+    let gmax = want.grads.iter().fold(0.0f64, |a, g| a.max(g.abs()));
+    let trained = if cfg.ema { m.nets.embed } else { m.nets.count };
+    for l in &m.core.layout.layers[..trained] {
+        let r = l.offset..l.offset + l.len();
+        Tol::new(1e-3, 1e-4 * gmax)
+            .check(&format!("{cfg:?} grad {}", l.name), &grads[r.clone()], &want.grads[r])
+            .unwrap();
+    }
+    if cfg.restart {
+        let vqm = gpu.read_f32(&m.vqm).unwrap();
+        assert!(vqm[3] > 0.0, "{cfg:?}: the case must reset codes");
+    }
+    if let Some(ema) = &want.ema {
+        let after = gpu.read_f32(&m.core.params).unwrap();
+        let at = |b: usize, len: usize| {
+            let o = m.core.layout.layers[b].offset;
+            after[o..o + len].to_vec()
+        };
+        let (k, d) = (cfg.codes, cfg.dim);
+        Tol::new(1e-5, 1e-6).check("ema count", &at(m.nets.count, k), &ema.count).unwrap();
+        Tol::new(1e-4, 1e-5).check("ema sum", &at(m.nets.sum, k * d), &ema.sum).unwrap();
+        Tol::new(1e-3, 1e-5).check("ema code", &at(m.nets.embed, k * d), &ema.code).unwrap();
+    }
+}
+
+#[test]
+fn vq_step_matches_reference_model() {
+    use vaegpu::models::vq::VqConfig;
+    // Grayscale 6x6 padded to 8x8, one residual block, gradient-trained codebook, D = 3 (scalar paths).
+    let gray = VqConfig {
+        image: [8, 8, 1],
+        valid: [6, 6],
+        channels: vec![3, 5],
+        blocks: 1,
+        res_hidden: 2,
+        dim: 3,
+        codes: 7,
+        ema: false,
+        ..VqConfig::default()
+    };
+    check_vq(gray, 3);
+    // RGB 8x12 without padding or blocks, EMA codebook with restarts (threshold above every count), D = 4.
+    let rgb = VqConfig {
+        image: [8, 12, 3],
+        valid: [8, 12],
+        channels: vec![4, 6],
+        blocks: 0,
+        dim: 4,
+        codes: 5,
+        restart: true,
+        restart_threshold: 1.0,
+        decay: 0.6,
+        ..VqConfig::default()
+    };
+    check_vq(rgb, 2);
+}

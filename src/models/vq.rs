@@ -294,7 +294,7 @@ impl VqVae {
         self.cfg.valid[0] * self.cfg.valid[1] * self.cfg.image[2]
     }
 
-    fn window(&self) -> (usize, usize, usize, usize) {
+    pub fn window(&self) -> (usize, usize, usize, usize) {
         let [vh, vw] = self.cfg.valid;
         let (top, left, _, _) = self.cfg.padding(vh, vw);
         (top, left, vh, vw)
@@ -306,7 +306,7 @@ impl VqVae {
     }
 
     /// Encoder → assign → decoder → recon MSE (gradient scaled for mse / `variance`).
-    fn forward(&self, gpu: &Gpu, variance: f32) -> Result<Vec<Launch>> {
+    pub fn forward(&self, gpu: &Gpu, variance: f32) -> Result<Vec<Launch>> {
         let l = &self.core.layout;
         let mut out = self.enc.forward(gpu, l, &self.core.params, &self.x)?;
         out.extend(self.q.assign(
@@ -349,7 +349,7 @@ impl VqVae {
     }
 
     /// Backward through the decoder, the quantiser and the encoder; the codebook update or gradient.
-    fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
+    pub fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
         let (l, p, g) = (&self.core.layout, &self.core.params, &self.core.grads);
         let mut out = self.dec.backward(gpu, l, p, g, &self.zq, Some((&self.dzq, Act::Identity)))?;
         let code = block(p, self.layer(self.nets.embed));

@@ -164,3 +164,74 @@ pub fn recon_mse(
     }
     (sse, dx)
 }
+
+/// One VQ-VAE forward and backward pass (models/vq.rs) in f64.
+pub struct VqStepOut {
+    /// d loss / d params (flat layout; the codebook block only without EMA).
+    pub grads: Vec<f64>,
+    pub idx: Vec<u32>,
+    /// Per image: Σ squared error inside the window, Σ VQ distances.
+    pub rows: Vec<(f64, f64)>,
+    /// The EMA state after the update (EMA codebooks).
+    pub ema: Option<Ema>,
+}
+
+/// The step of a VQ-VAE on the padded batch `x` [B, H·W·C]; `idx` overrides the assignment (to follow
+/// the GPU through float near-ties); `step` and `seed` drive the restart draws.
+#[allow(clippy::too_many_arguments)]
+pub fn vq_step(
+    cfg: &crate::models::vq::VqConfig,
+    params: &[f64],
+    x: &[f64],
+    batch: usize,
+    variance: f64,
+    idx: Option<&[u32]>,
+    step: u32,
+    seed: u64,
+) -> VqStepOut {
+    use super::net::{net_backward, net_forward};
+    let nets = cfg.nets().expect("valid config");
+    let layout = &nets.layout;
+    let (d, k) = (cfg.dim, cfg.codes);
+    let enc = net_forward(&nets.encoder, layout, params, x, batch);
+    let z = enc.outs.last().unwrap().clone();
+    let n = z.len() / d;
+    let e = &layout.layers[nets.embed];
+    let code = params[e.offset..e.offset + k * d].to_vec();
+    let (mut own, _, _) = assign(&z, &code, n, d, k);
+    if let Some(i) = idx {
+        own = i.to_vec();
+    }
+    let zq: Vec<f64> = (0..n * d).map(|i| code[own[i / d] as usize * d + i % d]).collect();
+    let dist: Vec<f64> = (0..n).map(|r| (0..d).map(|j| (z[r * d + j] - zq[r * d + j]).powi(2)).sum()).collect();
+    let dec = net_forward(&nets.decoder, layout, params, &zq, batch);
+    let xhat = dec.outs.last().unwrap();
+    let [h, w, c] = cfg.image;
+    let [vh, vw] = cfg.valid;
+    let (top, left, _, _) = cfg.padding(vh, vw);
+    let scale = 2.0 / ((batch * vh * vw * c) as f64 * variance);
+    let (sse, dxhat) = recon_mse(xhat, x, batch, (h, w, c), (top, left, vh, vw), scale);
+    let mut grads = vec![0.0; layout.total];
+    let identity = crate::kernels::Act::Identity;
+    let dzq = net_backward(&nets.decoder, layout, params, &zq, &dec, &dxhat, batch, identity, &mut grads, true);
+    let dz = backward(&z, &code, &own, &dzq.unwrap(), d, 2.0 * cfg.beta as f64 / (n * d) as f64);
+    let ema = if cfg.ema {
+        let (cn, sm) = (&layout.layers[nets.count], &layout.layers[nets.sum]);
+        let mut st = Ema {
+            count: params[cn.offset..cn.offset + k].to_vec(),
+            sum: params[sm.offset..sm.offset + k * d].to_vec(),
+            code: code.clone(),
+        };
+        let restart = cfg.restart.then_some(cfg.restart_threshold as f64);
+        ema_update(&mut st, &z, &own, d, cfg.decay as f64, cfg.eps as f64, restart, step, seed);
+        Some(st)
+    } else {
+        let g = codebook_grad(&z, &code, &own, d, k, 2.0 / (n * d) as f64);
+        grads[e.offset..e.offset + k * d].copy_from_slice(&g);
+        None
+    };
+    net_backward(&nets.encoder, layout, params, x, &enc, &dz, batch, identity, &mut grads, false);
+    let per = n / batch;
+    let rows = (0..batch).map(|b| (sse[b], dist[b * per..(b + 1) * per].iter().sum())).collect();
+    VqStepOut { grads, idx: own, rows, ema }
+}
