@@ -1,5 +1,5 @@
 //! Every kernel we ship builds into a pipeline on this adapter (stock Debian lavapipe in CI): every
-//! entry point of every shader with default constants, and every matmul and conv specialisation.
+//! entry point of every shader with default constants, and every matmul, conv and VQ specialisation.
 
 use vaegpu::gpu::pipeline::{shader_source, SHADERS, SNIPPETS};
 use vaegpu::testing::test_gpu;
@@ -75,5 +75,27 @@ fn every_entry_point_and_variant_builds() {
             }
         }
     }
+    // The VQ kernels with the WG the launchers in kernels::vq pick (16 on a CPU adapter, 64 otherwise),
+    // both values whatever this adapter is; the one-workgroup entries and recon_mse take no override.
+    let vq_wg = ["vq_enorm", "vq_argmin", "vq_backward", "vq_counts", "vq_fill", "vq_stats_ema", "vq_stats_grad"];
+    let vq_fixed = ["vq_scan", "vq_ema_finish", "vq_usage", "recon_mse"];
+    for wg in [16.0, 64.0] {
+        for entry in vq_wg {
+            let c = [("WG", wg)];
+            gpu.pipeline("vq", entry, &c).unwrap_or_else(|e| panic!("vq {entry} {c:?}: {e}"));
+            built += 1;
+        }
+    }
+    for entry in vq_fixed {
+        gpu.pipeline("vq", entry, &[]).unwrap_or_else(|e| panic!("vq {entry}: {e}"));
+        built += 1;
+    }
+    // A new vq entry point must be added to one of the lists above.
+    let vq = naga::front::wgsl::parse_str(&shader_source("vq")).unwrap();
+    let mut have: Vec<&str> = vq.entry_points.iter().map(|e| e.name.as_str()).collect();
+    let mut listed: Vec<&str> = vq_wg.iter().chain(&vq_fixed).copied().collect();
+    have.sort();
+    listed.sort();
+    assert_eq!(have, listed, "vq.wgsl entry points vs the specialisations built here");
     assert!(built > 100, "only {built} pipelines");
 }

@@ -104,23 +104,23 @@ impl VqConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.channels.len() != 2 || self.channels.contains(&0) {
-            return Err(format!("vq: need two encoder stages with channels > 0, got {:?}", self.channels));
+            return Err(format!("need two encoder stages with channels > 0, got {:?}", self.channels));
         }
         if self.dim == 0 || self.codes < 2 || self.codes > 65536 || self.res_hidden == 0 {
-            return Err("vq: need dim >= 1, 2 <= codes <= 65536 and res_hidden >= 1".into());
+            return Err("need dim >= 1, 2 <= codes <= 65536 and res_hidden >= 1".into());
         }
         if self.blocks > 16 {
-            return Err("vq: at most 16 residual blocks".into());
+            return Err("at most 16 residual blocks".into());
         }
         let unit = |v: f32| v > 0.0 && v < 1.0;
         if !(self.beta >= 0.0 && self.beta.is_finite()) || !unit(self.decay) || !(self.eps > 0.0) {
-            return Err("vq: need beta >= 0, 0 < decay < 1 and eps > 0".into());
+            return Err("need beta >= 0, 0 < decay < 1 and eps > 0".into());
         }
         if self.restart && !self.ema {
-            return Err("vq: dead-code restart needs the EMA codebook (ema = true)".into());
+            return Err("dead-code restart needs the EMA codebook (ema = true)".into());
         }
         if !(self.restart_threshold >= 0.0 && self.restart_threshold.is_finite()) {
-            return Err("vq: restart_threshold must be a finite number >= 0".into());
+            return Err("restart_threshold must be a finite number >= 0".into());
         }
         self.nets().map(|_| ())
     }
@@ -148,7 +148,7 @@ impl VqConfig {
             d.conv("deconv2", c0, 4, 2, 1, true, Act::Relu)?.conv("deconv1", c, 4, 2, 1, true, Act::Identity)?;
         let decoder = decoder.finish();
         if decoder.output() != image {
-            return Err(format!("vq: the decoder gives {} images, the data has {image}", decoder.output()));
+            return Err(format!("the decoder gives {} images, the data has {image}", decoder.output()));
         }
         let (k, dd) = (self.codes, self.dim);
         // Tables: a block of R rows is a (din = R − 1, dout = cols) block. The codebook starts in
