@@ -39,6 +39,7 @@ fn f32_round(v: &[f64]) -> Vec<f64> {
     to_f64(&to_f32(v))
 }
 
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the check
 /// |got − want| ≤ rel·scale + abs per element, where `scale` bounds the magnitude of the terms that
 /// were summed (so that cancellation does not make a relative tolerance meaningless).
 fn check_scaled(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f64, abs: f64) {

@@ -112,8 +112,8 @@ impl VqConfig {
         if self.blocks > 16 {
             return Err("at most 16 residual blocks".into());
         }
-        let unit = |v: f32| v > 0.0 && v < 1.0;
-        if !(self.beta >= 0.0 && self.beta.is_finite()) || !unit(self.decay) || !(self.eps > 0.0) {
+        let ok = self.beta >= 0.0 && self.beta.is_finite() && self.decay > 0.0 && self.decay < 1.0 && self.eps > 0.0;
+        if !ok {
             return Err("need beta >= 0, 0 < decay < 1 and eps > 0".into());
         }
         if self.restart && !self.ema {

@@ -73,7 +73,8 @@ pub struct LevelRecord {
     pub test_batch_perplexity: f64,
 }
 
-/// The model a session trains.
+/// The model a session trains (one per session, so the size difference of the variants is no cost).
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Vae(Vae),
     Vq(VqVae),
