@@ -140,7 +140,7 @@ pub struct Session {
     pub eval_batch: Program,
     /// Height, width, channels of the images (as the data has them, before any padding).
     pub image_shape: (usize, usize, usize),
-    /// Pixel variance of the training images (values in [0, 1]).
+    /// Pixel variance of the training images (values in [0, 1]; VQ models, which scale the MSE by it).
     pub variance: f64,
     pub step: u32,
     pub epoch: usize,
@@ -190,7 +190,7 @@ impl Session {
                 train.len()
             )));
         }
-        let variance = pixel_variance(&train.images.pixels);
+        let variance = if cfg.is_vq() { pixel_variance(&train.images.pixels) } else { 0.0 };
         let (train, test) = (train.pad(pad), test.pad(pad));
         let model = if cfg.is_vq() {
             Model::Vq(VqVae::new(gpu, &cfg.vq, cfg.batch, cfg.seed)?)
