@@ -92,3 +92,36 @@ pub fn poisoned(gpu: &Gpu, label: &str, n: usize) -> wgpu::Buffer {
 pub fn test_gpu() -> Gpu {
     Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
+
+/// Asserts that two run folders hold the same checkpoint, tensor by tensor (model and optimizer
+/// files; the safetensors header's metadata map has no fixed key order, so the bytes may differ).
+pub fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path) {
+    for f in ["checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"] {
+        let (fa, fb) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        let (ta, tb) =
+            (safetensors::SafeTensors::deserialize(&fa).unwrap(), safetensors::SafeTensors::deserialize(&fb).unwrap());
+        let mut names = ta.names();
+        names.sort();
+        let mut names_b = tb.names();
+        names_b.sort();
+        assert_eq!(names, names_b, "{f}: tensor names differ");
+        for n in names {
+            let (x, y) = (ta.tensor(n).unwrap(), tb.tensor(n).unwrap());
+            assert_eq!(x.shape(), y.shape(), "{f}: {n}");
+            assert!(x.data() == y.data(), "{f}: {n} differs");
+        }
+    }
+}
+
+/// The lines of a run's metrics.jsonl without the timing fields (`*seconds`).
+pub fn metrics_without_timings(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds"));
+            v
+        })
+        .collect()
+}

@@ -177,31 +177,8 @@ fn resume_continues_bit_for_bit_with_ema_and_restart() {
     train(&b, &["--epochs", "1", "--restart"]);
     let o = bin().arg("train").arg("--resume").arg(b.join("checkpoint")).args(["--epochs", "2", "--quiet"]).output();
     ok(o.unwrap(), "resume");
-    for file in ["checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"] {
-        let (fa, fb) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
-        let (ta, tb) =
-            (safetensors::SafeTensors::deserialize(&fa).unwrap(), safetensors::SafeTensors::deserialize(&fb).unwrap());
-        let mut names = ta.names();
-        names.sort();
-        let mut names_b = tb.names();
-        names_b.sort();
-        assert_eq!(names, names_b, "{file}: tensor names differ");
-        for n in names {
-            let (x, y) = (ta.tensor(n).unwrap(), tb.tensor(n).unwrap());
-            assert_eq!(x.shape(), y.shape(), "{file}: {n}");
-            assert!(x.data() == y.data(), "{file}: {n} differs");
-        }
-    }
-    let strip = |p: &Path| -> Vec<serde_json::Value> {
-        metrics(p)
-            .into_iter()
-            .map(|mut v| {
-                v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds"));
-                v
-            })
-            .collect()
-    };
-    let (ma, mb) = (strip(a), strip(&b));
+    vaegpu::testing::assert_same_checkpoint(a, &b);
+    let (ma, mb) = (vaegpu::testing::metrics_without_timings(a), vaegpu::testing::metrics_without_timings(&b));
     assert_eq!(ma.len(), 2);
     assert_eq!(ma, mb);
     // Restart actually ran in these runs, so its RNG stream is covered by the comparison.
