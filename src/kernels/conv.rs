@@ -120,13 +120,8 @@ impl ConvGather {
         self.c % 4 == 0 && self.n % 4 == 0
     }
 
-    /// Workgroup width: 64 lanes on GPUs; on CPU adapters (fewer, wider lanes) 16 pads less.
     fn wg(gpu: &Gpu) -> usize {
-        if gpu.is_cpu() {
-            16
-        } else {
-            64
-        }
+        super::lane_width(gpu)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -47,6 +47,16 @@ impl Act {
     }
 }
 
+/// Workgroup width of the one-item-per-invocation kernels: 64 lanes on GPUs; on CPU adapters (fewer,
+/// wider lanes) 16 pads less.
+pub(crate) fn lane_width(gpu: &crate::gpu::Gpu) -> usize {
+    if gpu.is_cpu() {
+        16
+    } else {
+        64
+    }
+}
+
 pub(crate) fn need(op: &'static str, ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
     if ok {
         Ok(())

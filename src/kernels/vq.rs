@@ -86,14 +86,6 @@ impl Vq {
         })
     }
 
-    fn wg(gpu: &Gpu) -> u32 {
-        if gpu.is_cpu() {
-            16
-        } else {
-            64
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn go(
         &self,
@@ -104,8 +96,8 @@ impl Vq {
         bindings: &[(u32, View)],
         items: usize,
     ) -> Result<Launch> {
-        let wg = Vq::wg(gpu);
-        let groups = grid_1d(items.div_ceil(wg as usize) as u32);
+        let wg = super::lane_width(gpu);
+        let groups = grid_1d(items.div_ceil(wg) as u32);
         gpu.launch(label, "vq", entry, &[("WG", wg as f64)], Some(p), bindings, groups)
     }
 
