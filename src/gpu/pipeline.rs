@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("data", include_str!("../../shaders/data.wgsl")),
     ("vq", include_str!("../../shaders/vq.wgsl")),
+    ("prior", include_str!("../../shaders/prior.wgsl")),
 ];
 
 /// Files that are only included by others (functions, no entry points).

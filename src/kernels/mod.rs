@@ -6,6 +6,7 @@ pub mod elbo;
 pub mod elementwise;
 pub mod matmul;
 pub mod optim;
+pub mod prior;
 pub mod reduce;
 pub mod sample;
 pub mod vq;

@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod net;
 pub mod optim;
+pub mod prior;
 pub mod sample;
 pub mod vae;
 pub mod vq;
