@@ -88,7 +88,7 @@ enum Cmd {
         /// Timed repetitions per kernel
         #[arg(long, default_value_t = 20)]
         reps: usize,
-        /// Model whose kernels and step are timed: vae (MLP), conv-vae or vq-vae
+        /// Model whose kernels and step are timed: vae (MLP), conv-vae, vq-vae or vq-vae-2
         #[arg(long, default_value = "vae")]
         model: String,
         #[command(flatten)]
@@ -101,7 +101,7 @@ struct TrainArgs {
     /// TOML config file; flags given here override it
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model family: vae (MLP), conv-vae or vq-vae
+    /// Model family: vae (MLP), conv-vae, vq-vae or vq-vae-2
     #[arg(long)]
     model: Option<String>,
     /// conv-vae: channels of each encoder stage, comma-separated (default 32,64); vq-vae: of its two
@@ -242,7 +242,8 @@ impl TrainArgs {
             }
         } else if vq_flags {
             return Err(Error::Config(
-                "--codes, --code-dim, --no-ema, --restart and --restart-threshold need --model vq-vae".into(),
+                "--codes, --code-dim, --no-ema, --restart and --restart-threshold need --model vq-vae or vq-vae-2"
+                    .into(),
             ));
         } else if let Some(conv) = c.vae.conv.as_mut() {
             if let Some(ch) = &self.channels {
@@ -381,7 +382,11 @@ fn run(cli: Cli) -> Result<()> {
                 "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, reps)?,
                 "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, reps)?,
                 "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, reps)?,
-                m => return Err(Error::Config(format!("unknown model '{m}' (vae, conv-vae or vq-vae)"))),
+                "vq-vae-2" => {
+                    let cfg = vaegpu::models::vq::VqConfig { levels: 2, ..Default::default() };
+                    vaegpu::bench::run_vq(&gpu, &cfg, batch, reps)?
+                }
+                m => return Err(Error::Config(format!("unknown model '{m}' (vae, conv-vae, vq-vae or vq-vae-2)"))),
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);

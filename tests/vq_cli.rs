@@ -204,3 +204,43 @@ fn vq_flags_are_checked() {
     fails_with(&["train", "--model", "vq-vae", "--no-ema", "--restart", "--out", o], 2, "restart needs the EMA");
     assert!(!out.exists(), "a refused run created {o}");
 }
+
+#[test]
+fn vq_vae_2_trains_with_two_levels() {
+    // The same small run with a top level (8x8 bottom codes and 4x4 top codes per image), 2 epochs.
+    let out = tmp("two");
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args[1] = "vq-vae-2";
+    let o = bin().arg("train").args(&args).args(["--epochs", "2", "--restart", "--out"]).arg(&out).output();
+    ok(o.unwrap(), "train vq-vae-2");
+    let lines = metrics(&out);
+    let levels = lines[1]["levels"].as_array().unwrap_or_else(|| panic!("no levels in {}", lines[1]));
+    assert_eq!(levels.len(), 2, "{}", lines[1]);
+    for lv in levels {
+        let (used, dead) = (lv["test_used"].as_u64().unwrap(), lv["test_dead"].as_u64().unwrap());
+        assert_eq!(used + dead, 64, "{lv}");
+        assert!((1.0..=64.0).contains(&f(lv, "test_perplexity")), "{lv}");
+    }
+    // It learns (as the one-level run: ≈ 0.29 then ≈ 0.15 here).
+    let (m1, m) = (f(&lines[0], "test_mse"), f(&lines[1], "test_mse"));
+    assert!(m < 0.8 * m1 && m < zero_output_mse(), "test MSE {m1} -> {m}");
+    for file in ["recon.png", "usage.png", "usage_top.png", "checkpoint/model.safetensors"] {
+        assert!(out.join(file).is_file(), "missing {file}");
+    }
+    let bytes = std::fs::read(out.join("checkpoint/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, shape) in [
+        ("vq.bottom.embed", &[64, 8][..]),
+        ("vq.top.embed", &[64, 8][..]),
+        ("vq.top.cluster_size", &[64][..]),
+        ("enc_t.conv.weight", &[16, 16, 4, 4][..]),
+        ("up_t.deconv.weight", &[8, 16, 4, 4][..]),
+    ] {
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.shape(), shape, "{name}");
+    }
+    let o = ok(bin().args(["eval", "--json", "--checkpoint"]).arg(out.join("checkpoint")).output().unwrap(), "eval");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((f(&v, "test_rec") - m).abs() <= 1e-6 * m, "eval {v} vs training's {m}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -530,7 +530,7 @@ fn conv_tensors(l: &Linear, g: &ConvGeom) -> [NamedTensor; 2] {
 /// `<name>.weight` [out, in, k, k] (a transposed conv's [in, out, k, k], as PyTorch stores them) and
 /// `<name>.bias`; dense blocks `<name>.weight` [out, in] and `<name>.bias`. With `split_head = Some(Z)`
 /// the block `enc.head` becomes `enc.mu` and `enc.logvar` (its two halves of Z outputs).
-pub fn net_tensors(layout: &ParamLayout, nets: [&Net; 2], split_head: Option<usize>) -> Vec<NamedTensor> {
+pub fn net_tensors(layout: &ParamLayout, nets: &[&Net], split_head: Option<usize>) -> Vec<NamedTensor> {
     let mut convs = std::collections::HashMap::new();
     let mut dense = std::collections::HashSet::new();
     for l in nets.iter().flat_map(|n| n.layers.iter()) {
@@ -570,7 +570,7 @@ impl VaeConfig {
     /// [`net_tensors`].
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
         match self.nets() {
-            Ok(n) => net_tensors(layout, [&n.encoder, &n.decoder], Some(self.latent)),
+            Ok(n) => net_tensors(layout, &[&n.encoder, &n.decoder], Some(self.latent)),
             Err(_) => Vec::new(),
         }
     }

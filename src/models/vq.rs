@@ -22,8 +22,8 @@ use crate::kernels::optim::Adam;
 use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::vq::{ReconMse, TableLayout, Valid, Vq, VQM_EVAL, VQM_LEVEL_WORDS, VQM_TRAIN};
 use crate::kernels::Act;
-use crate::nn::gpu::GpuNet;
-use crate::nn::{Linear, Net, NetBuilder, ParamLayout, Shape};
+use crate::nn::gpu::{Backward, GpuNet};
+use crate::nn::{Linear, Net, NetBuilder, ParamLayout, Shape, BLOCK_ALIGN};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -36,8 +36,10 @@ pub struct VqConfig {
     pub pad_multiple: usize,
     /// Channels of the two stride-2 encoder stages (kernel 4, padding 1); the decoder mirrors them.
     pub channels: Vec<usize>,
-    /// Residual blocks after the encoder stages and before the decoder's transposed convs.
+    /// Residual blocks after each encoder stage and before each decoder's transposed convs.
     pub blocks: usize,
+    /// 1: VQ-VAE (codes at 1/4 of the input); 2: VQ-VAE-2 (a top level at 1/8 too).
+    pub levels: usize,
     /// Hidden channels of a residual block.
     pub res_hidden: usize,
     /// Code vector size D.
@@ -65,6 +67,7 @@ impl Default for VqConfig {
             pad_multiple: 0,
             channels: vec![64, 128],
             blocks: 2,
+            levels: 1,
             res_hidden: 32,
             dim: 64,
             codes: 512,
@@ -78,21 +81,65 @@ impl Default for VqConfig {
     }
 }
 
-/// The networks and the codebook blocks of a VQ model.
-pub struct VqNets {
-    pub layout: ParamLayout,
-    pub encoder: Net,
-    pub decoder: Net,
-    /// Layout blocks of the codebook, the EMA count and the EMA sum.
+/// Layout blocks of one level's codebook, EMA count and EMA sum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tables {
     pub embed: usize,
     pub count: usize,
     pub sum: usize,
 }
 
+/// The extra networks of VQ-VAE-2 (a top level at 1/8 of the input on top of the bottom at 1/4).
+///   h = encoder(x);  z_t = top.encoder(h);  q_t = quantise_t(z_t)
+///   z_b = top.pre_vq(h) + top.decoder(q_t);  q_b = quantise_b(z_b)      (the top code conditions z_b)
+///   x̂ = decoder(top.dec_in(q_b) + top.up(q_t))                        (the decoder sees both levels)
+/// A sum of two convs equals one conv over the concatenated channels, so this is VQ-VAE-2's
+/// concatenations without a concat kernel.
+pub struct TopNets {
+    pub encoder: Net,
+    pub decoder: Net,
+    pub pre_vq: Net,
+    pub dec_in: Net,
+    pub up: Net,
+}
+
+/// The networks and the codebook blocks of a VQ model.
+pub struct VqNets {
+    pub layout: ParamLayout,
+    /// x → z (one level) or x → h, the bottom features (two levels).
+    pub encoder: Net,
+    /// zq → x̂ (one level) or top.dec_in(q_b) + top.up(q_t) → x̂ (two levels).
+    pub decoder: Net,
+    pub top: Option<TopNets>,
+    /// Per level, bottom first.
+    pub tables: Vec<Tables>,
+}
+
+impl VqNets {
+    /// Every net, in layout order (for checkpoints and FLOP counts).
+    pub fn all(&self) -> Vec<&Net> {
+        let mut v = vec![&self.encoder];
+        if let Some(t) = &self.top {
+            v.extend([&t.encoder, &t.decoder, &t.pre_vq, &t.dec_in, &t.up]);
+        }
+        v.push(&self.decoder);
+        v
+    }
+
+    /// The code grid of each level, bottom first.
+    pub fn grids(&self) -> Vec<Shape> {
+        let mut v = vec![self.top.as_ref().map_or(self.encoder.output(), |t| t.pre_vq.output())];
+        if let Some(t) = &self.top {
+            v.push(t.encoder.output());
+        }
+        v
+    }
+}
+
 impl VqConfig {
-    /// The encoder's total stride (images must be a multiple of it).
+    /// The encoder's total stride (images must be a multiple of it): 4, or 8 with a top level.
     pub fn stride(&self) -> usize {
-        1 << self.channels.len()
+        1 << (self.channels.len() + self.levels - 1)
     }
 
     /// Padding on each side (top, left) for data of `h`×`w`: to a multiple of pad_multiple (or the stride).
@@ -105,6 +152,9 @@ impl VqConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.channels.len() != 2 || self.channels.contains(&0) {
             return Err(format!("need two encoder stages with channels > 0, got {:?}", self.channels));
+        }
+        if !(1..=2).contains(&self.levels) {
+            return Err(format!("levels must be 1 (VQ-VAE) or 2 (VQ-VAE-2), got {}", self.levels));
         }
         if self.dim == 0 || self.codes < 2 || self.codes > 65536 || self.res_hidden == 0 {
             return Err("need dim >= 1, 2 <= codes <= 65536 and res_hidden >= 1".into());
@@ -129,63 +179,141 @@ impl VqConfig {
         let [h, w, c] = self.image;
         let image = Shape::new(h, w, c);
         let mut layout = ParamLayout::default();
-        let (c0, c1) = (self.channels[0], self.channels[1]);
+        let (c0, c1, dd) = (self.channels[0], self.channels[1], self.dim);
         let last = |j: usize| if j + 1 == self.blocks { Act::Relu } else { Act::Identity };
         let mid = if self.blocks > 0 { Act::Identity } else { Act::Relu };
-        let mut e = NetBuilder::new(&mut layout, "enc", image)
+        fn add_res<'a>(
+            mut b: NetBuilder<'a>,
+            cfg: &VqConfig,
+            last: impl Fn(usize) -> Act,
+        ) -> std::result::Result<NetBuilder<'a>, String> {
+            for j in 0..cfg.blocks {
+                b = b.res(&format!("res{}", j + 1), cfg.res_hidden, last(j))?;
+            }
+            Ok(b)
+        }
+        let two = self.levels == 2;
+        let e = NetBuilder::new(&mut layout, "enc", image)
             .conv("conv1", c0, 4, 2, 1, false, Act::Relu)?
             .conv("conv2", c1, 4, 2, 1, false, mid)?;
-        for j in 0..self.blocks {
-            e = e.res(&format!("res{}", j + 1), self.res_hidden, last(j))?;
-        }
-        let encoder = e.conv("pre_vq", self.dim, 1, 1, 0, false, Act::Identity)?.finish();
-        let grid = encoder.output();
-        let mut d = NetBuilder::new(&mut layout, "dec", grid).conv("conv_in", c1, 3, 1, 1, false, mid)?;
-        for j in 0..self.blocks {
-            d = d.res(&format!("res{}", j + 1), self.res_hidden, last(j))?;
-        }
-        let decoder =
-            d.conv("deconv2", c0, 4, 2, 1, true, Act::Relu)?.conv("deconv1", c, 4, 2, 1, true, Act::Identity)?;
+        let e = add_res(e, self, last)?;
+        let encoder = if two { e.finish() } else { e.conv("pre_vq", dd, 1, 1, 0, false, Act::Identity)?.finish() };
+        let grid = if two { Shape::new(encoder.output().h, encoder.output().w, dd) } else { encoder.output() };
+        let top = if two {
+            let hb = encoder.output();
+            let t = NetBuilder::new(&mut layout, "enc_t", hb).conv("conv", c1, 4, 2, 1, false, mid)?;
+            let t_encoder = add_res(t, self, last)?.conv("pre_vq", dd, 1, 1, 0, false, Act::Identity)?.finish();
+            let t =
+                NetBuilder::new(&mut layout, "dec_t", t_encoder.output()).conv("conv_in", c1, 3, 1, 1, false, mid)?;
+            let t_decoder = add_res(t, self, last)?.conv("deconv", dd, 4, 2, 1, true, Act::Identity)?.finish();
+            let id = Act::Identity;
+            let pre_vq = NetBuilder::new(&mut layout, "pre_vq_b", hb).conv("conv", dd, 1, 1, 0, false, id)?.finish();
+            let dec_in = NetBuilder::new(&mut layout, "dec_in", grid).conv("conv", c1, 3, 1, 1, false, id)?.finish();
+            let up = NetBuilder::new(&mut layout, "up_t", t_encoder.output())
+                .conv("deconv", c1, 4, 2, 1, true, id)?
+                .finish();
+            let top = TopNets { encoder: t_encoder, decoder: t_decoder, pre_vq, dec_in, up };
+            if top.decoder.output() != grid || top.up.output() != top.dec_in.output() {
+                return Err(format!(
+                    "the top level's grid {} does not upsample to the bottom's {grid}",
+                    top.encoder.output()
+                ));
+            }
+            Some(top)
+        } else {
+            None
+        };
+        let d = if two {
+            NetBuilder::new(&mut layout, "dec", Shape::new(grid.h, grid.w, c1))
+        } else {
+            NetBuilder::new(&mut layout, "dec", grid).conv("conv_in", c1, 3, 1, 1, false, mid)?
+        };
+        let decoder = add_res(d, self, last)?.conv("deconv2", c0, 4, 2, 1, true, Act::Relu)?.conv(
+            "deconv1",
+            c,
+            4,
+            2,
+            1,
+            true,
+            Act::Identity,
+        )?;
         let decoder = decoder.finish();
         if decoder.output() != image {
             return Err(format!("the decoder gives {} images, the data has {image}", decoder.output()));
         }
-        let (k, dd) = (self.codes, self.dim);
-        // Tables: a block of R rows is a (din = R − 1, dout = cols) block. The codebook starts in
-        // U(−1/K, 1/K) (fan-in K²).
-        let embed = layout.push_with_fan_in("vq.embed", k - 1, dd, Act::Identity, k * k);
-        let count = layout.push_with_fan_in("vq.cluster_size", 0, k, Act::Identity, 1);
-        let sum = layout.push_with_fan_in("vq.embed_avg", k - 1, dd, Act::Identity, 1);
-        Ok(VqNets { layout, encoder, decoder, embed, count, sum })
+        let k = self.codes;
+        let names: &[&str] = if two { &["vq.bottom", "vq.top"] } else { &["vq"] };
+        // Tables: a block of R rows is a (din = R − 1, dout = cols) block. The codebooks start in
+        // U(−1/K, 1/K) (fan-in K²). Codebooks first, then the EMA state, so that Adam's range is one prefix.
+        let embeds: Vec<usize> = names
+            .iter()
+            .map(|n| layout.push_with_fan_in(&format!("{n}.embed"), k - 1, dd, Act::Identity, k * k))
+            .collect();
+        let mut tables = Vec::new();
+        for (n, &embed) in names.iter().zip(&embeds) {
+            let count = layout.push_with_fan_in(&format!("{n}.cluster_size"), 0, k, Act::Identity, 1);
+            let sum = layout.push_with_fan_in(&format!("{n}.embed_avg"), k - 1, dd, Act::Identity, 1);
+            tables.push(Tables { embed, count, sum });
+        }
+        Ok(VqNets { layout, encoder, decoder, top, tables })
     }
 
     /// Initial parameters: the layout's seeded init, then N = 1 and m = e for the EMA state.
     pub fn init(&self, nets: &VqNets, seed: u64) -> Vec<f32> {
         let mut p = nets.layout.init(seed);
-        let (e, c, s) =
-            (&nets.layout.layers[nets.embed], &nets.layout.layers[nets.count], &nets.layout.layers[nets.sum]);
-        p[c.offset..c.offset + c.len()].fill(1.0);
-        p.copy_within(e.offset..e.offset + e.len(), s.offset);
+        for t in &nets.tables {
+            let l = &nets.layout.layers;
+            let (e, c, s) = (&l[t.embed], &l[t.count], &l[t.sum]);
+            p[c.offset..c.offset + c.len()].fill(1.0);
+            p.copy_within(e.offset..e.offset + e.len(), s.offset);
+        }
         p
     }
 
-    /// Parameters Adam trains: everything before the codebook (EMA) or before the EMA state.
+    /// Parameters Adam trains: everything before the codebooks (EMA) or before the EMA state.
     pub fn trainable(&self, nets: &VqNets) -> usize {
         let l = &nets.layout.layers;
         if self.ema {
-            l[nets.embed].offset
+            l[nets.tables[0].embed].offset
         } else {
-            l[nets.count].offset
+            l[nets.tables[0].count].offset
         }
     }
 
     /// FLOPs of one training step at batch `b` (convs forward and backward, plus the distances).
     pub fn step_flops(&self, b: usize) -> f64 {
         self.nets().map_or(0.0, |n| {
-            let g = n.encoder.output();
-            n.encoder.flops_step(b) + n.decoder.flops_step(b) + 3.0 * (b * g.h * g.w * self.codes * self.dim) as f64
+            let convs: f64 = n.all().iter().map(|net| net.flops_step(b)).sum();
+            let dist: f64 = n.grids().iter().map(|g| 3.0 * (b * g.h * g.w * self.codes * self.dim) as f64).sum();
+            convs + dist
         })
     }
+}
+
+/// One quantiser level on the GPU.
+pub struct Level {
+    pub q: Vq,
+    pub tables: Tables,
+    pub idx: wgpu::Buffer,
+    pub zq: wgpu::Buffer,
+    pub dzq: wgpu::Buffer,
+    /// Where the level's distances start in `dist`, its metrics in `vqm` and its usage in `usage`.
+    pub dist_at: usize,
+    pub vqm_at: usize,
+    pub usage_at: usize,
+}
+
+/// VQ-VAE-2's extra nets, and the gradients that meet: h feeds the top encoder and the bottom pre-VQ
+/// conv, q_t feeds the top decoder and the decoder's up-conv.
+pub struct TopGpu {
+    pub enc: GpuNet,
+    pub dec: GpuNet,
+    pub pre_vq: GpuNet,
+    pub dec_in: GpuNet,
+    pub up: GpuNet,
+    /// d q_t through the up-conv, d h through the bottom pre-VQ conv.
+    pub dq_up: wgpu::Buffer,
+    pub dh_pre: wgpu::Buffer,
 }
 
 /// A VQ model's buffers and programs on the GPU.
@@ -199,24 +327,29 @@ pub struct VqVae {
     pub x: wgpu::Buffer,
     pub enc: GpuNet,
     pub dec: GpuNet,
-    pub q: Vq,
-    pub idx: wgpu::Buffer,
-    pub zq: wgpu::Buffer,
-    pub dzq: wgpu::Buffer,
+    pub top: Option<TopGpu>,
+    /// Bottom level first.
+    pub levels: Vec<Level>,
+    /// ‖z − e‖² per vector, every level.
     pub dist: wgpu::Buffer,
-    /// Assignment scratch (‖e‖², z·eᵀ) and the vectors sorted by code (starts, order).
+    /// Assignment scratch (‖e‖², z·eᵀ) and the vectors sorted by code (starts, order); shared by the
+    /// levels, which use them one after the other.
     pub scratch: wgpu::Buffer,
     pub members: wgpu::Buffer,
     pub counts: wgpu::Buffer,
-    /// Per code, the vectors assigned since the last reset (the host resets it before evaluation).
+    /// Per level and code, the vectors assigned since the last reset (the host resets it before evaluation).
     pub usage: wgpu::Buffer,
-    /// Perplexity, used codes and restarts (see kernels::vq::VQM_*).
+    /// Per level, perplexity, used codes and restarts (see kernels::vq::VQM_*).
     pub vqm: wgpu::Buffer,
     pub rows: wgpu::Buffer,
 }
 
 fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
     View::new(buf, (l.offset * 4) as u64, l.len())
+}
+
+fn at(buf: &wgpu::Buffer, offset: usize, len: usize) -> View<'_> {
+    View::new(buf, (offset * 4) as u64, len)
 }
 
 impl VqVae {
@@ -227,42 +360,66 @@ impl VqVae {
             return Err(shape("batch must be > 0".into()));
         }
         let nets = cfg.nets().map_err(shape)?;
-        let grid = nets.encoder.output();
-        let n = batch * grid.h * grid.w;
-        let q = Vq { n, d: cfg.dim, k: cfg.codes };
         let [h, w, c] = cfg.image;
-        let largest = [
-            (nets.layout.total * 4) as u64,
-            (batch * h * w * c * 4) as u64,
-            GpuNet::largest_buffer(&nets.encoder, batch),
-            GpuNet::largest_buffer(&nets.decoder, batch),
-        ]
-        .into_iter()
-        .max()
-        .unwrap();
+        let mut largest = vec![(nets.layout.total * 4) as u64, (batch * h * w * c * 4) as u64];
+        largest.extend(nets.all().iter().map(|n| GpuNet::largest_buffer(n, batch)));
+        let qs: Vec<Vq> = nets.grids().iter().map(|g| Vq { n: batch * g.h * g.w, d: cfg.dim, k: cfg.codes }).collect();
+        largest.extend(qs.iter().map(|q| (q.scratch_len() * 4) as u64));
+        let largest = largest.into_iter().max().unwrap();
         gpu.check_needs(&Needs {
             max_buffer_bytes: largest,
             max_binding_bytes: largest,
             max_storage_buffers_per_stage: 8,
         })?;
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
+        let (k, d) = (cfg.codes, cfg.dim);
+        let mut levels = Vec::new();
+        let mut dist_at = 0;
+        for (i, (q, t)) in qs.iter().zip(&nets.tables).enumerate() {
+            let n = q.n;
+            levels.push(Level {
+                q: *q,
+                tables: *t,
+                idx: gpu.storage(&format!("vq{i}.idx[{n}]"), (n * 4) as u64),
+                zq: f(format!("vq{i}.zq[{n}x{d}]"), n * d),
+                dzq: f(format!("vq{i}.dzq[{n}x{d}]"), n * d),
+                dist_at,
+                vqm_at: i * VQM_LEVEL_WORDS,
+                usage_at: i * k.next_multiple_of(BLOCK_ALIGN),
+            });
+            // Views start at multiples of 256 bytes (wgpu's largest storage offset alignment).
+            dist_at = (dist_at + n).next_multiple_of(BLOCK_ALIGN);
+        }
+        let scratch = qs.iter().map(Vq::scratch_len).max().unwrap();
+        let members = qs.iter().map(Vq::members_len).max().unwrap();
+        let top = match &nets.top {
+            None => None,
+            Some(t) => Some(TopGpu {
+                enc: GpuNet::new(gpu, &t.encoder, batch)?,
+                dec: GpuNet::new(gpu, &t.decoder, batch)?,
+                pre_vq: GpuNet::new(gpu, &t.pre_vq, batch)?,
+                dec_in: GpuNet::new(gpu, &t.dec_in, batch)?,
+                up: GpuNet::new(gpu, &t.up, batch)?,
+                dq_up: f("vq1.dzq.up".into(), qs[1].n * d),
+                dh_pre: f("enc.dh.pre_vq".into(), batch * nets.encoder.output().len()),
+            }),
+        };
+        let nl = levels.len();
         let m = VqVae {
             core: Core::new(gpu, nets.layout.clone(), &cfg.init(&nets, seed)),
             trainable: cfg.trainable(&nets),
             x: f(format!("x[{batch}x{h}x{w}x{c}]"), batch * h * w * c),
             enc: GpuNet::new(gpu, &nets.encoder, batch)?,
             dec: GpuNet::new(gpu, &nets.decoder, batch)?,
-            idx: gpu.storage(&format!("vq.idx[{n}]"), (n * 4) as u64),
-            zq: f(format!("vq.zq[{n}x{}]", cfg.dim), n * cfg.dim),
-            dzq: f(format!("vq.dzq[{n}x{}]", cfg.dim), n * cfg.dim),
-            dist: f(format!("vq.dist[{n}]"), n),
-            scratch: f(format!("vq.scratch[{}]", q.scratch_len()), q.scratch_len()),
-            members: gpu.storage(&format!("vq.members[{}]", q.members_len()), (q.members_len() * 4) as u64),
-            counts: f(format!("vq.counts[{}]", cfg.codes), cfg.codes),
-            usage: f(format!("vq.usage[{}]", cfg.codes), cfg.codes),
-            vqm: f("vq.metrics".into(), VQM_LEVEL_WORDS),
+            top,
+            dist: f(format!("vq.dist[{dist_at}]"), dist_at),
+            scratch: f(format!("vq.scratch[{scratch}]"), scratch),
+            members: gpu.storage(&format!("vq.members[{members}]"), (members * 4) as u64),
+            counts: f(format!("vq.counts[{k}]"), k),
+            usage: f(format!("vq.usage[{nl}x{k}]"), nl * k.next_multiple_of(BLOCK_ALIGN)),
+            vqm: f("vq.metrics".into(), nl * VQM_LEVEL_WORDS),
             rows: f(format!("rows[{batch}x2]"), batch * 2),
-            q,
+            levels,
             nets,
             cfg: cfg.clone(),
             batch,
@@ -275,18 +432,23 @@ impl VqVae {
         &self.core.layout.layers[i]
     }
 
-    /// The codebook, EMA count and EMA sum as one slice of the parameter buffer.
-    fn table(&self) -> (View<'_>, TableLayout) {
-        let (e, c, s) = (self.layer(self.nets.embed), self.layer(self.nets.count), self.layer(self.nets.sum));
-        let start = e.offset;
-        let end = s.offset + s.len();
-        let at = TableLayout { count: c.offset - start, sum: s.offset - start, code: 0 };
+    /// A level's codebook, EMA count and EMA sum as one slice of the parameter buffer.
+    fn table(&self, t: &Tables) -> (View<'_>, TableLayout) {
+        let (e, c, s) = (self.layer(t.embed), self.layer(t.count), self.layer(t.sum));
+        let start = e.offset.min(c.offset).min(s.offset);
+        let end = (s.offset + s.len()).max(c.offset + c.len()).max(e.offset + e.len());
+        let at = TableLayout { count: c.offset - start, sum: s.offset - start, code: e.offset - start };
         (View::new(&self.core.params, (start * 4) as u64, end - start), at)
     }
 
-    /// Vectors per image.
+    /// Vectors per image of the bottom level.
     pub fn per_row(&self) -> usize {
-        self.q.n / self.batch
+        self.levels[0].q.n / self.batch
+    }
+
+    /// Vectors per image, all levels.
+    pub fn vectors_per_row(&self) -> usize {
+        self.levels.iter().map(|l| l.q.n / self.batch).sum()
     }
 
     /// Pixels per image that the loss counts.
@@ -305,22 +467,39 @@ impl VqVae {
         self.dec.output()
     }
 
-    /// Encoder → assign → decoder → recon MSE (gradient scaled for mse / `variance`).
-    pub fn forward(&self, gpu: &Gpu, variance: f32) -> Result<Vec<Launch>> {
-        let l = &self.core.layout;
-        let mut out = self.enc.forward(gpu, l, &self.core.params, &self.x)?;
-        out.extend(self.q.assign(
+    /// The nearest code of every vector of `z` for level `i`.
+    fn assign(&self, gpu: &Gpu, i: usize, z: View) -> Result<Vec<Launch>> {
+        let lv = &self.levels[i];
+        lv.q.assign(
             gpu,
-            "vq",
-            self.enc.output().into(),
-            block(&self.core.params, self.layer(self.nets.embed)),
-            (&self.idx).into(),
-            (&self.zq).into(),
-            (&self.dist).into(),
+            &format!("vq{i}"),
+            z,
+            block(&self.core.params, self.layer(lv.tables.embed)),
+            (&lv.idx).into(),
+            (&lv.zq).into(),
+            at(&self.dist, lv.dist_at, lv.q.n),
             (&self.scratch).into(),
-        )?);
+        )
+    }
+
+    /// Encoder → assign (top, then bottom) → decoder → recon MSE (gradient scaled for mse / `variance`).
+    pub fn forward(&self, gpu: &Gpu, variance: f32) -> Result<Vec<Launch>> {
+        let (l, p) = (&self.core.layout, &self.core.params);
+        let mut out = self.enc.forward(gpu, l, p, &self.x)?;
+        match &self.top {
+            None => out.extend(self.assign(gpu, 0, self.enc.output().into())?),
+            Some(t) => {
+                let h = self.enc.output();
+                out.extend(t.enc.forward(gpu, l, p, h)?);
+                out.extend(self.assign(gpu, 1, t.enc.output().into())?);
+                out.extend(t.dec.forward(gpu, l, p, &self.levels[1].zq)?);
+                out.extend(t.pre_vq.forward_add(gpu, l, p, h, Some(t.dec.output()))?);
+                out.extend(self.assign(gpu, 0, t.pre_vq.output().into())?);
+            }
+        }
         out.extend(self.decode(gpu)?);
         let [h, w, c] = self.cfg.image;
+        let second = self.levels.get(1).map(|t| (t.dist_at, t.q.n / self.batch));
         let mse = ReconMse {
             batch: self.batch,
             h,
@@ -329,7 +508,7 @@ impl VqVae {
             window: self.window(),
             scale: 2.0 / ((self.batch * self.valid_pixels()) as f32 * variance),
             per_row: self.per_row(),
-            second: None,
+            second,
         };
         out.push(mse.launch(
             gpu,
@@ -343,82 +522,93 @@ impl VqVae {
         Ok(out)
     }
 
-    /// The decoder alone, from the code vectors in `zq`.
+    /// The decoder alone, from the code vectors in each level's `zq`.
     pub fn decode(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
-        self.dec.forward(gpu, &self.core.layout, &self.core.params, &self.zq)
+        let (l, p) = (&self.core.layout, &self.core.params);
+        match &self.top {
+            None => self.dec.forward(gpu, l, p, &self.levels[0].zq),
+            Some(t) => {
+                let mut out = t.up.forward(gpu, l, p, &self.levels[1].zq)?;
+                out.extend(t.dec_in.forward_add(gpu, l, p, &self.levels[0].zq, Some(t.up.output()))?);
+                out.extend(self.dec.forward(gpu, l, p, t.dec_in.output())?);
+                Ok(out)
+            }
+        }
     }
 
-    /// Backward through the decoder, the quantiser and the encoder; the codebook update or gradient.
+    /// Level `i`'s backward and codebook step: dz = dzq + the commitment gradient into `dz`, then the
+    /// code counts, the sort by code, the EMA update (or the codebook gradient) and the usage metrics.
+    fn level_backward(&self, gpu: &Gpu, i: usize, z: View, dz: View) -> Result<Vec<Launch>> {
+        let lv = &self.levels[i];
+        let (q, g) = (&lv.q, &self.core.grads);
+        let name = format!("vq{i}");
+        let code = block(&self.core.params, self.layer(lv.tables.embed));
+        let nd = (q.n * q.d) as f32;
+        let mut out =
+            vec![q.backward(gpu, &name, 2.0 * self.cfg.beta / nd, z, code, (&lv.idx).into(), (&lv.dzq).into(), dz)?];
+        let counts = at(&self.counts, 0, q.k);
+        let st = (&self.core.state).into();
+        out.push(q.counts(gpu, &name, None, st, (&lv.idx).into(), counts)?);
+        out.extend(q.sort(gpu, &name, counts, (&lv.idx).into(), (&self.members).into())?);
+        if self.cfg.ema {
+            let (table, tl) = self.table(&lv.tables);
+            let members = (&self.members).into();
+            out.push(q.stats_ema(gpu, &name, self.cfg.decay, tl, z, members, counts, table)?);
+            let (table, tl) = self.table(&lv.tables);
+            let restart = self.cfg.restart.then_some(self.cfg.restart_threshold);
+            let vqm = (&self.vqm).into();
+            let slot = lv.vqm_at + VQM_TRAIN;
+            out.push(q.ema_finish(gpu, &name, self.cfg.eps, restart, slot, tl, z, table, st, vqm)?);
+        } else {
+            let dcode = block(g, self.layer(lv.tables.embed));
+            out.push(q.stats_grad(gpu, &name, 2.0 / nd, z, code, (&self.members).into(), counts, dcode)?);
+        }
+        out.push(self.usage(gpu, i, VQM_TRAIN)?);
+        Ok(out)
+    }
+
+    fn usage(&self, gpu: &Gpu, i: usize, slot: usize) -> Result<Launch> {
+        let lv = &self.levels[i];
+        let k = lv.q.k;
+        let label = format!("vq{i} {}", if slot == VQM_TRAIN { "train" } else { "eval" });
+        lv.q.usage(
+            gpu,
+            &label,
+            lv.vqm_at + slot,
+            at(&self.counts, 0, k),
+            (&self.vqm).into(),
+            at(&self.usage, lv.usage_at, k),
+        )
+    }
+
+    /// Backward through the decoder, the quantisers and the encoders; the codebook updates or gradients.
     pub fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
         let (l, p, g) = (&self.core.layout, &self.core.params, &self.core.grads);
-        let mut out = self.dec.backward(gpu, l, p, g, &self.zq, Some((&self.dzq, Act::Identity)))?;
-        let code = block(p, self.layer(self.nets.embed));
-        let z = self.enc.output();
-        let nd = (self.q.n * self.q.d) as f32;
-        out.push(self.q.backward(
-            gpu,
-            "vq",
-            2.0 * self.cfg.beta / nd,
-            z.into(),
-            code,
-            (&self.idx).into(),
-            (&self.dzq).into(),
-            self.enc.d_output().into(),
-        )?);
-        out.push(self.q.counts(
-            gpu,
-            "train",
-            None,
-            (&self.core.state).into(),
-            (&self.idx).into(),
-            (&self.counts).into(),
-        )?);
-        out.extend(self.q.sort(gpu, "vq", (&self.counts).into(), (&self.idx).into(), (&self.members).into())?);
-        if self.cfg.ema {
-            let (table, at) = self.table();
-            out.push(self.q.stats_ema(
-                gpu,
-                "vq",
-                self.cfg.decay,
-                at,
-                z.into(),
-                (&self.members).into(),
-                (&self.counts).into(),
-                table,
-            )?);
-            let (table, at) = self.table();
-            out.push(self.q.ema_finish(
-                gpu,
-                "vq",
-                self.cfg.eps,
-                self.cfg.restart.then_some(self.cfg.restart_threshold),
-                VQM_TRAIN,
-                at,
-                z.into(),
-                table,
-                (&self.core.state).into(),
-                (&self.vqm).into(),
-            )?);
-        } else {
-            out.push(self.q.stats_grad(
-                gpu,
-                "vq",
-                2.0 / nd,
-                z.into(),
-                code,
-                (&self.members).into(),
-                (&self.counts).into(),
-                block(g, self.layer(self.nets.embed)),
-            )?);
-        }
-        out.push(self.q.usage(
-            gpu,
-            "train",
-            VQM_TRAIN,
-            (&self.counts).into(),
-            (&self.vqm).into(),
-            (&self.usage).into(),
-        )?);
+        let id = Act::Identity;
+        let Some(t) = &self.top else {
+            let lv = &self.levels[0];
+            let mut out = self.dec.backward(gpu, l, p, g, &lv.zq, Some((&lv.dzq, id)))?;
+            out.extend(self.level_backward(gpu, 0, self.enc.output().into(), self.enc.d_output().into())?);
+            out.extend(self.enc.backward(gpu, l, p, g, &self.x, None)?);
+            return Ok(out);
+        };
+        let (bot, topl) = (&self.levels[0], &self.levels[1]);
+        let h = self.enc.output();
+        let h_act = self.nets.encoder.output_act();
+        // Decoder, then its two inputs: dec_in(q_b) and up(q_t) share the output gradient.
+        let mut out = self.dec.backward(gpu, l, p, g, t.dec_in.output(), Some((t.dec_in.d_output(), id)))?;
+        out.extend(t.dec_in.backward(gpu, l, p, g, &bot.zq, Some((&bot.dzq, id)))?);
+        let from_dec = Backward { d_output: Some(t.dec_in.d_output()), add_to_input: None };
+        out.extend(t.up.backward_with(gpu, l, p, g, &topl.zq, Some((&t.dq_up, id)), from_dec)?);
+        // Bottom quantiser: z_b = pre_vq(h) + top decoder(q_t) share dz_b.
+        out.extend(self.level_backward(gpu, 0, t.pre_vq.output().into(), t.pre_vq.d_output().into())?);
+        let from_zb = Backward { d_output: Some(t.pre_vq.d_output()), add_to_input: Some(&t.dq_up) };
+        out.extend(t.dec.backward_with(gpu, l, p, g, &topl.zq, Some((&topl.dzq, id)), from_zb)?);
+        out.extend(t.pre_vq.backward(gpu, l, p, g, h, Some((&t.dh_pre, h_act)))?);
+        // Top quantiser, the top encoder (its input gradient adds the pre-VQ conv's), the encoder.
+        out.extend(self.level_backward(gpu, 1, t.enc.output().into(), t.enc.d_output().into())?);
+        let into_h = Backward { d_output: None, add_to_input: Some(&t.dh_pre) };
+        out.extend(t.enc.backward_with(gpu, l, p, g, h, Some((self.enc.d_output(), h_act)), into_h)?);
         out.extend(self.enc.backward(gpu, l, p, g, &self.x, None)?);
         Ok(out)
     }
@@ -473,36 +663,47 @@ impl VqVae {
         let mut p = Program::new("vq_eval_batch");
         p.push(self.gather(gpu, data, W_EVAL_BATCH, "eval")?);
         p.extend(self.forward(gpu, 1.0)?);
-        let valid = Valid { batch: self.batch, n_items: data.n, batch_word: W_EVAL_BATCH, per_row: self.per_row() };
-        let st = (&self.core.state).into();
-        p.push(self.q.counts(gpu, "eval", Some(valid), st, (&self.idx).into(), (&self.counts).into())?);
-        p.push(self.q.usage(gpu, "eval", VQM_EVAL, (&self.counts).into(), (&self.vqm).into(), (&self.usage).into())?);
+        for (i, lv) in self.levels.iter().enumerate() {
+            let per_row = lv.q.n / self.batch;
+            let valid = Valid { batch: self.batch, n_items: data.n, batch_word: W_EVAL_BATCH, per_row };
+            let st = (&self.core.state).into();
+            let counts = at(&self.counts, 0, lv.q.k);
+            p.push(lv.q.counts(gpu, &format!("vq{i} eval"), Some(valid), st, (&lv.idx).into(), counts)?);
+            p.push(self.usage(gpu, i, VQM_EVAL)?);
+        }
         p.push(self.metrics(gpu, data, W_EVAL_BATCH, SLOT_EVAL, "eval")?);
         p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
     pub fn reset_vq_metrics(&self, gpu: &Gpu) {
-        gpu.write(&self.vqm, 0, &[0f32; VQM_LEVEL_WORDS]);
-        gpu.write(&self.usage, 0, &vec![0f32; self.cfg.codes]);
+        let nl = self.levels.len();
+        gpu.write(&self.vqm, 0, &vec![0f32; nl * VQM_LEVEL_WORDS]);
+        gpu.write(&self.usage, 0, &vec![0f32; self.usage.size() as usize / 4]);
     }
 
-    /// (vq metrics words, usage per code).
-    pub fn read_vq_metrics(&self, gpu: &Gpu) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((gpu.read(&self.vqm, 0, VQM_LEVEL_WORDS)?, gpu.read(&self.usage, 0, self.cfg.codes)?))
+    /// Per level: (vq metrics words, usage per code).
+    pub fn read_vq_metrics(&self, gpu: &Gpu) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let nl = self.levels.len();
+        let words = gpu.read(&self.vqm, 0, nl * VQM_LEVEL_WORDS)?;
+        let usage = gpu.read_f32(&self.usage)?;
+        Ok(self
+            .levels
+            .iter()
+            .map(|l| (words[l.vqm_at..][..VQM_LEVEL_WORDS].to_vec(), usage[l.usage_at..][..l.q.k].to_vec()))
+            .collect())
     }
 
     /// Checkpoint tensors: convs as PyTorch [out, in, k, k] (transposed [in, out, k, k]), tables [K, D].
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let nets = &self.nets;
-        let mut out = super::vae::net_tensors(&nets.layout, [&nets.encoder, &nets.decoder], None);
-        for (b, shape) in [
-            (nets.embed, vec![self.cfg.codes, self.cfg.dim]),
-            (nets.count, vec![self.cfg.codes]),
-            (nets.sum, vec![self.cfg.codes, self.cfg.dim]),
-        ] {
-            let l = &nets.layout.layers[b];
-            out.push(NamedTensor { name: l.name.clone(), shape, index: (l.offset..l.offset + l.len()).collect() });
+        let mut out = super::vae::net_tensors(&nets.layout, &nets.all(), None);
+        let (k, d) = (self.cfg.codes, self.cfg.dim);
+        for t in &nets.tables {
+            for (b, shape) in [(t.embed, vec![k, d]), (t.count, vec![k]), (t.sum, vec![k, d])] {
+                let l = &nets.layout.layers[b];
+                out.push(NamedTensor { name: l.name.clone(), shape, index: (l.offset..l.offset + l.len()).collect() });
+            }
         }
         out
     }

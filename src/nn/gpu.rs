@@ -12,6 +12,16 @@ use crate::kernels::conv::{ConvGather, ConvWgrad, Resid};
 use crate::kernels::matmul::Matmul;
 use crate::kernels::Act;
 
+/// Options of [`GpuNet::backward_with`].
+#[derive(Clone, Copy, Default)]
+pub struct Backward<'a> {
+    /// Read the output gradient from here instead of `d_output()`.
+    pub d_output: Option<&'a wgpu::Buffer>,
+    /// Add this (already multiplied by the input's act') into the input gradient; the first layer
+    /// must be a conv, and the buffer must differ from the input-gradient buffer.
+    pub add_to_input: Option<&'a wgpu::Buffer>,
+}
+
 pub struct GpuNet {
     pub net: Net,
     /// Examples per pass.
@@ -115,7 +125,24 @@ impl GpuNet {
         params: &wgpu::Buffer,
         input: &wgpu::Buffer,
     ) -> Result<Vec<Launch>> {
+        self.forward_add(gpu, layout, params, input, None)
+    }
+
+    /// The forward pass, with `add` (shaped as the output) summed into the last layer's output before
+    /// its activation; the last layer must then be a conv.
+    pub fn forward_add(
+        &self,
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        params: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        add: Option<&wgpu::Buffer>,
+    ) -> Result<Vec<Launch>> {
         let rows = self.rows;
+        let last = self.net.layers.len() - 1;
+        if add.is_some() && !matches!(self.net.layers[last].op, Op::Conv { .. }) {
+            return Err(shape_err(format!("{}: only a conv output can take a sum", self.net.layers[last].name)));
+        }
         let mut out = Vec::new();
         let mut x = input;
         for (i, l) in self.net.layers.iter().enumerate() {
@@ -128,7 +155,11 @@ impl GpuNet {
                     out.push(mm.launch(gpu, &l.name, x.into(), block(params, p), y.into(), None)?);
                 }
                 Op::Conv { block: b, geom } => {
-                    let k = ConvGather::forward(geom, rows, s.h, s.w, l.act)?;
+                    let mut k = ConvGather::forward(geom, rows, s.h, s.w, l.act)?;
+                    let r = add.filter(|_| i == last);
+                    if r.is_some() {
+                        k.resid = Resid::BeforeAct;
+                    }
                     out.push(k.launch(
                         gpu,
                         &l.name,
@@ -136,7 +167,7 @@ impl GpuNet {
                         block(params, &layout.layers[*b]),
                         y.into(),
                         None,
-                        None,
+                        r.map(Into::into),
                     )?);
                 }
                 Op::Res { conv3, conv1, hidden } => {
@@ -199,11 +230,34 @@ impl GpuNet {
         input: &wgpu::Buffer,
         d_input: Option<(&wgpu::Buffer, Act)>,
     ) -> Result<Vec<Launch>> {
+        self.backward_with(gpu, layout, params, grads, input, d_input, Backward::default())
+    }
+
+    /// As `backward`, with the options of [`Backward`]: the output gradient read from another buffer,
+    /// and a gradient added into the input gradient (for an input that feeds two nets).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with(
+        &self,
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        d_input: Option<(&wgpu::Buffer, Act)>,
+        opt: Backward<'_>,
+    ) -> Result<Vec<Launch>> {
         let rows = self.rows;
         let mut out = Vec::new();
+        let last = self.net.layers.len() - 1;
+        if opt.add_to_input.is_some() && (d_input.is_none() || !matches!(self.net.layers[0].op, Op::Conv { .. })) {
+            return Err(shape_err(format!("{}: only a conv input gradient can take a sum", self.net.layers[0].name)));
+        }
         for (i, l) in self.net.layers.iter().enumerate().rev() {
             let x = if i == 0 { input } else { &self.outs[i - 1] };
-            let g = &self.grads[i];
+            let g = match opt.d_output {
+                Some(d) if i == last => d,
+                _ => &self.grads[i],
+            };
             let dx = if i == 0 { d_input } else { Some((&self.grads[i - 1], self.net.layers[i - 1].act)) };
             let s = l.input;
             match &l.op {
@@ -235,10 +289,14 @@ impl GpuNet {
                     let p = &layout.layers[*b];
                     self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), &mut out)?;
                     if let Some((dx, prev_act)) = dx {
-                        let k = ConvGather::input_grad(geom, rows, s.h, s.w, prev_act)?;
+                        let mut k = ConvGather::input_grad(geom, rows, s.h, s.w, prev_act)?;
                         let z = (prev_act != Act::Identity).then(|| x.into());
+                        let r = opt.add_to_input.filter(|_| i == 0);
+                        if r.is_some() {
+                            k.resid = Resid::AfterDact;
+                        }
                         let name = format!("{}.dX", l.name);
-                        out.push(k.launch(gpu, &name, g.into(), block(params, p), dx.into(), z, None)?);
+                        out.push(k.launch(gpu, &name, g.into(), block(params, p), dx.into(), z, r.map(Into::into))?);
                     }
                 }
                 Op::Res { conv3, conv1, hidden } => {

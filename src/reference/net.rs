@@ -18,20 +18,36 @@ fn block<'a>(layout: &ParamLayout, params: &'a [f64], b: usize) -> &'a [f64] {
 }
 
 pub fn net_forward(net: &Net, layout: &ParamLayout, params: &[f64], input: &[f64], rows: usize) -> Acts {
+    net_forward_add(net, layout, params, input, rows, None)
+}
+
+/// The forward pass with `add` summed into the last layer's output before its activation (a conv).
+pub fn net_forward_add(
+    net: &Net,
+    layout: &ParamLayout,
+    params: &[f64],
+    input: &[f64],
+    rows: usize,
+    add: Option<&[f64]>,
+) -> Acts {
     let mut outs: Vec<Vec<f64>> = Vec::new();
     let mut inner = Vec::new();
-    for l in &net.layers {
+    let last = net.layers.len() - 1;
+    for (i, l) in net.layers.iter().enumerate() {
+        let r = add.filter(|_| i == last);
         let x = outs.last().map_or(input, |v| &v[..]);
         let s = l.input;
         let (y, h) = match &l.op {
             Op::Linear { block: b } => {
+                assert!(r.is_none(), "only a conv output takes a sum");
                 let p = &layout.layers[*b];
                 (linear_forward(x, block(layout, params, *b), rows, p.din, p.dout, l.act), None)
             }
             Op::Conv { block: b, geom } => {
-                (conv_forward(geom, x, block(layout, params, *b), rows, s.h, s.w, l.act, false, None), None)
+                (conv_forward(geom, x, block(layout, params, *b), rows, s.h, s.w, l.act, false, r), None)
             }
             Op::Res { conv3, conv1, hidden } => {
+                assert!(r.is_none(), "only a conv output takes a sum");
                 let (g3, g1) = Layer::res_geoms(s.c, *hidden);
                 let h = conv_forward(&g3, x, block(layout, params, *conv3), rows, s.h, s.w, Act::Relu, true, None);
                 let y = conv_forward(&g1, &h, block(layout, params, *conv1), rows, s.h, s.w, l.act, false, Some(x));

@@ -165,19 +165,75 @@ pub fn recon_mse(
     (sse, dx)
 }
 
-/// One VQ-VAE forward and backward pass (models/vq.rs) in f64.
+/// One VQ-VAE (or VQ-VAE-2) forward and backward pass (models/vq.rs) in f64.
 pub struct VqStepOut {
-    /// d loss / d params (flat layout; the codebook block only without EMA).
+    /// d loss / d params (flat layout; the codebook blocks only without EMA).
     pub grads: Vec<f64>,
-    pub idx: Vec<u32>,
-    /// Per image: Σ squared error inside the window, Σ VQ distances.
+    /// Per level (bottom first), the chosen codes.
+    pub idx: Vec<Vec<u32>>,
+    /// Per image: Σ squared error inside the window, Σ VQ distances (every level).
     pub rows: Vec<(f64, f64)>,
-    /// The EMA state after the update (EMA codebooks).
-    pub ema: Option<Ema>,
+    /// Per level, the EMA state after the update (EMA codebooks; empty otherwise).
+    pub ema: Vec<Ema>,
+    /// Per level, the encoder output z that was quantised.
+    pub z: Vec<Vec<f64>>,
 }
 
-/// The step of a VQ-VAE on the padded batch `x` [B, H·W·C]; `idx` overrides the assignment (to follow
-/// the GPU through float near-ties); `step` and `seed` drive the restart draws.
+/// One level's quantisation: (idx, zq, dist), following `over` where given.
+fn quantise(z: &[f64], code: &[f64], d: usize, k: usize, over: Option<&[u32]>) -> (Vec<u32>, Vec<f64>, Vec<f64>) {
+    let n = z.len() / d;
+    let (mut own, _, _) = assign(z, code, n, d, k);
+    if let Some(i) = over {
+        own = i.to_vec();
+    }
+    let zq: Vec<f64> = (0..n * d).map(|i| code[own[i / d] as usize * d + i % d]).collect();
+    let dist = (0..n).map(|r| (0..d).map(|j| (z[r * d + j] - zq[r * d + j]).powi(2)).sum()).collect();
+    (own, zq, dist)
+}
+
+/// One level's backward: dz = dzq + commitment, and the EMA update or the codebook gradient.
+#[allow(clippy::too_many_arguments)]
+fn level_backward(
+    cfg: &crate::models::vq::VqConfig,
+    layout: &crate::nn::ParamLayout,
+    t: &crate::models::vq::Tables,
+    params: &[f64],
+    z: &[f64],
+    own: &[u32],
+    dzq: &[f64],
+    grads: &mut [f64],
+    ema: &mut Vec<Ema>,
+    step: u32,
+    seed: u64,
+) -> Vec<f64> {
+    let (d, k) = (cfg.dim, cfg.codes);
+    let n = z.len() / d;
+    let e = &layout.layers[t.embed];
+    let code = &params[e.offset..e.offset + k * d];
+    let dz = backward(z, code, own, dzq, d, 2.0 * cfg.beta as f64 / (n * d) as f64);
+    if cfg.ema {
+        let (cn, sm) = (&layout.layers[t.count], &layout.layers[t.sum]);
+        let mut st = Ema {
+            count: params[cn.offset..cn.offset + k].to_vec(),
+            sum: params[sm.offset..sm.offset + k * d].to_vec(),
+            code: code.to_vec(),
+        };
+        let restart = cfg.restart.then_some(cfg.restart_threshold as f64);
+        ema_update(&mut st, z, own, d, cfg.decay as f64, cfg.eps as f64, restart, step, seed);
+        ema.push(st);
+    } else {
+        let g = codebook_grad(z, code, own, d, k, 2.0 / (n * d) as f64);
+        grads[e.offset..e.offset + k * d].copy_from_slice(&g);
+    }
+    dz
+}
+
+fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// The step of a VQ model on the padded batch `x` [B, H·W·C]; `idx` (per level) overrides the
+/// assignment (to follow the GPU through float near-ties); `step` and `seed` drive the restart draws.
 #[allow(clippy::too_many_arguments)]
 pub fn vq_step(
     cfg: &crate::models::vq::VqConfig,
@@ -185,53 +241,80 @@ pub fn vq_step(
     x: &[f64],
     batch: usize,
     variance: f64,
-    idx: Option<&[u32]>,
+    idx: Option<&[Vec<u32>]>,
     step: u32,
     seed: u64,
 ) -> VqStepOut {
-    use super::net::{net_backward, net_forward};
+    use super::net::{net_backward, net_forward, net_forward_add};
     let nets = cfg.nets().expect("valid config");
     let layout = &nets.layout;
     let (d, k) = (cfg.dim, cfg.codes);
+    let code = |l: usize| {
+        let e = &layout.layers[nets.tables[l].embed];
+        &params[e.offset..e.offset + k * d]
+    };
+    let over = |l: usize| idx.map(|v| &v[l][..]);
+    let last = |a: &super::net::Acts| a.outs.last().unwrap().clone();
+    let id = crate::kernels::Act::Identity;
     let enc = net_forward(&nets.encoder, layout, params, x, batch);
-    let z = enc.outs.last().unwrap().clone();
-    let n = z.len() / d;
-    let e = &layout.layers[nets.embed];
-    let code = params[e.offset..e.offset + k * d].to_vec();
-    let (mut own, _, _) = assign(&z, &code, n, d, k);
-    if let Some(i) = idx {
-        own = i.to_vec();
-    }
-    let zq: Vec<f64> = (0..n * d).map(|i| code[own[i / d] as usize * d + i % d]).collect();
-    let dist: Vec<f64> = (0..n).map(|r| (0..d).map(|j| (z[r * d + j] - zq[r * d + j]).powi(2)).sum()).collect();
-    let dec = net_forward(&nets.decoder, layout, params, &zq, batch);
-    let xhat = dec.outs.last().unwrap();
-    let [h, w, c] = cfg.image;
+    let h = last(&enc);
+    let mut grads = vec![0.0; layout.total];
+    let mut ema = Vec::new();
+    let [hh, w, c] = cfg.image;
     let [vh, vw] = cfg.valid;
     let (top, left, _, _) = cfg.padding(vh, vw);
     let scale = 2.0 / ((batch * vh * vw * c) as f64 * variance);
-    let (sse, dxhat) = recon_mse(xhat, x, batch, (h, w, c), (top, left, vh, vw), scale);
-    let mut grads = vec![0.0; layout.total];
-    let identity = crate::kernels::Act::Identity;
-    let dzq = net_backward(&nets.decoder, layout, params, &zq, &dec, &dxhat, batch, identity, &mut grads, true);
-    let dz = backward(&z, &code, &own, &dzq.unwrap(), d, 2.0 * cfg.beta as f64 / (n * d) as f64);
-    let ema = if cfg.ema {
-        let (cn, sm) = (&layout.layers[nets.count], &layout.layers[nets.sum]);
-        let mut st = Ema {
-            count: params[cn.offset..cn.offset + k].to_vec(),
-            sum: params[sm.offset..sm.offset + k * d].to_vec(),
-            code: code.clone(),
-        };
-        let restart = cfg.restart.then_some(cfg.restart_threshold as f64);
-        ema_update(&mut st, &z, &own, d, cfg.decay as f64, cfg.eps as f64, restart, step, seed);
-        Some(st)
-    } else {
-        let g = codebook_grad(&z, &code, &own, d, k, 2.0 / (n * d) as f64);
-        grads[e.offset..e.offset + k * d].copy_from_slice(&g);
-        None
+    let (idx, z, sse, dist) = match &nets.top {
+        None => {
+            let (own, zq, dist) = quantise(&h, code(0), d, k, over(0));
+            let dec = net_forward(&nets.decoder, layout, params, &zq, batch);
+            let (sse, dxhat) = recon_mse(&last(&dec), x, batch, (hh, w, c), (top, left, vh, vw), scale);
+            let dzq = net_backward(&nets.decoder, layout, params, &zq, &dec, &dxhat, batch, id, &mut grads, true);
+            let t = &nets.tables[0];
+            let dz = level_backward(cfg, layout, t, params, &h, &own, &dzq.unwrap(), &mut grads, &mut ema, step, seed);
+            net_backward(&nets.encoder, layout, params, x, &enc, &dz, batch, id, &mut grads, false);
+            let per = own.len() / batch;
+            let dist = (0..batch).map(|b| dist[b * per..][..per].iter().sum()).collect();
+            (vec![own], vec![h], sse, dist)
+        }
+        Some(t) => {
+            let h_act = nets.encoder.output_act();
+            let et = net_forward(&t.encoder, layout, params, &h, batch);
+            let zt = last(&et);
+            let (own_t, zq_t, dist_t) = quantise(&zt, code(1), d, k, over(1));
+            let dt = net_forward(&t.decoder, layout, params, &zq_t, batch);
+            let pre = net_forward_add(&t.pre_vq, layout, params, &h, batch, Some(&last(&dt)));
+            let zb = last(&pre);
+            let (own_b, zq_b, dist_b) = quantise(&zb, code(0), d, k, over(0));
+            let up = net_forward(&t.up, layout, params, &zq_t, batch);
+            let din = net_forward_add(&t.dec_in, layout, params, &zq_b, batch, Some(&last(&up)));
+            let s = last(&din);
+            let dec = net_forward(&nets.decoder, layout, params, &s, batch);
+            let (sse, dxhat) = recon_mse(&last(&dec), x, batch, (hh, w, c), (top, left, vh, vw), scale);
+            let g = &mut grads;
+            let ds = net_backward(&nets.decoder, layout, params, &s, &dec, &dxhat, batch, id, g, true).unwrap();
+            let dzq_b = net_backward(&t.dec_in, layout, params, &zq_b, &din, &ds, batch, id, g, true).unwrap();
+            let dq_up = net_backward(&t.up, layout, params, &zq_t, &up, &ds, batch, id, g, true).unwrap();
+            let tb = &nets.tables[0];
+            let dzb = level_backward(cfg, layout, tb, params, &zb, &own_b, &dzq_b, g, &mut ema, step, seed);
+            let dq_dec = net_backward(&t.decoder, layout, params, &zq_t, &dt, &dzb, batch, id, g, true).unwrap();
+            let dh_pre = net_backward(&t.pre_vq, layout, params, &h, &pre, &dzb, batch, h_act, g, true).unwrap();
+            let dzq_t = add(&dq_dec, &dq_up);
+            let tt = &nets.tables[1];
+            let dzt = level_backward(cfg, layout, tt, params, &zt, &own_t, &dzq_t, g, &mut ema, step, seed);
+            let dh_top = net_backward(&t.encoder, layout, params, &h, &et, &dzt, batch, h_act, g, true).unwrap();
+            let dh = add(&dh_top, &dh_pre);
+            net_backward(&nets.encoder, layout, params, x, &enc, &dh, batch, id, g, false);
+            let per_t = own_t.len() / batch;
+            let per_b = own_b.len() / batch;
+            let dist: Vec<f64> = (0..batch)
+                .map(|b| {
+                    dist_b[b * per_b..][..per_b].iter().sum::<f64>() + dist_t[b * per_t..][..per_t].iter().sum::<f64>()
+                })
+                .collect();
+            (vec![own_b, own_t], vec![zb, zt], sse, dist)
+        }
     };
-    net_backward(&nets.encoder, layout, params, x, &enc, &dz, batch, identity, &mut grads, false);
-    let per = n / batch;
-    let rows = (0..batch).map(|b| (sse[b], dist[b * per..(b + 1) * per].iter().sum())).collect();
-    VqStepOut { grads, idx: own, rows, ema }
+    let rows = sse.into_iter().zip(dist).collect();
+    VqStepOut { grads, idx, rows, ema, z }
 }

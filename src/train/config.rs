@@ -13,7 +13,7 @@ use crate::models::vq::VqConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Model family: "vae" (the MLP VAE; also "mlp-vae"), "conv-vae" (vae.conv, defaults if absent) or
-    /// "vq-vae" (the [vq] table).
+    /// "vq-vae" or "vq-vae-2" (the [vq] table; vq-vae-2 sets its levels = 2).
     pub model: String,
     pub epochs: usize,
     pub batch: usize,
@@ -48,7 +48,7 @@ pub struct TrainConfig {
     pub train_limit: usize,
     pub test_limit: usize,
     pub vae: VaeConfig,
-    /// The VQ-VAE (model = "vq-vae").
+    /// The VQ models (model = "vq-vae" or "vq-vae-2").
     pub vq: VqConfig,
 }
 
@@ -100,8 +100,8 @@ impl TrainConfig {
             "vae" | "mlp-vae" if self.vae.conv.is_some() => {
                 return bad(format!("[vae.conv] is set but model is '{}': use model = \"conv-vae\"", self.model))
             }
-            "vae" | "mlp-vae" | "conv-vae" | "vq-vae" => {}
-            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae, vq-vae)", self.model)),
+            "vae" | "mlp-vae" | "conv-vae" | "vq-vae" | "vq-vae-2" => {}
+            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae, vq-vae, vq-vae-2)", self.model)),
         }
         if self.batch == 0 || self.batch > 65535 {
             return bad(format!("batch must be in 1..=65535, got {}", self.batch));
@@ -125,18 +125,25 @@ impl TrainConfig {
             if self.weight_decay > 0.0 && !self.vq.ema {
                 return bad("weight_decay would shrink the gradient-trained codebook; use vq.ema or no decay".into());
             }
+            let levels = if self.model == "vq-vae-2" { 2 } else { 1 };
+            if self.vq.levels != levels {
+                return bad(format!("model {} has {levels} level(s), [vq] levels = {}", self.model, self.vq.levels));
+            }
             return self.vq.validate().map_err(|m| Error::Config(format!("vq: {m}")));
         }
         self.vae.validate().map_err(|m| Error::Config(format!("vae: {m}")))
     }
 
-    /// A VQ model (vq-vae).
+    /// A VQ model (vq-vae or vq-vae-2).
     pub fn is_vq(&self) -> bool {
-        self.model == "vq-vae"
+        self.model == "vq-vae" || self.model == "vq-vae-2"
     }
 
     /// Fills in what the model name implies: the conv VAE's default architecture when none is given.
     pub fn resolve(&mut self) {
+        if self.model == "vq-vae-2" {
+            self.vq.levels = 2;
+        }
         if self.model == "conv-vae" && self.vae.conv.is_none() {
             self.vae.conv = Some(Default::default());
         }

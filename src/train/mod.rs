@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Program};
 use crate::kernels::data::{W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::Likelihood;
+use crate::kernels::vq::VQM_LEVEL_WORDS;
 use crate::models::core::{Core, Metrics, SlotMetrics};
 use crate::models::vae::{GpuDataset, NamedTensor, Vae};
 use crate::models::vq::VqVae;
@@ -39,7 +40,7 @@ pub struct EpochRecord {
     pub epoch_seconds: f64,
     pub eval_seconds: f64,
     /// VQ models: reconstruction and code usage (their rec/kl fields hold the MSE per pixel and the
-    /// mean VQ distance mean((z_e − e)²)).
+    /// mean VQ distance mean((z_e − e)²) over the code vectors of every level).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub vq: Option<VqRecord>,
 }
@@ -52,7 +53,7 @@ pub struct VqRecord {
     pub test_mse: f64,
     pub test_mse_norm: f64,
     pub data_variance: f64,
-    /// mean((z_e − e)²) over the test set.
+    /// mean((z_e − e)²) over the test set's code vectors (of both levels for VQ-VAE-2).
     pub test_vq: f64,
     pub levels: Vec<LevelRecord>,
 }
@@ -424,34 +425,40 @@ impl Session {
         train: &Metrics,
         train_words: &[f32],
         ev: &SlotMetrics,
-    ) -> Result<Option<(VqRecord, Vec<f64>)>> {
+    ) -> Result<Option<(VqRecord, Vec<Vec<f64>>)>> {
         let Model::Vq(v) = &self.model else { return Ok(None) };
-        let (words, usage) = v.read_vq_metrics(gpu)?;
-        let usage: Vec<f64> = usage.iter().map(|&u| u as f64).collect();
-        let (perp, used) = crate::reference::vq::perplexity(&usage);
         let pixels = v.valid_pixels() as f64;
-        let elems = (v.per_row() * v.cfg.dim) as f64;
+        let elems = (v.vectors_per_row() * v.cfg.dim) as f64;
         let per = |sum: f64, rows: f64, n: f64| sum / (rows.max(1.0) * n);
-        let tb = train_words[2].max(1.0) as f64;
         let test_mse = per(ev.rec, ev.rows, pixels);
+        let mut levels = Vec::new();
+        let mut usages = Vec::new();
+        for (i, (words, usage)) in v.read_vq_metrics(gpu)?.into_iter().enumerate() {
+            let usage: Vec<f64> = usage.iter().map(|&u| u as f64).collect();
+            let (perp, used) = crate::reference::vq::perplexity(&usage);
+            let tw = &train_words[i * VQM_LEVEL_WORDS..][..VQM_LEVEL_WORDS];
+            let tb = tw[2].max(1.0) as f64;
+            levels.push(LevelRecord {
+                codes: v.cfg.codes,
+                train_perplexity: tw[0] as f64 / tb,
+                train_used: tw[1] as f64 / tb,
+                restarts: tw[3] as f64,
+                test_perplexity: perp,
+                test_used: used,
+                test_dead: v.cfg.codes - used,
+                test_batch_perplexity: words[4] as f64 / (words[6].max(1.0) as f64),
+            });
+            usages.push(usage);
+        }
         let rec = VqRecord {
             train_mse: per(train.train.rec, train.train.rows, pixels),
             test_mse,
             test_mse_norm: test_mse / self.variance,
             data_variance: self.variance,
             test_vq: per(ev.kl, ev.rows, elems),
-            levels: vec![LevelRecord {
-                codes: v.cfg.codes,
-                train_perplexity: train_words[0] as f64 / tb,
-                train_used: train_words[1] as f64 / tb,
-                restarts: train_words[3] as f64,
-                test_perplexity: perp,
-                test_used: used,
-                test_dead: v.cfg.codes - used,
-                test_batch_perplexity: words[4] as f64 / (words[6].max(1.0) as f64),
-            }],
+            levels,
         };
-        Ok(Some((rec, usage)))
+        Ok(Some((rec, usages)))
     }
 
     /// (loss, rec, kl) per image of a slot: the VAE's (rec + β·KL, rec, KL); a VQ model's
@@ -462,7 +469,7 @@ impl Session {
             Model::Vq(v) => {
                 let rows = m.rows.max(1.0);
                 let mse = m.rec / rows / v.valid_pixels() as f64;
-                let vq = m.kl / rows / (v.per_row() * v.cfg.dim) as f64;
+                let vq = m.kl / rows / (v.vectors_per_row() * v.cfg.dim) as f64;
                 let w = v.cfg.beta as f64 + if v.cfg.ema { 0.0 } else { 1.0 };
                 (mse / self.variance + w * vq, mse, vq)
             }
@@ -534,15 +541,17 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
             tracing::warn!("{} steps had a non-finite gradient and were skipped", m.nonfinite_steps);
         }
         let train_words = match &session.model {
-            Model::Vq(v) => v.read_vq_metrics(gpu)?.0,
+            Model::Vq(v) => v.read_vq_metrics(gpu)?.into_iter().flat_map(|(w, _)| w).collect(),
             Model::Vae(_) => Vec::new(),
         };
         let t1 = Instant::now();
         let ev = session.evaluate(gpu)?;
         let eval_seconds = t1.elapsed().as_secs_f64();
         let vq = session.vq_record(gpu, &m, &train_words, &ev)?;
-        if let Some((_, usage)) = &vq {
-            crate::viz::save_histogram(&out.join("usage.png"), usage, 128).map_err(Error::Output)?;
+        if let Some((_, usages)) = &vq {
+            for (usage, name) in usages.iter().zip(["usage.png", "usage_top.png"]) {
+                crate::viz::save_histogram(&out.join(name), usage, 128).map_err(Error::Output)?;
+            }
         }
         let (train_loss, train_rec, train_kl) = session.losses(&m.train);
         let (test_loss, test_rec, test_kl) = session.losses(&ev);
