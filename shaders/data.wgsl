@@ -1,5 +1,6 @@
 // data.wgsl: batch gather from the GPU-resident dataset, and the step counters (state words).
-// Dataset: n_items images of D pixels, u8, packed four to a u32 (little-endian), item-major.
+// Dataset: n_items images of D pixels, u8, packed four to a u32 (little-endian), item-major (gather),
+//   or n_items items of D u32 words (gather_words).
 // State words (u32): 0 step (optimizer steps taken), 1 train batch within the epoch, 2 eval batch,
 //   3..4 Philox seed, 5 non-finite flag of the current step (written by reduce.wgsl).
 // gather: x[r, d] = pixel(perm[state[batch_word]·B + r], d) / 255, r < B, d < D. Rows past n_items
@@ -7,6 +8,10 @@
 //   With binarize != 0: x = 1 if u < pixel/255 else 0, u from philox((r·D + d, state[0], 2, 0), seed).
 //   Bindings: 0 uniform Params, 1 state (read), 2 data (read, packed u8), 3 perm (read, [n_items]),
 //   4 x (read_write, [B, D], =). Dispatch: 256 per workgroup, one pixel each, grid = (ceil(B·D/256), 1, 1).
+// gather_words: words[r, d] = data[perm[min(state[batch_word]·B + r, n_items − 1)]·D + d], the same
+//   cursor as gather over a dataset of n_items items of D full u32 words each (code maps), item-major.
+//   Bindings: 0 uniform Params (binarize unused), 1 state (read), 2 data (read, [n_items, D] u32),
+//   3 perm (read), 6 words (read_write, [B, D] u32, =). Dispatch: as gather.
 // advance: state[0] += 1 unless the step was non-finite; state[1] += 1 (train cursor).
 // advance_eval: state[2] += 1. Bindings: 5 state (read_write). Dispatch: grid = (1, 1, 1).
 
@@ -29,6 +34,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> perm: array<u32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state_w: array<u32>;
+@group(0) @binding(6) var<storage, read_write> words: array<u32>;
 
 @compute @workgroup_size(256, 1, 1)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -47,6 +53,18 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
         v = select(0.0, 1.0, u < v);
     }
     x[i] = v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gather_words(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.batch * p.dim) {
+        return;
+    }
+    let r = i / p.dim;
+    let d = i % p.dim;
+    let item = perm[min(state[p.batch_word] * p.batch + r, p.n_items - 1u)];
+    words[i] = data[item * p.dim + d];
 }
 
 @compute @workgroup_size(1, 1, 1)

@@ -1,4 +1,5 @@
-//! Launchers for shaders/data.wgsl: batch gather from the GPU-resident dataset, and the step counters.
+//! Launchers for shaders/data.wgsl: batch gather from the GPU-resident dataset (u8 pixels, or u32 words
+//! for code maps), and the step counters.
 
 use super::{need, need_len};
 use crate::gpu::{Gpu, Launch, Result, View};
@@ -55,6 +56,45 @@ impl Gather {
             Some(&p),
             &[(1, state), (2, data), (3, perm), (4, x)],
             [(self.batch * self.dim).div_ceil(256) as u32, 1, 1],
+        )
+    }
+}
+
+/// The u32 twin of [`Gather`] for datasets of code maps: out[r, d] = data[perm[min(state[batch_word]·B + r,
+/// n_items − 1)]·dim + d], data [n_items, dim] u32 words, out [B, dim] u32.
+#[derive(Clone, Copy, Debug)]
+pub struct GatherWords {
+    pub batch: usize,
+    pub dim: usize,
+    pub n_items: usize,
+    pub batch_word: u32,
+}
+
+impl GatherWords {
+    pub fn launch(&self, gpu: &Gpu, label: &str, state: View, data: View, perm: View, out: View) -> Result<Launch> {
+        const OP: &str = "gather_words";
+        need(OP, self.batch > 0 && self.dim > 0 && self.n_items > 0, || format!("empty shape {self:?}"))?;
+        let groups = (self.batch * self.dim).div_ceil(256);
+        need(OP, groups <= 65535, || format!("{self:?}: {groups} workgroups, at most 65535"))?;
+        need_len(OP, "data", &data, self.n_items * self.dim)?;
+        need_len(OP, "perm", &perm, self.n_items)?;
+        need_len(OP, "out", &out, self.batch * self.dim)?;
+        let p = Params {
+            batch: self.batch as u32,
+            dim: self.dim as u32,
+            n_items: self.n_items as u32,
+            batch_word: self.batch_word,
+            binarize: 0,
+            _pad: [0; 3],
+        };
+        gpu.launch(
+            format!("{label} gather_words[{}x{}]", self.batch, self.dim),
+            "data",
+            "gather_words",
+            &[],
+            Some(&p),
+            &[(1, state), (2, data), (3, perm), (6, out)],
+            [groups as u32, 1, 1],
         )
     }
 }

@@ -213,7 +213,8 @@ impl VaeConfig {
     }
 }
 
-/// A dataset resident on the GPU: u8 pixels packed into u32 words, and an order (permutation).
+/// A dataset resident on the GPU: u8 pixels packed into u32 words ([`GpuDataset::upload`]) or u32 words
+/// ([`GpuDataset::upload_words`], `dim` words per item), and an order (permutation).
 pub struct GpuDataset {
     pub data: wgpu::Buffer,
     pub perm: wgpu::Buffer,
@@ -237,6 +238,28 @@ impl GpuDataset {
         let mut packed = pixels.to_vec();
         packed.resize(pixels.len().next_multiple_of(4), 0);
         let data = gpu.upload::<u8>(&format!("{label}.pixels[{n}x{dim}]"), &packed);
+        let ident: Vec<u32> = (0..n as u32).collect();
+        let perm = gpu.upload(&format!("{label}.perm[{n}]"), &ident);
+        gpu.check()?;
+        Ok(GpuDataset { data, perm, n, dim })
+    }
+
+    /// A dataset of `n` items of `dim` u32 words each (code maps, read by
+    /// [`GatherWords`](crate::kernels::data::GatherWords)), item-major, in the identity order.
+    pub fn upload_words(gpu: &Gpu, label: &str, words: &[u32], n: usize, dim: usize) -> Result<GpuDataset> {
+        if n == 0 || words.len() != n * dim {
+            return Err(GpuError::Shape {
+                op: "dataset",
+                message: format!("{} words for {n} items of {dim}", words.len()),
+            });
+        }
+        let bytes = 4 * words.len() as u64;
+        gpu.check_needs(&Needs {
+            max_buffer_bytes: bytes,
+            max_binding_bytes: bytes,
+            max_storage_buffers_per_stage: 8,
+        })?;
+        let data = gpu.upload(&format!("{label}.words[{n}x{dim}]"), words);
         let ident: Vec<u32> = (0..n as u32).collect();
         let perm = gpu.upload(&format!("{label}.perm[{n}]"), &ident);
         gpu.check()?;

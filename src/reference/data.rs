@@ -1,4 +1,4 @@
-//! CPU twin of shaders/data.wgsl's gather.
+//! CPU twins of shaders/data.wgsl's gather and gather_words.
 
 use super::sample::{philox, u32_to_unit};
 
@@ -29,4 +29,15 @@ pub fn gather(
         }
     }
     x
+}
+
+/// words[r, d] for a batch of u32 items (code maps): rows past n_items repeat the last item.
+pub fn gather_words(data: &[u32], perm: &[u32], dim: usize, batch: usize, batch_index: usize) -> Vec<u32> {
+    let n = perm.len();
+    let mut out = vec![0; batch * dim];
+    for r in 0..batch {
+        let item = perm[(batch_index * batch + r).min(n - 1)] as usize;
+        out[r * dim..(r + 1) * dim].copy_from_slice(&data[item * dim..(item + 1) * dim]);
+    }
+    out
 }
