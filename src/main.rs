@@ -57,10 +57,20 @@ enum Cmd {
         #[command(flatten)]
         gpu: GpuArgs,
     },
-    /// Decode samples from the prior of a checkpoint into a PNG grid
+    /// Train gated PixelCNN priors over the code maps of a VQ checkpoint (vq-vae: one; vq-vae-2: top,
+    /// and bottom conditioned on top); writes prior/, prior_metrics.jsonl and samples.png
+    TrainPrior(Box<PriorArgs>),
+    /// Decode samples from the prior of a checkpoint into a PNG grid (VQ models: from their trained
+    /// PixelCNN priors, see train-prior)
     Sample {
         #[arg(long)]
         checkpoint: PathBuf,
+        /// VQ models: the folder of the priors (default: <checkpoint>/../prior)
+        #[arg(long)]
+        prior: Option<PathBuf>,
+        /// VQ models: sampling temperature of the priors
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
         /// Output PNG (default: <checkpoint>/../samples-<seed>.png)
         #[arg(long)]
         out: Option<PathBuf>,
@@ -94,6 +104,51 @@ enum Cmd {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+}
+
+#[derive(Args)]
+struct PriorArgs {
+    /// The VQ model's checkpoint folder (<run>/checkpoint)
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output folder (default: the VQ run's folder, <checkpoint>/..)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Channels of the vertical and horizontal stacks
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Gated masked-conv layers
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Odd kernel size of the masked convs
+    #[arg(long, default_value_t = 3)]
+    kernel: usize,
+    /// Hidden channels of the output head
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Use only the first N training / test images (0 = as the VQ run)
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+    /// Maps drawn and decoded into samples.png (at most --batch)
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// No per-epoch lines
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -366,10 +421,46 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Sample { checkpoint, out, n, seed, gpu } => {
+        Cmd::TrainPrior(a) => {
+            let gpu = a.gpu.open()?;
+            let arch = vaegpu::models::prior::PriorConfig {
+                channels: a.channels,
+                layers: a.layers,
+                kernel: a.kernel,
+                hidden: a.hidden,
+                ..Default::default()
+            };
+            let o = vaegpu::train::prior::PriorOptions {
+                checkpoint: a.checkpoint.clone(),
+                out: a.out.clone(),
+                epochs: a.epochs,
+                batch: a.batch,
+                lr: a.lr,
+                seed: a.seed,
+                arch,
+                train_limit: a.train_limit,
+                test_limit: a.test_limit,
+                samples: a.samples,
+                temperature: a.temperature,
+                quiet: a.quiet,
+            };
+            let recs = vaegpu::train::prior::train_prior(&gpu, &o)?;
+            for r in recs.iter().filter(|r| r.epoch == a.epochs) {
+                println!("prior {}: test {:.4} bits per code after {} epochs", r.prior, r.test_bits_per_code, r.epoch);
+            }
+            Ok(())
+        }
+        Cmd::Sample { checkpoint, prior, temperature, out, n, seed, gpu } => {
             let gpu = gpu.open()?;
             let (s, _) = vaegpu::eval::open(&gpu, &checkpoint, None)?;
-            let imgs = s.prior_samples(&gpu, n, seed)?;
+            let imgs = if s.cfg.is_vq() {
+                let dir = prior.unwrap_or_else(|| vaegpu::train::prior::run_dir(&checkpoint).join("prior"));
+                let priors = vaegpu::train::prior::load_priors(&gpu, &s, &dir, n.max(1))?;
+                let maps = vaegpu::train::prior::sample_codes(&gpu, &priors, n, seed, temperature)?;
+                s.decode_codes(&gpu, &maps, n)?
+            } else {
+                s.prior_samples(&gpu, n, seed)?
+            };
             let out = out.unwrap_or_else(|| checkpoint.join("..").join(format!("samples-{seed}.png")));
             vaegpu::viz::save_grid(&out, &imgs, n, s.image_shape, 8).map_err(Error::Output)?;
             println!("wrote {}", out.display());

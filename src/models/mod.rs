@@ -1,5 +1,6 @@
 //! Model families; each builds its training step from layers and kernels.
 
 pub mod core;
+pub mod prior;
 pub mod vae;
 pub mod vq;

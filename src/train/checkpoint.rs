@@ -62,7 +62,7 @@ fn gather(flat: &[f32], nt: &NamedTensor) -> Vec<u8> {
 }
 
 /// Serialises the named tensors of each (prefix, flat buffer) pair into one safetensors file.
-fn tensors_bytes(
+pub(crate) fn tensors_bytes(
     named: &[NamedTensor],
     parts: &[(&str, &[f32])],
     meta: Option<HashMap<String, String>>,
@@ -106,7 +106,7 @@ pub fn load_meta(dir: &Path) -> Result<Meta> {
     Ok(meta)
 }
 
-fn read_into(path: &Path, named: &[NamedTensor], prefix: &str, total: usize) -> Result<Vec<f32>> {
+pub(crate) fn read_into(path: &Path, named: &[NamedTensor], prefix: &str, total: usize) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod prior;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -338,6 +339,72 @@ impl Session {
         p.extend(vae.decode(gpu)?);
         gpu.submit(&p, 1);
         let out: Vec<f32> = gpu.read(vae.decoded(), 0, n * self.cfg.vae.input_dim)?;
+        Ok(self.to_images(&out, n))
+    }
+
+    fn vq(&self, what: &str) -> Result<&VqVae> {
+        match &self.model {
+            Model::Vq(v) => Ok(v),
+            Model::Vae(_) => Err(Error::Config(format!("{what} needs a vq-vae or vq-vae-2 checkpoint"))),
+        }
+    }
+
+    /// The code maps of every image of a split, per level (bottom first): [n_items, H_l·W_l] row-major.
+    pub fn code_maps(&self, gpu: &Gpu, train: bool) -> Result<Vec<Vec<u32>>> {
+        let v = self.vq("extracting code maps")?;
+        let data = if train {
+            self.train_data.as_ref().ok_or_else(|| Error::Config("session was built without training data".into()))?
+        } else {
+            &self.test_data
+        };
+        data.set_order(gpu, &(0..data.n as u32).collect::<Vec<_>>());
+        let prog = v.eval_program(gpu, data)?;
+        v.core.set_cursor(gpu, W_EVAL_BATCH, 0);
+        let mut maps: Vec<Vec<u32>> = v.levels.iter().map(|l| Vec::with_capacity(data.n * l.q.n / v.batch)).collect();
+        for b in 0..data.n.div_ceil(v.batch) {
+            gpu.submit(&prog, 1);
+            let rows = v.batch.min(data.n - b * v.batch);
+            for (m, l) in maps.iter_mut().zip(&v.levels) {
+                m.extend(gpu.read::<u32>(&l.idx, 0, rows * l.q.n / v.batch)?);
+            }
+        }
+        v.reset_vq_metrics(gpu);
+        self.model.core().reset_metrics(gpu);
+        Ok(maps)
+    }
+
+    /// Each level's codebook [K, D] (bottom first).
+    pub fn codebooks(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let v = self.vq("reading codebooks")?;
+        let l = &v.core.layout.layers;
+        v.levels.iter().map(|lv| Ok(gpu.read(&v.core.params, l[lv.tables.embed].offset, lv.q.k * lv.q.d)?)).collect()
+    }
+
+    /// Decodes `n` (≤ batch) code maps given per level (bottom first, [n, H_l·W_l]); returns the images.
+    pub fn decode_codes(&self, gpu: &Gpu, maps: &[Vec<u32>], n: usize) -> Result<Vec<f32>> {
+        let v = self.vq("decoding codes")?;
+        if n > v.batch || maps.len() != v.levels.len() {
+            return Err(Error::Config(format!(
+                "can decode at most {} maps of {} level(s) at once",
+                v.batch,
+                v.levels.len()
+            )));
+        }
+        for ((m, lv), code) in maps.iter().zip(&v.levels).zip(self.codebooks(gpu)?) {
+            let (per, d) = (lv.q.n / v.batch, lv.q.d);
+            if m.len() != n * per || m.iter().any(|&i| i as usize >= lv.q.k) {
+                return Err(Error::Config(format!("code maps must be [{n}, {per}] with codes < {}", lv.q.k)));
+            }
+            let mut zq = vec![0f32; lv.q.n * d];
+            for (r, &i) in m.iter().enumerate() {
+                zq[r * d..(r + 1) * d].copy_from_slice(&code[i as usize * d..(i as usize + 1) * d]);
+            }
+            gpu.write(&lv.zq, 0, &zq);
+        }
+        let mut p = Program::new("decode codes");
+        p.extend(v.decode(gpu)?);
+        gpu.submit(&p, 1);
+        let out: Vec<f32> = gpu.read(v.decoded(), 0, n * self.model.dim())?;
         Ok(self.to_images(&out, n))
     }
 
