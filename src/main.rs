@@ -455,7 +455,7 @@ fn run(cli: Cli) -> Result<()> {
             let (s, _) = vaegpu::eval::open(&gpu, &checkpoint, None)?;
             let imgs = if s.cfg.is_vq() {
                 let dir = prior.unwrap_or_else(|| vaegpu::train::prior::run_dir(&checkpoint).join("prior"));
-                let priors = vaegpu::train::prior::load_priors(&gpu, &s, &dir, n.max(1))?;
+                let priors = vaegpu::train::prior::load_priors(&gpu, &s, &dir, n)?;
                 let maps = vaegpu::train::prior::sample_codes(&gpu, &priors, n, seed, temperature)?;
                 s.decode_codes(&gpu, &maps, n)?
             } else {

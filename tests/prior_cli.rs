@@ -101,6 +101,16 @@ fn vq_vae_prior_trains_samples_and_repeats() {
     let (s1, s2, s3) = (png("s1.png", "1"), png("s2.png", "1"), png("s3.png", "2"));
     assert!(s1 == s2, "the same seed gave different samples");
     assert!(s1 != s3, "different seeds gave the same samples");
+    let o = bin()
+        .args(["sample", "--n", "999", "--checkpoint"])
+        .arg(&ck)
+        .arg("--prior")
+        .arg(a.join("prior"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("maps at once") && !err.contains("panicked"), "{err}");
     for d in [run, a, b] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -137,6 +137,9 @@ pub fn train_prior(gpu: &Gpu, o: &PriorOptions) -> Result<Vec<PriorRecord>> {
     }
     o.arch.validate().map_err(|m| Error::Config(format!("prior: {m}")))?;
     let s = open_vq(gpu, &o.checkpoint, o.train_limit, o.test_limit)?;
+    if o.samples > s.cfg.batch {
+        return Err(Error::Config(format!("the VQ model decodes at most {} maps at once (--samples)", s.cfg.batch)));
+    }
     let out = o.out.clone().unwrap_or_else(|| run_dir(&o.checkpoint));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let t0 = Instant::now();
@@ -274,6 +277,9 @@ fn save_prior(gpu: &Gpu, dir: &Path, prior: &Prior, meta: &PriorMeta) -> Result<
 
 /// Loads the priors saved under `dir` (the `prior` folder of a train-prior run) for the session's model.
 pub fn load_priors(gpu: &Gpu, s: &Session, dir: &Path, batch: usize) -> Result<Vec<(Prior, PriorMeta)>> {
+    if batch == 0 || batch > s.cfg.batch {
+        return Err(Error::Config(format!("can draw 1 to {} maps at once (the VQ model's batch)", s.cfg.batch)));
+    }
     let codebooks = s.codebooks(gpu)?;
     let mut out = Vec::new();
     for (name, level, cond) in plan(codebooks.len()) {
