@@ -277,9 +277,6 @@ fn save_prior(gpu: &Gpu, dir: &Path, prior: &Prior, meta: &PriorMeta) -> Result<
 
 /// Loads the priors saved under `dir` (the `prior` folder of a train-prior run) for the session's model.
 pub fn load_priors(gpu: &Gpu, s: &Session, dir: &Path, batch: usize) -> Result<Vec<(Prior, PriorMeta)>> {
-    if batch == 0 || batch > s.cfg.batch {
-        return Err(Error::Config(format!("can draw 1 to {} maps at once (the VQ model's batch)", s.cfg.batch)));
-    }
     let codebooks = s.codebooks(gpu)?;
     let mut out = Vec::new();
     for (name, level, cond) in plan(codebooks.len()) {
@@ -294,6 +291,9 @@ pub fn load_priors(gpu: &Gpu, s: &Session, dir: &Path, batch: usize) -> Result<V
                 "format {} level {} (expected {PRIOR_FORMAT_VERSION}, {level})",
                 meta.format_version, meta.level
             )));
+        }
+        if batch == 0 || batch > s.cfg.batch {
+            return Err(Error::Config(format!("can draw 1 to {} maps at once (the VQ model's batch)", s.cfg.batch)));
         }
         let want = config_for(s, &meta.config, level, cond)?;
         if want != meta.config {
