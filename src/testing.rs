@@ -125,3 +125,18 @@ pub fn metrics_without_timings(dir: &std::path::Path) -> Vec<serde_json::Value> 
         })
         .collect()
 }
+
+/// Asserts a finished command succeeded (naming `what` and quoting its stderr otherwise); returns it.
+pub fn assert_ok(o: std::process::Output, what: &str) -> std::process::Output {
+    assert!(o.status.success(), "{what} failed ({:?}): {}", o.status, String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// Runs `cmd` and asserts it fails with exit code `code` and `needle` in its stderr, without a panic.
+pub fn assert_fails(cmd: &mut std::process::Command, code: i32, needle: &str) {
+    let o = cmd.output().expect("the command runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{cmd:?}: {err}");
+    assert!(err.contains(needle), "{cmd:?}: expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{cmd:?} panicked: {err}");
+}

@@ -79,11 +79,7 @@ fn train_eval_sample_round_trip() {
 }
 
 fn fails_with(args: &[&str], code: i32, needle: &str) {
-    let o = bin().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    vaegpu::testing::assert_fails(bin().args(args), code, needle);
 }
 
 #[test]

@@ -15,10 +15,7 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn ok(o: Output, what: &str) -> Output {
-    assert!(o.status.success(), "{what} failed ({:?}): {}", o.status, String::from_utf8_lossy(&o.stderr));
-    o
-}
+use vaegpu::testing::assert_ok as ok;
 
 /// A small VQ model (8x8 bottom grid of 8-dim vectors, 64 codes) trained for 2 epochs of 8 steps.
 fn train_vq(out: &Path, model: &str) {
@@ -137,13 +134,7 @@ fn vq_vae_2_gets_a_top_and_a_conditioned_bottom_prior() {
 
 #[test]
 fn train_prior_and_sample_report_bad_input() {
-    let fails = |args: &[&str], code: i32, needle: &str| {
-        let o = bin().args(args).output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
-        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    };
+    let fails = |args: &[&str], code: i32, needle: &str| vaegpu::testing::assert_fails(bin().args(args), code, needle);
     let missing = tmp("missing");
     let m = missing.to_str().unwrap();
     fails(&["train-prior", "--checkpoint", m], 5, "meta.json");

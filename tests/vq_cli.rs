@@ -3,7 +3,7 @@
 //! codebook and dead-code restart, and the VQ flags it refuses.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -40,10 +40,7 @@ const SMALL: &[&str] = &[
     "--quiet",
 ];
 
-fn ok(o: Output, what: &str) -> Output {
-    assert!(o.status.success(), "{what} failed ({:?}): {}", o.status, String::from_utf8_lossy(&o.stderr));
-    o
-}
+use vaegpu::testing::assert_ok as ok;
 
 fn train(out: &Path, extra: &[&str]) {
     ok(bin().arg("train").args(SMALL).args(extra).arg("--out").arg(out).output().unwrap(), "train");
@@ -189,11 +186,7 @@ fn resume_continues_bit_for_bit_with_ema_and_restart() {
 }
 
 fn fails_with(args: &[&str], code: i32, needle: &str) {
-    let o = bin().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    vaegpu::testing::assert_fails(bin().args(args), code, needle);
 }
 
 #[test]
