@@ -277,6 +277,17 @@ impl Gpu {
         Ok(())
     }
 
+    /// Checks that buffers of these sizes (bytes), each bound whole, fit this device (with the 8 storage
+    /// bindings per stage every kernel stays within).
+    pub fn check_buffers(&self, bytes: impl IntoIterator<Item = u64>) -> Result<()> {
+        let largest = bytes.into_iter().max().unwrap_or(0);
+        self.check_needs(&Needs {
+            max_buffer_bytes: largest,
+            max_binding_bytes: largest,
+            max_storage_buffers_per_stage: 8,
+        })
+    }
+
     /// Returns the first error the device reported since the last check, if any.
     pub fn check(&self) -> Result<()> {
         let mut errs = self.errors.lock().unwrap();

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Core;
 use super::vae::{GpuDataset, NamedTensor};
-use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result};
+use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
 use crate::kernels::data::{self as kdata, GatherWords, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::optim::Adam;
 use crate::kernels::prior::{self, Categorical, Rows};
@@ -250,15 +250,7 @@ impl Prior {
         let p = cfg.positions();
         let n = batch * p;
         let c = cfg.channels;
-        let largest = [(nets.layout.total * 4) as u64, (n * k * 4) as u64, (n * 2 * c * 4) as u64, (n * d * 4) as u64]
-            .into_iter()
-            .max()
-            .unwrap();
-        gpu.check_needs(&Needs {
-            max_buffer_bytes: largest,
-            max_binding_bytes: largest,
-            max_storage_buffers_per_stage: 8,
-        })?;
+        gpu.check_buffers([nets.layout.total, n * k, n * 2 * c, n * d].map(|len| (len * 4) as u64))?;
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
         let last = nets.layers.len() - 1;
         let mut layers = Vec::new();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Core;
 pub use super::core::{Metrics, SlotMetrics};
-use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result};
+use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::{Elbo, Likelihood};
 use crate::kernels::optim::Adam;
@@ -230,11 +230,7 @@ impl GpuDataset {
                 message: format!("{} bytes for {n} items of {dim}", pixels.len()),
             });
         }
-        gpu.check_needs(&Needs {
-            max_buffer_bytes: pixels.len() as u64,
-            max_binding_bytes: pixels.len() as u64,
-            max_storage_buffers_per_stage: 8,
-        })?;
+        gpu.check_buffers([pixels.len() as u64])?;
         let mut packed = pixels.to_vec();
         packed.resize(pixels.len().next_multiple_of(4), 0);
         let data = gpu.upload::<u8>(&format!("{label}.pixels[{n}x{dim}]"), &packed);
@@ -254,11 +250,7 @@ impl GpuDataset {
             });
         }
         let bytes = 4 * words.len() as u64;
-        gpu.check_needs(&Needs {
-            max_buffer_bytes: bytes,
-            max_binding_bytes: bytes,
-            max_storage_buffers_per_stage: 8,
-        })?;
+        gpu.check_buffers([bytes])?;
         let data = gpu.upload(&format!("{label}.words[{n}x{dim}]"), words);
         let ident: Vec<u32> = (0..n as u32).collect();
         let perm = gpu.upload(&format!("{label}.perm[{n}]"), &ident);
@@ -297,20 +289,13 @@ impl Vae {
         }
         let VaeNets { layout, encoder, decoder } = cfg.nets().map_err(|m| GpuError::Shape { op: "vae", message: m })?;
         let mb = batch * cfg.samples;
-        let largest = [
+        gpu.check_buffers([
             (layout.total * 4) as u64,
             (mb * cfg.input_dim * 4) as u64,
             GpuNet::largest_buffer(&encoder, batch),
             GpuNet::largest_buffer(&decoder, mb),
-        ]
-        .into_iter()
-        .max()
-        .unwrap();
-        gpu.check_needs(&Needs {
-            max_buffer_bytes: largest,
-            max_binding_bytes: largest,
-            max_storage_buffers_per_stage: 8,
-        })?;
+        ])?;
+
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
         let vae = Vae {
             core: Core::new(gpu, layout.clone(), &layout.init(0)),

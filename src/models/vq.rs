@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Core;
 use super::vae::{GpuDataset, NamedTensor};
-use crate::gpu::{Gpu, GpuError, Launch, Needs, Program, Result, View};
+use crate::gpu::{Gpu, GpuError, Launch, Program, Result, View};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::optim::Adam;
 use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
@@ -365,12 +365,7 @@ impl VqVae {
         largest.extend(nets.all().iter().map(|n| GpuNet::largest_buffer(n, batch)));
         let qs: Vec<Vq> = nets.grids().iter().map(|g| Vq { n: batch * g.h * g.w, d: cfg.dim, k: cfg.codes }).collect();
         largest.extend(qs.iter().map(|q| (q.scratch_len() * 4) as u64));
-        let largest = largest.into_iter().max().unwrap();
-        gpu.check_needs(&Needs {
-            max_buffer_bytes: largest,
-            max_binding_bytes: largest,
-            max_storage_buffers_per_stage: 8,
-        })?;
+        gpu.check_buffers(largest)?;
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
         let (k, d) = (cfg.codes, cfg.dim);
         let mut levels = Vec::new();
