@@ -1,5 +1,7 @@
 //! VQ-VAE: conv encoder with residual blocks → grid of D-dim vectors → nearest of K codes (EMA or
 //! gradient-trained codebook, straight-through gradient, commitment loss β) → conv decoder → MSE.
+//! VQ-VAE-2 (levels = 2) adds a top level at 1/8 whose decoded codes condition the bottom quantiser;
+//! see [`TopNets`]. Each level ([`Level`]) has its own codebook, commitment loss and usage metrics.
 //!
 //! The training step, recorded once:
 //!   gather → encoder → assign (argmin + gather of the codes) → decoder → recon MSE → decoder backward →
@@ -8,9 +10,9 @@
 //! The loss is mse / var(data) + β·mean((z_e − sg[e])²) (+ mean((sg[z_e] − e)²) for a gradient-trained
 //! codebook). Images are zero-padded to a multiple of the total stride; the loss ignores the padding.
 //!
-//! Parameters, in one flat layout: the encoder and decoder blocks, then the codebook `vq.embed` [K, D]
-//! (trained by Adam only without EMA), then the EMA state `vq.cluster_size` [K] and `vq.embed_avg`
-//! [K, D] (never touched by Adam). The EMA state starts at N = 1, m = e, so e = m / N holds from step 0.
+//! Parameters, in one flat layout: the conv blocks, then the codebook `vq.embed` [K, D] (trained by
+//! Adam only without EMA; two levels: `vq.bottom.embed`, `vq.top.embed`), then the EMA state
+//! `vq.cluster_size` [K] and `vq.embed_avg` [K, D] per level (never touched by Adam). The EMA state starts at N = 1, m = e, so e = m / N holds from step 0.
 
 use serde::{Deserialize, Serialize};
 
