@@ -140,3 +140,24 @@ pub fn assert_fails(cmd: &mut std::process::Command, code: i32, needle: &str) {
     assert!(err.contains(needle), "{cmd:?}: expected '{needle}' in: {err}");
     assert!(!err.contains("panicked"), "{cmd:?} panicked: {err}");
 }
+
+/// One adapter per test binary, opened on first use (tests of a file share it).
+pub fn shared_gpu() -> &'static Gpu {
+    static G: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(test_gpu)
+}
+
+/// Host values as the GPU sees them (rounded to f32), back in f64 for the reference.
+pub fn f32_round(v: &[f64]) -> Vec<f64> {
+    to_f64(&to_f32(v))
+}
+
+/// State words with the step counter and the Philox seed set, the rest zero (see kernels::data).
+pub fn state_words(step: u32, seed: u64) -> [u32; crate::kernels::data::STATE_WORDS] {
+    use crate::kernels::data::{STATE_WORDS, W_SEED_HI, W_SEED_LO, W_STEP};
+    let mut s = [0u32; STATE_WORDS];
+    s[W_STEP as usize] = step;
+    s[W_SEED_LO] = seed as u32;
+    s[W_SEED_HI] = (seed >> 32) as u32;
+    s
+}

@@ -1,18 +1,15 @@
 //! conv.wgsl and conv_grad.wgsl against reference/conv.rs: odd sizes, strides 1 and 2, padding 0/1/2,
 //! kernel sizes 1 to 7, 1/3/4+ channels, scalar and vec4 kernels, outputs poisoned with NaN.
 
-use std::sync::OnceLock;
-
 use vaegpu::gpu::Gpu;
 use vaegpu::kernels::conv::{ConvGather, ConvGeom, ConvWgrad, Resid};
 use vaegpu::kernels::Act;
 use vaegpu::reference::conv::{conv_backward_input, conv_backward_params, conv_forward};
 use vaegpu::reference::elementwise::act_forward;
-use vaegpu::testing::{poisoned, test_gpu, to_f32, uniform, Tol};
+use vaegpu::testing::{poisoned, to_f32, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
-    static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(test_gpu)
+    vaegpu::testing::shared_gpu()
 }
 
 /// f32 sums of `terms` products of values in [-1, 1].

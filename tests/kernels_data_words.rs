@@ -2,20 +2,16 @@
 //! reference::data::gather_words, exactly: awkward sizes, a partial last batch, a shuffled order, either
 //! cursor word, and nothing written past the batch.
 
-use std::sync::OnceLock;
-
 use vaegpu::gpu::{Gpu, View};
 use vaegpu::kernels::data::{GatherWords, STATE_WORDS, W_EVAL_BATCH, W_TRAIN_BATCH};
 use vaegpu::models::vae::GpuDataset;
 use vaegpu::reference::data::gather_words;
 use vaegpu::reference::sample::{philox, seed_key};
-use vaegpu::testing::test_gpu;
 
 const POISON: u32 = 0xdead_beef;
 
 fn gpu() -> &'static Gpu {
-    static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(test_gpu)
+    vaegpu::testing::shared_gpu()
 }
 
 /// Seeded full-range u32 words (high bits set too, so nothing goes through f32 unnoticed).

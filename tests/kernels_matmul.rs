@@ -1,17 +1,14 @@
 //! matmul.wgsl against reference/matmul.rs on awkward shapes, outputs poisoned with NaN.
 
-use std::sync::OnceLock;
-
 use vaegpu::gpu::Gpu;
 use vaegpu::kernels::matmul::Matmul;
 use vaegpu::kernels::Act;
 use vaegpu::reference::elementwise::{act_forward, act_grad_from_y};
 use vaegpu::reference::matmul::{matmul, transpose};
-use vaegpu::testing::{poisoned, test_gpu, to_f32, uniform, Tol};
+use vaegpu::testing::{poisoned, to_f32, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
-    static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(test_gpu)
+    vaegpu::testing::shared_gpu()
 }
 
 /// f32 accumulation over k terms of size ~1: allow k·2⁻²³-ish relative error plus a floor.

@@ -2,10 +2,8 @@
 //! elementwise activations, Philox, sampling (forward and backward), the fused ELBO, Adam, the
 //! reductions (metrics and gradient norm) and the batch gather.
 
-use std::sync::OnceLock;
-
 use vaegpu::gpu::{Gpu, View};
-use vaegpu::kernels::data::{Gather, STATE_WORDS, W_EVAL_BATCH, W_NONFINITE, W_SEED_HI, W_SEED_LO, W_TRAIN_BATCH};
+use vaegpu::kernels::data::{Gather, STATE_WORDS, W_EVAL_BATCH, W_NONFINITE, W_TRAIN_BATCH};
 use vaegpu::kernels::elbo::{Elbo, Likelihood};
 use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::reduce::{
@@ -15,29 +13,18 @@ use vaegpu::kernels::sample::{self, Sample, STREAM_BINARIZE, STREAM_EVAL, STREAM
 use vaegpu::kernels::{elementwise, Act};
 use vaegpu::reference;
 use vaegpu::reference::sample::{seed_key, LOGVAR_MAX, LOGVAR_MIN};
-use vaegpu::testing::{normals, poisoned, test_gpu, to_f32, to_f64, uniform, Tol};
+use vaegpu::testing::{normals, poisoned, to_f32, to_f64, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
-    static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(test_gpu)
+    vaegpu::testing::shared_gpu()
 }
 
 const ACTS: [Act; 5] = [Act::Identity, Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
 const SEEDS: [u64; 2] = [0, 0xdead_beef_0123_4567];
 
-/// A state buffer: step in word 0, the seed in words 3 and 4, the rest zero.
-fn state_words(step: u32, seed: u64) -> [u32; STATE_WORDS] {
-    let mut s = [0u32; STATE_WORDS];
-    s[0] = step;
-    s[W_SEED_LO] = seed as u32;
-    s[W_SEED_HI] = (seed >> 32) as u32;
-    s
-}
+use vaegpu::testing::state_words;
 
-/// Host values as the GPU sees them (rounded to f32), back in f64 for the reference.
-fn f32_round(v: &[f64]) -> Vec<f64> {
-    to_f64(&to_f32(v))
-}
+use vaegpu::testing::f32_round;
 
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the check
 /// |got − want| ≤ rel·scale + abs per element, where `scale` bounds the magnitude of the terms that

@@ -2,30 +2,20 @@
 //! D = 1 and D = 256), outputs poisoned with NaN (indices with 0xffffffff) first; exact ties; bit-for-bit
 //! repeatability of the statistics; and the reference gradients against central finite differences.
 
-use std::sync::OnceLock;
-
 use vaegpu::gpu::{Gpu, View};
-use vaegpu::kernels::data::{STATE_WORDS, W_EVAL_BATCH, W_SEED_HI, W_SEED_LO};
+use vaegpu::kernels::data::{STATE_WORDS, W_EVAL_BATCH};
 use vaegpu::kernels::vq::{ReconMse, TableLayout, Valid, Vq};
 use vaegpu::reference::vq as r;
-use vaegpu::testing::{poisoned, test_gpu, to_f32, to_f64, uniform, Tol};
+use vaegpu::testing::{poisoned, to_f32, to_f64, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
-    static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(test_gpu)
+    vaegpu::testing::shared_gpu()
 }
 
-/// Host values as the GPU sees them.
-fn f32r(v: &[f64]) -> Vec<f64> {
-    to_f64(&to_f32(v))
-}
+use vaegpu::testing::f32_round as f32r;
 
 fn state(step: u32, seed: u64) -> wgpu::Buffer {
-    let mut s = [0u32; STATE_WORDS];
-    s[0] = step;
-    s[W_SEED_LO] = seed as u32;
-    s[W_SEED_HI] = (seed >> 32) as u32;
-    gpu().upload("state", &s)
+    gpu().upload("state", &vaegpu::testing::state_words(step, seed))
 }
 
 fn read_u32(b: &wgpu::Buffer, n: usize) -> Vec<u32> {
