@@ -5,7 +5,8 @@
 // Metrics (f32, 16 words): slot s at 4s (s = 0 train, 1 eval): [Σ rec_b, Σ kl_b, Σ (rec_b + β·kl_b), rows],
 //   8: last gradient norm, 9: steps skipped as non-finite, 10: Σ gradient norms, 11: steps normed.
 //
-// metrics_accumulate: bindings 0 Params, 1 state (read), 2 rows (read, [B, 2]), 3 metrics (read_write, +=).
+// metrics_accumulate: bindings 0 Params, 1 state (read), 2 rows (read, [B, cols]), 3 metrics (read_write, +=):
+//   (rec, kl, loss, count) with loss = rec + β·kl for 2 columns, the third column for 3.
 //   Row b counts when state[batch_word]·B + b < n_items (the last eval batch may be partial).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
 // sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64], =).
@@ -23,7 +24,7 @@ struct Params {
     beta: f32,
     n: u32,
     max_norm: f32,
-    _pad: u32,
+    cols: u32,
 }
 
 const PARTIALS: u32 = 64u;
@@ -40,6 +41,7 @@ const PARTIALS: u32 = 64u;
 var<workgroup> r0: array<f32, 256>;
 var<workgroup> r1: array<f32, 256>;
 var<workgroup> r2: array<f32, 256>;
+var<workgroup> r3: array<f32, 64>;
 
 fn finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
@@ -51,23 +53,29 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
     let first = state_r[p.batch_word] * p.batch;
     var rec = 0.0;
     var kl = 0.0;
+    var loss = 0.0;
     var cnt = 0.0;
     for (var b = t; b < p.batch; b += 64u) {
         if (first + b < p.n_items) {
-            rec += rows[2u * b];
-            kl += rows[2u * b + 1u];
+            let r = rows[p.cols * b];
+            let k = rows[p.cols * b + 1u];
+            rec += r;
+            kl += k;
+            loss += select(r + p.beta * k, rows[p.cols * b + 2u], p.cols == 3u);
             cnt += 1.0;
         }
     }
     r0[t] = rec;
     r1[t] = kl;
     r2[t] = cnt;
+    r3[t] = loss;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
         if (t < s) {
             r0[t] += r0[t + s];
             r1[t] += r1[t + s];
             r2[t] += r2[t + s];
+            r3[t] += r3[t + s];
         }
         workgroupBarrier();
     }
@@ -75,7 +83,7 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
         let base = 4u * p.slot;
         metrics[base] += r0[0];
         metrics[base + 1u] += r1[0];
-        metrics[base + 2u] += r0[0] + p.beta * r1[0];
+        metrics[base + 2u] += r3[0];
         metrics[base + 3u] += r2[0];
     }
 }

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod data;
 pub mod elbo;
 pub mod elementwise;
+pub mod iwae;
 pub mod matmul;
 pub mod optim;
 pub mod prior;

@@ -24,10 +24,10 @@ struct Params {
     beta: f32,
     n: u32,
     max_norm: f32,
-    _pad: u32,
+    cols: u32,
 }
 
-/// metrics[slot] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1).
+/// metrics[slot] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1); rows [B, 2].
 #[allow(clippy::too_many_arguments)]
 pub fn metrics_accumulate(
     gpu: &Gpu,
@@ -41,10 +41,36 @@ pub fn metrics_accumulate(
     rows: View,
     metrics: View,
 ) -> Result<Launch> {
-    need_len("metrics", "rows", &rows, 2 * batch)?;
+    metrics_launch(gpu, label, (batch, n_items, batch_word, slot), beta, 2, state, rows, metrics)
+}
+
+/// metrics[slot] += Σ over the valid rows of (rec, kl, loss, 1) from rows [B, 3] = (rec, kl, loss).
+pub fn metrics_accumulate3(
+    gpu: &Gpu,
+    label: &str,
+    (batch, n_items, batch_word, slot): (usize, usize, u32, u32),
+    state: View,
+    rows: View,
+    metrics: View,
+) -> Result<Launch> {
+    metrics_launch(gpu, label, (batch, n_items, batch_word, slot), 1.0, 3, state, rows, metrics)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn metrics_launch(
+    gpu: &Gpu,
+    label: &str,
+    (batch, n_items, batch_word, slot): (usize, usize, u32, u32),
+    beta: f32,
+    cols: u32,
+    state: View,
+    rows: View,
+    metrics: View,
+) -> Result<Launch> {
+    need_len("metrics", "rows", &rows, cols as usize * batch)?;
     need_len("metrics", "metrics", &metrics, METRICS_WORDS)?;
     need("metrics", batch > 0 && n_items > 0, || "empty".into())?;
-    let p = Params { batch: batch as u32, n_items: n_items as u32, batch_word, slot, beta, ..Default::default() };
+    let p = Params { batch: batch as u32, n_items: n_items as u32, batch_word, slot, beta, cols, ..Default::default() };
     gpu.launch(
         format!("{label} metrics[{batch}]"),
         "reduce",

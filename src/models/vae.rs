@@ -15,6 +15,7 @@ pub use super::core::{Metrics, SlotMetrics};
 use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::{Elbo, Likelihood};
+use crate::kernels::iwae::Weighted;
 use crate::kernels::optim::Adam;
 use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::sample::{Sample, STREAM_EVAL, STREAM_TRAIN};
@@ -40,10 +41,37 @@ pub struct VaeConfig {
     pub beta: f32,
     /// σ of the Gaussian likelihood.
     pub sigma: f32,
-    /// Monte-Carlo samples M per input.
+    /// Monte-Carlo samples M per input (k for IWAE).
     pub samples: usize,
+    /// The training objective: the ELBO, or the importance-weighted bound L_k with k = `samples`.
+    pub objective: Objective,
+    /// The encoder's gradient estimator: pathwise (reparameterization) or score function.
+    pub gradient: Gradient,
     /// Convolutional encoder and decoder (the conv VAE); none = the MLP VAE.
     pub conv: Option<ConvArch>,
+}
+
+/// What a VAE maximises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The ELBO: M-sample reconstruction term plus the closed-form KL (times β).
+    #[default]
+    Elbo,
+    /// The importance-weighted bound L_k = E[log (1/k) Σ_i p(x, z_i) / q(z_i|x)], k = `samples`.
+    Iwae,
+}
+
+/// How the encoder's gradient is estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Gradient {
+    /// Through z = μ + σ·ε (reparameterization).
+    #[default]
+    Pathwise,
+    /// The likelihood-ratio estimator E_q[log p(x|z) ∇ log q(z|x)] for the reconstruction term (the KL
+    /// stays closed-form), with a leave-one-out baseline when M > 1.
+    Score,
 }
 
 /// The conv VAE's encoder; the decoder mirrors it with transposed convs.
@@ -84,6 +112,8 @@ impl Default for VaeConfig {
             beta: 1.0,
             sigma: 1.0,
             samples: 1,
+            objective: Objective::Elbo,
+            gradient: Gradient::Pathwise,
             conv: None,
         }
     }
@@ -109,6 +139,9 @@ impl VaeConfig {
         }
         if self.samples == 0 || self.samples > 4096 {
             return Err(format!("samples must be in 1..=4096, got {}", self.samples));
+        }
+        if self.gradient == Gradient::Score && self.objective != Objective::Elbo {
+            return Err("the score-function gradient is implemented for the ELBO objective only".into());
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
             return Err(format!("beta must be a finite number >= 0, got {}", self.beta));
@@ -277,8 +310,14 @@ pub struct Vae {
     pub z: wgpu::Buffer,
     /// Decoder on M·B rows; its output is the likelihood parameters [M·B, D].
     pub dec: GpuNet,
+    /// Per-example loss rows: [B, 2] = (rec, kl) from the ELBO kernel, or [B, 3] = (rec, kl, loss) from
+    /// the weighted objectives.
     pub rows: wgpu::Buffer,
     pub dz: wgpu::Buffer,
+    /// Per sample row: (log p(x|z), log p(z) − log q(z|x)) [M·B, 2], and the gradient weights wt, β·wt.
+    pub terms: wgpu::Buffer,
+    pub wt: wgpu::Buffer,
+    pub wtp: wgpu::Buffer,
 }
 
 impl Vae {
@@ -304,8 +343,11 @@ impl Vae {
             eps: f(format!("eps[{mb}x{}]", cfg.latent), mb * cfg.latent),
             z: f(format!("z[{mb}x{}]", cfg.latent), mb * cfg.latent),
             dec: GpuNet::new(gpu, &decoder, mb)?,
-            rows: f(format!("rows[{batch}x2]"), batch * 2),
+            rows: f(format!("rows[{batch}x3]"), batch * 3),
             dz: f(format!("dz[{mb}x{}]", cfg.latent), mb * cfg.latent),
+            terms: f(format!("terms[{mb}x2]"), mb * 2),
+            wt: f(format!("wt[{mb}]"), mb),
+            wtp: f(format!("wtp[{mb}]"), mb),
             cfg: cfg.clone(),
             batch,
         };
@@ -346,8 +388,38 @@ impl Vae {
         }
     }
 
-    /// Encoder → sample → decoder → elbo, from the batch already in `x`.
-    pub fn forward(&self, gpu: &Gpu, sample: Sample) -> Result<Vec<Launch>> {
+    /// The sample-weighted objective's kernels (IWAE, or the Monte-Carlo ELBO).
+    pub fn weighted(&self) -> Weighted {
+        Weighted {
+            batch: self.batch,
+            dim: self.cfg.input_dim,
+            latent: self.cfg.latent,
+            samples: self.cfg.samples,
+            likelihood: self.cfg.likelihood,
+            sigma: self.cfg.sigma,
+            beta: self.cfg.beta,
+            iwae: self.cfg.objective == Objective::Iwae,
+            ext_prior: false,
+        }
+    }
+
+    /// Whether the loss goes through the per-sample weights (iwae.wgsl) rather than elbo.wgsl.
+    pub fn is_weighted(&self) -> bool {
+        self.cfg.objective == Objective::Iwae
+    }
+
+    /// Columns of `rows`: 3 for the weighted objectives, 2 for the ELBO kernel.
+    fn metrics(&self, gpu: &Gpu, label: &str, n_items: usize, (word, slot): (u32, u32)) -> Result<Launch> {
+        let (state, rows, metrics) = ((&self.core.state).into(), (&self.rows).into(), (&self.core.metrics).into());
+        if self.is_weighted() {
+            reduce::metrics_accumulate3(gpu, label, (self.batch, n_items, word, slot), state, rows, metrics)
+        } else {
+            reduce::metrics_accumulate(gpu, label, self.batch, n_items, word, slot, self.cfg.beta, state, rows, metrics)
+        }
+    }
+
+    /// Encoder → sample → decoder → loss (and the output gradient when `grads`), from the batch in `x`.
+    pub fn forward(&self, gpu: &Gpu, sample: Sample, grads: bool) -> Result<Vec<Launch>> {
         let mut out = self.enc.forward(gpu, &self.core.layout, &self.core.params, &self.x)?;
         let head = self.head();
         out.push(sample.forward(
@@ -359,6 +431,22 @@ impl Vae {
             (&self.z).into(),
         )?);
         out.extend(self.decode(gpu)?);
+        let w = self.weighted();
+        let rows_launch = |gpu: &Gpu| {
+            let z = (&self.z).into();
+            let inputs = (self.decoded().into(), (&self.x).into(), head.into(), (&self.eps).into(), z, z);
+            w.rows_launch(gpu, "loss", inputs, (&self.terms).into(), 0, self.cfg.samples)
+        };
+        if self.is_weighted() {
+            out.push(rows_launch(gpu)?);
+            let weights = ((&self.wt).into(), (&self.wtp).into());
+            out.push(w.combine(gpu, "loss", (&self.terms).into(), (&self.rows).into(), weights, grads)?);
+            if grads {
+                let (dout, wt) = (self.dec.d_output().into(), (&self.wt).into());
+                out.push(w.grad_out(gpu, "loss", self.decoded().into(), (&self.x).into(), wt, dout)?);
+            }
+            return Ok(out);
+        }
         out.push(self.elbo_kernel().launch(
             gpu,
             "loss",
@@ -369,6 +457,9 @@ impl Vae {
             self.enc.d_output().into(),
             (&self.rows).into(),
         )?);
+        if grads && self.cfg.gradient == Gradient::Score {
+            out.push(rows_launch(gpu)?);
+        }
         Ok(out)
     }
 
@@ -387,14 +478,16 @@ impl Vae {
             &self.z,
             Some((&self.dz, Act::Identity)),
         )?;
-        out.push(self.sampler(0, 0, false).backward(
-            gpu,
-            "z",
-            self.head().into(),
-            (&self.eps).into(),
-            (&self.dz).into(),
-            self.enc.d_output().into(),
-        )?);
+        let (head, eps, dhead) = (self.head().into(), (&self.eps).into(), self.enc.d_output().into());
+        let w = self.weighted();
+        if self.is_weighted() {
+            let (z, wt, dz) = ((&self.z).into(), (&self.wt).into(), (&self.dz).into());
+            out.push(w.latent_backward(gpu, "z", (head, eps, z, wt), dz, dz, dhead)?);
+        } else if self.cfg.gradient == Gradient::Score {
+            out.push(w.score_backward(gpu, "z", head, eps, (&self.terms).into(), dhead)?);
+        } else {
+            out.push(self.sampler(0, 0, false).backward(gpu, "z", head, eps, (&self.dz).into(), dhead)?);
+        }
         out.extend(self.enc.backward(gpu, &self.core.layout, &self.core.params, &self.core.grads, &self.x, None)?);
         Ok(out)
     }
@@ -424,21 +517,10 @@ impl Vae {
             (&data.perm).into(),
             (&self.x).into(),
         )?);
-        p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, false))?);
+        p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, false), true)?);
         p.extend(self.backward(gpu)?);
         p.extend(self.update(gpu, adam, max_norm)?);
-        p.push(reduce::metrics_accumulate(
-            gpu,
-            "train",
-            self.batch,
-            data.n,
-            W_TRAIN_BATCH,
-            SLOT_TRAIN,
-            self.cfg.beta,
-            (&self.core.state).into(),
-            (&self.rows).into(),
-            (&self.core.metrics).into(),
-        )?);
+        p.push(self.metrics(gpu, "train", data.n, (W_TRAIN_BATCH, SLOT_TRAIN))?);
         p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
@@ -456,19 +538,8 @@ impl Vae {
             (&data.perm).into(),
             (&self.x).into(),
         )?);
-        p.extend(self.forward(gpu, self.sampler(W_EVAL_BATCH, STREAM_EVAL, false))?);
-        p.push(reduce::metrics_accumulate(
-            gpu,
-            "eval",
-            self.batch,
-            data.n,
-            W_EVAL_BATCH,
-            SLOT_EVAL,
-            self.cfg.beta,
-            (&self.core.state).into(),
-            (&self.rows).into(),
-            (&self.core.metrics).into(),
-        )?);
+        p.extend(self.forward(gpu, self.sampler(W_EVAL_BATCH, STREAM_EVAL, false), false)?);
+        p.push(self.metrics(gpu, "eval", data.n, (W_EVAL_BATCH, SLOT_EVAL))?);
         p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
@@ -476,7 +547,7 @@ impl Vae {
     /// A step on the batch the host wrote into `x` with the ε it wrote into `eps` (fixture tests).
     pub fn step_program_given(&self, gpu: &Gpu, adam: &Adam, max_norm: f32) -> Result<Program> {
         let mut p = Program::new("given_step");
-        p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, true))?);
+        p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, true), true)?);
         p.extend(self.backward(gpu)?);
         p.extend(self.update(gpu, adam, max_norm)?);
         Ok(p)

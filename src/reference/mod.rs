@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod data;
 pub mod elbo;
+pub mod iwae;
 pub mod elementwise;
 pub mod matmul;
 pub mod net;

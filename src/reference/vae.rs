@@ -1,10 +1,11 @@
 //! CPU twin of the whole VAE step (models/vae.rs, MLP or conv), composed from the reference ops, in f64.
 
 use super::elbo::elbo;
+use super::iwae::{self, Shape};
 use super::net::{net_backward, net_forward};
 use super::sample::{sample_backward, LOGVAR_MAX, LOGVAR_MIN};
 use crate::kernels::Act::Identity;
-use crate::models::vae::VaeConfig;
+use crate::models::vae::{Gradient, Objective, VaeConfig};
 use crate::nn::ParamLayout;
 
 pub struct StepOut {
@@ -47,12 +48,45 @@ pub fn vae_step(
     }
     let dec = net_forward(&nets.decoder, layout, params, &z, mb);
     let out = dec.outs.last().unwrap().clone();
-    let e = elbo(&out, x, &head, batch, cfg.input_dim, z_dim, m, cfg.likelihood, cfg.beta as f64, cfg.sigma as f64);
-
     let mut grads = vec![0.0; layout.total];
+    if cfg.objective == Objective::Iwae {
+        let s = Shape {
+            batch,
+            dim: cfg.input_dim,
+            latent: z_dim,
+            samples: m,
+            likelihood: cfg.likelihood,
+            sigma: cfg.sigma as f64,
+            beta: cfg.beta as f64,
+            iwae: true,
+        };
+        let terms = iwae::logw_terms(&s, &out, x, &head, eps, &z, None);
+        let (rows, wt) = iwae::combine(&s, &terms);
+        let dout = iwae::grad_out(&s, &out, x, &wt);
+        let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &dout, mb, Identity, &mut grads, true).unwrap();
+        let dhead = iwae::latent_backward(&s, &head, eps, &z, &wt, &dz, None);
+        net_backward(&nets.encoder, layout, params, x, &enc, &dhead, batch, Identity, &mut grads, false);
+        let mean = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>() / batch as f64;
+        return StepOut { loss: mean(2), rec: mean(0), kl: mean(1), grads, head, out };
+    }
+    let e = elbo(&out, x, &head, batch, cfg.input_dim, z_dim, m, cfg.likelihood, cfg.beta as f64, cfg.sigma as f64);
     let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &e.dout, mb, Identity, &mut grads, true).unwrap();
-    // sampling backward + KL
-    let path = sample_backward(&head, eps, &dz, batch, z_dim, m);
+    // sampling backward (pathwise, or the score function of the reconstruction term) + KL
+    let path = if cfg.gradient == Gradient::Score {
+        let s = Shape {
+            batch,
+            dim: cfg.input_dim,
+            latent: z_dim,
+            samples: m,
+            likelihood: cfg.likelihood,
+            sigma: cfg.sigma as f64,
+            beta: cfg.beta as f64,
+            iwae: false,
+        };
+        iwae::score_backward(&s, &head, eps, &iwae::logw_terms(&s, &out, x, &head, eps, &z, None))
+    } else {
+        sample_backward(&head, eps, &dz, batch, z_dim, m)
+    };
     let dhead: Vec<f64> = e.dhead.iter().zip(&path).map(|(a, b)| a + b).collect();
     net_backward(&nets.encoder, layout, params, x, &enc, &dhead, batch, Identity, &mut grads, false);
     let rec = e.rows.iter().map(|r| r.0).sum::<f64>() / batch as f64;
