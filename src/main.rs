@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vaegpu::gpu::{Gpu, GpuOptions};
+use vaegpu::models::vae::{Gradient, Objective};
 use vaegpu::train::{TrainConfig, TrainOptions};
 use vaegpu::{Error, Result};
 
@@ -222,9 +223,15 @@ struct TrainArgs {
     /// KL weight (β-VAE); vq-vae: commitment weight (default 0.25)
     #[arg(long)]
     beta: Option<f32>,
-    /// Monte-Carlo samples per input
+    /// Monte-Carlo samples per input (k of the IWAE bound)
     #[arg(long)]
     samples: Option<usize>,
+    /// Objective: elbo, or iwae (the importance-weighted bound L_k, k = --samples)
+    #[arg(long)]
+    objective: Option<String>,
+    /// Encoder gradient estimator: pathwise (reparameterization) or score (likelihood ratio; elbo only)
+    #[arg(long)]
+    gradient: Option<String>,
     /// Training steps per command buffer
     #[arg(long)]
     steps_per_submit: Option<usize>,
@@ -349,6 +356,23 @@ impl TrainArgs {
                 "gaussian" => vaegpu::kernels::elbo::Likelihood::Gaussian,
                 _ => return Err(Error::Config(format!("unknown likelihood '{l}' (bernoulli or gaussian)"))),
             };
+        }
+        if let Some(o) = &self.objective {
+            c.vae.objective = match o.as_str() {
+                "elbo" => Objective::Elbo,
+                "iwae" => Objective::Iwae,
+                _ => return Err(Error::Config(format!("unknown objective '{o}' (elbo or iwae)"))),
+            };
+        }
+        if let Some(g) = &self.gradient {
+            c.vae.gradient = match g.as_str() {
+                "pathwise" => Gradient::Pathwise,
+                "score" => Gradient::Score,
+                _ => return Err(Error::Config(format!("unknown gradient '{g}' (pathwise or score)"))),
+            };
+        }
+        if c.is_vq() && (self.objective.is_some() || self.gradient.is_some() || self.samples.is_some()) {
+            return Err(Error::Config("--objective, --gradient and --samples are VAE options".into()));
         }
         if self.binarize {
             c.binarize = true;
