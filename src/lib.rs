@@ -3,6 +3,7 @@
 //! Layout: `shaders/X.wgsl` (kernels), `kernels::X` (launchers), `reference::X` (CPU twins in f64),
 //! `models` (the step built from kernels), `train` (loop, checkpoints), `data`, `eval`, `viz`, `bench`.
 
+pub mod analysis;
 pub mod bench;
 pub mod data;
 pub mod error;
