@@ -22,6 +22,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("vq", include_str!("../../shaders/vq.wgsl")),
     ("prior", include_str!("../../shaders/prior.wgsl")),
     ("iwae", include_str!("../../shaders/iwae.wgsl")),
+    ("ae", include_str!("../../shaders/ae.wgsl")),
 ];
 
 /// Files that are only included by others (functions, no entry points).

@@ -1,5 +1,6 @@
 //! One launcher per shader file: the params struct (bytemuck Pod), shape checks, dispatch geometry.
 
+pub mod ae;
 pub mod conv;
 pub mod data;
 pub mod elbo;

@@ -1,5 +1,6 @@
 //! Model families; each builds its training step from layers and kernels.
 
+pub mod ae;
 pub mod core;
 pub mod prior;
 pub mod vae;

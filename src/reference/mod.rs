@@ -1,6 +1,7 @@
 //! Plain CPU twins of every kernel, in f64: the oracle for GPU tests and for finite-difference checks.
 //! Same names as shaders/ and src/kernels/; gradients carry a `d` prefix.
 
+pub mod ae;
 pub mod conv;
 pub mod data;
 pub mod elbo;
