@@ -18,6 +18,9 @@
 //! Denoising: in training the encoder reads x̃ = x + σ·n (gaussian) or x with each value zeroed with
 //! probability p (mask), drawn on the GPU from Philox stream 13, counter (element, step word); the loss
 //! target stays x. Evaluation reads the clean x (no corruption): eval losses are plain reconstruction.
+//! A step whose gradient is non-finite does not advance the step word, so the next step redraws the
+//! same noise (as the VAE's ε). In a partial last eval batch the gather repeats the last item; those
+//! rows are left out of the metrics but do enter the KL penalty's batch means ρ̂.
 //!
 //! Programs over fixed buffers:
 //!   train: gather → corrupt → encoder → decoder → loss → decoder backward → (encoder tail backward)
