@@ -21,6 +21,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("data", include_str!("../../shaders/data.wgsl")),
     ("vq", include_str!("../../shaders/vq.wgsl")),
     ("prior", include_str!("../../shaders/prior.wgsl")),
+    ("latent_prior", include_str!("../../shaders/latent_prior.wgsl")),
     ("iwae", include_str!("../../shaders/iwae.wgsl")),
     ("ae", include_str!("../../shaders/ae.wgsl")),
 ];

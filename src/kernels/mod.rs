@@ -6,6 +6,7 @@ pub mod data;
 pub mod elbo;
 pub mod elementwise;
 pub mod iwae;
+pub mod latent_prior;
 pub mod matmul;
 pub mod optim;
 pub mod prior;

@@ -2,6 +2,7 @@
 
 pub mod ae;
 pub mod core;
+pub mod latent_prior;
 pub mod prior;
 pub mod vae;
 pub mod vq;

@@ -7,6 +7,7 @@ pub mod data;
 pub mod elbo;
 pub mod iwae;
 pub mod elementwise;
+pub mod latent_prior;
 pub mod matmul;
 pub mod net;
 pub mod optim;
