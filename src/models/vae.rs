@@ -654,3 +654,130 @@ impl VaeConfig {
         }
     }
 }
+
+/// Philox streams of the log-likelihood estimator: chunk c of an eval batch draws its ε with stream
+/// `STREAM_LOGLIK + c` (and the eval batch index as the second counter word).
+pub const STREAM_LOGLIK: u32 = 1 << 16;
+/// Decoder rows the estimator aims to run at once (bounded again by the adapter's buffer limits).
+const LOGLIK_ROWS: usize = 8192;
+
+/// The importance-sampled log-likelihood estimate log p(x) ≈ L_k = log (1/k) Σ_i p(x, z_i) / q(z_i|x),
+/// z_i ~ q(z|x), per test image (Burda et al. 2016, eq. 8): a model over B_e images and S samples per
+/// chunk, ⌈k / S⌉ chunks per eval batch, all log-weights of a batch kept on the GPU ([k·B_e, 2]) and
+/// combined by one stable log-mean-exp. One program per eval batch; the metrics' eval slot gets
+/// (−mean log p(x|z), mean log q(z|x) − log p(z), −L_k) per image (the first two sum to −ELBO with k
+/// samples).
+pub struct Loglik {
+    pub vae: Vae,
+    pub k: usize,
+    /// Images per eval batch (B_e) and samples per chunk (S).
+    pub images: usize,
+    pub chunk: usize,
+    terms: wgpu::Buffer,
+    wt: wgpu::Buffer,
+    rows: wgpu::Buffer,
+}
+
+impl Loglik {
+    /// An estimator for a model of `cfg` with parameters `params` (the flat layout's values).
+    pub fn new(gpu: &Gpu, cfg: &VaeConfig, params: &[f32], k: usize) -> Result<Loglik> {
+        Loglik::with_rows(gpu, cfg, params, k, LOGLIK_ROWS)
+    }
+
+    /// As [`Loglik::new`], running at most `rows` decoder rows at once (tests use it to force chunks).
+    pub fn with_rows(gpu: &Gpu, cfg: &VaeConfig, params: &[f32], k: usize, rows: usize) -> Result<Loglik> {
+        if k == 0 || k > 1 << 20 {
+            return Err(GpuError::Shape { op: "loglik", message: format!("k must be in 1..=1048576, got {k}") });
+        }
+        let nets = cfg.nets().map_err(|m| GpuError::Shape { op: "loglik", message: m })?;
+        // Rows that fit: the decoder's largest activation per row against the binding limit (a quarter
+        // of it, so several such buffers fit comfortably).
+        let per_row = GpuNet::largest_buffer(&nets.decoder, 1).max(4 * cfg.input_dim as u64);
+        let fit = (gpu.limits.max_storage_buffer_binding_size as u64 / 4 / per_row).max(1) as usize;
+        let rows = rows.clamp(1, fit);
+        let images = (rows / k).clamp(1, 64);
+        let chunk = k.min((rows / images).max(1)).min(4096);
+        let samples_cfg =
+            VaeConfig { samples: chunk, objective: Objective::Elbo, gradient: Gradient::Pathwise, ..cfg.clone() };
+        let vae = Vae::new(gpu, &samples_cfg, images)?;
+        if params.len() != vae.core.layout.total {
+            return Err(GpuError::Shape {
+                op: "loglik",
+                message: format!("{} parameters for a layout of {}", params.len(), vae.core.layout.total),
+            });
+        }
+        gpu.write(&vae.core.params, 0, params);
+        // room for whole chunks (the last one's rows past k are skipped, not written)
+        let padded = k.div_ceil(chunk) * chunk;
+        gpu.check_buffers([(2 * padded * images * 4) as u64])?;
+        let f = |label: String, len: usize| gpu.storage_f32(&label, len);
+        let est = Loglik {
+            terms: f(format!("loglik.terms[{padded}x{images}x2]"), 2 * padded * images),
+            wt: f(format!("loglik.wt[{k}x{images}]"), k * images),
+            rows: f(format!("loglik.rows[{images}x3]"), 3 * images),
+            vae,
+            k,
+            images,
+            chunk,
+        };
+        gpu.check()?;
+        Ok(est)
+    }
+
+    fn weighted(&self, samples: usize) -> Weighted {
+        Weighted { samples, iwae: true, beta: 1.0, ..self.vae.weighted() }
+    }
+
+    /// The program of one eval batch over the first `n_items` items of `data` (in its stored order).
+    pub fn program(&self, gpu: &Gpu, data: &GpuDataset, n_items: usize) -> Result<Program> {
+        let v = &self.vae;
+        v.check_data(data)?;
+        let n_items = n_items.clamp(1, data.n);
+        let mut p = Program::new("loglik_batch");
+        let g = Gather { batch: self.images, dim: data.dim, n_items, batch_word: W_EVAL_BATCH, binarize: false };
+        let state = (&v.core.state).into();
+        p.push(g.launch(gpu, "loglik", state, (&data.data).into(), (&data.perm).into(), (&v.x).into())?);
+        p.extend(v.enc.forward(gpu, &v.core.layout, &v.core.params, &v.x)?);
+        let head = v.head();
+        let w = self.weighted(self.chunk);
+        for c in 0..self.k.div_ceil(self.chunk) {
+            let s = Sample {
+                batch: self.images,
+                latent: v.cfg.latent,
+                samples: self.chunk,
+                counter_word: W_EVAL_BATCH,
+                stream: STREAM_LOGLIK + c as u32,
+                given_eps: false,
+            };
+            p.push(s.forward(gpu, "loglik z", state, head.into(), (&v.eps).into(), (&v.z).into())?);
+            p.extend(v.decode(gpu)?);
+            let z = (&v.z).into();
+            let inputs = (v.decoded().into(), (&v.x).into(), head.into(), (&v.eps).into(), z, z);
+            let offset = c * self.chunk * self.images;
+            p.push(w.rows_launch(gpu, "loglik", inputs, (&self.terms).into(), offset, self.k - c * self.chunk)?);
+        }
+        let all = self.weighted(self.k);
+        let weights = ((&self.wt).into(), (&self.wt).into());
+        p.push(all.combine(gpu, "loglik", (&self.terms).into(), (&self.rows).into(), weights, false)?);
+        let metrics = (&v.core.metrics).into();
+        let at = (self.images, n_items, W_EVAL_BATCH, SLOT_EVAL);
+        p.push(reduce::metrics_accumulate3(gpu, "loglik", at, state, (&self.rows).into(), metrics)?);
+        p.push(kdata::advance_eval(gpu, state)?);
+        Ok(p)
+    }
+
+    /// Runs the estimator over the first `n_items` items of `data`: the eval slot's sums.
+    pub fn run(&self, gpu: &Gpu, data: &GpuDataset, n_items: usize, seed: u64) -> Result<SlotMetrics> {
+        let n_items = n_items.clamp(1, data.n);
+        let p = self.program(gpu, data, n_items)?;
+        let core = &self.vae.core;
+        core.set_state(gpu, seed, 0);
+        core.reset_metrics(gpu);
+        core.set_cursor(gpu, W_EVAL_BATCH, 0);
+        for _ in 0..n_items.div_ceil(self.images) {
+            gpu.submit(&p, 1);
+            gpu.check()?;
+        }
+        Ok(core.read_metrics(gpu)?.eval)
+    }
+}
