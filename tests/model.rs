@@ -13,7 +13,9 @@ use vaegpu::testing::{normals, test_gpu, to_f32, uniform, Tol};
 fn check(cfg: VaeConfig, batch: usize) {
     let gpu = test_gpu();
     let layout = cfg.layout();
-    let params: Vec<f64> = layout.init(3).iter().map(|&v| v as f64).collect();
+    // random flow layers (their out layers start at zero: give them values)
+    let params: Vec<f64> =
+        cfg.init_params(3).unwrap().iter().map(|&v| v as f64).map(|v| if v == 0.0 { 0.05 } else { v }).collect();
     let x = uniform(5, batch * cfg.input_dim, 0.0, 1.0);
     let eps = normals(6, cfg.samples * batch * cfg.latent);
     let want = vae_step(&cfg, &layout, &params, &x, &eps, batch);
@@ -93,6 +95,26 @@ fn gpu_iwae_and_score_steps_match_reference_model() {
             ..Default::default()
         };
         check(cfg, 11);
+    }
+    // Learned priors (flow, mixture) under the Monte-Carlo ELBO and IWAE.
+    use vaegpu::models::latent_prior::{LatentPriorConfig, PriorKind};
+    for (kind, objective, m, beta) in [
+        (PriorKind::Flow, Objective::Elbo, 2, 1.0),
+        (PriorKind::Mog, Objective::Iwae, 3, 0.7),
+        (PriorKind::Flow, Objective::Iwae, 4, 1.0),
+    ] {
+        let cfg = VaeConfig {
+            input_dim: 37,
+            hidden: vec![29],
+            latent: 5,
+            act: Act::Tanh,
+            samples: m,
+            beta,
+            objective,
+            prior: LatentPriorConfig { kind, flow_layers: 3, flow_hidden: 7, mog_components: 4, ..Default::default() },
+            ..Default::default()
+        };
+        check(cfg, 6);
     }
     // The conv VAE with the IWAE objective.
     let arch = ConvArch { channels: vec![4, 8], strides: vec![2, 2], blocks: 1, res_hidden: 4, fc: vec![6] };

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Core;
 pub use super::core::{Metrics, SlotMetrics};
+use super::latent_prior::{LatentPrior, LatentPriorConfig, LatentPriorNets, PriorKind};
 use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::elbo::{Elbo, Likelihood};
@@ -47,6 +48,9 @@ pub struct VaeConfig {
     pub objective: Objective,
     /// The encoder's gradient estimator: pathwise (reparameterization) or score function.
     pub gradient: Gradient,
+    /// The prior p(z): N(0, I), or learned jointly (a RealNVP flow or a Gaussian mixture); a learned
+    /// prior makes the KL term a Monte-Carlo estimate E_q[log q(z|x) − log p_λ(z)].
+    pub prior: LatentPriorConfig,
     /// Convolutional encoder and decoder (the conv VAE); none = the MLP VAE.
     pub conv: Option<ConvArch>,
 }
@@ -114,6 +118,7 @@ impl Default for VaeConfig {
             samples: 1,
             objective: Objective::Elbo,
             gradient: Gradient::Pathwise,
+            prior: LatentPriorConfig::default(),
             conv: None,
         }
     }
@@ -124,6 +129,8 @@ pub struct VaeNets {
     pub layout: ParamLayout,
     pub encoder: Net,
     pub decoder: Net,
+    /// A learned prior's networks (their blocks come after the decoder's in the layout).
+    pub prior: Option<LatentPriorNets>,
 }
 
 impl VaeConfig {
@@ -140,9 +147,10 @@ impl VaeConfig {
         if self.samples == 0 || self.samples > 4096 {
             return Err(format!("samples must be in 1..=4096, got {}", self.samples));
         }
-        if self.gradient == Gradient::Score && self.objective != Objective::Elbo {
-            return Err("the score-function gradient is implemented for the ELBO objective only".into());
+        if self.gradient == Gradient::Score && (self.objective != Objective::Elbo || self.learned_prior()) {
+            return Err("the score-function gradient is implemented for the ELBO with the N(0, I) prior only".into());
         }
+        self.prior.validate()?;
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
             return Err(format!("beta must be a finite number >= 0, got {}", self.beta));
         }
@@ -171,10 +179,34 @@ impl VaeConfig {
         self.nets().map(|_| ())
     }
 
+    /// Whether p(z) has parameters (a flow or a mixture).
+    pub fn learned_prior(&self) -> bool {
+        self.prior.kind != PriorKind::Standard
+    }
+
     /// The encoder and decoder networks, with their parameter blocks placed in one layout:
     /// MLP: enc.fc1.. (act), enc.head (2Z outputs: μ | logσ²), dec.fc1.. (act), dec.out.
-    /// Conv: see [`ConvArch`].
+    /// Conv: see [`ConvArch`]. A learned prior's blocks (`prior.*`) follow.
     pub fn nets(&self) -> std::result::Result<VaeNets, String> {
+        let mut nets = self.body_nets()?;
+        if self.learned_prior() {
+            nets.prior = Some(LatentPrior::build(&self.prior, &mut nets.layout, self.latent)?);
+        }
+        Ok(nets)
+    }
+
+    /// Initial parameters: the layout's initialisation, then the learned prior's (see
+    /// [`LatentPriorNets::init`]).
+    pub fn init_params(&self, seed: u64) -> std::result::Result<Vec<f32>, String> {
+        let nets = self.nets()?;
+        let mut p = nets.layout.init(seed);
+        if let Some(pr) = &nets.prior {
+            pr.init(&nets.layout, &mut p, seed);
+        }
+        Ok(p)
+    }
+
+    fn body_nets(&self) -> std::result::Result<VaeNets, String> {
         let mut layout = ParamLayout::default();
         let act = self.act;
         let Some(c) = &self.conv else {
@@ -188,7 +220,7 @@ impl VaeConfig {
                 d = d.linear(&format!("fc{}", i + 1), h, act)?;
             }
             let decoder = d.linear("out", self.input_dim, Act::Identity)?.finish();
-            return Ok(VaeNets { layout, encoder, decoder });
+            return Ok(VaeNets { layout, encoder, decoder, prior: None });
         };
         let [h, w, ch] = self.image;
         let image = Shape::new(h, w, ch);
@@ -226,7 +258,7 @@ impl VaeConfig {
         if decoder.output() != image {
             return Err(format!("the decoder gives {} images, the data has {image}", decoder.output()));
         }
-        Ok(VaeNets { layout, encoder, decoder })
+        Ok(VaeNets { layout, encoder, decoder, prior: None })
     }
 
     /// The flat parameter layout (see [`VaeConfig::nets`]); panics on a config `validate` refuses.
@@ -318,6 +350,8 @@ pub struct Vae {
     pub terms: wgpu::Buffer,
     pub wt: wgpu::Buffer,
     pub wtp: wgpu::Buffer,
+    /// A learned prior over the M·B sample rows.
+    pub prior: Option<LatentPrior>,
 }
 
 impl Vae {
@@ -326,18 +360,21 @@ impl Vae {
         if batch == 0 {
             return Err(GpuError::Shape { op: "vae", message: "batch must be > 0".into() });
         }
-        let VaeNets { layout, encoder, decoder } = cfg.nets().map_err(|m| GpuError::Shape { op: "vae", message: m })?;
+        let VaeNets { layout, encoder, decoder, prior } =
+            cfg.nets().map_err(|m| GpuError::Shape { op: "vae", message: m })?;
         let mb = batch * cfg.samples;
         gpu.check_buffers([
             (layout.total * 4) as u64,
             (mb * cfg.input_dim * 4) as u64,
             GpuNet::largest_buffer(&encoder, batch),
             GpuNet::largest_buffer(&decoder, mb),
+            prior.as_ref().map_or(0, |p| LatentPrior::largest_buffer(p, mb)),
         ])?;
+        let init = cfg.init_params(0).map_err(|m| GpuError::Shape { op: "vae", message: m })?;
 
         let f = |label: String, len: usize| gpu.storage_f32(&label, len);
         let vae = Vae {
-            core: Core::new(gpu, layout.clone(), &layout.init(0)),
+            core: Core::new(gpu, layout.clone(), &init),
             x: f(format!("x[{batch}x{}]", cfg.input_dim), batch * cfg.input_dim),
             enc: GpuNet::new(gpu, &encoder, batch)?,
             eps: f(format!("eps[{mb}x{}]", cfg.latent), mb * cfg.latent),
@@ -348,6 +385,7 @@ impl Vae {
             terms: f(format!("terms[{mb}x2]"), mb * 2),
             wt: f(format!("wt[{mb}]"), mb),
             wtp: f(format!("wtp[{mb}]"), mb),
+            prior: prior.as_ref().map(|p| LatentPrior::new(gpu, p, mb)).transpose()?,
             cfg: cfg.clone(),
             batch,
         };
@@ -399,13 +437,27 @@ impl Vae {
             sigma: self.cfg.sigma,
             beta: self.cfg.beta,
             iwae: self.cfg.objective == Objective::Iwae,
-            ext_prior: false,
+            ext_prior: self.prior.is_some(),
         }
     }
 
-    /// Whether the loss goes through the per-sample weights (iwae.wgsl) rather than elbo.wgsl.
+    /// Whether the loss goes through the per-sample weights (iwae.wgsl) rather than elbo.wgsl: IWAE,
+    /// or a learned prior (whose KL has no closed form).
     pub fn is_weighted(&self) -> bool {
-        self.cfg.objective == Objective::Iwae
+        self.cfg.objective == Objective::Iwae || self.prior.is_some()
+    }
+
+    /// log p(z) of a learned prior for the rows in `z` (nothing for N(0, I)).
+    fn prior_forward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
+        match &self.prior {
+            Some(p) => p.forward(gpu, &self.core.layout, &self.core.params, &self.z),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The buffer logw_rows reads log p(z) from (z itself, unread, for N(0, I)).
+    fn logpz(&self) -> &wgpu::Buffer {
+        self.prior.as_ref().map_or(&self.z, |p| p.logp())
     }
 
     /// Columns of `rows`: 3 for the weighted objectives, 2 for the ELBO kernel.
@@ -431,10 +483,11 @@ impl Vae {
             (&self.z).into(),
         )?);
         out.extend(self.decode(gpu)?);
+        out.extend(self.prior_forward(gpu)?);
         let w = self.weighted();
         let rows_launch = |gpu: &Gpu| {
-            let z = (&self.z).into();
-            let inputs = (self.decoded().into(), (&self.x).into(), head.into(), (&self.eps).into(), z, z);
+            let (z, lp) = ((&self.z).into(), self.logpz().into());
+            let inputs = (self.decoded().into(), (&self.x).into(), head.into(), (&self.eps).into(), z, lp);
             w.rows_launch(gpu, "loss", inputs, (&self.terms).into(), 0, self.cfg.samples)
         };
         if self.is_weighted() {
@@ -463,6 +516,23 @@ impl Vae {
         Ok(out)
     }
 
+    /// z ~ p(z) from the standard normals in `eps` into `z` (a learned prior's sampler; a copy for
+    /// N(0, I)); `counter_word` seeds a mixture's component draws.
+    pub fn sample_prior(&self, gpu: &Gpu, counter_word: u32) -> Result<Vec<Launch>> {
+        let Some(p) = &self.prior else {
+            let (n, z) = (self.batch * self.cfg.samples, self.cfg.latent);
+            return Ok(vec![crate::kernels::latent_prior::copy(
+                gpu,
+                "prior",
+                n,
+                z,
+                (&self.eps).into(),
+                (&self.z).into(),
+            )?]);
+        };
+        p.sample(gpu, &self.core.layout, &self.core.params, &self.core.state, counter_word, &self.eps, &self.z)
+    }
+
     /// The decoder alone: z → likelihood parameters (prior samples, manifolds, interpolations).
     pub fn decode(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
         self.dec.forward(gpu, &self.core.layout, &self.core.params, &self.z)
@@ -482,7 +552,15 @@ impl Vae {
         let w = self.weighted();
         if self.is_weighted() {
             let (z, wt, dz) = ((&self.z).into(), (&self.wt).into(), (&self.dz).into());
-            out.push(w.latent_backward(gpu, "z", (head, eps, z, wt), dz, dz, dhead)?);
+            let dzp = match &self.prior {
+                Some(p) => {
+                    let (layout, params, grads) = (&self.core.layout, &self.core.params, &self.core.grads);
+                    out.extend(p.backward(gpu, layout, params, grads, &self.z, &self.wtp)?);
+                    p.dz().into()
+                }
+                None => dz,
+            };
+            out.push(w.latent_backward(gpu, "z", (head, eps, z, wt), dz, dzp, dhead)?);
         } else if self.cfg.gradient == Gradient::Score {
             out.push(w.score_backward(gpu, "z", head, eps, (&self.terms).into(), dhead)?);
         } else {
@@ -541,6 +619,19 @@ impl Vae {
         p.extend(self.forward(gpu, self.sampler(W_EVAL_BATCH, STREAM_EVAL, false), false)?);
         p.push(self.metrics(gpu, "eval", data.n, (W_EVAL_BATCH, SLOT_EVAL))?);
         p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
+        Ok(p)
+    }
+
+    /// Gather and encoder only, over the dataset in its stored order (then the eval cursor advances):
+    /// the encoder output of each batch stays in `head()`.
+    pub fn encode_program(&self, gpu: &Gpu, data: &GpuDataset) -> Result<Program> {
+        self.check_data(data)?;
+        let mut p = Program::new("encode_batch");
+        let g = Gather { batch: self.batch, dim: data.dim, n_items: data.n, batch_word: W_EVAL_BATCH, binarize: false };
+        let state = (&self.core.state).into();
+        p.push(g.launch(gpu, "encode", state, (&data.data).into(), (&data.perm).into(), (&self.x).into())?);
+        p.extend(self.enc.forward(gpu, &self.core.layout, &self.core.params, &self.x)?);
+        p.push(kdata::advance_eval(gpu, state)?);
         Ok(p)
     }
 
@@ -649,7 +740,11 @@ impl VaeConfig {
     /// [`net_tensors`].
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
         match self.nets() {
-            Ok(n) => net_tensors(layout, &[&n.encoder, &n.decoder], Some(self.latent)),
+            Ok(n) => {
+                let mut t = net_tensors(layout, &[&n.encoder, &n.decoder], Some(self.latent));
+                t.extend(n.prior.iter().flat_map(|p| p.named_tensors(layout)));
+                t
+            }
             Err(_) => Vec::new(),
         }
     }
@@ -751,8 +846,9 @@ impl Loglik {
             };
             p.push(s.forward(gpu, "loglik z", state, head.into(), (&v.eps).into(), (&v.z).into())?);
             p.extend(v.decode(gpu)?);
-            let z = (&v.z).into();
-            let inputs = (v.decoded().into(), (&v.x).into(), head.into(), (&v.eps).into(), z, z);
+            p.extend(v.prior_forward(gpu)?);
+            let (z, lp) = ((&v.z).into(), v.logpz().into());
+            let inputs = (v.decoded().into(), (&v.x).into(), head.into(), (&v.eps).into(), z, lp);
             let offset = c * self.chunk * self.images;
             p.push(w.rows_launch(gpu, "loglik", inputs, (&self.terms).into(), offset, self.k - c * self.chunk)?);
         }

@@ -2,6 +2,7 @@
 
 use super::elbo::elbo;
 use super::iwae::{self, Shape};
+use super::latent_prior;
 use super::net::{net_backward, net_forward};
 use super::sample::{sample_backward, LOGVAR_MAX, LOGVAR_MIN};
 use crate::kernels::Act::Identity;
@@ -49,7 +50,7 @@ pub fn vae_step(
     let dec = net_forward(&nets.decoder, layout, params, &z, mb);
     let out = dec.outs.last().unwrap().clone();
     let mut grads = vec![0.0; layout.total];
-    if cfg.objective == Objective::Iwae {
+    if cfg.objective == Objective::Iwae || nets.prior.is_some() {
         let s = Shape {
             batch,
             dim: cfg.input_dim,
@@ -58,13 +59,18 @@ pub fn vae_step(
             likelihood: cfg.likelihood,
             sigma: cfg.sigma as f64,
             beta: cfg.beta as f64,
-            iwae: true,
+            iwae: cfg.objective == Objective::Iwae,
         };
-        let terms = iwae::logw_terms(&s, &out, x, &head, eps, &z, None);
+        let logpz = nets.prior.as_ref().map(|p| latent_prior::logp(p, layout, params, &z, mb));
+        let terms = iwae::logw_terms(&s, &out, x, &head, eps, &z, logpz.as_deref());
         let (rows, wt) = iwae::combine(&s, &terms);
+        let dzp = nets.prior.as_ref().map(|p| {
+            let c: Vec<f64> = wt.iter().map(|w| w * s.beta).collect();
+            latent_prior::backward(p, layout, params, &z, &c, mb, &mut grads).1
+        });
         let dout = iwae::grad_out(&s, &out, x, &wt);
         let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &dout, mb, Identity, &mut grads, true).unwrap();
-        let dhead = iwae::latent_backward(&s, &head, eps, &z, &wt, &dz, None);
+        let dhead = iwae::latent_backward(&s, &head, eps, &z, &wt, &dz, dzp.as_deref());
         net_backward(&nets.encoder, layout, params, x, &enc, &dhead, batch, Identity, &mut grads, false);
         let mean = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>() / batch as f64;
         return StepOut { loss: mean(2), rec: mean(0), kl: mean(1), grads, head, out };
