@@ -622,6 +622,15 @@ impl Vae {
         Ok(p)
     }
 
+    /// Forward and backward (no update) on the batch already in `x`, ε drawn from the step word: the
+    /// gradient of one step into `core.grads` (gradient-variance reports).
+    pub fn grad_program(&self, gpu: &Gpu) -> Result<Program> {
+        let mut p = Program::new("grad_only");
+        p.extend(self.forward(gpu, self.sampler(kdata::W_STEP, STREAM_TRAIN, false), true)?);
+        p.extend(self.backward(gpu)?);
+        Ok(p)
+    }
+
     /// Gather and encoder only, over the dataset in its stored order (then the eval cursor advances):
     /// the encoder output of each batch stays in `head()`.
     pub fn encode_program(&self, gpu: &Gpu, data: &GpuDataset) -> Result<Program> {
@@ -788,7 +797,7 @@ impl Loglik {
         // Rows that fit: the decoder's largest activation per row against the binding limit (a quarter
         // of it, so several such buffers fit comfortably).
         let per_row = GpuNet::largest_buffer(&nets.decoder, 1).max(4 * cfg.input_dim as u64);
-        let fit = (gpu.limits.max_storage_buffer_binding_size as u64 / 4 / per_row).max(1) as usize;
+        let fit = (gpu.limits.max_storage_buffer_binding_size / 4 / per_row).max(1) as usize;
         let rows = rows.clamp(1, fit);
         let images = (rows / k).clamp(1, 64);
         let chunk = k.min((rows / images).max(1)).min(4096);
