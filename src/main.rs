@@ -157,17 +157,17 @@ struct TrainArgs {
     /// TOML config file; flags given here override it
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model family: vae (MLP), conv-vae, vq-vae or vq-vae-2
+    /// Model family: vae (MLP), conv-vae, vq-vae, vq-vae-2, ae (MLP autoencoder) or conv-ae
     #[arg(long)]
     model: Option<String>,
-    /// conv-vae: channels of each encoder stage, comma-separated (default 32,64); vq-vae: of its two
-    /// stages (default 64,128)
+    /// conv-vae, conv-ae: channels of each encoder stage, comma-separated (default 32,64); vq-vae: of
+    /// its two stages (default 64,128)
     #[arg(long, value_delimiter = ',')]
     channels: Option<Vec<usize>>,
-    /// conv-vae: stride of each stage (default 2 for every stage)
+    /// conv-vae, conv-ae: stride of each stage (default 2 for every stage)
     #[arg(long, value_delimiter = ',')]
     strides: Option<Vec<usize>>,
-    /// conv-vae: residual blocks per stage; vq-vae: residual blocks (default 2)
+    /// conv-vae, conv-ae: residual blocks per stage; vq-vae: residual blocks (default 2)
     #[arg(long)]
     blocks: Option<usize>,
     /// vq-vae: codebook size K (default 512)
@@ -211,12 +211,37 @@ struct TrainArgs {
     /// Latent size
     #[arg(long)]
     latent: Option<usize>,
-    /// Hidden widths, comma-separated (e.g. 400 or 512,256); for conv-vae the dense layers after the convs
+    /// Hidden widths, comma-separated (e.g. 400 or 512,256); for conv-vae and conv-ae the dense layers
+    /// after the convs
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
-    /// Activation: relu, leakyrelu, tanh, sigmoid
+    /// Activation of the hidden layers: relu, leakyrelu, tanh, sigmoid
     #[arg(long)]
     act: Option<String>,
+    /// ae: activation of the code layer (default identity; sigmoid for --sparsity kl on the code)
+    #[arg(long)]
+    code_act: Option<String>,
+    /// ae: reconstruction loss: mse (summed squared error) or bce (with logits; default)
+    #[arg(long)]
+    loss: Option<String>,
+    /// ae: sparsity penalty on one encoder layer: none, l1 (λ·Σ|a|) or kl (β·Σ KL(ρ ‖ ρ̂), sigmoid layer)
+    #[arg(long)]
+    sparsity: Option<String>,
+    /// ae: weight of the sparsity penalty, λ or β (default 0.001)
+    #[arg(long)]
+    sparse_weight: Option<f32>,
+    /// ae: target mean activation ρ of the kl penalty (default 0.05)
+    #[arg(long)]
+    sparse_target: Option<f32>,
+    /// ae: the penalised encoder layer: its index (0 = the first hidden layer) or "code" (default)
+    #[arg(long)]
+    sparse_layer: Option<String>,
+    /// ae: corruption of the training input (denoising): none, gaussian (x + σ·n) or mask (zeroes)
+    #[arg(long)]
+    noise: Option<String>,
+    /// ae: σ of the gaussian noise or the masked fraction (default 0.3)
+    #[arg(long)]
+    noise_level: Option<f32>,
     /// Likelihood: bernoulli or gaussian
     #[arg(long)]
     likelihood: Option<String>,
@@ -271,13 +296,50 @@ impl TrainArgs {
             ($($f:ident => $dst:expr),*) => { $( if let Some(v) = self.$f.clone() { $dst = v; } )* };
         }
         set!(model => c.model, epochs => c.epochs, batch => c.batch, lr => c.lr, seed => c.seed, out => c.out,
-             latent => c.vae.latent, samples => c.vae.samples, image_channels => c.channels,
+             samples => c.vae.samples, image_channels => c.channels,
              steps_per_submit => c.steps_per_submit, max_grad_norm => c.max_grad_norm,
              weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit);
         if let Some(d) = &self.data {
             c.data = Some(d.clone());
         }
         c.resolve();
+        if let Some(l) = self.latent {
+            if c.is_ae() {
+                c.ae.latent = l;
+            } else {
+                c.vae.latent = l;
+            }
+        }
+        let ae_flags = self.code_act.is_some()
+            || self.loss.is_some()
+            || self.sparsity.is_some()
+            || self.sparse_weight.is_some()
+            || self.sparse_target.is_some()
+            || self.sparse_layer.is_some()
+            || self.noise.is_some()
+            || self.noise_level.is_some();
+        if c.is_ae() {
+            let vae_flags = self.beta.is_some()
+                || self.samples.is_some()
+                || self.objective.is_some()
+                || self.gradient.is_some()
+                || self.likelihood.is_some();
+            if vae_flags {
+                return Err(Error::Config(format!(
+                    "--beta, --samples, --objective, --gradient and --likelihood are VAE options; model {} is an \
+                     autoencoder (its options: --loss, --sparsity, --sparse-weight, --sparse-target, \
+                     --sparse-layer, --noise, --noise-level, --code-act)",
+                    c.model
+                )));
+            }
+            self.ae_options(&mut c)?;
+        } else if ae_flags {
+            return Err(Error::Config(format!(
+                "--loss, --sparsity, --sparse-weight, --sparse-target, --sparse-layer, --noise, --noise-level and \
+                 --code-act need --model ae or conv-ae (model is {})",
+                c.model
+            )));
+        }
         if let Some(b) = self.beta {
             if c.is_vq() {
                 c.vq.beta = b;
@@ -307,7 +369,7 @@ impl TrainArgs {
                 "--codes, --code-dim, --no-ema, --restart and --restart-threshold need --model vq-vae or vq-vae-2"
                     .into(),
             ));
-        } else if let Some(conv) = c.vae.conv.as_mut() {
+        } else if let Some(conv) = if c.is_ae() { c.ae.conv.as_mut() } else { c.vae.conv.as_mut() } {
             if let Some(ch) = &self.channels {
                 conv.channels = ch.clone();
                 if self.strides.is_none() {
@@ -325,10 +387,16 @@ impl TrainArgs {
             }
         } else {
             if self.channels.is_some() || self.strides.is_some() || self.blocks.is_some() {
-                return Err(Error::Config("--channels, --strides and --blocks need --model conv-vae".into()));
+                return Err(Error::Config(
+                    "--channels, --strides and --blocks need --model conv-vae or conv-ae".into(),
+                ));
             }
             if let Some(h) = &self.hidden {
-                c.vae.hidden = h.clone();
+                if c.is_ae() {
+                    c.ae.hidden = h.clone();
+                } else {
+                    c.vae.hidden = h.clone();
+                }
             }
         }
         if let Some(size) = &self.image_size {
@@ -347,8 +415,13 @@ impl TrainArgs {
             c.skip_bad_images = false;
         }
         if let Some(a) = &self.act {
-            c.vae.act =
+            let act =
                 vaegpu::kernels::Act::parse(a).ok_or_else(|| Error::Config(format!("unknown activation '{a}'")))?;
+            if c.is_ae() {
+                c.ae.act = act;
+            } else {
+                c.vae.act = act;
+            }
         }
         if let Some(l) = &self.likelihood {
             c.vae.likelihood = match l.as_str() {
@@ -379,6 +452,57 @@ impl TrainArgs {
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The autoencoder flags into `c.ae`.
+    fn ae_options(&self, c: &mut TrainConfig) -> Result<()> {
+        use vaegpu::kernels::ae::{Noise, RecLoss, Sparsity};
+        let a = &mut c.ae;
+        if let Some(v) = &self.code_act {
+            a.code_act =
+                vaegpu::kernels::Act::parse(v).ok_or_else(|| Error::Config(format!("unknown activation '{v}'")))?;
+        }
+        if let Some(v) = &self.loss {
+            a.loss = match v.as_str() {
+                "mse" => RecLoss::Mse,
+                "bce" => RecLoss::Bce,
+                _ => return Err(Error::Config(format!("unknown loss '{v}' (mse or bce)"))),
+            };
+        }
+        if let Some(v) = &self.sparsity {
+            a.sparsity = match v.as_str() {
+                "none" => Sparsity::None,
+                "l1" => Sparsity::L1,
+                "kl" => Sparsity::Kl,
+                _ => return Err(Error::Config(format!("unknown sparsity '{v}' (none, l1 or kl)"))),
+            };
+        }
+        if let Some(v) = &self.noise {
+            a.noise = match v.as_str() {
+                "none" => Noise::None,
+                "gaussian" => Noise::Gaussian,
+                "mask" => Noise::Mask,
+                _ => return Err(Error::Config(format!("unknown noise '{v}' (none, gaussian or mask)"))),
+            };
+        }
+        if let Some(v) = &self.sparse_layer {
+            a.sparse_layer = match v.as_str() {
+                "code" => None,
+                n => Some(n.parse().map_err(|_| {
+                    Error::Config(format!("--sparse-layer: expected a layer index or 'code', got '{v}'"))
+                })?),
+            };
+        }
+        if let Some(v) = self.sparse_weight {
+            a.sparse_weight = v;
+        }
+        if let Some(v) = self.sparse_target {
+            a.sparse_target = v;
+        }
+        if let Some(v) = self.noise_level {
+            a.noise_level = v;
+        }
+        Ok(())
     }
 }
 

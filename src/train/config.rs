@@ -6,14 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::kernels::optim::Adam;
+use crate::models::ae::AeConfig;
 use crate::models::vae::VaeConfig;
 use crate::models::vq::VqConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model family: "vae" (the MLP VAE; also "mlp-vae"), "conv-vae" (vae.conv, defaults if absent) or
-    /// "vq-vae" or "vq-vae-2" (the [vq] table; vq-vae-2 sets its levels = 2).
+    /// Model family: "vae" (the MLP VAE; also "mlp-vae"), "conv-vae" (vae.conv, defaults if absent),
+    /// "vq-vae" or "vq-vae-2" (the [vq] table; vq-vae-2 sets its levels = 2), or the autoencoders "ae"
+    /// (MLP; also "mlp-ae") and "conv-ae" (the [ae] table; ae.conv, defaults if absent).
     pub model: String,
     pub epochs: usize,
     pub batch: usize,
@@ -50,6 +52,8 @@ pub struct TrainConfig {
     pub vae: VaeConfig,
     /// The VQ models (model = "vq-vae" or "vq-vae-2").
     pub vq: VqConfig,
+    /// The autoencoders (model = "ae" or "conv-ae").
+    pub ae: AeConfig,
 }
 
 impl Default for TrainConfig {
@@ -78,6 +82,7 @@ impl Default for TrainConfig {
             test_limit: 0,
             vae: VaeConfig::default(),
             vq: VqConfig::default(),
+            ae: AeConfig::default(),
         }
     }
 }
@@ -100,8 +105,16 @@ impl TrainConfig {
             "vae" | "mlp-vae" if self.vae.conv.is_some() => {
                 return bad(format!("[vae.conv] is set but model is '{}': use model = \"conv-vae\"", self.model))
             }
-            "vae" | "mlp-vae" | "conv-vae" | "vq-vae" | "vq-vae-2" => {}
-            _ => return bad(format!("unknown model '{}' (available: vae, conv-vae, vq-vae, vq-vae-2)", self.model)),
+            "ae" | "mlp-ae" if self.ae.conv.is_some() => {
+                return bad(format!("[ae.conv] is set but model is '{}': use model = \"conv-ae\"", self.model))
+            }
+            "vae" | "mlp-vae" | "conv-vae" | "vq-vae" | "vq-vae-2" | "ae" | "mlp-ae" | "conv-ae" => {}
+            _ => {
+                return bad(format!(
+                    "unknown model '{}' (available: vae, conv-vae, vq-vae, vq-vae-2, ae, conv-ae)",
+                    self.model
+                ))
+            }
         }
         if self.batch == 0 || self.batch > 65535 {
             return bad(format!("batch must be in 1..=65535, got {}", self.batch));
@@ -131,6 +144,9 @@ impl TrainConfig {
             }
             return self.vq.validate().map_err(|m| Error::Config(format!("vq: {m}")));
         }
+        if self.is_ae() {
+            return self.ae.validate().map_err(|m| Error::Config(format!("ae: {m}")));
+        }
         self.vae.validate().map_err(|m| Error::Config(format!("vae: {m}")))
     }
 
@@ -139,13 +155,22 @@ impl TrainConfig {
         self.model == "vq-vae" || self.model == "vq-vae-2"
     }
 
-    /// Fills in what the model name implies: the conv VAE's default architecture when none is given.
+    /// An autoencoder (ae or conv-ae).
+    pub fn is_ae(&self) -> bool {
+        matches!(self.model.as_str(), "ae" | "mlp-ae" | "conv-ae")
+    }
+
+    /// Fills in what the model name implies: the conv VAE's (conv AE's) default architecture when none
+    /// is given.
     pub fn resolve(&mut self) {
         if self.model == "vq-vae-2" {
             self.vq.levels = 2;
         }
         if self.model == "conv-vae" && self.vae.conv.is_none() {
             self.vae.conv = Some(Default::default());
+        }
+        if self.model == "conv-ae" && self.ae.conv.is_none() {
+            self.ae.conv = Some(Default::default());
         }
     }
 

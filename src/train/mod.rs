@@ -14,9 +14,11 @@ use serde::Serialize;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Program};
-use crate::kernels::data::{W_EVAL_BATCH, W_TRAIN_BATCH};
+use crate::kernels::ae::{Noise, RecLoss, Sparsity};
+use crate::kernels::data::{W_EVAL_BATCH, W_STEP, W_TRAIN_BATCH};
 use crate::kernels::elbo::Likelihood;
 use crate::kernels::vq::VQM_LEVEL_WORDS;
+use crate::models::ae::Ae;
 use crate::models::core::{Core, Metrics, SlotMetrics};
 use crate::models::vae::{GpuDataset, NamedTensor, Vae};
 use crate::models::vq::VqVae;
@@ -44,6 +46,23 @@ pub struct EpochRecord {
     /// mean VQ distance mean((z_e − e)²) over the code vectors of every level).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub vq: Option<VqRecord>,
+    /// Autoencoders: their losses are the objective rec + penalty and the reconstruction loss per image
+    /// (summed squared error or BCE); their kl fields hold the sparsity penalty, repeated here by name.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub ae: Option<AeRecord>,
+}
+
+/// The autoencoder part of an epoch record.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct AeRecord {
+    /// Mean sparsity penalty per image (the same numbers as train_kl and test_kl): λ·Σ_j |a_j| (l1),
+    /// β·Σ_j KL(ρ ‖ ρ̂_j) with ρ̂ the batch's mean activations (kl), 0 without sparsity.
+    pub train_penalty: f64,
+    pub test_penalty: f64,
+    /// Sparse AEs: the mean over test images and units of |a|, the penalised layer's activations on
+    /// the clean test inputs (for a sigmoid or ReLU layer the mean activation itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_mean_activation: Option<f64>,
 }
 
 /// The VQ part of an epoch record.
@@ -80,6 +99,7 @@ pub struct LevelRecord {
 pub enum Model {
     Vae(Vae),
     Vq(VqVae),
+    Ae(Ae),
 }
 
 impl Model {
@@ -87,6 +107,7 @@ impl Model {
         match self {
             Model::Vae(v) => &v.core,
             Model::Vq(v) => &v.core,
+            Model::Ae(a) => &a.core,
         }
     }
 
@@ -94,6 +115,7 @@ impl Model {
         match self {
             Model::Vae(v) => v.cfg.named_tensors(&v.core.layout),
             Model::Vq(v) => v.named_tensors(),
+            Model::Ae(a) => a.cfg.named_tensors(&a.core.layout),
         }
     }
 
@@ -101,6 +123,7 @@ impl Model {
         match self {
             Model::Vae(v) => &v.x,
             Model::Vq(v) => &v.x,
+            Model::Ae(a) => &a.x,
         }
     }
 
@@ -108,6 +131,7 @@ impl Model {
         match self {
             Model::Vae(v) => v.decoded(),
             Model::Vq(v) => v.decoded(),
+            Model::Ae(a) => a.decoded(),
         }
     }
 
@@ -116,8 +140,18 @@ impl Model {
         match self {
             Model::Vae(v) => v.cfg.input_dim,
             Model::Vq(v) => v.cfg.image.iter().product(),
+            Model::Ae(a) => a.cfg.input_dim,
         }
     }
+}
+
+/// A denoising autoencoder's first test batch: `n` clean images, the same corrupted as in training, and
+/// their reconstructions from the corrupted input (item-major, as the data's images).
+pub struct Denoised {
+    pub clean: Vec<f32>,
+    pub corrupted: Vec<f32>,
+    pub recons: Vec<f32>,
+    pub n: usize,
 }
 
 /// A deterministic shuffle of 0..n for (seed, epoch): Fisher–Yates driven by Philox.
@@ -163,6 +197,8 @@ impl Session {
         let (h, w, c) = data.image_shape();
         cfg.vae.input_dim = h * w * c;
         cfg.vae.image = [h, w, c];
+        cfg.ae.input_dim = h * w * c;
+        cfg.ae.image = [h, w, c];
         let mut pad = 0;
         if cfg.is_vq() {
             let (top, left, ph, pw) = cfg.vq.padding(h, w);
@@ -196,6 +232,10 @@ impl Session {
         let (train, test) = (train.pad(pad), test.pad(pad));
         let model = if cfg.is_vq() {
             Model::Vq(VqVae::new(gpu, &cfg.vq, cfg.batch, cfg.seed)?)
+        } else if cfg.is_ae() {
+            let ae = Ae::new(gpu, &cfg.ae, cfg.batch)?;
+            gpu.write(&ae.core.params, 0, &ae.core.layout.init(cfg.seed));
+            Model::Ae(ae)
         } else {
             let vae = Vae::new(gpu, &cfg.vae, cfg.batch)?;
             gpu.write(&vae.core.params, 0, &vae.core.layout.init(cfg.seed));
@@ -207,12 +247,14 @@ impl Session {
         let eval_batch = match &model {
             Model::Vae(v) => v.eval_program(gpu, &test_data, false)?,
             Model::Vq(v) => v.eval_program(gpu, &test_data)?,
+            Model::Ae(a) => a.eval_program(gpu, &test_data, false)?,
         };
         let (train_data, train_step) = if for_training {
             let d = GpuDataset::upload(gpu, "train", &train.images.pixels, train.len(), dim)?;
             let p = match &model {
                 Model::Vae(v) => v.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, cfg.binarize)?,
                 Model::Vq(v) => v.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, variance as f32)?,
+                Model::Ae(a) => a.train_program(gpu, &d, &cfg.adam(), cfg.max_grad_norm, cfg.binarize)?,
             };
             (Some(d), Some(p))
         } else {
@@ -277,6 +319,13 @@ impl Session {
 
     /// Evaluates the test split: the eval slot's sums (mean loss, rec, kl per image).
     pub fn evaluate(&self, gpu: &Gpu) -> Result<SlotMetrics> {
+        Ok(self.evaluate_with_activation(gpu)?.0)
+    }
+
+    /// As [`Session::evaluate`]; for a sparse autoencoder also the mean |activation| of its penalised
+    /// layer over the test images and units (read back after each batch; the partial last batch's
+    /// repeated rows are left out).
+    pub fn evaluate_with_activation(&self, gpu: &Gpu) -> Result<(SlotMetrics, Option<f64>)> {
         let core = self.model.core();
         core.reset_metrics(gpu);
         if let Model::Vq(v) = &self.model {
@@ -284,14 +333,31 @@ impl Session {
         }
         core.set_cursor(gpu, W_EVAL_BATCH, 0);
         let batches = self.test_data.n.div_ceil(self.cfg.batch);
-        let mut done = 0;
-        while done < batches {
-            let n = self.cfg.steps_per_submit.min(batches - done);
-            gpu.submit(&self.eval_batch, n);
-            done += n;
+        let sparse = match &self.model {
+            Model::Ae(a) if a.cfg.sparsity != Sparsity::None => Some(a),
+            _ => None,
+        };
+        let mut act = None;
+        if let Some(a) = sparse {
+            let units = a.penalised_units();
+            let mut sum = 0.0f64;
+            for b in 0..batches {
+                gpu.submit(&self.eval_batch, 1);
+                let rows = self.cfg.batch.min(self.test_data.n - b * self.cfg.batch);
+                let v: Vec<f32> = gpu.read(a.penalised(), 0, rows * units)?;
+                sum += v.iter().map(|&x| x.abs() as f64).sum::<f64>();
+            }
+            act = Some(sum / (self.test_data.n * units).max(1) as f64);
+        } else {
+            let mut done = 0;
+            while done < batches {
+                let n = self.cfg.steps_per_submit.min(batches - done);
+                gpu.submit(&self.eval_batch, n);
+                done += n;
+            }
         }
         let m = core.read_metrics(gpu)?;
-        Ok(m.eval)
+        Ok((m.eval, act))
     }
 
     /// Mean image of p(x|z) from the decoder output rows, cropped to the data's own size.
@@ -301,6 +367,8 @@ impl Session {
                 out.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
             }
             Model::Vae(_) => out.to_vec(),
+            Model::Ae(a) if a.cfg.loss == RecLoss::Bce => out.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
+            Model::Ae(_) => out.to_vec(),
             Model::Vq(v) => {
                 let [ph, pw, c] = v.cfg.image;
                 let [h, w] = v.cfg.valid;
@@ -324,6 +392,11 @@ impl Session {
                 "{what} of a {} model needs a prior over its codes: train one with `vaegpu train-prior`",
                 self.cfg.model
             ))),
+            Model::Ae(_) => Err(Error::Config(format!(
+                "{what} needs a generative model: an autoencoder ({}) has no prior over its codes to sample \
+                 from (its outputs are recon.png and `vaegpu eval`)",
+                self.cfg.model
+            ))),
         }
     }
 
@@ -345,7 +418,7 @@ impl Session {
     fn vq(&self, what: &str) -> Result<&VqVae> {
         match &self.model {
             Model::Vq(v) => Ok(v),
-            Model::Vae(_) => Err(Error::Config(format!("{what} needs a vq-vae or vq-vae-2 checkpoint"))),
+            _ => Err(Error::Config(format!("{what} needs a vq-vae or vq-vae-2 checkpoint"))),
         }
     }
 
@@ -426,7 +499,7 @@ impl Session {
         let x: Vec<f32> = gpu.read(self.model.x(), 0, n * d)?;
         let out: Vec<f32> = gpu.read(self.model.decoded(), 0, n * d)?;
         let x = match self.model {
-            Model::Vae(_) => x,
+            Model::Vae(_) | Model::Ae(_) => x,
             Model::Vq(_) => self.to_images(&x, n),
         };
         Ok((x, self.to_images(&out, n), n))
@@ -442,7 +515,34 @@ impl Session {
         let (x, r, n) = self.reconstructions(gpu)?;
         let n = n.min(32);
         crate::viz::save_recon(&out.join("recon.png"), &x, &r, n, shape, 8).map_err(Error::Output)?;
+        if let Some(d) = self.denoised(gpu)? {
+            let n = d.n.min(32);
+            crate::viz::save_rows(&out.join("denoise.png"), &[&d.clean, &d.corrupted, &d.recons], n, shape, 8)
+                .map_err(Error::Output)?;
+        }
         Ok(())
+    }
+
+    /// A denoising autoencoder's first test batch, corrupted as in training (the noise of the current
+    /// step) and reconstructed from the corrupted input; none for other models.
+    pub fn denoised(&self, gpu: &Gpu) -> Result<Option<Denoised>> {
+        let Model::Ae(a) = &self.model else { return Ok(None) };
+        if a.cfg.noise == Noise::None {
+            return Ok(None);
+        }
+        // The eval program gathers the first test batch into x; then x_in = corrupt(x) → forward.
+        self.core().set_cursor(gpu, W_EVAL_BATCH, 0);
+        gpu.submit(&self.eval_batch, 1);
+        let mut p = Program::new("ae_denoise");
+        p.extend(a.corrupt(gpu, W_STEP)?);
+        p.extend(a.forward(gpu, true)?);
+        gpu.submit(&p, 1);
+        let n = self.cfg.batch.min(self.test_data.n);
+        let d = a.cfg.input_dim;
+        let clean: Vec<f32> = gpu.read(&a.x, 0, n * d)?;
+        let noisy: Vec<f32> = gpu.read(&a.x_in, 0, n * d)?;
+        let out: Vec<f32> = gpu.read(a.decoded(), 0, n * d)?;
+        Ok(Some(Denoised { clean, corrupted: noisy, recons: self.to_images(&out, n), n }))
     }
 
     pub fn checkpoint(&self, gpu: &Gpu) -> Result<checkpoint::Checkpoint> {
@@ -528,11 +628,12 @@ impl Session {
         Ok(Some((rec, usages)))
     }
 
-    /// (loss, rec, kl) per image of a slot: the VAE's (rec + β·KL, rec, KL); a VQ model's
+    /// (loss, rec, kl) per image of a slot: the VAE's (rec + β·KL, rec, KL); an autoencoder's
+    /// (rec + penalty, rec, penalty) with rec the summed squared error or BCE; a VQ model's
     /// (mse / var + w·vq, mse, vq) with mse per pixel, vq = mean((z_e − e)²) and w = β (EMA) or 1 + β.
     pub fn losses(&self, m: &SlotMetrics) -> (f64, f64, f64) {
         match &self.model {
-            Model::Vae(_) => (m.mean_loss(), m.mean_rec(), m.mean_kl()),
+            Model::Vae(_) | Model::Ae(_) => (m.mean_loss(), m.mean_rec(), m.mean_kl()),
             Model::Vq(v) => {
                 let rows = m.rows.max(1.0);
                 let mse = m.rec / rows / v.valid_pixels() as f64;
@@ -609,10 +710,10 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         }
         let train_words = match &session.model {
             Model::Vq(v) => v.read_vq_metrics(gpu)?.into_iter().flat_map(|(w, _)| w).collect(),
-            Model::Vae(_) => Vec::new(),
+            Model::Vae(_) | Model::Ae(_) => Vec::new(),
         };
         let t1 = Instant::now();
-        let ev = session.evaluate(gpu)?;
+        let (ev, mean_act) = session.evaluate_with_activation(gpu)?;
         let eval_seconds = t1.elapsed().as_secs_f64();
         let vq = session.vq_record(gpu, &m, &train_words, &ev)?;
         if let Some((_, usages)) = &vq {
@@ -636,6 +737,11 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
             epoch_seconds: secs,
             eval_seconds,
             vq: vq.map(|(r, _)| r),
+            ae: matches!(session.model, Model::Ae(_)).then_some(AeRecord {
+                train_penalty: train_kl,
+                test_penalty: test_kl,
+                test_mean_activation: mean_act,
+            }),
         };
         if !rec.train_loss.is_finite() || !rec.test_loss.is_finite() {
             return Err(Error::NonFinite(format!(
@@ -646,6 +752,16 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         let line = serde_json::to_string(&rec).map_err(|e| Error::Output(e.to_string()))?;
         writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| Error::io(&mpath, e))?;
         match &rec.vq {
+            None if rec.ae.is_some() => println!(
+                "epoch {:>3}  train {:.4}  test {:.4} (rec {:.4}, penalty {:.4}{})  {:.1}s",
+                rec.epoch,
+                rec.train_loss,
+                rec.test_loss,
+                rec.test_rec,
+                rec.test_kl,
+                mean_act.map_or(String::new(), |a| format!(", mean |a| {a:.4}")),
+                rec.epoch_seconds
+            ),
             None => println!(
                 "epoch {:>3}  train {:.3}  test {:.3} (rec {:.3}, kl {:.3})  {:.1}s",
                 rec.epoch, rec.train_loss, rec.test_loss, rec.test_rec, rec.test_kl, rec.epoch_seconds

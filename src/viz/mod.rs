@@ -62,6 +62,37 @@ pub fn save_recon(
     save_grid(path, &out, out.len() / px, shape, cols)
 }
 
+/// Groups of rows: a row of `cols` images from each of `sources` in turn (e.g. clean, corrupted,
+/// reconstructed), for images `0..cols`, then the same for the next `cols`, and so on.
+pub fn save_rows(
+    path: &Path,
+    sources: &[&[f32]],
+    n: usize,
+    shape: (usize, usize, usize),
+    cols: usize,
+) -> Result<(), String> {
+    let px = shape.0 * shape.1 * shape.2;
+    let cols = cols.max(1);
+    if sources.iter().any(|s| s.len() < n * px) {
+        return Err(format!(
+            "{}: fewer than {n} images of {}x{}x{} in a source",
+            path.display(),
+            shape.0,
+            shape.1,
+            shape.2
+        ));
+    }
+    let mut out = Vec::with_capacity(sources.len() * n.next_multiple_of(cols) * px);
+    for start in (0..n).step_by(cols) {
+        let end = (start + cols).min(n);
+        for src in sources {
+            out.extend_from_slice(&src[start * px..end * px]);
+            out.resize(out.len() + (start + cols - end) * px, 0.0);
+        }
+    }
+    save_grid(path, &out, out.len() / px.max(1), shape, cols)
+}
+
 /// Largest histogram picture accepted, in bytes of RGB pixels (guards against absurd sizes).
 const MAX_HISTOGRAM_BYTES: u64 = 1 << 30;
 
