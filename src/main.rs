@@ -55,6 +55,22 @@ enum Cmd {
         /// Print a JSON object
         #[arg(long)]
         json: bool,
+        /// VAEs: samples k of the importance-sampled log-likelihood estimate L_k (0 = skip)
+        #[arg(long, default_value_t = 5000)]
+        k: usize,
+        /// VAEs: run L_k over the first N test images only (0 = all)
+        #[arg(long, default_value_t = 0)]
+        ll_images: usize,
+        /// VAEs: skip the latent-space analyses (marginal KL, mutual information, active units)
+        #[arg(long)]
+        no_analysis: bool,
+        /// VAEs: write interpolations.png (and for a 2-D latent space manifold.png and
+        /// latent_scatter.png) into this folder
+        #[arg(long)]
+        pictures: Option<PathBuf>,
+        /// Seed of the estimator's and the analyses' draws
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -78,6 +94,18 @@ enum Cmd {
         /// Number of samples (at most the model's batch × M)
         #[arg(long, default_value_t = 64)]
         n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// VAEs: variance of the encoder gradient under the pathwise and the score-function estimators on
+    /// the first test batch, over --draws draws of ε (prints JSON)
+    Gradvar {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        draws: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -556,9 +584,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Eval { checkpoint, data, json, gpu } => {
+        Cmd::Eval { checkpoint, data, json, k, ll_images, no_analysis, pictures, seed, gpu } => {
             let gpu = gpu.open()?;
-            let r = vaegpu::eval::evaluate(&gpu, &checkpoint, data.as_deref())?;
+            let opts = vaegpu::eval::EvalOptions { k, ll_images, analyze: !no_analysis, pictures, seed };
+            let r = vaegpu::eval::evaluate(&gpu, &checkpoint, data.as_deref(), &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
             } else {
@@ -566,7 +595,31 @@ fn run(cli: Cli) -> Result<()> {
                     "test_loss {:.4}  (rec {:.4} + kl {:.4}) nats per image over {} test images of {}; step {}",
                     r.test_loss, r.test_rec, r.test_kl, r.test_images, r.dataset, r.step
                 );
+                if let Some(e) = r.test_elbo {
+                    println!("test ELBO {e:.4}");
+                }
+                if let Some(l) = &r.loglik {
+                    println!(
+                        "log p(x) ≈ L_{} = {:.4} nats per image over {} test images (ELBO from the same samples {:.4}; {:.1} s)",
+                        l.k, l.log_likelihood, l.images, l.elbo, l.seconds
+                    );
+                }
+                if let Some(a) = &r.latent {
+                    println!(
+                        "latent: avg KL {:.4} = mutual information {:.4} + marginal KL {:.4} (± {:.4}); {}/{} active units",
+                        a.avg_kl, a.mutual_info, a.marginal_kl, a.marginal_kl_stderr, a.active_units, a.latent
+                    );
+                }
+                for p in &r.pictures {
+                    println!("wrote {p}");
+                }
             }
+            Ok(())
+        }
+        Cmd::Gradvar { checkpoint, draws, seed, gpu } => {
+            let gpu = gpu.open()?;
+            let r = vaegpu::eval::gradient_variance(&gpu, &checkpoint, None, draws, seed)?;
+            println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
             Ok(())
         }
         Cmd::TrainPrior(a) => {

@@ -31,6 +31,30 @@ const SMALL: &[&str] = &[
 ];
 
 #[test]
+fn two_dimensional_latent_space_pictures() {
+    let out = tmp("latent2");
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args[7] = "2";
+    args[1] = "1";
+    let o = bin().arg("train").args(&args).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = bin()
+        .args(["eval", "--json", "--k", "10", "--pictures"])
+        .arg(out.join("pics"))
+        .arg("--checkpoint")
+        .arg(out.join("checkpoint"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "eval failed: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pictures"].as_array().unwrap().len(), 3);
+    // 20×20 decoded grid of 28×28 images with 2-pixel gaps
+    let m = image::open(out.join("pics/manifold.png")).unwrap();
+    assert_eq!((m.width(), m.height()), (20 * 30 + 2, 20 * 30 + 2));
+    assert!(image::open(out.join("pics/latent_scatter.png")).unwrap().width() >= 800);
+}
+
+#[test]
 fn train_eval_sample_round_trip() {
     let out = tmp("train");
     let o = bin().arg("train").args(SMALL).arg("--out").arg(&out).output().unwrap();
@@ -64,6 +88,36 @@ fn train_eval_sample_round_trip() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ev = v["test_loss"].as_f64().unwrap();
     assert!((ev - test_loss).abs() < 1e-3 * test_loss, "eval {ev} vs training's last test_loss {test_loss}");
+    // The default eval adds the ELBO, L_5000 over the test images and the latent analyses.
+    assert!((v["test_elbo"].as_f64().unwrap() + test_loss).abs() < 1e-3 * test_loss);
+    let ll = &v["loglik"];
+    assert_eq!((ll["k"].as_u64(), ll["images"].as_u64()), (Some(5000), Some(100)));
+    let (lk, elbo) = (ll["log_likelihood"].as_f64().unwrap(), ll["elbo"].as_f64().unwrap());
+    assert!(lk > elbo && lk < 0.0, "L_5000 {lk} must lie above the ELBO {elbo} and below 0");
+    let lat = &v["latent"];
+    let (avg, mi, mkl) =
+        (lat["avg_kl"].as_f64().unwrap(), lat["mutual_info"].as_f64().unwrap(), lat["marginal_kl"].as_f64().unwrap());
+    assert!((avg - mi - mkl).abs() < 1e-9 && mi <= lat["log_n"].as_f64().unwrap() + 0.1, "{lat}");
+    assert!(lat["active_units"].as_u64().unwrap() <= 4);
+    // A smaller estimate, pictures, text output.
+    let pics = out.join("pics");
+    let o = bin()
+        .args(["eval", "--k", "20", "--ll-images", "7", "--pictures"])
+        .arg(&pics)
+        .arg("--checkpoint")
+        .arg(out.join("checkpoint"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("L_20") && text.contains("over 7 test images"), "{text}");
+    assert!(pics.join("interpolations.png").is_file() && !pics.join("manifold.png").exists());
+    // Gradient variance of the two encoder estimators on one batch: the score function's is larger.
+    let o = bin().args(["gradvar", "--draws", "20", "--checkpoint"]).arg(out.join("checkpoint")).output().unwrap();
+    assert!(o.status.success(), "gradvar failed: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let var = |i: usize| v[i]["total_variance"].as_f64().unwrap();
+    assert_eq!((v[0]["estimator"].as_str(), v[1]["estimator"].as_str()), (Some("pathwise"), Some("score")));
+    assert!(var(0) > 0.0 && var(1) > 10.0 * var(0), "pathwise {} vs score {}", var(0), var(1));
 
     let png = out.join("s.png");
     let o = bin()

@@ -238,7 +238,7 @@ impl Session {
             Model::Ae(ae)
         } else {
             let vae = Vae::new(gpu, &cfg.vae, cfg.batch)?;
-            gpu.write(&vae.core.params, 0, &vae.core.layout.init(cfg.seed));
+            gpu.write(&vae.core.params, 0, &cfg.vae.init_params(cfg.seed).map_err(Error::Config)?);
             Model::Vae(vae)
         };
         model.core().set_state(gpu, cfg.seed, 0);
@@ -415,6 +415,21 @@ impl Session {
         Ok(self.to_images(&out, n))
     }
 
+    /// The encoder's output [n, 2Z] (μ | logσ² per row) for every test image, in the stored order.
+    pub fn encode_test(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let vae = self.vae("encoding")?;
+        let p = vae.encode_program(gpu, &self.test_data)?;
+        vae.core.set_cursor(gpu, W_EVAL_BATCH, 0);
+        let (n, b, width) = (self.test_data.n, self.cfg.batch, 2 * self.cfg.vae.latent);
+        let mut head = Vec::with_capacity(n * width);
+        for start in (0..n).step_by(b) {
+            gpu.submit(&p, 1);
+            let rows = b.min(n - start);
+            head.extend(gpu.read::<f32>(vae.head(), 0, rows * width)?);
+        }
+        Ok(head)
+    }
+
     fn vq(&self, what: &str) -> Result<&VqVae> {
         match &self.model {
             Model::Vq(v) => Ok(v),
@@ -482,11 +497,27 @@ impl Session {
     }
 
     /// Prior samples z ~ N(0, I) (seeded), decoded.
+    /// (A learned prior maps the same normals through its sampler: the flow's inverse, or a mixture
+    /// component per row drawn with the eval-batch word set to the low bits of `seed`.)
     pub fn prior_samples(&self, gpu: &Gpu, n: usize, seed: u64) -> Result<Vec<f32>> {
-        self.vae("sampling")?;
+        let vae = self.vae("sampling")?;
         let key = seed_key(seed);
         let z: Vec<f32> = (0..n * self.cfg.vae.latent).map(|i| normal(i as u32, 0, 5, key) as f32).collect();
-        self.decode(gpu, &z, n)
+        if vae.prior.is_none() {
+            return self.decode(gpu, &z, n);
+        }
+        let rows = self.cfg.batch * self.cfg.vae.samples;
+        if n > rows {
+            return Err(Error::Config(format!("can decode at most {rows} vectors at once, asked for {n}")));
+        }
+        gpu.write(&vae.eps, 0, &z);
+        vae.core.set_cursor(gpu, W_EVAL_BATCH, seed as u32);
+        let mut p = Program::new("prior sample");
+        p.extend(vae.sample_prior(gpu, W_EVAL_BATCH)?);
+        p.extend(vae.decode(gpu)?);
+        gpu.submit(&p, 1);
+        let out: Vec<f32> = gpu.read(vae.decoded(), 0, n * self.cfg.vae.input_dim)?;
+        Ok(self.to_images(&out, n))
     }
 
     /// The first test batch and its reconstructions (one z sample each): (originals, recons, n), cropped
