@@ -1,7 +1,8 @@
 //! Host-side analyses of a trained VAE's latent space, from the encoder outputs of a test set (f64, no GPU).
 //!
 //! The input is the encoder head `[N, 2Z]` row-major, row n = (μ_n | logσ²_n), logσ² clamped to
-//! [`LOGVAR_MIN`, `LOGVAR_MAX`] as everywhere else in the crate; the prior is p(z) = N(0, I).
+//! [`LOGVAR_MIN`, `LOGVAR_MAX`] as everywhere else in the crate; the prior is p(z) = N(0, I), or a
+//! learned prior given as its log-density ([`analyze_latents_prior`]).
 //! [`analyze_latents`] reports
 //! - the average KL term E_n KL(q(z|x_n) ‖ p) in closed form,
 //! - the marginal KL(q(z) ‖ p) of the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n), by Monte Carlo,
@@ -55,15 +56,22 @@ pub struct LatentAnalysis {
     pub n_items: usize,
     /// Z, the latent dimensions.
     pub latent: usize,
-    /// (1/N) Σ_n KL(q(z|x_n) ‖ N(0, I)), closed form over all items.
+    /// The prior the KL terms are taken against: "standard" (N(0, I)) or "learned".
+    pub prior: &'static str,
+    /// (1/N) Σ_n KL(q(z|x_n) ‖ p): closed form over all items for N(0, I); for a learned prior the Monte
+    /// Carlo mean of log q(z|x_n) − log p(z) over the draws.
     pub avg_kl: f64,
-    /// The same average per latent dimension (they sum to `avg_kl`).
+    /// Standard error of `avg_kl` (0 for the closed form).
+    pub avg_kl_stderr: f64,
+    /// The closed-form average KL(q(z|x_n) ‖ N(0, I)) per latent dimension (they sum to `avg_kl` for the
+    /// standard prior; with a learned prior they measure the distance to N(0, I) only).
     pub kl_per_unit: Vec<f64>,
     /// KL(q(z) ‖ p(z)) of the aggregate posterior, Monte Carlo.
     pub marginal_kl: f64,
     /// Standard error of `marginal_kl` (sample standard deviation of the draws / √draws).
     pub marginal_kl_stderr: f64,
-    /// I_q(x; z) = avg_kl − marginal_kl.
+    /// I_q(x; z) = avg_kl − marginal_kl (for a learned prior both are Monte Carlo means over the same
+    /// draws, so this equals `mutual_info_direct`).
     pub mutual_info: f64,
     /// I_q(x; z) estimated directly: the mean over the draws of log q(z|x_n) − log q(z).
     pub mutual_info_direct: f64,
@@ -97,6 +105,21 @@ pub fn analyze_latents(
     n: usize,
     latent: usize,
     opts: &AnalysisOptions,
+) -> Result<LatentAnalysis, String> {
+    analyze_latents_prior(head, n, latent, opts, None)
+}
+
+/// The log-density of a learned prior: log p(z_r) for `rows` rows of `z` ([rows, latent] row-major).
+pub type LogPrior<'a> = &'a dyn Fn(&[f64], usize) -> Vec<f64>;
+
+/// [`analyze_latents`] against the prior `log_prior` (None = N(0, I)): the marginal KL and the average KL
+/// then take log p(z) from it (the average KL by Monte Carlo over the same draws).
+pub fn analyze_latents_prior(
+    head: &[f32],
+    n: usize,
+    latent: usize,
+    opts: &AnalysisOptions,
+    log_prior: Option<LogPrior>,
 ) -> Result<LatentAnalysis, String> {
     if n == 0 {
         return Err("latent analysis needs at least one item (n = 0)".to_string());
@@ -187,19 +210,50 @@ pub fn analyze_latents(
     .into_iter()
     .collect::<Result<_, String>>()?;
 
+    // log p(z) of every draw: N(0, I) as drawn, or the learned prior's over all draws at once.
+    let flat: Vec<&DrawTerms> = results.iter().flatten().collect();
+    let log_p: Vec<f64> = match log_prior {
+        None => flat.iter().map(|d| d.log_p).collect(),
+        Some(f) => {
+            let z: Vec<f64> = flat.iter().flat_map(|d| d.z.iter().copied()).collect();
+            let lp = f(&z, flat.len());
+            if lp.len() != flat.len() {
+                return Err(format!("the prior gave {} log-densities for {} draws", lp.len(), flat.len()));
+            }
+            if let Some(i) = lp.iter().position(|v| !v.is_finite()) {
+                return Err(format!("the prior's log-density of draw {i} is not finite ({})", lp[i]));
+            }
+            lp
+        }
+    };
     // log q(z) − log p(z) and log q(z|x_n) − log q(z) per draw, summed in draw order.
     let log_n = (n as f64).ln();
-    let kl_terms: Vec<f64> = results.iter().flatten().map(|d| d.log_q_agg - log_n - d.log_p).collect();
-    let mi_terms: Vec<f64> = results.iter().flatten().map(|d| d.log_q_own - (d.log_q_agg - log_n)).collect();
+    let kl_terms: Vec<f64> = flat.iter().zip(&log_p).map(|(d, lp)| d.log_q_agg - log_n - lp).collect();
+    let mi_terms: Vec<f64> = flat.iter().map(|d| d.log_q_own - (d.log_q_agg - log_n)).collect();
     let (marginal_kl, marginal_kl_stderr) = mean_stderr(&kl_terms);
     let (mutual_info_direct, mutual_info_direct_stderr) = mean_stderr(&mi_terms);
+    let (prior, avg_kl, avg_kl_stderr, avg_method) = match log_prior {
+        None => ("standard", avg_kl, 0.0, format!("closed-form KL(q(z|x_n) || N(0,I)) averaged over all {n} items")),
+        Some(_) => {
+            let terms: Vec<f64> = flat.iter().zip(&log_p).map(|(d, lp)| d.log_q_own - lp).collect();
+            let (m, se) = mean_stderr(&terms);
+            (
+                "learned",
+                m,
+                se,
+                "Monte Carlo mean of log q(z|x_n) - log p(z) over the draws below (learned prior; \
+                 kl_per_unit stays the closed-form KL to N(0,I))"
+                    .to_string(),
+            )
+        }
+    };
 
     let method = format!(
-        "avg_kl: closed-form KL(q(z|x_n) || N(0,I)) averaged over all {n} items. marginal_kl: Monte Carlo \
-         mean of log q(z) - log p(z) over {samples} draw(s) z ~ q(z|x_n) for each of {} items (Philox stream \
-         {ANALYSIS_STREAM}, seed {}), q(z) = (1/N) sum_m q(z|x_m) over all {n} items; mutual_info = avg_kl - \
-         marginal_kl (Hoffman & Johnson 2016), mutual_info_direct = mean of log q(z|x_n) - log q(z) over the \
-         same draws (at most log N). Active units: Var_n(mu_nj) > {} (Burda et al. 2016).",
+        "avg_kl: {avg_method}. marginal_kl: Monte Carlo mean of log q(z) - log p(z) over {samples} draw(s) \
+         z ~ q(z|x_n) for each of {} items (Philox stream {ANALYSIS_STREAM}, seed {}), q(z) = (1/N) sum_m \
+         q(z|x_m) over all {n} items; mutual_info = avg_kl - marginal_kl (Hoffman & Johnson 2016), \
+         mutual_info_direct = mean of log q(z|x_n) - log q(z) over the same draws (at most log N). Active \
+         units: Var_n(mu_nj) > {} (Burda et al. 2016).",
         items.len(),
         opts.seed,
         opts.active_threshold
@@ -207,7 +261,9 @@ pub fn analyze_latents(
     Ok(LatentAnalysis {
         n_items: n,
         latent,
+        prior,
         avg_kl,
+        avg_kl_stderr,
         kl_per_unit,
         marginal_kl,
         marginal_kl_stderr,
@@ -254,6 +310,8 @@ struct DrawTerms {
     log_q_agg: f64,
     /// log p(z) under N(0, I).
     log_p: f64,
+    /// The draw (for a learned prior's log-density).
+    z: Vec<f64>,
 }
 
 /// All items' diagonal Gaussian posteriors, flattened [n, latent].
@@ -313,6 +371,7 @@ impl Posteriors<'_> {
                     log_q_own: row[items[(start + b) / samples]],
                     log_q_agg: max + sum.ln(),
                     log_p: -0.5 * zb.iter().map(|v| LN_2PI + v * v).sum::<f64>(),
+                    z: zb.to_vec(),
                 });
             }
             start += count;

@@ -285,6 +285,21 @@ struct TrainArgs {
     /// Encoder gradient estimator: pathwise (reparameterization) or score (likelihood ratio; elbo only)
     #[arg(long)]
     gradient: Option<String>,
+    /// σ of the gaussian likelihood (its initial value when the variance is learned)
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Prior p(z): standard (N(0, I)), flow (RealNVP, learned jointly) or mog (Gaussian mixture, learned)
+    #[arg(long)]
+    prior: Option<String>,
+    /// flow prior: affine coupling layers (default 4)
+    #[arg(long)]
+    flow_layers: Option<usize>,
+    /// flow prior: hidden width of each coupling layer's MLP (default 64)
+    #[arg(long)]
+    flow_hidden: Option<usize>,
+    /// mog prior: mixture components (default 10)
+    #[arg(long)]
+    mog_components: Option<usize>,
     /// Training steps per command buffer
     #[arg(long)]
     steps_per_submit: Option<usize>,
@@ -347,14 +362,10 @@ impl TrainArgs {
             || self.noise.is_some()
             || self.noise_level.is_some();
         if c.is_ae() {
-            let vae_flags = self.beta.is_some()
-                || self.samples.is_some()
-                || self.objective.is_some()
-                || self.gradient.is_some()
-                || self.likelihood.is_some();
-            if vae_flags {
+            if let Some(flag) = self.vae_flag() {
                 return Err(Error::Config(format!(
-                    "--beta, --samples, --objective, --gradient and --likelihood are VAE options; model {} is an \
+                    "{flag} is a VAE option (like --beta, --samples, --objective, --gradient, --likelihood, --sigma \
+                     and --prior); model {} is an \
                      autoencoder (its options: --loss, --sparsity, --sparse-weight, --sparse-target, \
                      --sparse-layer, --noise, --noise-level, --code-act)",
                     c.model
@@ -472,14 +483,69 @@ impl TrainArgs {
                 _ => return Err(Error::Config(format!("unknown gradient '{g}' (pathwise or score)"))),
             };
         }
-        if c.is_vq() && (self.objective.is_some() || self.gradient.is_some() || self.samples.is_some()) {
-            return Err(Error::Config("--objective, --gradient and --samples are VAE options".into()));
+        if c.is_vq() {
+            // --beta is the commitment weight there
+            if let Some(flag) = self.vae_flag().filter(|f| *f != "--beta") {
+                return Err(Error::Config(format!("{flag} is a VAE option; model {} is a VQ-VAE", c.model)));
+            }
         }
+        if let Some(v) = self.sigma {
+            c.vae.sigma = v;
+        }
+        self.prior_options(&mut c.vae.prior)?;
         if self.binarize {
             c.binarize = true;
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The first VAE-only flag given, by name.
+    fn vae_flag(&self) -> Option<&'static str> {
+        [
+            ("--beta", self.beta.is_some()),
+            ("--samples", self.samples.is_some()),
+            ("--objective", self.objective.is_some()),
+            ("--gradient", self.gradient.is_some()),
+            ("--likelihood", self.likelihood.is_some()),
+            ("--sigma", self.sigma.is_some()),
+            ("--prior", self.prior.is_some()),
+            ("--flow-layers", self.flow_layers.is_some()),
+            ("--flow-hidden", self.flow_hidden.is_some()),
+            ("--mog-components", self.mog_components.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+
+    /// The prior flags into `p`.
+    fn prior_options(&self, p: &mut vaegpu::models::latent_prior::LatentPriorConfig) -> Result<()> {
+        use vaegpu::models::latent_prior::PriorKind;
+        if let Some(k) = &self.prior {
+            p.kind = match k.as_str() {
+                "standard" | "normal" => PriorKind::Standard,
+                "flow" => PriorKind::Flow,
+                "mog" => PriorKind::Mog,
+                _ => return Err(Error::Config(format!("unknown prior '{k}' (standard, flow or mog)"))),
+            };
+        }
+        let flow = self.flow_layers.is_some() || self.flow_hidden.is_some();
+        if flow && p.kind != PriorKind::Flow {
+            return Err(Error::Config("--flow-layers and --flow-hidden need --prior flow".into()));
+        }
+        if self.mog_components.is_some() && p.kind != PriorKind::Mog {
+            return Err(Error::Config("--mog-components needs --prior mog".into()));
+        }
+        if let Some(v) = self.flow_layers {
+            p.flow_layers = v;
+        }
+        if let Some(v) = self.flow_hidden {
+            p.flow_hidden = v;
+        }
+        if let Some(v) = self.mog_components {
+            p.mog_components = v;
+        }
+        Ok(())
     }
 
     /// The autoencoder flags into `c.ae`.

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::analysis::{analyze_latents, AnalysisOptions, LatentAnalysis};
+use crate::analysis::{analyze_latents, analyze_latents_prior, AnalysisOptions, LatentAnalysis};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::vae::Loglik;
+use crate::reference::latent_prior;
 use crate::train::{checkpoint, Model, Session, TrainConfig};
 use crate::viz;
 
@@ -121,7 +122,23 @@ pub fn evaluate(gpu: &Gpu, dir: &Path, data: Option<&Path>, opts: &EvalOptions) 
         let z = s.cfg.vae.latent;
         if opts.analyze {
             let a = AnalysisOptions { seed: opts.seed, ..Default::default() };
-            report.latent = Some(analyze_latents(&head, s.test_data.n, z, &a).map_err(Error::Config)?);
+            let n = s.test_data.n;
+            let nets = s.cfg.vae.nets().map_err(Error::Config)?;
+            report.latent = Some(
+                match &nets.prior {
+                    // a learned prior: its log-density in f64 from the trained parameters
+                    Some(pr) => {
+                        let c = s.core();
+                        let params: Vec<f64> =
+                            gpu.read::<f32>(&c.params, 0, c.layout.total)?.iter().map(|&v| v as f64).collect();
+                        let log_prior =
+                            |zs: &[f64], rows: usize| latent_prior::logp(pr, &nets.layout, &params, zs, rows);
+                        analyze_latents_prior(&head, n, z, &a, Some(&log_prior))
+                    }
+                    None => analyze_latents(&head, n, z, &a),
+                }
+                .map_err(Error::Config)?,
+            );
         }
         if let Some(out) = &opts.pictures {
             report.pictures = pictures(gpu, &s, &dataset, &head, out)?;
