@@ -1,20 +1,33 @@
-// elbo.wgsl: the fused negative ELBO: likelihood + β·KL, value and gradients in one pass.
+// elbo.wgsl: the fused negative ELBO: likelihood + β·KL, value and gradients in one pass; and the
+// gradient of a learned decoder variance.
 // Letters: B batch, D data dimension, Z latent size, M Monte-Carlo samples (sample rows m·B + b).
 // Per example b (one workgroup of 64 invocations):
 //   rec_b = (1/M) Σ_m Σ_d nll(out[m·B + b, d], x[b, d])
 //     Bernoulli: nll = BCE-with-logits = max(l, 0) − l·x + log(1 + exp(−|l|)),  d/dl = sigmoid(l) − x
 //     Gaussian (fixed σ): nll = ½(x − μ)²/σ² + ½·log(2πσ²),                   d/dμ = (μ − x)/σ²
+//     Gaussian (learned s = log σ², var_mode 1: one s, 2: s_d per pixel; s clamped to [lv_min, 20]):
+//       nll = ½(x − μ)²·e^{−s_d} + ½(log 2π + s_d),                          d/dμ = (μ − x)·e^{−s_d}
 //   kl_b  = ½ Σ_j (μ_j² + exp(lv_j) − 1 − lv_j), lv = logσ² clamped to [−30, 20]
 //   loss  = (1/B) Σ_b (rec_b + β·kl_b)   (per-example mean, as in the fixtures)
 // Bindings: 0 uniform Params, 1 out (read, [M·B, D], logits or means), 2 x (read, [B, D], targets in [0,1]),
 //   3 head (read, [B, 2Z]: μ | logσ²), 4 dout (read_write, [M·B, D], =), 5 dhead (read_write, [B, 2Z], =,
-//   the KL part; sample_backward.wgsl then adds the pathwise part), 6 rows (read_write, [B, 2] = (rec_b, kl_b)).
+//   the KL part; sample_backward.wgsl then adds the pathwise part), 6 rows (read_write, [B, 2] = (rec_b, kl_b)),
+//   7 logvar (read, [1] or [D]: the learned s; bound but unread when var_mode = 0).
 // Gradients carry the factor grad_scale (1/B) so that they are d loss / d param.
 // Dispatch: grid = (B, 1, 1), 64 invocations per workgroup; a fixed-order tree reduction in workgroup
 //   memory (deterministic: no atomics).
-
+//
+// logvar_grad: d loss / d s_d = Σ_r w_r·½(1 − (x_{b(r),d} − out_{r,d})²·e^{−s_d}) (0 outside the clamp),
+//   w_r = wt[r] (use_wt = 1: the weighted objectives of iwae.wgsl) or grad_scale / M (this ELBO).
+//   var_mode 1 (one s): one workgroup sums over every (r, d); var_mode 2: one workgroup per pixel d
+//   (grid (D, 1, 1), 2-D beyond 32768: d = wid.y·32768 + wid.x) sums over the rows. 256 invocations,
+//   fixed-order strided partial sums then a tree. Bindings 1 out, 2 x, 7 logvar (read), 8 wt (read,
+//   [M·B]; bound but unread when use_wt = 0), 9 dlogvar (read_write, [1] or [D], =).
 const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
+const DEC_LOGVAR_MAX: f32 = 20.0;
+const LOG_2PI: f32 = 1.8378770664093453;
+const ROW_SPLIT: u32 = 32768u;
 
 struct Params {
     batch: u32,
@@ -25,6 +38,10 @@ struct Params {
     beta: f32,
     sigma: f32,
     grad_scale: f32,
+    var_mode: u32,
+    lv_min: f32,
+    use_wt: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,9 +51,18 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dout: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dhead: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rows: array<f32>;
+@group(0) @binding(7) var<storage, read> logvar: array<f32>;
+@group(0) @binding(8) var<storage, read> wt: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dlogvar: array<f32>;
 
 var<workgroup> red_rec: array<f32, 64>;
 var<workgroup> red_kl: array<f32, 64>;
+var<workgroup> red_s: array<f32, 256>;
+
+// The learned s for pixel d (unclamped).
+fn raw_logvar(d: u32) -> f32 {
+    return logvar[select(0u, d, p.var_mode == 2u)];
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -52,7 +78,13 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var d = t; d < p.dim; d += 64u) {
             let l = outp[row + d];
             let xv = x[b * p.dim + d];
-            if (p.gaussian != 0u) {
+            if (p.gaussian != 0u && p.var_mode != 0u) {
+                let s = clamp(raw_logvar(d), p.lv_min, DEC_LOGVAR_MAX);
+                let iv = exp(-s);
+                let diff = l - xv;
+                rec += 0.5 * diff * diff * iv + 0.5 * (LOG_2PI + s);
+                dout[row + d] = diff * iv * gscale;
+            } else if (p.gaussian != 0u) {
                 let diff = l - xv;
                 rec += 0.5 * diff * diff * inv_var + log_norm;
                 dout[row + d] = diff * inv_var * gscale;
@@ -89,5 +121,57 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (t == 0u) {
         rows[2u * b] = red_rec[0];
         rows[2u * b + 1u] = red_kl[0];
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn logvar_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let n = p.samples * p.batch;
+    let w_const = p.grad_scale / f32(p.samples);
+    var d0 = 0u;
+    if (p.var_mode == 2u) {
+        d0 = wid.y * ROW_SPLIT + wid.x;
+        if (d0 >= p.dim) {
+            return;
+        }
+    }
+    let raw = raw_logvar(d0);
+    let iv = exp(-clamp(raw, p.lv_min, DEC_LOGVAR_MAX));
+    var acc = 0.0;
+    if (p.var_mode == 2u) {
+        for (var r = t; r < n; r += 256u) {
+            let b = r % p.batch;
+            let diff = outp[r * p.dim + d0] - x[b * p.dim + d0];
+            var w = w_const;
+            if (p.use_wt != 0u) {
+                w = wt[r];
+            }
+            acc += w * (1.0 - diff * diff * iv);
+        }
+    } else {
+        for (var i = t; i < n * p.dim; i += 256u) {
+            let r = i / p.dim;
+            let d = i % p.dim;
+            let b = r % p.batch;
+            let diff = outp[i] - x[b * p.dim + d];
+            var w = w_const;
+            if (p.use_wt != 0u) {
+                w = wt[r];
+            }
+            acc += w * (1.0 - diff * diff * iv);
+        }
+    }
+    red_s[t] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red_s[t] += red_s[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        let inside = raw >= p.lv_min && raw <= DEC_LOGVAR_MAX;
+        dlogvar[d0] = select(0.0, 0.5 * red_s[0], inside);
     }
 }

@@ -3,6 +3,8 @@
 // score-function (likelihood-ratio) gradient of the reconstruction term.
 // Letters: B batch, D data dimension, Z latent size, M samples per input (rows r = m·B + b).
 // Per row r:  log w_r = lpx_r + β·lat_r,  lpx_r = log p(x_b | z_r) = −Σ_d nll(out[r, d], x[b, d]),
+//             nll as in elbo.wgsl: Bernoulli, Gaussian with the fixed σ (var_mode 0) or with the learned
+//             s = log σ² (binding 15 logvar, [1] (var_mode 1) or [D] (var_mode 2), clamped to [lv_min, 20]),
 //             lat_r = log p(z_r) − log q(z_r | x_b),  log q = Σ_j (−½ε² − ½lv_j − ½log 2π),
 //             log p(z) = Σ_j (−½z² − ½log 2π) (standard prior) or logpz[r] (a learned prior's output).
 // Per example b: IWAE L_b = log (1/M) Σ_m exp(log w_r) (stable log-mean-exp), weights w̃_r = softmax_m;
@@ -14,13 +16,15 @@
 // logw_rows: grid = (rows, 1, 1) or 2-D for more than 32768 rows (row = wid.y·32768 + wid.x), 64
 //   invocations; bindings 1 out (read, [M·B, D]), 2 x (read, [B, D]), 3 head (read, [B, 2Z]),
 //   4 eps (read, [M·B, Z]), 5 z (read, [M·B, Z]), 6 logpz (read, [M·B]; read when ext_prior != 0),
-//   7 terms (read_write, [row_offset + M·B, 2] = (lpx_r, lat_r)). Rows with m ≥ valid are skipped
-//   (the estimator's last chunk).
+//   7 terms (read_write, [row_offset + M·B, 2] = (lpx_r, lat_r)), 15 logvar (read; unread when
+//   var_mode = 0). Rows with m ≥ valid are skipped (the estimator's last chunk).
 // logw_combine: one invocation per example, grid = (ceil(B / 64), 1, 1); bindings 7 terms (read, [M·B, 2],
 //   as a read_write binding), 8 rows (read_write, [B, 3] = (−mean lpx, −mean lat, −L_b)), 9 wt (read_write,
 //   [M·B] = wt_r; written when write_weights != 0), 10 wtp (the same times β, for a learned prior's backward).
 // logw_grad_out: one element of [M·B, D] per invocation, 2-D grid of 256-wide workgroups (index =
-//   (wid.y·32768 + wid.x)·256 + lid.x); bindings 1 out, 2 x, 9 wt (read), 11 dout (read_write, =).
+//   (wid.y·32768 + wid.x)·256 + lid.x); bindings 1 out, 2 x, 9 wt (read), 11 dout (read_write, =),
+//   15 logvar (read; unread when var_mode = 0). The learned variance's own gradient (weighted by wt) is
+//   elbo.wgsl's logvar_grad.
 // latent_backward: one (b, j) per invocation, grid = (ceil(B·Z / 64), 1, 1); bindings 3 head, 4 eps,
 //   5 z, 9 wt (read), 12 dz (read: the decoder's input gradient), 13 dzp (read: a learned prior's dz, already
 //   weighted by β·wt; read when ext_prior != 0), 14 dhead (read_write, =):
@@ -36,6 +40,7 @@ const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
 const HALF_LOG_2PI: f32 = 0.9189385332046727;
 const ROW_SPLIT: u32 = 32768u;
+const DEC_LOGVAR_MAX: f32 = 20.0;
 
 struct Params {
     batch: u32,
@@ -51,8 +56,8 @@ struct Params {
     row_offset: u32,
     valid: u32,
     write_weights: u32,
-    _pad0: u32,
-    _pad1: u32,
+    var_mode: u32,
+    lv_min: f32,
     _pad2: u32,
 }
 
@@ -71,13 +76,20 @@ struct Params {
 @group(0) @binding(12) var<storage, read> dz: array<f32>;
 @group(0) @binding(13) var<storage, read> dzp: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dhead: array<f32>;
+@group(0) @binding(15) var<storage, read> logvar: array<f32>;
 
 var<workgroup> red_px: array<f32, 64>;
 var<workgroup> red_lat: array<f32, 64>;
 
-// (nll, d nll / d l) of one pixel.
-fn nll(l: f32, xv: f32) -> vec2<f32> {
+// (nll, d nll / d l) of pixel d.
+fn nll(l: f32, xv: f32, d: u32) -> vec2<f32> {
     if (p.gaussian != 0u) {
+        if (p.var_mode != 0u) {
+            let s = clamp(logvar[select(0u, d, p.var_mode == 2u)], p.lv_min, DEC_LOGVAR_MAX);
+            let iv = exp(-s);
+            let diff = l - xv;
+            return vec2<f32>(0.5 * diff * diff * iv + 0.5 * s + HALF_LOG_2PI, diff * iv);
+        }
         let inv_var = 1.0 / (p.sigma * p.sigma);
         let diff = l - xv;
         return vec2<f32>(0.5 * diff * diff * inv_var + log(p.sigma) + HALF_LOG_2PI, diff * inv_var);
@@ -98,7 +110,7 @@ fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let b = r % p.batch;
     var px = 0.0;
     for (var d = t; d < p.dim; d += 64u) {
-        px -= nll(outp[r * p.dim + d], x[b * p.dim + d]).x;
+        px -= nll(outp[r * p.dim + d], x[b * p.dim + d], d).x;
     }
     var lat = 0.0;
     for (var j = t; j < p.latent; j += 64u) {
@@ -183,7 +195,7 @@ fn logw_grad_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let r = i / p.dim;
     let d = i % p.dim;
     let b = r % p.batch;
-    dout[i] = wt[r] * nll(outp[i], x[b * p.dim + d]).y;
+    dout[i] = wt[r] * nll(outp[i], x[b * p.dim + d], d).y;
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -546,3 +546,109 @@ fn learned_prior_vae_step_gradients_match_finite_differences() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A learned Gaussian decoder variance s = log σ² (global or per pixel, some values outside the clamp
+/// [2·ln σ_min, 20] where the gradient is 0): the reference ELBO's gradients with respect to s, the
+/// means and the encoder head, and the weighted objectives' (IWAE and the Monte-Carlo ELBO, through
+/// the log-weights and their combination) with respect to s and the means, against central differences.
+#[test]
+fn learned_variance_elbo_and_iwae_gradients_match_finite_differences() {
+    use vaegpu::reference::elbo::{elbo_var, logvar_grad, Var};
+    use vaegpu::reference::iwae::{self, Shape};
+    let (batch, dim, latent, samples) = (3, 5, 4, 2);
+    let lv_min = 2.0 * 0.05f64.ln();
+    let mut seed = 2500;
+    for pixel in [false, true] {
+        seed += 10;
+        let out0 = uniform(seed, samples * batch * dim, -0.5, 1.5);
+        let x = uniform(seed + 1, batch * dim, 0.0, 1.0);
+        let head0 = uniform(seed + 2, batch * 2 * latent, -2.0, 2.0);
+        let mut s0 = uniform(seed + 3, if pixel { dim } else { 1 }, -2.5, 1.0);
+        if pixel {
+            s0[1] = lv_min - 0.5; // below the clamp: gradient 0, and so is the difference
+            s0[3] = 20.5; // above it
+        }
+        let what = format!("learned variance (pixel {pixel})");
+        let shape = (batch, dim, latent, samples);
+        let run = |o: &[f64], h: &[f64], s: &[f64]| {
+            elbo_var(o, &x, h, shape, Likelihood::Gaussian, 0.7, 1.0, Var::Learned { s, lv_min })
+        };
+        let e = run(&out0, &head0, &s0);
+        fd_check(&format!("{what} elbo ds"), &|s: &[f64]| run(&out0, &head0, s).loss, &s0, &e.dlogvar, 0..s0.len());
+        fd_check(&format!("{what} elbo dout"), &|o: &[f64]| run(o, &head0, &s0).loss, &out0, &e.dout, 0..out0.len());
+        fd_check(&format!("{what} elbo dhead"), &|h: &[f64]| run(&out0, h, &s0).loss, &head0, &e.dhead, 0..head0.len());
+        if pixel {
+            assert_eq!((e.dlogvar[1], e.dlogvar[3]), (0.0, 0.0), "{what}: gradient through the clamp");
+        }
+        // The weighted objectives: loss = −(1/B) Σ_b L_b from the log-weights of (out, s).
+        let eps = normals(seed + 4, samples * batch * latent);
+        let zs = uniform(seed + 5, samples * batch * latent, -1.0, 1.0);
+        for iwae_mode in [true, false] {
+            let sh = Shape {
+                batch,
+                dim,
+                latent,
+                samples,
+                likelihood: Likelihood::Gaussian,
+                sigma: 1.0,
+                beta: 0.8,
+                iwae: iwae_mode,
+            };
+            let loss = |o: &[f64], s: &[f64]| {
+                let t = iwae::logw_terms_var(&sh, Var::Learned { s, lv_min }, o, &x, &head0, &eps, &zs, None);
+                iwae::combine(&sh, &t).0.iter().map(|r| r[2]).sum::<f64>() / batch as f64
+            };
+            let var = Var::Learned { s: &s0, lv_min };
+            let t = iwae::logw_terms_var(&sh, var, &out0, &x, &head0, &eps, &zs, None);
+            let (_, wt) = iwae::combine(&sh, &t);
+            let dout = iwae::grad_out_var(&sh, var, &out0, &x, &wt);
+            let ds = logvar_grad(&out0, &x, batch, dim, var, &wt);
+            let w = format!("{what} weighted (iwae {iwae_mode})");
+            fd_check(&format!("{w} ds"), &|s: &[f64]| loss(&out0, s), &s0, &ds, 0..s0.len());
+            fd_check(&format!("{w} dout"), &|o: &[f64]| loss(o, &s0), &out0, &dout, 0..out0.len());
+        }
+    }
+}
+
+/// The whole reference VAE step with a learned decoder variance (global and per pixel) under the
+/// ELBO, IWAE and with a learned prior: every parameter, `dec.logvar` included, against central
+/// differences; with the score-function gradient, every block but the encoder's (whose gradient is an
+/// unbiased estimate, not the derivative).
+#[test]
+fn learned_variance_vae_step_gradients_match_finite_differences() {
+    use vaegpu::kernels::elbo::DecoderVariance;
+    use vaegpu::models::latent_prior::{LatentPriorConfig, PriorKind};
+    use vaegpu::models::vae::{Gradient, Objective};
+    let mut failures = Vec::new();
+    for (variance, objective, gradient, prior, seed) in [
+        (DecoderVariance::Pixel, Objective::Elbo, Gradient::Pathwise, PriorKind::Standard, 80),
+        (DecoderVariance::Global, Objective::Elbo, Gradient::Pathwise, PriorKind::Standard, 81),
+        (DecoderVariance::Pixel, Objective::Iwae, Gradient::Pathwise, PriorKind::Standard, 82),
+        (DecoderVariance::Global, Objective::Elbo, Gradient::Pathwise, PriorKind::Mog, 83),
+        (DecoderVariance::Pixel, Objective::Elbo, Gradient::Score, PriorKind::Standard, 84),
+    ] {
+        let (mut cfg, _, x, eps, batch) = vae_case(Act::Tanh, Likelihood::Gaussian, seed);
+        cfg.variance = variance;
+        cfg.objective = objective;
+        cfg.gradient = gradient;
+        cfg.prior = LatentPriorConfig { kind: prior, mog_components: 3, ..Default::default() };
+        cfg.validate().unwrap();
+        let layout = cfg.layout();
+        // layout.init draws dec.logvar from U(−1, 1): s of different sizes per pixel
+        let p0: Vec<f64> = layout.init(seed).iter().map(|&v| 2.0 * v as f64).collect();
+        let step = vae_step(&cfg, &layout, &p0, &x, &eps, batch);
+        let lv = layout.layer("dec.logvar").unwrap();
+        assert!(step.grads[lv.offset..lv.offset + lv.len()].iter().all(|g| *g != 0.0));
+        let f = |p: &[f64]| vae_step(&cfg, &layout, p, &x, &eps, batch).loss;
+        let what = format!("{variance:?} {objective:?} {gradient:?} {prior:?}");
+        if gradient == Gradient::Score {
+            let (_, rest) = cfg.split(&layout);
+            failures.extend(rest.iter().filter_map(|l| {
+                fd_errors(&format!("{what} {}", l.name), &f, &p0, &step.grads, l.offset..l.offset + l.len())
+            }));
+        } else {
+            failures.extend(layer_errors(&what, &cfg, &f, &p0, &step.grads));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -7,7 +7,8 @@ use vaegpu::kernels::elbo::Likelihood;
 use vaegpu::kernels::Act;
 use vaegpu::models::vae::{GpuDataset, Loglik, VaeConfig, STREAM_LOGLIK};
 use vaegpu::nn::ParamLayout;
-use vaegpu::reference::iwae::{log_mean_exp, logw_terms, Shape};
+use vaegpu::reference::elbo::Var;
+use vaegpu::reference::iwae::{log_mean_exp, logw_terms_var, Shape};
 use vaegpu::reference::net::net_forward;
 use vaegpu::reference::sample::{normal, seed_key, LOGVAR_MAX, LOGVAR_MIN};
 use vaegpu::testing::{shared_gpu, uniform};
@@ -20,6 +21,11 @@ fn pixels(seed: u64, n: usize) -> Vec<u8> {
 /// (i, e, STREAM_LOGLIK + c) for element i = (m·B_e + b)·Z + j of the chunk.
 fn reference_lk(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64], est: &Loglik) -> Vec<f64> {
     let nets = cfg.nets().unwrap();
+    // a learned decoder variance: its block of params
+    let var = match nets.logvar.map(|b| &layout.layers[b]) {
+        Some(l) => Var::Learned { s: &params[l.offset..l.offset + l.len()], lv_min: cfg.dec_lv_min() as f64 },
+        None => Var::Fixed,
+    };
     let (d, z, be, s) = (cfg.input_dim, cfg.latent, est.images, est.chunk);
     let n = x.len() / d;
     let key = seed_key(11);
@@ -49,7 +55,7 @@ fn reference_lk(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64]
                 beta: 1.0,
                 iwae: true,
             };
-            let t = logw_terms(&shape, &dec, &xb, &head, &eps, &zs, None);
+            let t = logw_terms_var(&shape, var, &dec, &xb, &head, &eps, &zs, None);
             for m in 0..s.min(est.k - c * s) {
                 for (b, l) in lw.iter_mut().enumerate() {
                     l.push(t[m * be + b].0 + t[m * be + b].1);
@@ -68,9 +74,14 @@ fn reference_lk(cfg: &VaeConfig, layout: &ParamLayout, params: &[f64], x: &[f64]
 #[test]
 fn estimator_matches_the_reference_over_chunks_and_batches() {
     let gpu = shared_gpu();
-    for (lik, k, rows) in
-        [(Likelihood::Bernoulli, 37, 40), (Likelihood::Gaussian, 10, 64), (Likelihood::Bernoulli, 1, 8192)]
-    {
+    use vaegpu::kernels::elbo::DecoderVariance::{Fixed, Pixel};
+    for (lik, variance, k, rows) in [
+        (Likelihood::Bernoulli, Fixed, 37, 40),
+        (Likelihood::Gaussian, Fixed, 10, 64),
+        (Likelihood::Bernoulli, Fixed, 1, 8192),
+        // a learned per-pixel variance (layout.init draws its s from U(−1.5, 1.5) here)
+        (Likelihood::Gaussian, Pixel, 10, 32),
+    ] {
         let cfg = VaeConfig {
             input_dim: 13,
             hidden: vec![9],
@@ -78,6 +89,7 @@ fn estimator_matches_the_reference_over_chunks_and_batches() {
             act: Act::Tanh,
             likelihood: lik,
             sigma: 0.4,
+            variance,
             ..Default::default()
         };
         let layout = cfg.layout();
@@ -91,7 +103,7 @@ fn estimator_matches_the_reference_over_chunks_and_batches() {
         let p64: Vec<f64> = params.iter().map(|&v| v as f64).collect();
         let want = reference_lk(&cfg, &layout, &p64, &x, &est);
         let want_mean = want.iter().sum::<f64>() / n as f64;
-        let what = format!("{lik:?} k {k}: {} images x {} samples per chunk", est.images, est.chunk);
+        let what = format!("{lik:?} {variance:?} k {k}: {} images x {} samples per chunk", est.images, est.chunk);
         assert_eq!(m.rows as usize, n, "{what}: images counted");
         assert!(
             (m.mean_loss() + want_mean).abs() < 2e-4 * want_mean.abs() + 1e-4,

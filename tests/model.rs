@@ -8,14 +8,18 @@ use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::Act;
 use vaegpu::models::vae::{ConvArch, Vae, VaeConfig};
 use vaegpu::reference::vae::vae_step;
-use vaegpu::testing::{normals, test_gpu, to_f32, uniform, Tol};
+use vaegpu::testing::{f32_round, normals, test_gpu, to_f32, uniform, Tol};
 
 fn check(cfg: VaeConfig, batch: usize) {
     let gpu = test_gpu();
     let layout = cfg.layout();
     // random flow layers (their out layers start at zero: give them values)
-    let params: Vec<f64> =
+    let mut params: Vec<f64> =
         cfg.init_params(3).unwrap().iter().map(|&v| v as f64).map(|v| if v == 0.0 { 0.05 } else { v }).collect();
+    // a learned decoder variance: a different s per pixel (it starts at ln σ² everywhere)
+    if let Some(l) = layout.layer("dec.logvar") {
+        params[l.offset..l.offset + l.len()].copy_from_slice(&f32_round(&uniform(8, l.len(), -1.5, 0.5)));
+    }
     let x = uniform(5, batch * cfg.input_dim, 0.0, 1.0);
     let eps = normals(6, cfg.samples * batch * cfg.latent);
     let want = vae_step(&cfg, &layout, &params, &x, &eps, batch);
@@ -122,6 +126,42 @@ fn gpu_iwae_and_score_steps_match_reference_model() {
         VaeConfig { objective: Objective::Iwae, ..conv_cfg([8, 12, 3], arch, Act::Relu, Likelihood::Bernoulli, 3) },
         3,
     );
+}
+
+#[test]
+fn gpu_learned_variance_steps_match_reference_model() {
+    // The Gaussian decoder with a learned log-variance (block dec.logvar, one per pixel or one in all)
+    // under the ELBO, IWAE, the score-function gradient and a learned prior, and in the conv VAE.
+    use vaegpu::kernels::elbo::DecoderVariance::{self, Global, Pixel};
+    use vaegpu::models::latent_prior::{LatentPriorConfig, PriorKind};
+    use vaegpu::models::vae::{Gradient, Objective};
+    let cases: [(DecoderVariance, Objective, Gradient, PriorKind, usize); 5] = [
+        (Pixel, Objective::Elbo, Gradient::Pathwise, PriorKind::Standard, 2),
+        (Global, Objective::Elbo, Gradient::Pathwise, PriorKind::Standard, 1),
+        (Pixel, Objective::Iwae, Gradient::Pathwise, PriorKind::Standard, 3),
+        (Pixel, Objective::Elbo, Gradient::Score, PriorKind::Standard, 2),
+        (Global, Objective::Iwae, Gradient::Pathwise, PriorKind::Mog, 2),
+    ];
+    for (variance, objective, gradient, kind, m) in cases {
+        let cfg = VaeConfig {
+            input_dim: 37,
+            hidden: vec![29, 13],
+            latent: 5,
+            act: Act::Tanh,
+            likelihood: Likelihood::Gaussian,
+            beta: 0.8,
+            sigma: 0.7,
+            samples: m,
+            objective,
+            gradient,
+            variance,
+            prior: LatentPriorConfig { kind, mog_components: 4, ..Default::default() },
+            ..Default::default()
+        };
+        check(cfg, 11);
+    }
+    let arch = ConvArch { channels: vec![3, 5], strides: vec![1, 2], blocks: 1, res_hidden: 0, fc: vec![] };
+    check(VaeConfig { variance: Pixel, ..conv_cfg([6, 6, 1], arch, Act::Relu, Likelihood::Gaussian, 2) }, 3);
 }
 
 fn conv_cfg(image: [usize; 3], arch: ConvArch, act: Act, lik: Likelihood, m: usize) -> VaeConfig {

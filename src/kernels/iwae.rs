@@ -2,7 +2,7 @@
 //! with their importance weights, the weighted output gradient, the latent backward, and the
 //! score-function gradient.
 
-use super::elbo::Likelihood;
+use super::elbo::{var_binding, LearnedVar, Likelihood};
 use super::{need, need_len};
 use crate::gpu::{Gpu, Launch, Result, View};
 
@@ -25,7 +25,9 @@ struct Params {
     row_offset: u32,
     valid: u32,
     write_weights: u32,
-    _pad: [u32; 3],
+    var_mode: u32,
+    lv_min: f32,
+    _pad: u32,
 }
 
 /// Shapes and settings of the weighted objective over M·B sample rows (row m·B + b).
@@ -67,7 +69,9 @@ impl Weighted {
             row_offset: row_offset as u32,
             valid: valid as u32,
             write_weights: u32::from(write_weights),
-            _pad: [0; 3],
+            var_mode: 0,
+            lv_min: 0.0,
+            _pad: 0,
         }
     }
 
@@ -78,18 +82,38 @@ impl Weighted {
         need(op, self.sigma > 0.0 || self.likelihood == Likelihood::Bernoulli, || "sigma must be > 0".into())
     }
 
+    fn gaussian(&self) -> bool {
+        self.likelihood == Likelihood::Gaussian
+    }
+
     fn rows(&self) -> usize {
         self.samples * self.batch
     }
 
     /// terms[row_offset + r] = (log p(x|z_r), log p(z_r) − log q(z_r|x)) for the rows of samples
-    /// m < `valid` (`logpz` is read only with `ext_prior`).
+    /// m < `valid` (`logpz` is read only with `ext_prior`), with the fixed σ.
     #[allow(clippy::too_many_arguments)]
     pub fn rows_launch(
         &self,
         gpu: &Gpu,
         label: &str,
+        inputs: (View, View, View, View, View, View),
+        terms: View,
+        row_offset: usize,
+        valid: usize,
+    ) -> Result<Launch> {
+        self.rows_launch_var(gpu, label, inputs, None, terms, row_offset, valid)
+    }
+
+    /// As [`Weighted::rows_launch`], the Gaussian log p(x|z) with the learned log-variance `var` when
+    /// given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rows_launch_var(
+        &self,
+        gpu: &Gpu,
+        label: &str,
         (out, x, head, eps, z, logpz): (View, View, View, View, View, View),
+        var: Option<LearnedVar>,
         terms: View,
         row_offset: usize,
         valid: usize,
@@ -104,13 +128,14 @@ impl Weighted {
         need_len(OP, "z", &z, n * self.latent)?;
         need_len(OP, "logpz", &logpz, if self.ext_prior { n } else { 1 })?;
         need_len(OP, "terms", &terms, 2 * (row_offset + n))?;
+        let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
         gpu.launch(
             format!("{label} logw_rows[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "iwae",
             "logw_rows",
             &[],
-            Some(&self.params(row_offset, valid, false)),
-            &[(1, out), (2, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms)],
+            Some(&Params { var_mode, lv_min, ..self.params(row_offset, valid, false) }),
+            &[(1, out), (2, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms), (15, lv)],
             grid(n),
         )
     }
@@ -144,8 +169,20 @@ impl Weighted {
         )
     }
 
-    /// dout[r, d] = wt_r · d nll / d out[r, d].
+    /// dout[r, d] = wt_r · d nll / d out[r, d] with the fixed σ.
     pub fn grad_out(&self, gpu: &Gpu, label: &str, out: View, x: View, wt: View, dout: View) -> Result<Launch> {
+        self.grad_out_var(gpu, label, (out, x, wt), None, dout)
+    }
+
+    /// As [`Weighted::grad_out`], with the learned log-variance `var` when given.
+    pub fn grad_out_var(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        (out, x, wt): (View, View, View),
+        var: Option<LearnedVar>,
+        dout: View,
+    ) -> Result<Launch> {
         const OP: &str = "logw_grad_out";
         self.check(OP)?;
         let n = self.rows() * self.dim;
@@ -153,13 +190,14 @@ impl Weighted {
         need_len(OP, "x", &x, self.batch * self.dim)?;
         need_len(OP, "wt", &wt, self.rows())?;
         need_len(OP, "dout", &dout, n)?;
+        let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
         gpu.launch(
             format!("{label} logw_grad_out[{}x{}x{}]", self.samples, self.batch, self.dim),
             "iwae",
             "logw_grad_out",
             &[],
-            Some(&self.params(0, self.samples, false)),
-            &[(1, out), (2, x), (9, wt), (11, dout)],
+            Some(&Params { var_mode, lv_min, ..self.params(0, self.samples, false) }),
+            &[(1, out), (2, x), (9, wt), (11, dout), (15, lv)],
             grid(n.div_ceil(256)),
         )
     }

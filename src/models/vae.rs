@@ -4,6 +4,9 @@
 //!   train: gather → encoder → sample → decoder → elbo → decoder backward → sample backward →
 //!          encoder backward → gradient norm → Adam → metrics → advance
 //!   eval:  gather → encoder → sample → decoder → elbo → metrics → advance_eval
+//! A learned Gaussian decoder variance (`variance = "global" | "pixel"`) is the last parameter block,
+//! `dec.logvar`: the loss kernels read it, and the backward starts with its gradient (elbo.wgsl's
+//! logvar_grad, weighted like the loss's rows).
 //! Every gradient buffer holds the gradient with respect to the PRE-activation of its layer's output:
 //! the dX launch of layer i multiplies by act'(X_i) in its epilogue (DACT), so no elementwise pass is
 //! needed.
@@ -13,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::core::Core;
 pub use super::core::{Metrics, SlotMetrics};
 use super::latent_prior::{LatentPrior, LatentPriorConfig, LatentPriorNets, PriorKind};
-use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
+use crate::gpu::{Gpu, GpuError, Launch, Program, Result, View};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
-use crate::kernels::elbo::{Elbo, Likelihood};
+pub use crate::kernels::elbo::DecoderVariance;
+use crate::kernels::elbo::{Elbo, LearnedVar, Likelihood, DEC_LOGVAR_MAX};
 use crate::kernels::iwae::Weighted;
 use crate::kernels::optim::Adam;
 use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
@@ -40,8 +44,13 @@ pub struct VaeConfig {
     pub likelihood: Likelihood,
     /// Weight of the KL term (β-VAE); 1 is the ELBO.
     pub beta: f32,
-    /// σ of the Gaussian likelihood.
+    /// σ of the Gaussian likelihood (with a learned variance: its initial value).
     pub sigma: f32,
+    /// The Gaussian likelihood's variance: `fixed` (σ above), or learned (block `dec.logvar` holding
+    /// s = log σ², initialised to ln σ²): one value (`global`) or one per pixel (`pixel`).
+    pub variance: DecoderVariance,
+    /// Floor of a learned σ: s is used clamped to [2·ln sigma_min, 20] (zero gradient outside).
+    pub sigma_min: f32,
     /// Monte-Carlo samples M per input (k for IWAE).
     pub samples: usize,
     /// The training objective: the ELBO, or the importance-weighted bound L_k with k = `samples`.
@@ -115,6 +124,8 @@ impl Default for VaeConfig {
             likelihood: Likelihood::Bernoulli,
             beta: 1.0,
             sigma: 1.0,
+            variance: DecoderVariance::Fixed,
+            sigma_min: 1e-3,
             samples: 1,
             objective: Objective::Elbo,
             gradient: Gradient::Pathwise,
@@ -131,6 +142,8 @@ pub struct VaeNets {
     pub decoder: Net,
     /// A learned prior's networks (their blocks come after the decoder's in the layout).
     pub prior: Option<LatentPriorNets>,
+    /// The block `dec.logvar` of a learned decoder variance ([1] or [D] values; the last block).
+    pub logvar: Option<usize>,
 }
 
 impl VaeConfig {
@@ -156,6 +169,26 @@ impl VaeConfig {
         }
         if !(self.sigma > 0.0 && self.sigma.is_finite()) {
             return Err(format!("sigma must be a finite number > 0, got {}", self.sigma));
+        }
+        if !(self.sigma_min > 0.0 && self.sigma_min.is_finite()) {
+            return Err(format!("sigma_min must be a finite number > 0, got {}", self.sigma_min));
+        }
+        if self.variance != DecoderVariance::Fixed {
+            let name = format!("{:?}", self.variance).to_lowercase();
+            if self.likelihood != Likelihood::Gaussian {
+                return Err(format!(
+                    "variance = \"{name}\" (a learned decoder variance) needs likelihood = \"gaussian\""
+                ));
+            }
+            if self.dec_lv_min() >= DEC_LOGVAR_MAX {
+                return Err(format!("sigma_min must be < e^10 (log σ² is clamped to 20), got {}", self.sigma_min));
+            }
+            if self.sigma < self.sigma_min || self.dec_lv_init() > DEC_LOGVAR_MAX {
+                return Err(format!(
+                    "a learned variance starts at sigma = {}, which must lie in [sigma_min = {}, e^10]",
+                    self.sigma, self.sigma_min
+                ));
+            }
         }
         if let Some(c) = &self.conv {
             let [h, w, ch] = self.image;
@@ -192,18 +225,37 @@ impl VaeConfig {
         if self.learned_prior() {
             nets.prior = Some(LatentPrior::build(&self.prior, &mut nets.layout, self.latent)?);
         }
+        let n = self.variance.len(self.input_dim);
+        if n > 0 {
+            // A [(0 + 1), n] block: n values (fan-in 1 keeps layout.init finite; init_params sets it).
+            nets.logvar = Some(nets.layout.push_with_fan_in("dec.logvar", 0, n, Act::Identity, 1));
+        }
         Ok(nets)
     }
 
     /// Initial parameters: the layout's initialisation, then the learned prior's (see
-    /// [`LatentPriorNets::init`]).
+    /// [`LatentPriorNets::init`]) and a learned decoder variance's s = ln σ².
     pub fn init_params(&self, seed: u64) -> std::result::Result<Vec<f32>, String> {
         let nets = self.nets()?;
         let mut p = nets.layout.init(seed);
         if let Some(pr) = &nets.prior {
             pr.init(&nets.layout, &mut p, seed);
         }
+        if let Some(b) = nets.logvar {
+            let l = &nets.layout.layers[b];
+            p[l.offset..l.offset + l.len()].fill(self.dec_lv_init());
+        }
         Ok(p)
+    }
+
+    /// The lower clamp 2·ln σ_min of a learned decoder log-variance.
+    pub fn dec_lv_min(&self) -> f32 {
+        (2.0 * (self.sigma_min as f64).ln()) as f32
+    }
+
+    /// The initial learned decoder log-variance ln σ².
+    pub fn dec_lv_init(&self) -> f32 {
+        (2.0 * (self.sigma as f64).ln()) as f32
     }
 
     fn body_nets(&self) -> std::result::Result<VaeNets, String> {
@@ -220,7 +272,7 @@ impl VaeConfig {
                 d = d.linear(&format!("fc{}", i + 1), h, act)?;
             }
             let decoder = d.linear("out", self.input_dim, Act::Identity)?.finish();
-            return Ok(VaeNets { layout, encoder, decoder, prior: None });
+            return Ok(VaeNets { layout, encoder, decoder, prior: None, logvar: None });
         };
         let [h, w, ch] = self.image;
         let image = Shape::new(h, w, ch);
@@ -258,7 +310,7 @@ impl VaeConfig {
         if decoder.output() != image {
             return Err(format!("the decoder gives {} images, the data has {image}", decoder.output()));
         }
-        Ok(VaeNets { layout, encoder, decoder, prior: None })
+        Ok(VaeNets { layout, encoder, decoder, prior: None, logvar: None })
     }
 
     /// The flat parameter layout (see [`VaeConfig::nets`]); panics on a config `validate` refuses.
@@ -266,7 +318,8 @@ impl VaeConfig {
         self.nets().unwrap_or_else(|e| panic!("invalid model config: {e}")).layout
     }
 
-    /// (encoder blocks, decoder blocks) of a layout made by `layout`.
+    /// (encoder blocks, the rest: decoder blocks, then a learned prior's and `dec.logvar`) of a layout
+    /// made by `layout`.
     pub fn split<'a>(&self, layout: &'a ParamLayout) -> (&'a [Linear], &'a [Linear]) {
         let n = layout.layers.iter().take_while(|l| l.name.starts_with("enc.")).count();
         layout.layers.split_at(n)
@@ -360,7 +413,7 @@ impl Vae {
         if batch == 0 {
             return Err(GpuError::Shape { op: "vae", message: "batch must be > 0".into() });
         }
-        let VaeNets { layout, encoder, decoder, prior } =
+        let VaeNets { layout, encoder, decoder, prior, .. } =
             cfg.nets().map_err(|m| GpuError::Shape { op: "vae", message: m })?;
         let mb = batch * cfg.samples;
         gpu.check_buffers([
@@ -441,6 +494,16 @@ impl Vae {
         }
     }
 
+    /// The block `dec.logvar` of `buf` (params or grads) as the kernels read a learned decoder variance;
+    /// None when the variance is fixed.
+    pub fn learned_var<'a>(&self, buf: &'a wgpu::Buffer) -> Option<LearnedVar<'a>> {
+        if self.cfg.variance == DecoderVariance::Fixed {
+            return None;
+        }
+        let l = self.core.layout.layer("dec.logvar")?;
+        Some(LearnedVar { logvar: View::new(buf, (l.offset * 4) as u64, l.len()), lv_min: self.cfg.dec_lv_min() })
+    }
+
     /// Whether the loss goes through the per-sample weights (iwae.wgsl) rather than elbo.wgsl: IWAE,
     /// or a learned prior (whose KL has no closed form).
     pub fn is_weighted(&self) -> bool {
@@ -485,10 +548,11 @@ impl Vae {
         out.extend(self.decode(gpu)?);
         out.extend(self.prior_forward(gpu)?);
         let w = self.weighted();
+        let var = self.learned_var(&self.core.params);
         let rows_launch = |gpu: &Gpu| {
             let (z, lp) = ((&self.z).into(), self.logpz().into());
             let inputs = (self.decoded().into(), (&self.x).into(), head.into(), (&self.eps).into(), z, lp);
-            w.rows_launch(gpu, "loss", inputs, (&self.terms).into(), 0, self.cfg.samples)
+            w.rows_launch_var(gpu, "loss", inputs, var, (&self.terms).into(), 0, self.cfg.samples)
         };
         if self.is_weighted() {
             out.push(rows_launch(gpu)?);
@@ -496,16 +560,15 @@ impl Vae {
             out.push(w.combine(gpu, "loss", (&self.terms).into(), (&self.rows).into(), weights, grads)?);
             if grads {
                 let (dout, wt) = (self.dec.d_output().into(), (&self.wt).into());
-                out.push(w.grad_out(gpu, "loss", self.decoded().into(), (&self.x).into(), wt, dout)?);
+                out.push(w.grad_out_var(gpu, "loss", (self.decoded().into(), (&self.x).into(), wt), var, dout)?);
             }
             return Ok(out);
         }
-        out.push(self.elbo_kernel().launch(
+        out.push(self.elbo_kernel().launch_var(
             gpu,
             "loss",
-            self.decoded().into(),
-            (&self.x).into(),
-            head.into(),
+            (self.decoded().into(), (&self.x).into(), head.into()),
+            var,
             self.dec.d_output().into(),
             self.enc.d_output().into(),
             (&self.rows).into(),
@@ -538,16 +601,23 @@ impl Vae {
         self.dec.forward(gpu, &self.core.layout, &self.core.params, &self.z)
     }
 
-    /// Backward through decoder, sampling and encoder into `grads`.
+    /// Backward through decoder, sampling and encoder into `grads` (and a learned decoder variance's
+    /// gradient into its block, weighted like the loss's rows: wt, or 1/(B·M) for the ELBO kernel).
     pub fn backward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
-        let mut out = self.dec.backward(
+        let mut out = Vec::new();
+        if let (Some(var), Some(dvar)) = (self.learned_var(&self.core.params), self.learned_var(&self.core.grads)) {
+            let wt = self.is_weighted().then(|| (&self.wt).into());
+            let (o, x) = (self.decoded().into(), (&self.x).into());
+            out.push(self.elbo_kernel().logvar_grad(gpu, "dec.logvar", o, x, var, wt, dvar.logvar)?);
+        }
+        out.extend(self.dec.backward(
             gpu,
             &self.core.layout,
             &self.core.params,
             &self.core.grads,
             &self.z,
             Some((&self.dz, Act::Identity)),
-        )?;
+        )?);
         let (head, eps, dhead) = (self.head().into(), (&self.eps).into(), self.enc.d_output().into());
         let w = self.weighted();
         if self.is_weighted() {
@@ -746,12 +816,18 @@ pub fn net_tensors(layout: &ParamLayout, nets: &[&Net], split_head: Option<usize
 impl VaeConfig {
     /// `enc.fc1.weight` [400, 784], ..., `enc.mu.*`, `enc.logvar.*` (the two halves of enc.head),
     /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE; conv blocks as in
-    /// [`net_tensors`].
+    /// [`net_tensors`]; a learned prior's tensors, then a learned decoder variance's `dec.logvar` [1] or
+    /// [D] (s = log σ², unclamped).
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
         match self.nets() {
             Ok(n) => {
                 let mut t = net_tensors(layout, &[&n.encoder, &n.decoder], Some(self.latent));
                 t.extend(n.prior.iter().flat_map(|p| p.named_tensors(layout)));
+                if let Some(b) = n.logvar {
+                    let l = &layout.layers[b];
+                    let index: Vec<usize> = (l.offset..l.offset + l.len()).collect();
+                    t.push(NamedTensor { name: "dec.logvar".into(), shape: vec![index.len()], index });
+                }
                 t
             }
             Err(_) => Vec::new(),
@@ -859,7 +935,8 @@ impl Loglik {
             let (z, lp) = ((&v.z).into(), v.logpz().into());
             let inputs = (v.decoded().into(), (&v.x).into(), head.into(), (&v.eps).into(), z, lp);
             let offset = c * self.chunk * self.images;
-            p.push(w.rows_launch(gpu, "loglik", inputs, (&self.terms).into(), offset, self.k - c * self.chunk)?);
+            let (terms, var) = ((&self.terms).into(), v.learned_var(&v.core.params));
+            p.push(w.rows_launch_var(gpu, "loglik", inputs, var, terms, offset, self.k - c * self.chunk)?);
         }
         let all = self.weighted(self.k);
         let weights = ((&self.wt).into(), (&self.wt).into());

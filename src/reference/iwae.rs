@@ -1,7 +1,7 @@
 //! CPU twin of shaders/iwae.wgsl: log-weights, L_k / Monte-Carlo ELBO with their weights, the weighted
 //! output gradient, the latent backward and the score-function gradient. Rows r = m·B + b.
 
-use super::elbo::nll;
+use super::elbo::{nll_var, Var};
 use super::sample::{LOGVAR_MAX, LOGVAR_MIN};
 use crate::kernels::elbo::Likelihood;
 
@@ -35,11 +35,26 @@ pub fn logw_terms(
     zs: &[f64],
     logpz: Option<&[f64]>,
 ) -> Vec<(f64, f64)> {
+    logw_terms_var(s, Var::Fixed, out, x, head, eps, zs, logpz)
+}
+
+/// [`logw_terms`] with the decoder variance `var` (`s.sigma` when fixed).
+#[allow(clippy::too_many_arguments)]
+pub fn logw_terms_var(
+    s: &Shape,
+    var: Var,
+    out: &[f64],
+    x: &[f64],
+    head: &[f64],
+    eps: &[f64],
+    zs: &[f64],
+    logpz: Option<&[f64]>,
+) -> Vec<(f64, f64)> {
     let (bs, d, z) = (s.batch, s.dim, s.latent);
     (0..s.samples * bs)
         .map(|r| {
             let b = r % bs;
-            let px: f64 = (0..d).map(|i| -nll(s.likelihood, s.sigma, out[r * d + i], x[b * d + i]).0).sum();
+            let px: f64 = (0..d).map(|i| -nll_var(s.likelihood, s.sigma, var, i, out[r * d + i], x[b * d + i]).0).sum();
             let mut lat = 0.0;
             for j in 0..z {
                 let e = eps[r * z + j];
@@ -81,8 +96,16 @@ pub fn combine(s: &Shape, terms: &[(f64, f64)]) -> (Vec<[f64; 3]>, Vec<f64>) {
 
 /// dout[r, d] = wt_r · d nll / d out.
 pub fn grad_out(s: &Shape, out: &[f64], x: &[f64], wt: &[f64]) -> Vec<f64> {
+    grad_out_var(s, Var::Fixed, out, x, wt)
+}
+
+/// [`grad_out`] with the decoder variance `var`. (The gradient of a learned s under the weights wt is
+/// [`super::elbo::logvar_grad`] with w = wt.)
+pub fn grad_out_var(s: &Shape, var: Var, out: &[f64], x: &[f64], wt: &[f64]) -> Vec<f64> {
     let d = s.dim;
-    (0..out.len()).map(|i| wt[i / d] * nll(s.likelihood, s.sigma, out[i], x[(i / d) % s.batch * d + i % d]).1).collect()
+    (0..out.len())
+        .map(|i| wt[i / d] * nll_var(s.likelihood, s.sigma, var, i % d, out[i], x[(i / d) % s.batch * d + i % d]).1)
+        .collect()
 }
 
 /// dhead (=) from dz, the prior term (N(0, I), or `dzp` already weighted by β·wt) and log q.

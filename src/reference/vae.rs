@@ -1,6 +1,6 @@
 //! CPU twin of the whole VAE step (models/vae.rs, MLP or conv), composed from the reference ops, in f64.
 
-use super::elbo::elbo;
+use super::elbo::{elbo_var, logvar_grad, Var};
 use super::iwae::{self, Shape};
 use super::latent_prior;
 use super::net::{net_backward, net_forward};
@@ -50,6 +50,20 @@ pub fn vae_step(
     let dec = net_forward(&nets.decoder, layout, params, &z, mb);
     let out = dec.outs.last().unwrap().clone();
     let mut grads = vec![0.0; layout.total];
+    // a learned decoder variance: its block of params and of grads
+    let lv_block = nets.logvar.map(|b| {
+        let l = &layout.layers[b];
+        l.offset..l.offset + l.len()
+    });
+    let var = match &lv_block {
+        Some(r) => Var::Learned { s: &params[r.clone()], lv_min: cfg.dec_lv_min() as f64 },
+        None => Var::Fixed,
+    };
+    let put_dvar = |grads: &mut [f64], g: Vec<f64>| {
+        if let Some(r) = &lv_block {
+            grads[r.clone()].copy_from_slice(&g);
+        }
+    };
     if cfg.objective == Objective::Iwae || nets.prior.is_some() {
         let s = Shape {
             batch,
@@ -62,20 +76,23 @@ pub fn vae_step(
             iwae: cfg.objective == Objective::Iwae,
         };
         let logpz = nets.prior.as_ref().map(|p| latent_prior::logp(p, layout, params, &z, mb));
-        let terms = iwae::logw_terms(&s, &out, x, &head, eps, &z, logpz.as_deref());
+        let terms = iwae::logw_terms_var(&s, var, &out, x, &head, eps, &z, logpz.as_deref());
         let (rows, wt) = iwae::combine(&s, &terms);
         let dzp = nets.prior.as_ref().map(|p| {
             let c: Vec<f64> = wt.iter().map(|w| w * s.beta).collect();
             latent_prior::backward(p, layout, params, &z, &c, mb, &mut grads).1
         });
-        let dout = iwae::grad_out(&s, &out, x, &wt);
+        let dout = iwae::grad_out_var(&s, var, &out, x, &wt);
+        put_dvar(&mut grads, logvar_grad(&out, x, batch, cfg.input_dim, var, &wt));
         let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &dout, mb, Identity, &mut grads, true).unwrap();
         let dhead = iwae::latent_backward(&s, &head, eps, &z, &wt, &dz, dzp.as_deref());
         net_backward(&nets.encoder, layout, params, x, &enc, &dhead, batch, Identity, &mut grads, false);
         let mean = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>() / batch as f64;
         return StepOut { loss: mean(2), rec: mean(0), kl: mean(1), grads, head, out };
     }
-    let e = elbo(&out, x, &head, batch, cfg.input_dim, z_dim, m, cfg.likelihood, cfg.beta as f64, cfg.sigma as f64);
+    let shape = (batch, cfg.input_dim, z_dim, m);
+    let e = elbo_var(&out, x, &head, shape, cfg.likelihood, cfg.beta as f64, cfg.sigma as f64, var);
+    put_dvar(&mut grads, e.dlogvar.clone());
     let dz = net_backward(&nets.decoder, layout, params, &z, &dec, &e.dout, mb, Identity, &mut grads, true).unwrap();
     // sampling backward (pathwise, or the score function of the reconstruction term) + KL
     let path = if cfg.gradient == Gradient::Score {
@@ -89,7 +106,7 @@ pub fn vae_step(
             beta: cfg.beta as f64,
             iwae: false,
         };
-        iwae::score_backward(&s, &head, eps, &iwae::logw_terms(&s, &out, x, &head, eps, &z, None))
+        iwae::score_backward(&s, &head, eps, &iwae::logw_terms_var(&s, var, &out, x, &head, eps, &z, None))
     } else {
         sample_backward(&head, eps, &dz, batch, z_dim, m)
     };
