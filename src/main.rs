@@ -106,6 +106,9 @@ enum Cmd {
         checkpoint: PathBuf,
         #[arg(long, default_value_t = 100)]
         draws: usize,
+        /// Monte-Carlo samples M per image (default: the model's)
+        #[arg(long)]
+        samples: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -288,6 +291,12 @@ struct TrainArgs {
     /// σ of the gaussian likelihood (its initial value when the variance is learned)
     #[arg(long)]
     sigma: Option<f32>,
+    /// gaussian likelihood: fixed (σ = --sigma), or learned: global (one σ) or pixel (one σ per value)
+    #[arg(long)]
+    variance: Option<String>,
+    /// floor of a learned σ (default 0.001)
+    #[arg(long)]
+    sigma_min: Option<f32>,
     /// Prior p(z): standard (N(0, I)), flow (RealNVP, learned jointly) or mog (Gaussian mixture, learned)
     #[arg(long)]
     prior: Option<String>,
@@ -492,6 +501,18 @@ impl TrainArgs {
         if let Some(v) = self.sigma {
             c.vae.sigma = v;
         }
+        if let Some(v) = self.sigma_min {
+            c.vae.sigma_min = v;
+        }
+        if let Some(v) = &self.variance {
+            use vaegpu::models::vae::DecoderVariance;
+            c.vae.variance = match v.as_str() {
+                "fixed" => DecoderVariance::Fixed,
+                "global" => DecoderVariance::Global,
+                "pixel" => DecoderVariance::Pixel,
+                _ => return Err(Error::Config(format!("unknown variance '{v}' (fixed, global or pixel)"))),
+            };
+        }
         self.prior_options(&mut c.vae.prior)?;
         if self.binarize {
             c.binarize = true;
@@ -509,6 +530,8 @@ impl TrainArgs {
             ("--gradient", self.gradient.is_some()),
             ("--likelihood", self.likelihood.is_some()),
             ("--sigma", self.sigma.is_some()),
+            ("--variance", self.variance.is_some()),
+            ("--sigma-min", self.sigma_min.is_some()),
             ("--prior", self.prior.is_some()),
             ("--flow-layers", self.flow_layers.is_some()),
             ("--flow-hidden", self.flow_hidden.is_some()),
@@ -682,9 +705,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Gradvar { checkpoint, draws, seed, gpu } => {
+        Cmd::Gradvar { checkpoint, draws, samples, seed, gpu } => {
             let gpu = gpu.open()?;
-            let r = vaegpu::eval::gradient_variance(&gpu, &checkpoint, None, draws, seed)?;
+            let r = vaegpu::eval::gradient_variance(&gpu, &checkpoint, None, draws, samples, seed)?;
             println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
             Ok(())
         }

@@ -118,6 +118,17 @@ fn train_eval_sample_round_trip() {
     let var = |i: usize| v[i]["total_variance"].as_f64().unwrap();
     assert_eq!((v[0]["estimator"].as_str(), v[1]["estimator"].as_str()), (Some("pathwise"), Some("score")));
     assert!(var(0) > 0.0 && var(1) > 10.0 * var(0), "pathwise {} vs score {}", var(0), var(1));
+    // --samples overrides M; a bad M is a message, not a panic
+    let o = bin()
+        .args(["gradvar", "--draws", "4", "--samples", "3", "--checkpoint"])
+        .arg(out.join("checkpoint"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gradvar failed: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v[0]["samples"].as_u64(), v[1]["samples"].as_u64()), (Some(3), Some(3)));
+    let ck = out.join("checkpoint");
+    fails_with(&["gradvar", "--samples", "0", "--checkpoint", ck.to_str().unwrap()], 2, "samples must be in 1..=4096");
 
     let png = out.join("s.png");
     let o = bin()
@@ -237,6 +248,20 @@ fn learned_prior_flags_train_and_evaluate() {
         (lat["avg_kl"].as_f64().unwrap(), lat["marginal_kl"].as_f64().unwrap(), lat["mutual_info"].as_f64().unwrap());
     assert!(avg.is_finite() && marg.is_finite() && (avg - marg - mi).abs() < 1e-9, "{lat}");
     assert!(lat["avg_kl_stderr"].as_f64().unwrap() > 0.0);
+    // a Gaussian decoder with a learned global σ, starting at 0.5
+    let gauss = out.join("gauss");
+    let o = bin()
+        .arg("train")
+        .args(&args)
+        .args(["--likelihood", "gaussian", "--variance", "global", "--sigma", "0.5", "--out"])
+        .arg(&gauss)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(gauss.join("config.toml")).unwrap();
+    assert!(cfg.contains("variance = \"global\"") && cfg.contains("sigma = 0.5"), "{cfg}");
+    let st = std::fs::read(gauss.join("checkpoint/model.safetensors")).unwrap();
+    assert!(st.windows(10).any(|w| w == b"dec.logvar"), "dec.logvar is saved");
     let o = out.to_str().unwrap();
     fails_with(&["train", "--prior", "gan", "--out", o], 2, "unknown prior 'gan'");
     fails_with(&["train", "--flow-layers", "2", "--out", o], 2, "--flow-layers and --flow-hidden need --prior flow");
@@ -244,5 +269,8 @@ fn learned_prior_flags_train_and_evaluate() {
     fails_with(&["train", "--model", "ae", "--prior", "flow", "--out", o], 2, "--prior is a VAE option");
     fails_with(&["train", "--model", "vq-vae", "--samples", "3", "--out", o], 2, "--samples is a VAE option");
     fails_with(&["train", "--prior", "flow", "--gradient", "score", "--out", o], 2, "score-function");
+    fails_with(&["train", "--variance", "pixel", "--out", o], 2, "gaussian");
+    fails_with(&["train", "--likelihood", "gaussian", "--variance", "pp", "--out", o], 2, "unknown variance 'pp'");
+    fails_with(&["train", "--model", "ae", "--variance", "pixel", "--out", o], 2, "--variance is a VAE option");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -240,12 +240,14 @@ pub struct GradientVariance {
 }
 
 /// The encoder gradient's variance under the pathwise and the score-function estimators on the first
-/// test batch of a VAE checkpoint, `draws` draws of ε each (the same draws for both).
+/// test batch of a VAE checkpoint, `draws` draws of ε each (the same draws for both), with the model's
+/// M samples per image or `samples` (the score estimator's leave-one-out baseline needs M > 1).
 pub fn gradient_variance(
     gpu: &Gpu,
     dir: &Path,
     data: Option<&Path>,
     draws: usize,
+    samples: Option<usize>,
     seed: u64,
 ) -> Result<Vec<GradientVariance>> {
     use crate::models::vae::{Gradient, Objective, Vae};
@@ -268,7 +270,9 @@ pub fn gradient_variance(
     let x: Vec<f32> = gpu.read(&trained.x, 0, trained.batch * trained.cfg.input_dim)?;
     let mut out = Vec::new();
     for gradient in [Gradient::Pathwise, Gradient::Score] {
-        let cfg = crate::models::vae::VaeConfig { gradient, ..trained.cfg.clone() };
+        let samples = samples.unwrap_or(trained.cfg.samples);
+        let cfg = crate::models::vae::VaeConfig { gradient, samples, ..trained.cfg.clone() };
+        cfg.validate().map_err(Error::Config)?;
         let v = Vae::new(gpu, &cfg, trained.batch)?;
         gpu.write(&v.core.params, 0, &params);
         gpu.write(&v.x, 0, &x);
