@@ -38,6 +38,18 @@ pub enum Likelihood {
     Gaussian,
 }
 
+/// The checks every loss launch makes: a non-empty (B, D, Z, M) and σ > 0 for the Gaussian likelihood.
+pub(crate) fn check_loss(
+    op: &'static str,
+    dims: [usize; 4],
+    likelihood: Likelihood,
+    sigma: f32,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    need(op, dims.iter().all(|&d| d > 0), || format!("empty shape {}", what()))?;
+    need(op, sigma > 0.0 || likelihood == Likelihood::Bernoulli, || "sigma must be > 0".into())
+}
+
 /// The variance of the Gaussian decoder: σ fixed by the config, or the learned parameter s = log σ²,
 /// one value for all pixels (global) or one per pixel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -135,10 +147,8 @@ impl Elbo {
     }
 
     fn check(&self, op: &'static str) -> Result<()> {
-        need(op, self.batch > 0 && self.dim > 0 && self.latent > 0 && self.samples > 0, || {
-            format!("empty shape {self:?}")
-        })?;
-        need(op, self.sigma > 0.0 || self.likelihood == Likelihood::Bernoulli, || "sigma must be > 0".into())
+        let dims = [self.batch, self.dim, self.latent, self.samples];
+        check_loss(op, dims, self.likelihood, self.sigma, || format!("{self:?}"))
     }
 
     /// The fused ELBO with the fixed σ (see [`Elbo::launch_var`]).

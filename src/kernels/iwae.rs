@@ -2,8 +2,8 @@
 //! with their importance weights, the weighted output gradient, the latent backward, and the
 //! score-function gradient.
 
-use super::elbo::{var_binding, LearnedVar, Likelihood};
-use super::{need, need_len};
+use super::elbo::{check_loss, var_binding, LearnedVar, Likelihood};
+use super::need_len;
 use crate::gpu::{Gpu, Launch, Result, View};
 
 /// Rows per grid row of the 2-D dispatches (keeps every grid dimension under 65535).
@@ -76,10 +76,8 @@ impl Weighted {
     }
 
     fn check(&self, op: &'static str) -> Result<()> {
-        need(op, self.batch > 0 && self.dim > 0 && self.latent > 0 && self.samples > 0, || {
-            format!("empty shape {self:?}")
-        })?;
-        need(op, self.sigma > 0.0 || self.likelihood == Likelihood::Bernoulli, || "sigma must be > 0".into())
+        let dims = [self.batch, self.dim, self.latent, self.samples];
+        check_loss(op, dims, self.likelihood, self.sigma, || format!("{self:?}"))
     }
 
     fn gaussian(&self) -> bool {
