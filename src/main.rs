@@ -373,8 +373,7 @@ impl TrainArgs {
         if c.is_ae() {
             if let Some(flag) = self.vae_flag() {
                 return Err(Error::Config(format!(
-                    "{flag} is a VAE option (like --beta, --samples, --objective, --gradient, --likelihood, --sigma \
-                     and --prior); model {} is an \
+                    "{flag} is a VAE option; model {} is an \
                      autoencoder (its options: --loss, --sparsity, --sparse-weight, --sparse-target, \
                      --sparse-layer, --noise, --noise-level, --code-act)",
                     c.model

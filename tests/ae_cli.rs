@@ -212,8 +212,8 @@ fn ae_options_are_checked() {
     fails_with(&["train", "--model", "ae", "--sparsity", "kl", "--sparse-layer", "0", "--out", o], "enc.fc1 uses Relu");
     fails_with(&["train", "--model", "ae", "--sparsity", "l1", "--sparse-layer", "5", "--out", o], "sparse_layer 5");
     fails_with(&["train", "--model", "ae", "--noise", "mask", "--noise-level", "1.5", "--out", o], "noise_level");
-    fails_with(&["train", "--model", "ae", "--beta", "4", "--out", o], "are VAE options");
-    fails_with(&["train", "--model", "conv-ae", "--samples", "2", "--out", o], "are VAE options");
+    fails_with(&["train", "--model", "ae", "--beta", "4", "--out", o], "--beta is a VAE option; model ae");
+    fails_with(&["train", "--model", "conv-ae", "--samples", "2", "--out", o], "--samples is a VAE option");
     fails_with(&["train", "--model", "ae", "--codes", "8", "--out", o], "--codes");
     fails_with(&["train", "--model", "ae", "--channels", "8", "--out", o], "need --model conv-vae or conv-ae");
     std::fs::create_dir_all(&out).unwrap();
