@@ -679,9 +679,18 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
             } else {
+                let terms = match r.model.as_str() {
+                    "vq-vae" | "vq-vae-2" => {
+                        format!("mse {:.6} per pixel, vq distance {:.6}", r.test_rec, r.test_kl)
+                    }
+                    "ae" | "mlp-ae" | "conv-ae" => {
+                        format!("rec {:.4} + penalty {:.4} per image", r.test_rec, r.test_kl)
+                    }
+                    _ => format!("rec {:.4} + kl {:.4} nats per image", r.test_rec, r.test_kl),
+                };
                 println!(
-                    "test_loss {:.4}  (rec {:.4} + kl {:.4}) nats per image over {} test images of {}; step {}",
-                    r.test_loss, r.test_rec, r.test_kl, r.test_images, r.dataset, r.step
+                    "test_loss {:.4}  ({terms}) over {} test images of {}; step {}",
+                    r.test_loss, r.test_images, r.dataset, r.step
                 );
                 if let Some(e) = r.test_elbo {
                     println!("test ELBO {e:.4}");

@@ -127,6 +127,10 @@ fn sparse_denoising_ae_trains_evaluates_and_resumes_bit_for_bit() {
         assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "eval {key} {got} vs training's {last} {want}");
     }
     assert_eq!(v["test_images"].as_u64(), Some(100), "{v}");
+    assert_eq!(v["model"], "ae");
+    let o = ok(bin().args(["eval", "--checkpoint"]).arg(&ck).output().unwrap(), "eval");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("+ penalty") && !text.contains("kl"), "the AE's text names its penalty: {text}");
 
     // sample refuses: no prior.
     let png = a.join("s.png");

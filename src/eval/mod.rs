@@ -57,11 +57,14 @@ pub struct LoglikReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub checkpoint: String,
+    /// The model kind of the checkpoint (`vae`, `conv-vae`, `ae`, `vq-vae`, ...).
+    pub model: String,
     pub dataset: String,
     pub test_images: usize,
     pub step: u32,
     pub epoch: usize,
-    /// VAE: rec + β·KL, rec, KL (nats per image); VQ: mse / var + w·vq, mse per pixel, mean((z_e − e)²).
+    /// VAE: rec + β·KL, rec, KL (nats per image); AE: rec + penalty, rec, penalty (per image); VQ:
+    /// mse / var + w·vq, mse per pixel, mean((z_e − e)²).
     pub test_loss: f64,
     pub test_rec: f64,
     pub test_kl: f64,
@@ -98,6 +101,7 @@ pub fn evaluate(gpu: &Gpu, dir: &Path, data: Option<&Path>, opts: &EvalOptions) 
     let (test_loss, test_rec, test_kl) = s.losses(&m);
     let mut report = EvalReport {
         checkpoint: dir.display().to_string(),
+        model: s.cfg.model.clone(),
         dataset: dataset.name.clone(),
         test_images: s.test_data.n,
         step: s.step,
