@@ -23,11 +23,27 @@ pub struct Row {
     /// GFLOP/s for arithmetic kernels, GB/s for memory-bound ones.
     pub rate: f64,
     pub unit: &'static str,
+    /// `rate` over the adapter's measured ceiling of the same unit (FMA peak for GFLOP/s, copy bandwidth
+    /// for GB/s); 0 for rows without a rate.
+    pub fraction_of_ceiling: f64,
+}
+
+/// The adapter's ceilings, measured in the same run (shaders/ceiling.wgsl).
+#[derive(Clone, Debug, Serialize)]
+pub struct Ceilings {
+    /// Device-to-device copy: bytes read plus bytes written per second, in GB/s.
+    pub copy_gbs: f64,
+    pub copy_bytes: usize,
+    /// Independent FMA chains: GFLOP/s (an FMA counts 2).
+    pub fma_gflops: f64,
+    pub fma_invocations: usize,
+    pub fma_iters: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub adapter: String,
+    pub ceilings: Ceilings,
     pub batch: usize,
     pub rows: Vec<Row>,
     pub step_ms: f64,
@@ -39,10 +55,26 @@ pub struct Report {
 
 impl Report {
     pub fn table(&self) -> String {
-        let mut s =
-            format!("adapter: {}\n{:<34} {:<22} {:>11} {:>10}\n", self.adapter, "kernel", "shape", "time (µs)", "rate");
+        let c = &self.ceilings;
+        let mut s = format!(
+            "adapter: {}\nceilings: copy {:.2} GB/s ({} MiB), fma {:.2} GFLOP/s\n{:<34} {:<22} {:>11} {:>10} {:<7} {:>10}\n",
+            self.adapter,
+            c.copy_gbs,
+            c.copy_bytes >> 20,
+            c.fma_gflops,
+            "kernel",
+            "shape",
+            "time (µs)",
+            "rate",
+            "",
+            "of ceiling"
+        );
         for r in &self.rows {
-            s += &format!("{:<34} {:<22} {:>11.1} {:>7.2} {}\n", r.name, r.shape, r.micros, r.rate, r.unit);
+            let frac = if r.unit == "-" { String::new() } else { format!("{:.1}%", 100.0 * r.fraction_of_ceiling) };
+            s += &format!(
+                "{:<34} {:<22} {:>11.1} {:>10.2} {:<7} {:>10}\n",
+                r.name, r.shape, r.micros, r.rate, r.unit, frac
+            );
         }
         s += &format!(
             "training step (batch {}): {:.2} ms, {:.1} steps/s, {:.2} GFLOP/s; Fashion-MNIST epoch ≈ {:.1} s\n",
@@ -108,6 +140,7 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
         micros: secs * 1e6,
         rate: mm.flops() / secs / 1e9,
         unit: "GFLOP/s",
+        fraction_of_ceiling: 0.0,
     })
 }
 
@@ -180,6 +213,7 @@ fn bench_conv(
                 micros: secs * 1e6,
                 rate: flops / secs / 1e9,
                 unit: "GFLOP/s",
+                fraction_of_ceiling: 0.0,
             });
         }
     }
@@ -200,7 +234,7 @@ pub fn run_conv(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         }
     }
     let (step, _) = time_step(gpu, &cfg, batch, reps)?;
-    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
+    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
 }
 
 /// The VQ-VAE's training step on synthetic 32×32 data, and each of its launches timed alone in the
@@ -222,21 +256,135 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: 
     let mut rows = Vec::new();
     for l in &prog.launches {
         let secs = time_launch(gpu, l, reps.clamp(1, 5))?;
-        rows.push(Row { name: l.label.clone(), shape: String::new(), micros: secs * 1e6, rate: 0.0, unit: "-" });
+        rows.push(Row {
+            name: l.label.clone(),
+            shape: String::new(),
+            micros: secs * 1e6,
+            rate: 0.0,
+            unit: "-",
+            fraction_of_ceiling: 0.0,
+        });
     }
-    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
+    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
 }
 
-fn report(gpu: &Gpu, flops: f64, batch: usize, rows: Vec<Row>, step: f64) -> Report {
-    Report {
+fn report(gpu: &Gpu, flops: f64, batch: usize, mut rows: Vec<Row>, step: f64, reps: usize) -> Result<Report> {
+    let ceilings = ceilings(gpu, reps)?;
+    for r in &mut rows {
+        r.fraction_of_ceiling = match r.unit {
+            "GFLOP/s" => r.rate / ceilings.fma_gflops,
+            "GB/s" => r.rate / ceilings.copy_gbs,
+            _ => 0.0,
+        };
+    }
+    Ok(Report {
         adapter: gpu.summary.to_string(),
+        ceilings,
         batch,
         rows,
         step_ms: step * 1e3,
         steps_per_second: 1.0 / step,
         step_gflops: flops / step / 1e9,
         epoch_seconds_estimate: step * (60000 / batch) as f64,
+    })
+}
+
+/// A grid of at least `groups` workgroups within the 65535-per-dimension limit.
+fn grid(groups: usize) -> [u32; 3] {
+    let x = groups.clamp(1, 65535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CeilingParams {
+    n4: u32,
+    iters: u32,
+    mul: f32,
+    add: f32,
+}
+
+/// Measures the adapter's copy bandwidth and FMA throughput (shaders/ceiling.wgsl), each result checked
+/// before it is timed: the copy bit for bit, the FMA chains against their closed form
+/// a_t = 1 + (a_0 − 1)·m^t (m = 0.99995, c = 1 − m).
+pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
+    let wrong = |e: String| Error::Output(format!("ceiling benchmark result wrong: {e}"));
+    // copy: 64 MiB each way, or what one binding allows
+    let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
+    let n4 = (64usize << 20).min(max) / 16;
+    let src: Vec<f32> = uniform(7, 4 * n4, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let sb = gpu.upload("ceiling.src", &src);
+    let db = poisoned(gpu, "ceiling.dst", 4 * n4);
+    let p = CeilingParams { n4: n4 as u32, iters: 0, mul: 0.0, add: 0.0 };
+    let l = gpu.launch(
+        format!("ceiling copy[{n4}x4]"),
+        "ceiling",
+        "copy",
+        &[],
+        Some(&p),
+        &[(1, (&sb).into()), (2, (&db).into())],
+        grid(n4.div_ceil(256)),
+    )?;
+    gpu.run(&l)?;
+    let got = gpu.read_f32(&db)?;
+    if let Some(i) = (0..src.len()).find(|&i| got[i].to_bits() != src[i].to_bits()) {
+        return Err(wrong(format!("copy element {i}: {} instead of {}", got[i], src[i])));
     }
+    let copy_secs = time_launch(gpu, &l, reps.clamp(1, 20))?;
+    let copy_bytes = 2 * 16 * n4;
+
+    // fma: 4096 workgroups of 64; rounds doubled until one launch takes 20 ms
+    let groups = 4096;
+    let g = grid(groups);
+    let inv = (g[0] * g[1]) as usize * 64;
+    let (m, c) = (0.99995f32, 1.0 - 0.99995f32);
+    let out = poisoned(gpu, "ceiling.fma", 4 * inv);
+    let mut iters = 256usize;
+    let (l, secs) = loop {
+        let p = CeilingParams { n4: inv as u32, iters: iters as u32, mul: m, add: c };
+        let l = gpu.launch(
+            format!("ceiling fma[{inv}x{iters}]"),
+            "ceiling",
+            "fma_peak",
+            &[],
+            Some(&p),
+            &[(2, (&out).into())],
+            g,
+        )?;
+        let secs = time_launch(gpu, &l, 1)?;
+        if secs >= 0.02 || iters >= 1 << 16 {
+            break (l, secs);
+        }
+        iters *= 2;
+    };
+    gpu.run(&l)?;
+    let got = gpu.read_f32(&out)?;
+    let decay = (m as f64).powi(iters as i32);
+    for i in (0..inv).step_by(97) {
+        let s = (i & 1023) as f32 * 0.001;
+        for comp in 0..4 {
+            let want: f64 = (0..8)
+                .map(|ch| {
+                    let a0 = (s + [0.0f32, 0.01, 0.02, 0.03][comp] + 0.1 * ch as f32) as f64;
+                    1.0 + (a0 - 1.0) * decay
+                })
+                .sum();
+            let v = got[4 * i + comp] as f64;
+            let close = (v - want).abs() <= 0.05 + 1e-3 * want.abs();
+            if !close {
+                return Err(wrong(format!("fma invocation {i}, component {comp}: {v} instead of {want}")));
+            }
+        }
+    }
+    let secs = if reps > 1 { time_launch(gpu, &l, reps.min(10))? } else { secs };
+    let flops = (inv * iters * 64) as f64;
+    Ok(Ceilings {
+        copy_gbs: copy_bytes as f64 / copy_secs / 1e9,
+        copy_bytes,
+        fma_gflops: flops / secs / 1e9,
+        fma_invocations: inv,
+        fma_iters: iters,
+    })
 }
 
 /// A whole training step of `cfg` on synthetic data of its input shape: seconds per step, and the
@@ -300,7 +448,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         };
         let secs = time_launch(gpu, l, reps)?;
         let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
-        rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit });
+        rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit, fraction_of_ceiling: 0.0 });
     }
-    Ok(report(gpu, cfg.step_flops(batch), batch, rows, step))
+    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
 }

@@ -24,6 +24,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("latent_prior", include_str!("../../shaders/latent_prior.wgsl")),
     ("iwae", include_str!("../../shaders/iwae.wgsl")),
     ("ae", include_str!("../../shaders/ae.wgsl")),
+    ("ceiling", include_str!("../../shaders/ceiling.wgsl")),
 ];
 
 /// Files that are only included by others (functions, no entry points).

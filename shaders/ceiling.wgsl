@@ -1,0 +1,58 @@
+// ceiling.wgsl: the adapter's measured ceilings, against which the benchmark states each kernel's rate.
+// copy:     dst[i] = src[i] over n4 vec4 elements: the bandwidth of a kernel that reads and writes each
+//           byte once. 256 invocations per workgroup; grid (x, y, 1) with x·y·256 ≥ n4 (index =
+//           (gid.y·x)·256 + gid.x), so more than 65535 workgroups fit.
+// fma_peak: every invocation runs `iters` rounds of 8 independent vec4 chains a ← fma(a, m, c), m and c
+//           from the uniform (nothing folds at compile time), and writes the sum of its chains:
+//           64 FLOP per round. The independent chains hide FMA latency on GPUs and on lavapipe, whose
+//           SIMD lanes are invocations (8 chains × 4 components = 32 independent vector FMAs per round).
+//           64 invocations per workgroup, grid as for copy with n4 invocations.
+// Bindings: 0 uniform Params, 1 src (read), 2 dst (read_write, n4 vec4, overwritten =).
+
+struct Params {
+    n4: u32,
+    iters: u32,
+    mul: f32,
+    add: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+@compute @workgroup_size(256, 1, 1)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.y * nw.x * 256u + gid.x;
+    if (i < p.n4) {
+        dst[i] = src[i];
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.y * nw.x * 64u + gid.x;
+    let s = f32(i & 1023u) * 0.001;
+    var a0 = vec4<f32>(s, s + 0.01, s + 0.02, s + 0.03);
+    var a1 = a0 + vec4<f32>(0.1);
+    var a2 = a0 + vec4<f32>(0.2);
+    var a3 = a0 + vec4<f32>(0.3);
+    var a4 = a0 + vec4<f32>(0.4);
+    var a5 = a0 + vec4<f32>(0.5);
+    var a6 = a0 + vec4<f32>(0.6);
+    var a7 = a0 + vec4<f32>(0.7);
+    let m = vec4<f32>(p.mul);
+    let c = vec4<f32>(p.add);
+    for (var t = 0u; t < p.iters; t++) {
+        a0 = fma(a0, m, c);
+        a1 = fma(a1, m, c);
+        a2 = fma(a2, m, c);
+        a3 = fma(a3, m, c);
+        a4 = fma(a4, m, c);
+        a5 = fma(a5, m, c);
+        a6 = fma(a6, m, c);
+        a7 = fma(a7, m, c);
+    }
+    if (i < p.n4) {
+        dst[i] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+    }
+}
