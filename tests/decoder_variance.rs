@@ -188,16 +188,7 @@ fn logvar_grad_splits_the_grid_past_32768_pixels() {
 }
 
 fn shape(w: &Weighted) -> Shape {
-    Shape {
-        batch: w.batch,
-        dim: w.dim,
-        latent: w.latent,
-        samples: w.samples,
-        likelihood: w.likelihood,
-        sigma: w.sigma as f64,
-        beta: w.beta as f64,
-        iwae: w.iwae,
-    }
+    Shape::from(w)
 }
 
 #[test]

@@ -25,16 +25,7 @@ struct Case {
 }
 
 fn shape(w: &Weighted) -> Shape {
-    Shape {
-        batch: w.batch,
-        dim: w.dim,
-        latent: w.latent,
-        samples: w.samples,
-        likelihood: w.likelihood,
-        sigma: w.sigma as f64,
-        beta: w.beta as f64,
-        iwae: w.iwae,
-    }
+    Shape::from(w)
 }
 
 fn case(w: Weighted, seed: u64) -> Case {

@@ -20,6 +20,22 @@ pub struct Shape {
     pub iwae: bool,
 }
 
+/// The reference shape of a GPU launch description (the tests compare the two).
+impl From<&crate::kernels::iwae::Weighted> for Shape {
+    fn from(w: &crate::kernels::iwae::Weighted) -> Shape {
+        Shape {
+            batch: w.batch,
+            dim: w.dim,
+            latent: w.latent,
+            samples: w.samples,
+            likelihood: w.likelihood,
+            sigma: w.sigma as f64,
+            beta: w.beta as f64,
+            iwae: w.iwae,
+        }
+    }
+}
+
 fn lv(head: &[f64], b: usize, z: usize, j: usize) -> (f64, bool) {
     let raw = head[b * 2 * z + z + j];
     (raw.clamp(LOGVAR_MIN, LOGVAR_MAX), (LOGVAR_MIN..=LOGVAR_MAX).contains(&raw))
