@@ -25,6 +25,17 @@
 //   Grid = (ceil(N / (4·WG)), ceil(M / 8), 1).
 // Dispatch (matmul_naive): one output per invocation, 8×8 workgroups, grid = (ceil(N/8), ceil(M/8), 1).
 //   Kept as the simplest correct kernel: an oracle and the baseline the benchmark compares to.
+// Dispatch (matmul_tiled): for discrete GPUs. A 16×16 workgroup (256 invocations) owns a 64×64 tile of C
+//   and steps k by BK = 16 through two workgroup-memory tiles, both k-major (tile_a[k][m], tile_b[k][n],
+//   rows padded to TS = 68 floats so the transposing stores do not pile onto one bank): each step the
+//   workgroup loads 16×64 of op(A) and 16×64 of op(B) (4 + 4 elements per invocation, consecutive
+//   invocations on consecutive addresses of whichever layout A and B are stored in; out-of-range
+//   elements, k >= K included, are zero, the ONES_ROW row is 1), a barrier, 16 rank-1 updates of the
+//   invocation's 4×4 accumulators (8 workgroup loads per 16 FMAs), a barrier. Invocation (tx, ty) owns
+//   rows m0 + ty + 16i and columns n0 + tx + 16j (i, j < 4): reads of tile_b and stores of C are
+//   contiguous across tx, reads of tile_a are broadcasts. Every invocation takes part in every load and
+//   barrier; those past M or N only skip the store. Any M, N, K; scalar bindings 1..4 like matmul.
+//   Grid = (ceil(N / 64), ceil(M / 64), 1). WG is not used.
 
 //!include act.wgsl
 
@@ -236,5 +247,88 @@ fn matmul_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     }
     for (var r = 0u; r < 8u; r++) {
         store4(m0 + r, n4, acc[r]);
+    }
+}
+
+const TILE: u32 = 64u;
+const BK: u32 = 16u;
+const TS: u32 = 68u;
+
+var<workgroup> tile_a: array<f32, BK * TS>; // tile_a[k * TS + m]
+var<workgroup> tile_b: array<f32, BK * TS>; // tile_b[k * TS + n]
+
+// op(A)[m, k] with zeros outside M×K (the ones row only spans k < K).
+fn load_a_or_zero(m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) {
+        return 0.0;
+    }
+    return load_a(m, k);
+}
+
+// op(B)[k, n] with zeros outside K×N (never the bias row).
+fn load_b_or_zero(k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.n) {
+        return 0.0;
+    }
+    return load_b(k, n);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    let m0 = wid.y * TILE;
+    let n0 = wid.x * TILE;
+    let tx = lid.x;
+    let ty = lid.y;
+    // acc[i][j]: row m0 + ty + 16i, column n0 + tx + 16j.
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var r = 0u; r < 4u; r++) {
+            let idx = r * 256u + tid;
+            // Consecutive invocations walk the contiguous direction of each stored matrix.
+            var am: u32;
+            var ak: u32;
+            if (TRANS_A) {
+                am = idx % TILE;
+                ak = idx / TILE;
+            } else {
+                ak = idx % BK;
+                am = idx / BK;
+            }
+            tile_a[ak * TS + am] = load_a_or_zero(m0 + am, k0 + ak);
+            var bk: u32;
+            var bn: u32;
+            if (TRANS_B) {
+                bk = idx % BK;
+                bn = idx / BK;
+            } else {
+                bn = idx % TILE;
+                bk = idx / TILE;
+            }
+            tile_b[bk * TS + bn] = load_b_or_zero(k0 + bk, n0 + bn);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let ra = kk * TS + ty;
+            let rb = kk * TS + tx;
+            let av = vec4<f32>(tile_a[ra], tile_a[ra + 16u], tile_a[ra + 32u], tile_a[ra + 48u]);
+            let bv = vec4<f32>(tile_b[rb], tile_b[rb + 16u], tile_b[rb + 32u], tile_b[rb + 48u]);
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tx + 16u * j;
+            if (n < p.n) {
+                finish(m0 + ty + 16u * i, n, acc[i][j]);
+            }
+        }
     }
 }

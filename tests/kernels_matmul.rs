@@ -53,9 +53,10 @@ fn awkward_shapes_all_layouts() {
     let mut seed = 10;
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            for naive in [false, true] {
+            // Default choice (scalar or vec4), naive, tiled.
+            for (naive, tiled) in [(false, false), (true, false), (false, true)] {
                 seed += 3;
-                check(Matmul { m, n, k, trans_a: ta, trans_b: tb, naive, ..Default::default() }, seed);
+                check(Matmul { m, n, k, trans_a: ta, trans_b: tb, naive, tiled, ..Default::default() }, seed);
             }
         }
     }
@@ -67,9 +68,11 @@ fn bias_activation_epilogues() {
     let mut seed = 1000;
     for act in acts {
         for &(m, n, k) in &[(5, 67, 11), (16, 20, 40)] {
-            seed += 3;
-            check(Matmul { m, n, k, bias: true, act, ..Default::default() }, seed);
-            check(Matmul { m, n, k, trans_b: true, dact: act, ..Default::default() }, seed + 1);
+            for tiled in [false, true] {
+                seed += 3;
+                check(Matmul { m, n, k, bias: true, act, tiled, ..Default::default() }, seed);
+                check(Matmul { m, n, k, trans_b: true, dact: act, tiled, ..Default::default() }, seed + 1);
+            }
         }
     }
 }
@@ -78,7 +81,11 @@ fn bias_activation_epilogues() {
 fn ones_row_computes_bias_gradient() {
     // [dW; db] = [X | 1]ᵀ · dY with X: rows×din stored row-major (TRANS_A).
     for &(din, dout, rows) in &[(1, 1, 1), (13, 7, 9), (64, 65, 33), (100, 40, 128)] {
-        check(Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() }, din as u64);
+        for tiled in [false, true] {
+            let mm =
+                Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, tiled, ..Default::default() };
+            check(mm, din as u64);
+        }
     }
 }
 
@@ -125,4 +132,46 @@ fn scalar_kernel_on_aligned_shapes() {
             check(Matmul { m, n, k, trans_a: ta, trans_b: tb, scalar: true, ..Default::default() }, 900 + m as u64);
         }
     }
+}
+
+#[test]
+fn tiled_kernel_awkward_sizes_every_flag() {
+    // Sizes around the 64×64 tile and the 16-deep k step (1, 3, 17, 63, 65, 130), each shape under every
+    // layout and every epilogue the launcher accepts (bias needs an untransposed B).
+    let shapes = [(65, 63, 17), (1, 130, 3), (130, 1, 65), (17, 3, 130), (63, 65, 1), (3, 17, 63)];
+    let acts = [Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
+    let mut seed = 7000;
+    for (s, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let act = acts[(s + 2 * usize::from(ta) + usize::from(tb)) % acts.len()];
+            let base = Matmul { m, n, k, trans_a: ta, trans_b: tb, tiled: true, ..Default::default() };
+            let mut cases = vec![base, Matmul { dact: act, ..base }];
+            if !tb {
+                cases.push(Matmul { bias: true, act, ..base });
+            }
+            if m >= 2 {
+                cases.push(Matmul { ones_row: true, dact: act, ..base });
+                if !tb {
+                    cases.push(Matmul { ones_row: true, bias: true, act, ..base });
+                }
+            }
+            for mm in cases {
+                seed += 3;
+                check(mm, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn tiled_wins_over_vec4_and_naive_over_tiled() {
+    let g = gpu();
+    let (ab, bb, cb) = (g.storage_f32("a", 64), g.storage_f32("b", 64), g.storage_f32("c", 64));
+    let label = |mm: Matmul| mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label;
+    // A shape the vec4 kernel could run: `tiled` still picks the tiled one.
+    let tiled = Matmul { m: 8, n: 8, k: 8, tiled: true, ..Default::default() };
+    assert!(tiled.vec4_ok());
+    assert!(label(tiled).contains("matmul_tiled["), "{}", label(tiled));
+    let naive = Matmul { naive: true, ..tiled };
+    assert!(label(naive).contains("matmul_naive["), "{}", label(naive));
 }

@@ -21,7 +21,7 @@ fn every_entry_point_and_variant_builds() {
             for (bias, ones) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
                 for act in 0..5 {
                     for dact in [0.0, act as f64] {
-                        for entry in ["matmul", "matmul_naive"] {
+                        for entry in ["matmul", "matmul_naive", "matmul_tiled"] {
                             let c = [
                                 ("TRANS_A", ta),
                                 ("TRANS_B", tb),

@@ -34,6 +34,8 @@ pub struct Matmul {
     pub naive: bool,
     /// Never use the vec4 kernel even where the shape allows it (tests, benchmarks).
     pub scalar: bool,
+    /// Use the workgroup-memory tiled kernel (discrete GPUs); any shape. `naive` wins if both are set.
+    pub tiled: bool,
 }
 
 impl Matmul {
@@ -79,7 +81,8 @@ impl Matmul {
             slope: Act::LEAKY_SLOPE,
             _pad: [0; 2],
         };
-        let vec4 = !self.naive && !self.scalar && self.vec4_ok();
+        let tiled = !self.naive && self.tiled;
+        let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes; on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
@@ -99,11 +102,21 @@ impl Matmul {
         ];
         let (entry, groups) = if self.naive {
             ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
+        } else if tiled {
+            ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, 1])
         } else if vec4 {
             ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         } else {
             ("matmul", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         };
+        if tiled {
+            // 16×16 invocations and two 16×68-float workgroup tiles (shaders/matmul.wgsl).
+            let (inv, smem) =
+                (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);
+            need(OP, inv >= 256 && smem >= 2 * 16 * 68 * 4, || {
+                format!("matmul_tiled needs 256 invocations and 8704 bytes of workgroup memory (limits: {inv}, {smem})")
+            })?;
+        }
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         need(OP, groups[0] <= max && groups[1] <= max, || {
             format!("grid {groups:?} exceeds {max} workgroups per dimension")
