@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Launch, Program};
+use crate::gpu::{Gpu, Launch, MatmulKernel, Program};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -46,6 +46,14 @@ pub struct Report {
     pub ceilings: Ceilings,
     pub batch: usize,
     pub rows: Vec<Row>,
+    /// The model's whole training step (absent for the matmul sweep).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepFigures>,
+}
+
+/// One training step replayed in a single submission.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepFigures {
     pub step_ms: f64,
     pub steps_per_second: f64,
     pub step_gflops: f64,
@@ -76,22 +84,31 @@ impl Report {
                 r.name, r.shape, r.micros, r.rate, r.unit, frac
             );
         }
-        s += &format!(
-            "training step (batch {}): {:.2} ms, {:.1} steps/s, {:.2} GFLOP/s; Fashion-MNIST epoch ≈ {:.1} s\n",
-            self.batch, self.step_ms, self.steps_per_second, self.step_gflops, self.epoch_seconds_estimate
-        );
+        if let Some(st) = &self.step {
+            s += &format!(
+                "training step (batch {}): {:.2} ms, {:.1} steps/s, {:.2} GFLOP/s; Fashion-MNIST epoch ≈ {:.1} s\n",
+                self.batch, st.step_ms, st.steps_per_second, st.step_gflops, st.epoch_seconds_estimate
+            );
+        }
         s
     }
 }
 
-/// Mean seconds of one replay: `submit(1)` as a warm-up, then `submit(reps)` timed up to the GPU's end.
+/// Seconds of one replay: `submit(reps)` once as a warm-up (a GPU that idled while the host checked
+/// the result needs time to raise its clocks), then the median of three timed `submit(reps)`, each
+/// timed up to the GPU's end.
 fn time_reps(gpu: &Gpu, reps: usize, submit: impl Fn(usize)) -> Result<f64> {
-    submit(1);
-    gpu.sync()?;
-    let t = Instant::now();
     submit(reps);
     gpu.sync()?;
-    Ok(t.elapsed().as_secs_f64() / reps as f64)
+    let mut t3 = [0.0f64; 3];
+    for t in &mut t3 {
+        let t0 = Instant::now();
+        submit(reps);
+        gpu.sync()?;
+        *t = t0.elapsed().as_secs_f64() / reps as f64;
+    }
+    t3.sort_by(f64::total_cmp);
+    Ok(t3[1])
 }
 
 /// Mean seconds of one replay of `prog`, replayed `reps` times in one submission after a warm-up.
@@ -108,7 +125,8 @@ fn one(l: Launch) -> Program {
     Program { label: l.label.clone(), launches: vec![l] }
 }
 
-/// Times a matmul after checking it against the reference.
+/// Times a matmul after checking it against the reference (every output where the product is small;
+/// at most 64 evenly spaced rows of op(A)·op(B) where it is large).
 fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
     let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
     let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
@@ -125,14 +143,22 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
     if mm.ones_row {
         a_op.extend(std::iter::repeat_n(1.0, mm.k));
     }
-    let want: Vec<f64> = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias)
+    let rows: Vec<usize> = if mm.flops() <= 2e8 {
+        (0..mm.m).collect()
+    } else {
+        let r = mm.m.min(64);
+        (0..r).map(|i| i * (mm.m - 1) / (r - 1).max(1)).collect()
+    };
+    let a_sel: Vec<f64> = rows.iter().flat_map(|&r| a_op[r * mm.k..(r + 1) * mm.k].iter().copied()).collect();
+    let want: Vec<f64> = matmul(&a_sel, &b, rows.len(), mm.n, mm.k, mm.bias)
         .into_iter()
         .map(|v| crate::reference::elementwise::act_forward(mm.act, v))
         .collect();
-    let got = gpu.read_f32(&cb)?;
-    Tol::new(1e-4, 1e-4)
-        .check(name, &got[..mm.m * mm.n], &want)
-        .map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
+    let all = gpu.read_f32(&cb)?;
+    let got: Vec<f32> = rows.iter().flat_map(|&r| all[r * mm.n..(r + 1) * mm.n].iter().copied()).collect();
+    // f32 sums of K products of values in [-1, 1]: the error grows like sqrt(K).
+    let tol = 1e-4 * (mm.k as f64 / 64.0).sqrt().max(1.0);
+    Tol::new(1e-4, tol).check(name, &got, &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
     let secs = time_program(gpu, &one(l), reps)?;
     Ok(Row {
         name: name.into(),
@@ -142,6 +168,23 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
         unit: "GFLOP/s",
         fraction_of_ceiling: 0.0,
     })
+}
+
+/// The matmul kernels on square products of each size: C = A·B, Aᵀ·B (as in dW) and A·Bᵀ (as in dX),
+/// with the register-blocked kernel (vec4 where the shape allows) and the workgroup-memory tiled one.
+pub fn run_matmul(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Report> {
+    let mut rows = Vec::new();
+    for &s in sizes {
+        for (what, trans_a, trans_b) in [("A·B", false, false), ("Aᵀ·B", true, false), ("A·Bᵀ", false, true)] {
+            for (variant, tiled) in [("register", false), ("tiled", true)] {
+                let mm = Matmul { m: s, n: s, k: s, trans_a, trans_b, tiled, register: !tiled, ..Default::default() };
+                // Large products on CPU adapters: few repetitions (each takes seconds).
+                let r = if gpu.is_cpu() && mm.flops() > 1e10 { 1 } else { reps };
+                rows.push(bench_matmul(gpu, &format!("matmul {what} ({variant})"), mm, r)?);
+            }
+        }
+    }
+    report(gpu, None, 0, rows, reps)
 }
 
 /// Forward, input gradient and parameter gradient of one conv layer at `batch`: each checked against
@@ -234,7 +277,7 @@ pub fn run_conv(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         }
     }
     let (step, _) = time_step(gpu, &cfg, batch, reps)?;
-    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
 }
 
 /// The VQ-VAE's training step on synthetic 32×32 data, and each of its launches timed alone in the
@@ -265,10 +308,12 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: 
             fraction_of_ceiling: 0.0,
         });
     }
-    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
 }
 
-fn report(gpu: &Gpu, flops: f64, batch: usize, mut rows: Vec<Row>, step: f64, reps: usize) -> Result<Report> {
+/// The report of `rows`, with the adapter's ceilings measured now; `step` = (seconds, FLOPs) of one
+/// training step at `batch`.
+fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>, reps: usize) -> Result<Report> {
     let ceilings = ceilings(gpu, reps)?;
     for r in &mut rows {
         r.fraction_of_ceiling = match r.unit {
@@ -282,10 +327,12 @@ fn report(gpu: &Gpu, flops: f64, batch: usize, mut rows: Vec<Row>, step: f64, re
         ceilings,
         batch,
         rows,
-        step_ms: step * 1e3,
-        steps_per_second: 1.0 / step,
-        step_gflops: flops / step / 1e9,
-        epoch_seconds_estimate: step * (60000 / batch) as f64,
+        step: step.map(|(secs, flops)| StepFigures {
+            step_ms: secs * 1e3,
+            steps_per_second: 1.0 / secs,
+            step_gflops: flops / secs / 1e9,
+            epoch_seconds_estimate: secs * (60000 / batch.max(1)) as f64,
+        }),
     })
 }
 
@@ -410,15 +457,20 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     let cfg = VaeConfig::default();
     let layout = cfg.layout();
     let mut rows = Vec::new();
-    // The default model's matmuls: forward, dW (with db), dX of each layer.
-    for l in &layout.layers {
-        let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..Default::default() };
-        rows.push(bench_matmul(gpu, &format!("{} fwd", l.name), fwd, reps)?);
-        let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..Default::default() };
-        rows.push(bench_matmul(gpu, &format!("{} dW", l.name), dw, reps)?);
-        if l.name != "enc.fc1" {
-            let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..Default::default() };
-            rows.push(bench_matmul(gpu, &format!("{} dX", l.name), dx, reps)?);
+    // The default model's matmuls: forward, dW (with db), dX of each layer, with each kernel variant
+    // (the one this adapter uses in training is marked *).
+    for (variant, tiled) in [("register", false), ("tiled", true)] {
+        let used = if (gpu.matmul == MatmulKernel::Tiled) == tiled { "*" } else { "" };
+        let v = Matmul { tiled, register: !tiled, ..Default::default() };
+        for l in &layout.layers {
+            let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..v };
+            rows.push(bench_matmul(gpu, &format!("{} fwd [{variant}{used}]", l.name), fwd, reps)?);
+            let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..v };
+            rows.push(bench_matmul(gpu, &format!("{} dW [{variant}{used}]", l.name), dw, reps)?);
+            if l.name != "enc.fc1" {
+                let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..v };
+                rows.push(bench_matmul(gpu, &format!("{} dX [{variant}{used}]", l.name), dx, reps)?);
+            }
         }
     }
     // The naive kernel at the largest layer, for comparison.
@@ -451,5 +503,131 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
         rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit, fraction_of_ceiling: 0.0 });
     }
-    report(gpu, cfg.step_flops(batch), batch, rows, step, reps)
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
+}
+
+/// One point of the step sweep: a model family's whole training step replayed as the trainer does.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRow {
+    pub model: String,
+    pub batch: usize,
+    pub steps_per_submit: usize,
+    /// Steps timed (a multiple of `steps_per_submit`).
+    pub steps: usize,
+    pub seconds: f64,
+    pub steps_per_second: f64,
+    pub images_per_second: f64,
+    /// Step FLOPs (forward and backward of the networks' dense and conv layers) per second.
+    pub gflops: f64,
+}
+
+/// Random bytes in the shape of Fashion-MNIST (28×28×1): `train` training images, `test` test images.
+pub fn synthetic_dataset(train: usize, test: usize) -> Result<crate::data::Dataset> {
+    use crate::data::{Dataset, Images, Split};
+    let split = |name: &'static str, n: usize, seed: u64| {
+        let pixels: Vec<u8> = uniform(seed, n * 784, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
+        let images = Images { n, rows: 28, cols: 28, channels: 1, pixels };
+        Split::new(name, images, vec![0; n])
+    };
+    let data = Dataset::new(
+        "synthetic".into(),
+        split("train", train, 3)?,
+        split("test", test, 4)?,
+        "synthetic".into(),
+        false,
+    )?;
+    Ok(data)
+}
+
+/// Steps per second of `model`'s default configuration (a model name the trainer takes: vae,
+/// conv-vae, ae, conv-ae, vq-vae, vq-vae-2) at each batch size and number of steps per submission,
+/// through the trainer's own loop: `k` steps recorded into one command buffer per submission, the
+/// running metrics read back (a wait for the GPU) every `log_every` steps as the trainer's progress bar
+/// does, and the GPU waited for at the end, inside the timed region. Each point runs at least
+/// `min_seconds` (after one warm-up submission) and is checked to leave finite metrics.
+pub fn step_sweep(
+    gpu: &Gpu,
+    model: &str,
+    batches: &[usize],
+    submits: &[usize],
+    min_seconds: f64,
+) -> Result<Vec<StepRow>> {
+    use crate::kernels::data::W_TRAIN_BATCH;
+    use crate::train::{Session, TrainConfig};
+    let largest = submits.iter().copied().max().unwrap_or(1).max(8);
+    let mut rows = Vec::new();
+    for &batch in batches {
+        let cfg = TrainConfig { model: model.into(), batch, ..TrainConfig::default() };
+        // One pass over the synthetic set holds the largest submission, so the cursor is only reset
+        // between submissions, as at an epoch's start.
+        let data = synthetic_dataset(batch * largest, batch)?;
+        let s = Session::new(gpu, &cfg, &data, true)?;
+        let prog = s.train_step.as_ref().ok_or_else(|| Error::Config("no training program".into()))?;
+        let core = s.core();
+        let per_pass = s.steps_per_epoch();
+        let flops = s.model.step_flops(batch);
+        // Warm-up, then an estimate of one step's time from a short submission.
+        gpu.submit(prog, 1);
+        gpu.sync()?;
+        let t = Instant::now();
+        gpu.submit(prog, 2);
+        gpu.sync()?;
+        let estimate = t.elapsed().as_secs_f64() / 2.0;
+        for &k in submits {
+            let k = k.max(1);
+            let steps = ((min_seconds / estimate).ceil() as usize).max(k).next_multiple_of(k);
+            core.set_cursor(gpu, W_TRAIN_BATCH, 0);
+            core.reset_metrics(gpu);
+            gpu.sync()?;
+            let t = Instant::now();
+            let (mut done, mut in_pass, mut next_log) = (0, 0, cfg.log_every);
+            while done < steps {
+                if in_pass + k > per_pass {
+                    core.set_cursor(gpu, W_TRAIN_BATCH, 0);
+                    in_pass = 0;
+                }
+                gpu.submit(prog, k);
+                done += k;
+                in_pass += k;
+                if done >= next_log {
+                    next_log = done + cfg.log_every;
+                    core.read_metrics(gpu)?;
+                } else {
+                    gpu.check()?;
+                }
+            }
+            gpu.sync()?;
+            let secs = t.elapsed().as_secs_f64();
+            let m = core.read_metrics(gpu)?;
+            if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
+                return Err(Error::Output(format!("{model} at batch {batch}: the step produced no finite loss")));
+            }
+            rows.push(StepRow {
+                model: model.into(),
+                batch,
+                steps_per_submit: k,
+                steps,
+                seconds: secs,
+                steps_per_second: steps as f64 / secs,
+                images_per_second: (steps * batch) as f64 / secs,
+                gflops: flops * steps as f64 / secs / 1e9,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The step sweep as a table.
+pub fn step_table(rows: &[StepRow]) -> String {
+    let mut s = format!(
+        "{:<10} {:>6} {:>12} {:>7} {:>10} {:>12} {:>9}\n",
+        "model", "batch", "steps/submit", "steps", "steps/s", "images/s", "GFLOP/s"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<10} {:>6} {:>12} {:>7} {:>10.1} {:>12.0} {:>9.1}\n",
+            r.model, r.batch, r.steps_per_submit, r.steps, r.steps_per_second, r.images_per_second, r.gflops
+        );
+    }
+    s
 }

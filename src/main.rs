@@ -31,12 +31,21 @@ struct GpuArgs {
     /// Force a CPU adapter (lavapipe, WARP, SwiftShader)
     #[arg(long, global = true)]
     cpu: bool,
+    /// Matmul kernel: register (made for CPU adapters), tiled (workgroup memory, made for GPUs), or
+    /// auto (timed on the adapter the first time it is seen, then cached)
+    #[arg(long, global = true, env = "VAEGPU_MATMUL", default_value = "auto")]
+    matmul: vaegpu::gpu::MatmulKernel,
 }
 
 impl GpuArgs {
     fn open(&self) -> Result<Gpu> {
-        let g = Gpu::new(&GpuOptions { backend: self.backend.clone(), adapter: self.adapter.clone(), cpu: self.cpu })?;
-        eprintln!("adapter: {}", g.summary);
+        let g = Gpu::new(&GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            cpu: self.cpu,
+            matmul: self.matmul,
+        })?;
+        eprintln!("adapter: {} (matmul kernel: {})", g.summary, g.matmul);
         Ok(g)
     }
 }
@@ -130,9 +139,27 @@ enum Cmd {
         /// Timed repetitions per kernel
         #[arg(long, default_value_t = 20)]
         reps: usize,
-        /// Model whose kernels and step are timed: vae (MLP), conv-vae, vq-vae or vq-vae-2
+        /// --model matmul: the sizes of the square products (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
+        sizes: Vec<usize>,
+        /// Model whose kernels and step are timed: vae (MLP), conv-vae, vq-vae or vq-vae-2; with
+        /// --steps also ae, conv-ae, or all (every family); matmul: both matmul kernels on square
+        /// products of --sizes
         #[arg(long, default_value = "vae")]
         model: String,
+        /// Time whole training steps instead of kernels: steps per second through the trainer's loop
+        /// at each of --batches and --submits
+        #[arg(long)]
+        steps: bool,
+        /// --steps: batch sizes (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "128")]
+        batches: Vec<usize>,
+        /// --steps: training steps recorded into one command buffer (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        submits: Vec<usize>,
+        /// --steps: least seconds timed per point
+        #[arg(long, default_value_t = 1.0)]
+        min_seconds: f64,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -623,7 +650,7 @@ impl TrainArgs {
 }
 
 fn info(gpu: &GpuArgs) -> Result<()> {
-    let adapters = vaegpu::gpu::list_adapters(&GpuOptions { backend: gpu.backend.clone(), adapter: None, cpu: false })?;
+    let adapters = vaegpu::gpu::list_adapters(&GpuOptions { backend: gpu.backend.clone(), ..Default::default() })?;
     if adapters.is_empty() {
         return Err(vaegpu::gpu::GpuError::NoAdapter(String::new()).into());
     }
@@ -631,6 +658,7 @@ fn info(gpu: &GpuArgs) -> Result<()> {
         backend: gpu.backend.clone(),
         adapter: gpu.adapter.clone(),
         cpu: gpu.cpu,
+        ..Default::default()
     })
     .ok()
     .map(|a| a.get_info());
@@ -765,17 +793,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Info { gpu } => info(&gpu),
-        Cmd::Bench { json, batch, reps, model, gpu } => {
+        Cmd::Bench { json, batch, reps, sizes, model, steps, batches, submits, min_seconds, gpu } => {
             let gpu = gpu.open()?;
+            if steps {
+                return bench_steps(&gpu, &model, &batches, &submits, min_seconds, json);
+            }
             let report = match model.as_str() {
                 "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, reps)?,
                 "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, reps)?,
+                "matmul" => {
+                    if sizes.is_empty() || sizes.contains(&0) {
+                        return Err(Error::Config("--sizes needs at least one size, each >= 1".into()));
+                    }
+                    vaegpu::bench::run_matmul(&gpu, &sizes, reps)?
+                }
                 "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, reps)?,
                 "vq-vae-2" => {
                     let cfg = vaegpu::models::vq::VqConfig { levels: 2, ..Default::default() };
                     vaegpu::bench::run_vq(&gpu, &cfg, batch, reps)?
                 }
-                m => return Err(Error::Config(format!("unknown model '{m}' (vae, conv-vae, vq-vae or vq-vae-2)"))),
+                m => {
+                    return Err(Error::Config(format!(
+                        "unknown model '{m}' (vae, conv-vae, vq-vae, vq-vae-2 or matmul)"
+                    )))
+                }
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);
@@ -785,6 +826,38 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vaegpu bench --steps`: the step sweep of one model family or of all of them.
+fn bench_steps(
+    gpu: &Gpu,
+    model: &str,
+    batches: &[usize],
+    submits: &[usize],
+    min_seconds: f64,
+    json: bool,
+) -> Result<()> {
+    const FAMILIES: [&str; 6] = ["vae", "conv-vae", "ae", "conv-ae", "vq-vae", "vq-vae-2"];
+    let models: Vec<&str> = if model == "all" { FAMILIES.to_vec() } else { vec![model] };
+    if batches.is_empty() || submits.is_empty() || batches.contains(&0) || submits.contains(&0) {
+        return Err(Error::Config("--batches and --submits need at least one value, each >= 1".into()));
+    }
+    if !(min_seconds > 0.0 && min_seconds.is_finite()) {
+        return Err(Error::Config(format!("--min-seconds must be a positive number, got {min_seconds}")));
+    }
+    let mut rows = Vec::new();
+    for m in models {
+        let r = vaegpu::bench::step_sweep(gpu, m, batches, submits, min_seconds)?;
+        if !json {
+            print!("{}", vaegpu::bench::step_table(&r));
+        }
+        rows.extend(r);
+    }
+    if json {
+        let v = serde_json::json!({ "adapter": gpu.summary.to_string(), "steps": rows });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::Output(e.to_string()))?);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

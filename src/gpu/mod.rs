@@ -43,6 +43,43 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Force a CPU adapter (lavapipe, WARP, SwiftShader).
     pub cpu: bool,
+    /// Which matmul kernel the dense layers use; `Auto` times both on the adapter the first time it
+    /// is seen and caches the choice (see [`crate::kernels::tune::choose_matmul`]).
+    pub matmul: MatmulKernel,
+}
+
+/// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
+/// as lavapipe, which run invocations as SIMD lanes and pay dearly for barriers), or workgroup-memory
+/// tiles (made for discrete GPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulKernel {
+    #[default]
+    Auto,
+    Register,
+    Tiled,
+}
+
+impl std::str::FromStr for MatmulKernel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(MatmulKernel::Auto),
+            "register" => Ok(MatmulKernel::Register),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            _ => Err(format!("unknown matmul kernel '{s}' (auto, register or tiled)")),
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MatmulKernel::Auto => "auto",
+            MatmulKernel::Register => "register",
+            MatmulKernel::Tiled => "tiled",
+        })
+    }
 }
 
 /// Summary of one adapter, for logs, `vaegpu info` and checkpoint metadata.
@@ -179,14 +216,23 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     errors: Arc<Mutex<Vec<GpuError>>>,
     pub pipelines: PipelineCache,
+    /// The matmul kernel dense layers use where a launch does not force one (never `Auto`).
+    pub matmul: MatmulKernel,
 }
 
 impl Gpu {
     /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
-    /// for buffer sizes, so that a model's needs can be checked against them).
+    /// for buffer sizes, so that a model's needs can be checked against them), and settles the matmul
+    /// kernel: the one `opts` forces, else the cached or freshly timed choice for this adapter.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = choose_adapter(opts)?;
-        Self::from_adapter(adapter)
+        let mut gpu = Self::from_adapter(adapter)?;
+        gpu.matmul = match opts.matmul {
+            MatmulKernel::Auto => crate::kernels::tune::choose_matmul(&gpu)?,
+            forced => forced,
+        };
+        tracing::info!("matmul kernel: {}", gpu.matmul);
+        Ok(gpu)
     }
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
@@ -254,7 +300,10 @@ impl Gpu {
             });
         }
         tracing::info!("adapter: {summary}");
-        Ok(Gpu { adapter, device, queue, summary, limits, errors, pipelines: PipelineCache::default() })
+        // Until `new` times them: the register kernel on CPU adapters, tiles elsewhere.
+        let matmul =
+            if info.device_type == wgpu::DeviceType::Cpu { MatmulKernel::Register } else { MatmulKernel::Tiled };
+        Ok(Gpu { adapter, device, queue, summary, limits, errors, pipelines: PipelineCache::default(), matmul })
     }
 
     /// Checks what a model needs against this device's limits, naming the limit and the shortfall.

@@ -36,6 +36,10 @@ pub struct Matmul {
     pub scalar: bool,
     /// Use the workgroup-memory tiled kernel (discrete GPUs); any shape. `naive` wins if both are set.
     pub tiled: bool,
+    /// Use the register-blocked kernel (vec4 where the shape allows) even where the adapter's choice
+    /// ([`Gpu::matmul`]) is the tiled one. With neither `tiled` nor `register` (nor `naive`/`scalar`)
+    /// set, the adapter's choice decides.
+    pub register: bool,
 }
 
 impl Matmul {
@@ -81,7 +85,8 @@ impl Matmul {
             slope: Act::LEAKY_SLOPE,
             _pad: [0; 2],
         };
-        let tiled = !self.naive && self.tiled;
+        let tiled = !self.naive
+            && (self.tiled || (!self.register && !self.scalar && gpu.matmul == crate::gpu::MatmulKernel::Tiled));
         let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes; on GPUs 64.

@@ -12,6 +12,7 @@ pub mod optim;
 pub mod prior;
 pub mod reduce;
 pub mod sample;
+pub mod tune;
 pub mod vq;
 
 use crate::gpu::{GpuError, Result, View};

@@ -103,6 +103,16 @@ pub enum Model {
 }
 
 impl Model {
+    /// FLOPs of one training step at batch `b` (the networks' dense and conv layers, forward and
+    /// backward).
+    pub fn step_flops(&self, b: usize) -> f64 {
+        match self {
+            Model::Vae(v) => v.cfg.step_flops(b),
+            Model::Vq(v) => v.cfg.step_flops(b),
+            Model::Ae(a) => a.cfg.step_flops(b),
+        }
+    }
+
     pub fn core(&self) -> &Core {
         match self {
             Model::Vae(v) => &v.core,

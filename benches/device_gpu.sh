@@ -1,0 +1,35 @@
+#!/bin/bash
+# The benchmark run recorded in benches/RESULTS.md for an NVIDIA GPU through Vulkan, with the PyTorch
+# eager baseline in the same run. Expects the vaegpu release binary at $BIN (default
+# target/release/vaegpu) and writes its figures under $OUT (default ./bench-out):
+#   gpu.txt          nvidia-smi's name, driver and clocks
+#   kernels_vae.json bench --model vae (matmuls of the MLP VAE, both kernels, and the step's kernels)
+#   kernels_conv.json bench --model conv-vae
+#   matmul.json      bench --model matmul (square products, both kernels)
+#   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
+#   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
+#   log.txt          everything printed on stderr
+# Usage: BIN=... OUT=... benches/device_gpu.sh
+set -u
+BIN=${BIN:-target/release/vaegpu}
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+export WGPU_BACKEND=${WGPU_BACKEND:-vulkan} VAEGPU_CACHE_DIR=${VAEGPU_CACHE_DIR:-$OUT/.cache}
+BATCHES=${BATCHES:-32,128,512,1024}
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv; date -u; } \
+    >"$OUT/gpu.txt" 2>&1
+run() { # name, timeout, command...
+    local name=$1 t=$2
+    shift 2
+    echo "== $name: $*" >>"$LOG"
+    local s=$SECONDS
+    timeout "$t" "$@" >"$OUT/$name" 2>>"$LOG"
+    echo "== $name: rc $? in $((SECONDS - s)) s" >>"$LOG"
+}
+run kernels_vae.json 90 "$BIN" bench --model vae --reps 50 --json
+run kernels_conv.json 90 "$BIN" bench --model conv-vae --reps 50 --json
+run matmul.json 90 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
+run steps.json 200 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
+run torch.jsonl 150 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
+tail -n 3 "$LOG"

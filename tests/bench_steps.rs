@@ -1,0 +1,76 @@
+//! The step sweep (`vaegpu bench --steps`) and the start-up choice of the matmul kernel: both run on
+//! this adapter, the sweep through the trainer's loop with finite metrics, the choice timed once and
+//! then read from its cache. No speed is asserted here (speed belongs in benchmarks).
+
+use std::process::Command;
+
+use vaegpu::gpu::MatmulKernel;
+use vaegpu::testing::test_gpu;
+
+#[test]
+fn step_sweep_times_every_point_through_the_trainer_loop() {
+    let gpu = test_gpu();
+    let rows = vaegpu::bench::step_sweep(&gpu, "vae", &[16], &[1, 3], 0.01).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 2);
+    for (r, k) in rows.iter().zip([1, 3]) {
+        assert_eq!((r.model.as_str(), r.batch, r.steps_per_submit), ("vae", 16, k));
+        assert!(r.steps >= k && r.steps % k == 0, "{r:?}");
+        assert!(r.seconds > 0.0 && r.steps_per_second.is_finite() && r.steps_per_second > 0.0, "{r:?}");
+        assert!((r.images_per_second - 16.0 * r.steps_per_second).abs() < 1e-6 * r.images_per_second, "{r:?}");
+        assert!(r.gflops > 0.0, "{r:?}");
+    }
+    // The VQ families resolve their own settings (vq-vae-2's two levels) as the trainer does.
+    let rows = vaegpu::bench::step_sweep(&gpu, "vq-vae-2", &[2], &[1], 0.001).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].steps_per_second > 0.0);
+    let err = vaegpu::bench::step_sweep(&gpu, "gan", &[2], &[1], 0.001).err().expect("unknown model refused");
+    assert!(err.to_string().contains("unknown model 'gan'"), "{err}");
+}
+
+#[test]
+fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
+    let dir = std::env::temp_dir().join(format!("vaegpu-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bin = env!("CARGO_BIN_EXE_vaegpu");
+    let run = |forced: Option<&str>| {
+        let mut c = Command::new(bin);
+        c.args(["bench", "--steps", "--batches", "0"]).env("VAEGPU_CACHE_DIR", &dir).env_remove("VAEGPU_MATMUL");
+        if let Some(f) = forced {
+            c.args(["--matmul", f]);
+        }
+        c.output().expect("vaegpu runs")
+    };
+    // The adapter is opened (and the kernel chosen) before the bad --batches value is refused.
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--batches and --submits need at least one value"), "{stderr}");
+    let cache = std::fs::read_to_string(dir.join("tuning.json")).expect("the choice is cached");
+    let map: serde_json::Value = serde_json::from_str(&cache).expect("cache is JSON");
+    let entry = map.as_object().unwrap().values().next().expect("one adapter").clone();
+    let chosen = entry["matmul"].as_str().unwrap().to_string();
+    assert!(chosen == "register" || chosen == "tiled", "{cache}");
+    assert!(entry["register_us"].as_f64().unwrap() > 0.0 && entry["tiled_us"].as_f64().unwrap() > 0.0);
+    assert!(stderr.contains(&format!("matmul kernel: {chosen}")), "{stderr}");
+    // A second start reads the cache: an edited choice is what it uses.
+    let other = if chosen == "tiled" { "register" } else { "tiled" };
+    std::fs::write(dir.join("tuning.json"), cache.replace(&format!("\"{chosen}\""), &format!("\"{other}\""))).unwrap();
+    let stderr = String::from_utf8_lossy(&run(None).stderr).to_string();
+    assert!(stderr.contains(&format!("matmul kernel: {other}")), "{stderr}");
+    // --matmul forces one; a wrong name is refused by the parser.
+    let stderr = String::from_utf8_lossy(&run(Some(&chosen)).stderr).to_string();
+    assert!(stderr.contains(&format!("matmul kernel: {chosen}")), "{stderr}");
+    let out = run(Some("fastest"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown matmul kernel 'fastest'"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn both_matmul_kernels_time_on_this_adapter() {
+    let gpu = test_gpu();
+    let t = vaegpu::kernels::tune::time_matmul(&gpu).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.register_us > 0.0 && t.tiled_us > 0.0, "{t:?}");
+    let faster = if t.tiled_us < t.register_us { MatmulKernel::Tiled } else { MatmulKernel::Register };
+    assert_eq!(t.matmul, faster);
+}
