@@ -36,6 +36,27 @@
 //   contiguous across tx, reads of tile_a are broadcasts. Every invocation takes part in every load and
 //   barrier; those past M or N only skip the store. Any M, N, K; scalar bindings 1..4 like matmul.
 //   Grid = (ceil(N / 64), ceil(M / 64), 1). WG is not used.
+// Dispatch (matmul_tiled128): the large-tile configuration of matmul_tiled, for products big enough to
+//   fill a large GPU with 128×128 tiles. 256 invocations (1-D, tx = tid % 16, ty = tid / 16) own a
+//   128×128 tile of C, each 8×8 outputs in registers: rows m0 + 4ty + i and m0 + 64 + 4ty + i, columns
+//   n0 + 4tx + j and n0 + 64 + 4tx + j (i, j < 4). k steps by BK = 8 through two double-buffered
+//   workgroup tiles of vec4, k-major (ta128[buf][k][m / 4], tb128[buf][k][n / 4]; 2 buffers × 2 tiles ×
+//   8 × 128 floats = 16384 bytes). Each k step reads 2 vec4 of A (broadcast: a warp spans two ty) and
+//   2 vec4 of B (16 consecutive vec4 across tx) and does 64 FMAs. Each BK step every invocation loads
+//   one vec4 of op(A) and one of op(B) from global memory, along whichever direction is contiguous:
+//   4 consecutive m (TRANS_A) / n (not TRANS_B) of one k, stored as one vec4 to the tile; or 4
+//   consecutive k of one m (not TRANS_A) / n (TRANS_B), two invocations per row (32 contiguous bytes),
+//   stored as 4 scalars transposed into the k-major tile. The vec4 column index is XORed with 4 when
+//   k & 4 != 0 (swizzle), which makes those transposing stores conflict-free without padding (the two
+//   k halves of a warp land on opposite 16-bank halves) and keeps every read conflict-free (the XOR is
+//   uniform per k). The next BK step's global loads are issued into registers before the current step's
+//   FMAs and stored to the other buffer after them: one barrier per BK step. Global loads go through
+//   the vec4 views a4 (binding 5) and b4 (binding 6) of the same buffers when Params.vec_ok allows it
+//   (bit 0: lda % 4 == 0 and A is bound at 5; bit 1: ldb % 4 == 0 and B is bound at 6) and the
+//   invocation's 4 elements are all in range; otherwise 4 bounds-checked scalar loads (zeros outside,
+//   the ONES_ROW row is 1), so any M, N, K. Bindings 1..4 as matmul, plus 5 and 6 (a 16-byte
+//   placeholder where a buffer is too small for a vec4 view; the flag is then clear).
+//   Grid = (ceil(N / 128), ceil(M / 128), 1). WG is not used.
 
 //!include act.wgsl
 
@@ -46,7 +67,8 @@ struct Params {
     lda: u32,
     ldb: u32,
     slope: f32,
-    _pad0: u32,
+    // matmul_tiled128 only: bit 0 (1) A may be read through a4, bit 1 (2) B through b4.
+    vec_ok: u32,
     _pad1: u32,
 }
 
@@ -252,6 +274,7 @@ fn matmul_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
+const BK128: u32 = 8u;
 const TS: u32 = 68u;
 
 var<workgroup> tile_a: array<f32, BK * TS>; // tile_a[k * TS + m]
@@ -331,4 +354,183 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             }
         }
     }
+}
+
+
+// matmul_tiled128: double-buffered tiles of 8 k-rows × 32 vec4 (128 floats), 256 vec4 per buffer.
+var<workgroup> ta128: array<vec4<f32>, 512>; // ta128[buf * 256 + sw128(k, m / 4)][m % 4]
+var<workgroup> tb128: array<vec4<f32>, 512>; // tb128[buf * 256 + sw128(k, n / 4)][n % 4]
+
+// Index of vec4 column c4 of k-row k in one buffer, swizzled: columns XOR 4 for k = 4..7.
+fn sw128(k: u32, c4: u32) -> u32 {
+    return k * 32u + (c4 ^ (k & 4u));
+}
+
+// This invocation's 4 elements of op(A) for the BK step at k0 (see the header for the mapping).
+fn fetch_a128(m0: u32, k0: u32, tid: u32) -> vec4<f32> {
+    let rows = select(p.m, p.m - 1u, ONES_ROW); // rows of op(A) stored in A
+    let fast = (p.vec_ok & 1u) != 0u;
+    if (TRANS_A) {
+        let k = k0 + (tid >> 5u);
+        let m = m0 + ((tid & 31u) << 2u);
+        if (fast && k < p.k && m + 4u <= rows) {
+            return a4[(k * p.lda + m) >> 2u];
+        }
+        return vec4<f32>(load_a_or_zero(m, k), load_a_or_zero(m + 1u, k), load_a_or_zero(m + 2u, k),
+                         load_a_or_zero(m + 3u, k));
+    }
+    let m = m0 + (tid >> 1u);
+    let k = k0 + ((tid & 1u) << 2u);
+    if (fast && m < rows && k + 4u <= p.k) {
+        return a4[(m * p.lda + k) >> 2u];
+    }
+    return vec4<f32>(load_a_or_zero(m, k), load_a_or_zero(m, k + 1u), load_a_or_zero(m, k + 2u),
+                     load_a_or_zero(m, k + 3u));
+}
+
+// This invocation's 4 elements of op(B) for the BK step at k0.
+fn fetch_b128(n0: u32, k0: u32, tid: u32) -> vec4<f32> {
+    let fast = (p.vec_ok & 2u) != 0u;
+    if (TRANS_B) {
+        let n = n0 + (tid >> 1u);
+        let k = k0 + ((tid & 1u) << 2u);
+        if (fast && n < p.n && k + 4u <= p.k) {
+            return b4[(n * p.ldb + k) >> 2u];
+        }
+        return vec4<f32>(load_b_or_zero(k, n), load_b_or_zero(k + 1u, n), load_b_or_zero(k + 2u, n),
+                         load_b_or_zero(k + 3u, n));
+    }
+    let k = k0 + (tid >> 5u);
+    let n = n0 + ((tid & 31u) << 2u);
+    if (fast && k < p.k && n + 4u <= p.n) {
+        return b4[(k * p.ldb + n) >> 2u];
+    }
+    return vec4<f32>(load_b_or_zero(k, n), load_b_or_zero(k, n + 1u), load_b_or_zero(k, n + 2u),
+                     load_b_or_zero(k, n + 3u));
+}
+
+// Stores fetch_a128's vec4 into buffer `buf` (0 or 256) of ta128.
+fn put_a128(buf: u32, tid: u32, v: vec4<f32>) {
+    if (TRANS_A) {
+        ta128[buf + sw128(tid >> 5u, tid & 31u)] = v;
+    } else {
+        // 4 consecutive k of row m = tid / 2: one scalar into each of 4 k-rows.
+        let m = tid >> 1u;
+        let k = (tid & 1u) << 2u;
+        let c4 = m >> 2u;
+        let e = m & 3u;
+        ta128[buf + sw128(k, c4)][e] = v.x;
+        ta128[buf + sw128(k + 1u, c4)][e] = v.y;
+        ta128[buf + sw128(k + 2u, c4)][e] = v.z;
+        ta128[buf + sw128(k + 3u, c4)][e] = v.w;
+    }
+}
+
+fn put_b128(buf: u32, tid: u32, v: vec4<f32>) {
+    if (TRANS_B) {
+        let n = tid >> 1u;
+        let k = (tid & 1u) << 2u;
+        let c4 = n >> 2u;
+        let e = n & 3u;
+        tb128[buf + sw128(k, c4)][e] = v.x;
+        tb128[buf + sw128(k + 1u, c4)][e] = v.y;
+        tb128[buf + sw128(k + 2u, c4)][e] = v.z;
+        tb128[buf + sw128(k + 3u, c4)][e] = v.w;
+    } else {
+        tb128[buf + sw128(tid >> 5u, tid & 31u)] = v;
+    }
+}
+
+// Row m of the invocation's outputs: columns n..n+3 (lo) and n+64..n+67 (hi).
+fn store128(m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            finish(m, n + j, lo[j]);
+        }
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (n + 64u + j < p.n) {
+            finish(m, n + 64u + j, hi[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn matmul_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let m0 = wid.y * 128u;
+    let n0 = wid.x * 128u;
+    let tx = tid & 15u;
+    let ty = tid >> 4u;
+    // cRH: row m0 + 4ty + R (R < 4) or m0 + 64 + 4ty + R - 4 (R >= 4); H = 0 columns n0 + 4tx + 0..3,
+    // H = 1 columns n0 + 64 + 4tx + 0..3. Named registers, never indexed.
+    var c00 = vec4<f32>(0.0);
+    var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0);
+    var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0);
+    var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0);
+    var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0);
+    var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0);
+    var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0);
+    var c71 = vec4<f32>(0.0);
+    // Iteration t loads BK step t from global memory into registers (none past the last step), runs
+    // step t - 1's FMAs from the buffer the previous iteration filled (none at t = 0) while those loads
+    // are in flight, then stores the registers into the other buffer. That buffer was last read by
+    // iteration t - 1's FMAs, which every invocation finished before the barrier that ended it.
+    let steps = (p.k + BK128 - 1u) / BK128;
+    for (var t = 0u; t <= steps; t++) {
+        let load = t < steps; // uniform, like t > 0u
+        var ga = vec4<f32>(0.0);
+        var gb = vec4<f32>(0.0);
+        if (load) {
+            ga = fetch_a128(m0, t * BK128, tid);
+            gb = fetch_b128(n0, t * BK128, tid);
+        }
+        if (t > 0u) {
+            let cur = ((t - 1u) & 1u) * 256u;
+            for (var kk = 0u; kk < BK128; kk++) {
+                let a_lo = ta128[cur + sw128(kk, ty)];
+                let a_hi = ta128[cur + sw128(kk, ty + 16u)];
+                let b_lo = tb128[cur + sw128(kk, tx)];
+                let b_hi = tb128[cur + sw128(kk, tx + 16u)];
+                c00 = fma(vec4<f32>(a_lo.x), b_lo, c00);
+                c01 = fma(vec4<f32>(a_lo.x), b_hi, c01);
+                c10 = fma(vec4<f32>(a_lo.y), b_lo, c10);
+                c11 = fma(vec4<f32>(a_lo.y), b_hi, c11);
+                c20 = fma(vec4<f32>(a_lo.z), b_lo, c20);
+                c21 = fma(vec4<f32>(a_lo.z), b_hi, c21);
+                c30 = fma(vec4<f32>(a_lo.w), b_lo, c30);
+                c31 = fma(vec4<f32>(a_lo.w), b_hi, c31);
+                c40 = fma(vec4<f32>(a_hi.x), b_lo, c40);
+                c41 = fma(vec4<f32>(a_hi.x), b_hi, c41);
+                c50 = fma(vec4<f32>(a_hi.y), b_lo, c50);
+                c51 = fma(vec4<f32>(a_hi.y), b_hi, c51);
+                c60 = fma(vec4<f32>(a_hi.z), b_lo, c60);
+                c61 = fma(vec4<f32>(a_hi.z), b_hi, c61);
+                c70 = fma(vec4<f32>(a_hi.w), b_lo, c70);
+                c71 = fma(vec4<f32>(a_hi.w), b_hi, c71);
+            }
+        }
+        if (load) {
+            put_a128((t & 1u) * 256u, tid, ga);
+            put_b128((t & 1u) * 256u, tid, gb);
+        }
+        workgroupBarrier();
+    }
+    let m = m0 + 4u * ty;
+    let n = n0 + 4u * tx;
+    store128(m, n, c00, c01);
+    store128(m + 1u, n, c10, c11);
+    store128(m + 2u, n, c20, c21);
+    store128(m + 3u, n, c30, c31);
+    store128(m + 64u, n, c40, c41);
+    store128(m + 65u, n, c50, c51);
+    store128(m + 66u, n, c60, c61);
+    store128(m + 67u, n, c70, c71);
 }

@@ -53,10 +53,13 @@ fn awkward_shapes_all_layouts() {
     let mut seed = 10;
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            // Default choice (scalar or vec4), naive, tiled.
-            for (naive, tiled) in [(false, false), (true, false), (false, true)] {
+            // Default choice (scalar or vec4), naive, tiled 64×64, tiled 128×128.
+            for (naive, tiled, tile128) in
+                [(false, false, false), (true, false, false), (false, true, false), (false, false, true)]
+            {
                 seed += 3;
-                check(Matmul { m, n, k, trans_a: ta, trans_b: tb, naive, tiled, ..Default::default() }, seed);
+                let mm = Matmul { m, n, k, trans_a: ta, trans_b: tb, naive, tiled, tile128, ..Default::default() };
+                check(mm, seed);
             }
         }
     }
@@ -68,10 +71,10 @@ fn bias_activation_epilogues() {
     let mut seed = 1000;
     for act in acts {
         for &(m, n, k) in &[(5, 67, 11), (16, 20, 40)] {
-            for tiled in [false, true] {
+            for (tiled, tile128) in [(false, false), (true, false), (false, true)] {
                 seed += 3;
-                check(Matmul { m, n, k, bias: true, act, tiled, ..Default::default() }, seed);
-                check(Matmul { m, n, k, trans_b: true, dact: act, tiled, ..Default::default() }, seed + 1);
+                check(Matmul { m, n, k, bias: true, act, tiled, tile128, ..Default::default() }, seed);
+                check(Matmul { m, n, k, trans_b: true, dact: act, tiled, tile128, ..Default::default() }, seed + 1);
             }
         }
     }
@@ -81,9 +84,17 @@ fn bias_activation_epilogues() {
 fn ones_row_computes_bias_gradient() {
     // [dW; db] = [X | 1]ᵀ · dY with X: rows×din stored row-major (TRANS_A).
     for &(din, dout, rows) in &[(1, 1, 1), (13, 7, 9), (64, 65, 33), (100, 40, 128)] {
-        for tiled in [false, true] {
-            let mm =
-                Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, tiled, ..Default::default() };
+        for (tiled, tile128) in [(false, false), (true, false), (false, true)] {
+            let mm = Matmul {
+                m: din + 1,
+                n: dout,
+                k: rows,
+                trans_a: true,
+                ones_row: true,
+                tiled,
+                tile128,
+                ..Default::default()
+            };
             check(mm, din as u64);
         }
     }
@@ -134,33 +145,60 @@ fn scalar_kernel_on_aligned_shapes() {
     }
 }
 
-#[test]
-fn tiled_kernel_awkward_sizes_every_flag() {
-    // Sizes around the 64×64 tile and the 16-deep k step (1, 3, 17, 63, 65, 130), each shape under every
-    // layout and every epilogue the launcher accepts (bias needs an untransposed B).
-    let shapes = [(65, 63, 17), (1, 130, 3), (130, 1, 65), (17, 3, 130), (63, 65, 1), (3, 17, 63)];
+/// Every layout on every shape (4 pipelines), then every (layout, epilogue) combination the launcher
+/// accepts (bias needs an untransposed B) twice, each time on another shape and with another activation:
+/// the flags are covered without compiling and running the full product of shapes × flags.
+fn every_flag(base: Matmul, shapes: &[(usize, usize, usize)], mut seed: u64) {
     let acts = [Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
-    let mut seed = 7000;
-    for (s, &(m, n, k)) in shapes.iter().enumerate() {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let act = acts[(s + 2 * usize::from(ta) + usize::from(tb)) % acts.len()];
-            let base = Matmul { m, n, k, trans_a: ta, trans_b: tb, tiled: true, ..Default::default() };
-            let mut cases = vec![base, Matmul { dact: act, ..base }];
-            if !tb {
-                cases.push(Matmul { bias: true, act, ..base });
-            }
-            if m >= 2 {
-                cases.push(Matmul { ones_row: true, dact: act, ..base });
-                if !tb {
-                    cases.push(Matmul { ones_row: true, bias: true, act, ..base });
-                }
-            }
-            for mm in cases {
-                seed += 3;
-                check(mm, seed);
+    let layouts = [(false, false), (true, false), (false, true), (true, true)];
+    for &(m, n, k) in shapes {
+        for (ta, tb) in layouts {
+            seed += 3;
+            check(Matmul { m, n, k, trans_a: ta, trans_b: tb, ..base }, seed);
+        }
+    }
+    // (trans_a, trans_b, bias, ones_row, dact)
+    let mut combos = Vec::new();
+    for (ta, tb) in layouts {
+        for (bias, ones, dact) in [(false, false, true), (true, false, false), (false, true, true), (true, true, false)]
+        {
+            if !(bias && tb) {
+                combos.push((ta, tb, bias, ones, dact));
             }
         }
     }
+    for round in 0..2 {
+        for (c, &(ta, tb, bias, ones_row, dact)) in combos.iter().enumerate() {
+            // Shape and activation rotate, shifted by one in the second round so that no combination
+            // meets the same one twice; ones_row takes the next shape with m >= 2.
+            let i = round * (combos.len() + 1) + c;
+            let mut s = i % shapes.len();
+            while ones_row && shapes[s].0 < 2 {
+                s = (s + 1) % shapes.len();
+            }
+            let (m, n, k) = shapes[s];
+            let act = acts[i % acts.len()];
+            let (act, dact) = if dact { (Act::Identity, act) } else { (act, Act::Identity) };
+            seed += 3;
+            check(Matmul { m, n, k, trans_a: ta, trans_b: tb, bias, ones_row, act, dact, ..base }, seed);
+        }
+    }
+}
+
+#[test]
+fn tiled_kernel_awkward_sizes_every_flag() {
+    // Sizes around the 64×64 tile and the 16-deep k step (1, 3, 17, 63, 65, 130).
+    let shapes = [(65, 63, 17), (1, 130, 3), (130, 1, 65), (17, 3, 130), (63, 65, 1), (3, 17, 63)];
+    every_flag(Matmul { tiled: true, ..Default::default() }, &shapes, 7000);
+}
+
+#[test]
+fn tiled128_kernel_awkward_sizes_every_flag() {
+    // Sizes around the 128×128 tile and the 8-deep k step (1, 7, 9, 129, 130, 257), and multiples of 4
+    // (132, 260, 36, 68) where the vec4 loads run, up to a partial tile.
+    let shapes =
+        [(129, 130, 7), (1, 257, 9), (257, 1, 130), (130, 129, 1), (132, 260, 36), (7, 3, 257), (260, 132, 68)];
+    every_flag(Matmul { tile128: true, ..Default::default() }, &shapes, 8000);
 }
 
 #[test]
@@ -174,4 +212,27 @@ fn tiled_wins_over_vec4_and_naive_over_tiled() {
     assert!(label(tiled).contains("matmul_tiled["), "{}", label(tiled));
     let naive = Matmul { naive: true, ..tiled };
     assert!(label(naive).contains("matmul_naive["), "{}", label(naive));
+    let big = Matmul { tile128: true, ..tiled };
+    assert!(label(big).contains("matmul_tiled128["), "{}", label(big));
+    assert!(label(Matmul { naive: true, ..big }).contains("matmul_naive["));
+}
+
+#[test]
+fn tiled_uses_128_tiles_only_on_a_full_grid() {
+    let g = gpu();
+    // Only the launch's label is looked at (nothing runs).
+    let label = |mm: Matmul| {
+        let (ab, bb, cb) =
+            (g.storage_f32("a", mm.m * mm.k), g.storage_f32("b", (mm.k + 1) * mm.n), g.storage_f32("c", mm.m * mm.n));
+        mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label
+    };
+    // 11 × 12 = 132 workgroups of 128×128: the large tiles; one row fewer of them: the 64×64 ones.
+    let full = Matmul { m: 11 * 128, n: 12 * 128, k: 8, tiled: true, ..Default::default() };
+    assert_eq!(full.m.div_ceil(128) * full.n.div_ceil(128), vaegpu::kernels::matmul::TILE128_MIN_GROUPS);
+    assert!(label(full).contains("matmul_tiled128["), "{}", label(full));
+    let short = Matmul { m: 10 * 128, ..full };
+    assert!(label(short).contains("matmul_tiled["), "{}", label(short));
+    // The default model's products stay on the 64×64 configuration.
+    let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, tiled: true, ..Default::default() };
+    assert!(label(fwd).contains("matmul_tiled["), "{}", label(fwd));
 }

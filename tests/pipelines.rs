@@ -21,7 +21,7 @@ fn every_entry_point_and_variant_builds() {
             for (bias, ones) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
                 for act in 0..5 {
                     for dact in [0.0, act as f64] {
-                        for entry in ["matmul", "matmul_naive", "matmul_tiled"] {
+                        for entry in ["matmul", "matmul_naive", "matmul_tiled", "matmul_tiled128"] {
                             let c = [
                                 ("TRANS_A", ta),
                                 ("TRANS_B", tb),

@@ -12,8 +12,18 @@ struct Params {
     lda: u32,
     ldb: u32,
     slope: f32,
-    _pad: [u32; 2],
+    /// matmul_tiled128 only: bit 0 A may be read through its vec4 view (binding 5), bit 1 B (binding 6).
+    vec_ok: u32,
+    _pad: u32,
 }
+
+/// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
+/// ones: about one per SM of a large GPU (an H100 has 132). Below that the bigger tiles leave SMs idle,
+/// and the 64×64 configuration's four times as many workgroups win.
+pub const TILE128_MIN_GROUPS: usize = 132;
+
+/// Workgroup memory of matmul_tiled128: 2 buffers × (A + B) × 8 k-rows × 128 floats.
+const TILE128_SMEM: u32 = 2 * 2 * 8 * 128 * 4;
 
 /// What to compute; see the header of shaders/matmul.wgsl.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,7 +45,10 @@ pub struct Matmul {
     /// Never use the vec4 kernel even where the shape allows it (tests, benchmarks).
     pub scalar: bool,
     /// Use the workgroup-memory tiled kernel (discrete GPUs); any shape. `naive` wins if both are set.
+    /// Its 128×128 configuration is used where it gives at least [`TILE128_MIN_GROUPS`] workgroups.
     pub tiled: bool,
+    /// Use the tiled kernel's 128×128 configuration whatever the shape (implies `tiled`; tests).
+    pub tile128: bool,
     /// Use the register-blocked kernel (vec4 where the shape allows) even where the adapter's choice
     /// ([`Gpu::matmul`]) is the tiled one. With neither `tiled` nor `register` (nor `naive`/`scalar`)
     /// set, the adapter's choice decides.
@@ -76,17 +89,26 @@ impl Matmul {
             need(OP, z.is_some(), || "dact needs Z".into())?;
             need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
         }
-        let params = Params {
+        let mut params = Params {
             m: self.m as u32,
             n: self.n as u32,
             k: self.k as u32,
             lda: lda as u32,
             ldb: ldb as u32,
             slope: Act::LEAKY_SLOPE,
-            _pad: [0; 2],
+            vec_ok: 0,
+            _pad: 0,
         };
         let tiled = !self.naive
-            && (self.tiled || (!self.register && !self.scalar && gpu.matmul == crate::gpu::MatmulKernel::Tiled));
+            && (self.tiled
+                || self.tile128
+                || (!self.register && !self.scalar && gpu.matmul == crate::gpu::MatmulKernel::Tiled));
+        // 256 invocations and two double-buffered 8×128-float tiles (shaders/matmul.wgsl).
+        let (inv, smem) =
+            (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);
+        let fits128 = inv >= 256 && smem >= TILE128_SMEM;
+        let tile128 =
+            tiled && (self.tile128 || (fits128 && self.m.div_ceil(128) * self.n.div_ceil(128) >= TILE128_MIN_GROUPS));
         let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes; on GPUs 64.
@@ -107,6 +129,8 @@ impl Matmul {
         ];
         let (entry, groups) = if self.naive {
             ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
+        } else if tile128 {
+            ("matmul_tiled128", [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, 1])
         } else if tiled {
             ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, 1])
         } else if vec4 {
@@ -114,10 +138,15 @@ impl Matmul {
         } else {
             ("matmul", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         };
-        if tiled {
+        if tile128 {
+            need(OP, fits128, || {
+                format!(
+                    "matmul_tiled128 needs 256 invocations and {TILE128_SMEM} bytes of workgroup memory (limits: \
+                     {inv}, {smem})"
+                )
+            })?;
+        } else if tiled {
             // 16×16 invocations and two 16×68-float workgroup tiles (shaders/matmul.wgsl).
-            let (inv, smem) =
-                (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);
             need(OP, inv >= 256 && smem >= 2 * 16 * 68 * 4, || {
                 format!("matmul_tiled needs 256 invocations and 8704 bytes of workgroup memory (limits: {inv}, {smem})")
             })?;
@@ -136,6 +165,19 @@ impl Matmul {
         );
         // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
         let z = z.unwrap_or(a);
+        if tile128 {
+            // The vec4 views of A and B (bindings 5, 6) for the kernel's aligned loads: usable where the
+            // leading dimension and the view's start are multiples of 4 floats; a view needs 16 bytes,
+            // a smaller operand gets a placeholder (and its flag stays clear).
+            let ok = |v: &View, ld: usize| ld % 4 == 0 && v.offset % 16 == 0 && v.len >= 4;
+            let (a_ok, b_ok) = (ok(&a, lda), ok(&b, ldb));
+            params.vec_ok = u32::from(a_ok) | (u32::from(b_ok) << 1);
+            let placeholder = (!a_ok || !b_ok).then(|| gpu.storage_f32("matmul.placeholder", 4));
+            let a4 = if a_ok { a } else { View::whole(placeholder.as_ref().unwrap()) };
+            let b4 = if b_ok { b } else { View::whole(placeholder.as_ref().unwrap()) };
+            let bindings = [(1, a), (2, b), (3, c), (4, z), (5, a4), (6, b4)];
+            return gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups);
+        }
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
         gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups)
     }
