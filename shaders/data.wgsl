@@ -2,7 +2,8 @@
 // Dataset: n_items images of D pixels, u8, packed four to a u32 (little-endian), item-major (gather),
 //   or n_items items of D u32 words (gather_words).
 // State words (u32): 0 step (optimizer steps taken), 1 train batch within the epoch, 2 eval batch,
-//   3..4 Philox seed, 5 non-finite flag of the current step (written by reduce.wgsl).
+//   3..4 Philox seed, 5 non-finite flag of the current step (written by reduce.wgsl), 6 consecutive
+//   non-finite steps up to the last one (the host stops a run when it reaches its limit), 7 unused.
 // gather: x[r, d] = pixel(perm[state[batch_word]·B + r], d) / 255, r < B, d < D. Rows past n_items
 //   (a partial last batch) repeat the last item; reduce.wgsl leaves them out of the metrics.
 //   With binarize != 0: x = 1 if u < pixel/255 else 0, u from philox((r·D + d, state[0], 2, 0), seed).
@@ -12,7 +13,8 @@
 //   cursor as gather over a dataset of n_items items of D full u32 words each (code maps), item-major.
 //   Bindings: 0 uniform Params (binarize unused), 1 state (read), 2 data (read, [n_items, D] u32),
 //   3 perm (read), 6 words (read_write, [B, D] u32, =). Dispatch: as gather.
-// advance: state[0] += 1 unless the step was non-finite; state[1] += 1 (train cursor).
+// advance: a finite step: state[0] += 1 (step), state[6] = 0; a non-finite one (state[5] != 0): state[6] += 1
+//   and the step counter stays. Either way state[1] += 1 (train cursor).
 // advance_eval: state[2] += 1. Bindings: 5 state (read_write). Dispatch: grid = (1, 1, 1).
 
 //!include philox.wgsl
@@ -71,6 +73,9 @@ fn gather_words(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn advance() {
     if (state_w[5] == 0u) {
         state_w[0] += 1u;
+        state_w[6] = 0u;
+    } else {
+        state_w[6] += 1u;
     }
     state_w[1] += 1u;
 }

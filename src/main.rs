@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use vaegpu::gpu::{Gpu, GpuOptions};
@@ -354,9 +356,17 @@ struct TrainArgs {
     /// Use only the first N test images
     #[arg(long)]
     test_limit: Option<usize>,
-    /// Continue a run from its checkpoint folder (its config; --epochs may raise the total)
+    /// Continue a run from its checkpoint (<run>/checkpoint: the newest; or one of its folders) with its
+    /// config; --epochs may raise the total
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Checkpoint folders kept under <out>/checkpoint, the newest (default 3)
+    #[arg(long)]
+    keep_checkpoints: Option<usize>,
+    /// Stop with exit code 7 after this many consecutive steps with a non-finite gradient, each skipped
+    /// (default 100; 0 = never)
+    #[arg(long)]
+    max_nonfinite: Option<u32>,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -377,7 +387,8 @@ impl TrainArgs {
         set!(model => c.model, epochs => c.epochs, batch => c.batch, lr => c.lr, seed => c.seed, out => c.out,
              samples => c.vae.samples, image_channels => c.channels,
              steps_per_submit => c.steps_per_submit, max_grad_norm => c.max_grad_norm,
-             weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit);
+             weight_decay => c.weight_decay, train_limit => c.train_limit, test_limit => c.test_limit,
+             keep_checkpoints => c.keep_checkpoints, max_nonfinite => c.max_nonfinite);
         if let Some(d) = &self.data {
             c.data = Some(d.clone());
         }
@@ -679,9 +690,27 @@ fn info(gpu: &GpuArgs) -> Result<()> {
     Ok(())
 }
 
+/// SIGINT and SIGTERM set the returned flag to their number, and training stops after the submission in
+/// flight with a checkpoint (exit code 128 + the number); a second one ends the process at once (the
+/// checkpoints already written are complete).
+fn stop_on_signals() -> Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    let fail = |e: std::io::Error| Error::Output(format!("cannot install the signal handlers: {e}"));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so that it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, armed.clone()).map_err(fail)?;
+        signal_hook::flag::register_usize(sig, stop.clone(), sig as usize).map_err(fail)?;
+        signal_hook::flag::register(sig, armed.clone()).map_err(fail)?;
+    }
+    Ok(stop)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(args) => {
+            let stop = stop_on_signals()?;
             let cfg = args.config()?;
             let gpu = args.gpu.open()?;
             let data = cfg.load_data()?;
@@ -689,7 +718,8 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("note: Fashion-MNIST is not installed; training on the bundled subset ({} train / {} test images). For the full set: apt-get install dataset-fashion-mnist", data.train.len(), data.test.len());
             }
             let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let recs = vaegpu::train::run(&gpu, &cfg, &data, &TrainOptions { progress, resume: args.resume.clone() })?;
+            let opts = TrainOptions { progress, resume: args.resume.clone(), stop: Some(stop) };
+            let recs = vaegpu::train::run(&gpu, &cfg, &data, &opts)?;
             if let Some(last) = recs.last() {
                 println!(
                     "final test_loss {:.3} after {} epochs; outputs in {}",
@@ -701,6 +731,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Eval { checkpoint, data, json, k, ll_images, no_analysis, pictures, seed, gpu } => {
+            // A bad checkpoint is reported before the adapter is opened.
+            vaegpu::train::checkpoint::load_meta(&checkpoint)?;
             let gpu = gpu.open()?;
             let opts = vaegpu::eval::EvalOptions { k, ll_images, analyze: !no_analysis, pictures, seed };
             let r = vaegpu::eval::evaluate(&gpu, &checkpoint, data.as_deref(), &opts)?;
@@ -871,6 +903,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Interrupted { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)

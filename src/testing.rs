@@ -93,11 +93,25 @@ pub fn test_gpu() -> Gpu {
     Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
+/// The newest checkpoint folder of a run folder (the one `<run>/checkpoint/latest` names).
+pub fn latest_checkpoint(run: &std::path::Path) -> std::path::PathBuf {
+    crate::train::checkpoint::resolve(&run.join("checkpoint")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A file of a run folder; `checkpoint/X` is X in the newest checkpoint folder.
+pub fn run_file(run: &std::path::Path, file: &str) -> std::path::PathBuf {
+    match file.strip_prefix("checkpoint/") {
+        Some(f) => latest_checkpoint(run).join(f),
+        None => run.join(file),
+    }
+}
+
 /// Asserts that two run folders hold the same checkpoint, tensor by tensor (model and optimizer
-/// files; the safetensors header's metadata map has no fixed key order, so the bytes may differ).
+/// files of their newest checkpoints; the safetensors header's metadata map has no fixed key order, so
+/// the bytes may differ).
 pub fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path) {
     for f in ["checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"] {
-        let (fa, fb) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        let (fa, fb) = (std::fs::read(run_file(a, f)).unwrap(), std::fs::read(run_file(b, f)).unwrap());
         let (ta, tb) =
             (safetensors::SafeTensors::deserialize(&fa).unwrap(), safetensors::SafeTensors::deserialize(&fb).unwrap());
         let mut names = ta.names();

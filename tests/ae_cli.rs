@@ -97,7 +97,7 @@ fn sparse_denoising_ae_trains_evaluates_and_resumes_bit_for_bit() {
     assert!(a2 < a1 && a2 < 0.3, "mean activation {a1} -> {a2}");
 
     for file in ["recon.png", "denoise.png", "config.toml", "checkpoint/model.safetensors", "checkpoint/meta.json"] {
-        assert!(a.join(file).is_file(), "missing {file}");
+        assert!(vaegpu::testing::run_file(&a, file).is_file(), "missing {file}");
     }
     assert!(!a.join("samples.png").exists(), "an autoencoder has no prior to draw samples.png from");
     // denoise.png: groups of three rows (clean, corrupted, reconstructed) of 8 images of 28x28.
@@ -116,7 +116,7 @@ fn sparse_denoising_ae_trains_evaluates_and_resumes_bit_for_bit() {
     .into_iter()
     .map(|(n, s)| (n.to_string(), s))
     .collect();
-    assert_eq!(tensor_shapes(&a.join("checkpoint/model.safetensors")), want);
+    assert_eq!(tensor_shapes(&vaegpu::testing::run_file(&a, "checkpoint/model.safetensors")), want);
 
     // eval reads the clean inputs with the saved weights: the last epoch's test numbers again.
     let ck = a.join("checkpoint");
@@ -187,7 +187,7 @@ fn conv_ae_trains_with_mse_and_l1() {
     let l = &metrics(&out)[0];
     let (loss, rec, pen) = (f(l, "test_loss"), f(l, "test_rec"), f(l, "test_penalty"));
     assert!(rec > 0.0 && pen > 0.0 && (loss - (rec + pen)).abs() <= 1e-4 * loss, "{l}");
-    let shapes = tensor_shapes(&out.join("checkpoint/model.safetensors"));
+    let shapes = tensor_shapes(&vaegpu::testing::run_file(&out, "checkpoint/model.safetensors"));
     for (name, shape) in [
         ("enc.conv1.weight", vec![4, 1, 4, 4]),
         ("enc.code.weight", vec![8, 7 * 7 * 8]),

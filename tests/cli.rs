@@ -77,7 +77,7 @@ fn train_eval_sample_round_trip() {
         "checkpoint/optimizer.safetensors",
         "checkpoint/meta.json",
     ] {
-        assert!(out.join(f).is_file(), "missing {f}");
+        assert!(vaegpu::testing::run_file(&out, f).is_file(), "missing {f}");
     }
     let img = image::open(out.join("samples.png")).unwrap();
     assert!(img.width() > 28 * 4 && img.height() > 28 * 4);
@@ -186,7 +186,7 @@ fn bad_input_is_a_message_and_an_exit_code() {
         .status()
         .unwrap();
     assert!(st.success());
-    let model = ck.join("checkpoint/model.safetensors");
+    let model = vaegpu::testing::run_file(&ck, "checkpoint/model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
     fails_with(&["eval", "--checkpoint", ck.join("checkpoint").to_str().unwrap()], 5, "model.safetensors");
@@ -260,7 +260,7 @@ fn learned_prior_flags_train_and_evaluate() {
     assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
     let cfg = std::fs::read_to_string(gauss.join("config.toml")).unwrap();
     assert!(cfg.contains("variance = \"global\"") && cfg.contains("sigma = 0.5"), "{cfg}");
-    let st = std::fs::read(gauss.join("checkpoint/model.safetensors")).unwrap();
+    let st = std::fs::read(vaegpu::testing::run_file(&gauss, "checkpoint/model.safetensors")).unwrap();
     assert!(st.windows(10).any(|w| w == b"dec.logvar"), "dec.logvar is saved");
     let o = out.to_str().unwrap();
     fails_with(&["train", "--prior", "gan", "--out", o], 2, "unknown prior 'gan'");

@@ -61,13 +61,13 @@ fn conv_vae_trains_on_a_generated_rgb_folder() {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(losses[3] < 0.9 * losses[0], "the loss did not fall: {losses:?}");
     for f in ["samples.png", "recon.png", "config.toml", "checkpoint/model.safetensors", "checkpoint/meta.json"] {
-        assert!(out.join(f).is_file(), "missing {f}");
+        assert!(vaegpu::testing::run_file(&out, f).is_file(), "missing {f}");
     }
     let recon = image::open(out.join("recon.png")).unwrap();
     assert_eq!(recon.color(), image::ColorType::Rgb8, "RGB data gives RGB pictures");
 
     // The checkpoint names conv tensors as PyTorch does.
-    let st = std::fs::read(out.join("checkpoint/model.safetensors")).unwrap();
+    let st = std::fs::read(vaegpu::testing::run_file(&out, "checkpoint/model.safetensors")).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&st).unwrap();
     let w = tensors.tensor("enc.conv1.weight").unwrap();
     assert_eq!(w.shape(), &[8, 3, 4, 4]);

@@ -120,11 +120,11 @@ fn train_writes_metrics_pictures_and_checkpoint() {
     assert!((f(&lines[1], "test_mse_norm") - m2 / var).abs() <= 1e-9 * m2 / var, "test_mse_norm != test_mse / var");
 
     for file in ["recon.png", "usage.png", "config.toml", "checkpoint/meta.json", "checkpoint/model.safetensors"] {
-        assert!(out.join(file).is_file(), "missing {file}");
+        assert!(vaegpu::testing::run_file(out, file).is_file(), "missing {file}");
     }
     assert!(out.join("checkpoint").is_dir());
 
-    let bytes = std::fs::read(out.join("checkpoint/model.safetensors")).unwrap();
+    let bytes = std::fs::read(vaegpu::testing::run_file(out, "checkpoint/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     for (name, shape) in [
         ("vq.embed", &[64, 8][..]),
@@ -218,9 +218,9 @@ fn vq_vae_2_trains_with_two_levels() {
     let (m1, m) = (f(&lines[0], "test_mse"), f(&lines[1], "test_mse"));
     assert!(m < 0.8 * m1 && m < zero_output_mse(), "test MSE {m1} -> {m}");
     for file in ["recon.png", "usage.png", "usage_top.png", "checkpoint/model.safetensors"] {
-        assert!(out.join(file).is_file(), "missing {file}");
+        assert!(vaegpu::testing::run_file(&out, file).is_file(), "missing {file}");
     }
-    let bytes = std::fs::read(out.join("checkpoint/model.safetensors")).unwrap();
+    let bytes = std::fs::read(vaegpu::testing::run_file(&out, "checkpoint/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     for (name, shape) in [
         ("vq.bottom.embed", &[64, 8][..]),

@@ -48,7 +48,9 @@
 //! [`FolderOptions::skip_bad`] (the default) it is logged with a warning, listed in
 //! [`FolderData::skipped`], and left out; without, loading stops with that error (the first bad
 //! file in path order). A sub-folder that cannot be listed is handled the same way. Nothing
-//! here panics on any input: a panic inside a decoder is caught and becomes a `BadImage`.
+//! here panics on any input: a panic inside a decoder is caught and becomes a `BadImage`. A folder
+//! without image files that holds some of the four IDX files of [`super::load_dir`] is an IDX folder
+//! missing the others: [`DataError::MissingFile`] names the first one missing.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -159,6 +161,13 @@ pub fn load_folder(dir: &Path, opts: &FolderOptions) -> Result<FolderData, DataE
         return Err(DataError::TooManyClasses { dir: dir.to_path_buf(), count: classes.len() });
     }
     if files.is_empty() {
+        // A folder of IDX files that lacks one of the four is not an image folder: name the missing file.
+        let idx = [super::TRAIN_IMAGES, super::TRAIN_LABELS, super::TEST_IMAGES, super::TEST_LABELS];
+        if idx.iter().any(|name| super::find_file(dir, name).is_ok()) {
+            if let Some(Err(e)) = idx.iter().map(|name| super::find_file(dir, name)).find(Result::is_err) {
+                return Err(e);
+            }
+        }
         return Err(DataError::Empty {
             detail: format!("no image files ({}) in {}", IMAGE_EXTENSIONS.join(", "), dir.display()),
         });

@@ -9,9 +9,12 @@
 //! ```
 //!
 //! Images are `0x00000803` (count, rows, cols) and labels `0x00000801` (count). Gzip input is
-//! recognised by its magic bytes `1f 8b` and decompressed first. Every malformed input becomes a
-//! [`DataError`]; nothing here panics.
+//! recognised by its magic bytes `1f 8b` and decompressed as far as its header's sizes say. Every
+//! malformed input becomes a [`DataError`]; nothing here panics, and no buffer grows beyond the data
+//! that is actually there (a header declaring 2^32 images over a few bytes is refused without
+//! allocating).
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +22,8 @@ use std::path::{Path, PathBuf};
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// IDX magic of a u8 label file: type 0x08 (unsigned byte), 1 dimension.
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
-/// Largest decompressed size accepted from a gzip stream (guards against decompression bombs).
+/// Largest decompressed size accepted from a gzip stream (guards against decompression bombs; the
+/// output beyond an IDX header's declared size is only counted, never stored).
 pub const MAX_DECOMPRESSED: u64 = 1 << 31;
 
 /// Every way loading a data set can fail, as a value.
@@ -171,32 +175,18 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Decompresses `bytes` when they are gzip (all members), otherwise borrows them unchanged.
-pub fn maybe_decompress(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DataError> {
-    if !is_gzip(bytes) {
-        return Ok(std::borrow::Cow::Borrowed(bytes));
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(MAX_DECOMPRESSED + 1)
-        .read_to_end(&mut out)
-        .map_err(|error| DataError::Decompress { error })?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(DataError::TooLarge {
-            what: "file",
-            detail: format!("gzip stream decompresses to more than {MAX_DECOMPRESSED} bytes"),
-        });
-    }
-    Ok(std::borrow::Cow::Owned(out))
+/// What the header of an IDX u8 file declares.
+struct Header {
+    dims: Vec<usize>,
+    /// Bytes of the header (magic and sizes).
+    len: usize,
+    /// Bytes of data that must follow: the product of `dims`.
+    data_len: usize,
 }
 
-/// Parses the header of an IDX u8 file with `ndims` dimensions; returns the sizes and the data
-/// that follows, checked to be exactly `product(sizes)` bytes.
-fn parse_u8_idx<'a>(
-    bytes: &'a [u8],
-    what: &'static str,
-    expected_magic: u32,
-) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+/// Parses the header at the start of `bytes` (which may hold only a prefix of the file), checking
+/// the magic, the number of dimensions and that the declared size fits in a `usize`.
+fn parse_header(bytes: &[u8], what: &'static str, expected_magic: u32) -> Result<Header, DataError> {
     if bytes.is_empty() {
         return Err(DataError::EmptyInput { what });
     }
@@ -212,31 +202,88 @@ fn parse_u8_idx<'a>(
     if ndims != expected_dims {
         return Err(DataError::WrongDims { what, expected: expected_dims, found: ndims });
     }
-    let header = 4 + 4 * ndims as usize;
-    if bytes.len() < header {
-        return Err(DataError::Truncated { what: "header", expected: header, actual: bytes.len() });
+    let len = 4 + 4 * ndims as usize;
+    if bytes.len() < len {
+        return Err(DataError::Truncated { what: "header", expected: len, actual: bytes.len() });
     }
     let dims: Vec<usize> =
-        bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+        bytes[4..len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let data_len = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|d| d.checked_add(len).map(|_| d))
         .ok_or_else(|| DataError::TooLarge { what, detail: format!("dimensions {dims:?} overflow usize") })?;
-    let data = &bytes[header..];
-    let data_what = if what == "images" { "pixel data" } else { "label data" };
-    if data.len() < data_len {
-        return Err(DataError::Truncated { what: data_what, expected: data_len, actual: data.len() });
+    Ok(Header { dims, len, data_len })
+}
+
+/// Checks that `total` bytes (the header's `h.len` included) are exactly what `h` declares.
+fn check_length(h: &Header, what: &'static str, total: usize) -> Result<(), DataError> {
+    let data = total - h.len;
+    if data < h.data_len {
+        let data_what = if what == "images" { "pixel data" } else { "label data" };
+        return Err(DataError::Truncated { what: data_what, expected: h.data_len, actual: data });
     }
-    if data.len() > data_len {
-        return Err(DataError::TrailingGarbage { what, expected: header + data_len, actual: bytes.len() });
+    if data > h.data_len {
+        return Err(DataError::TrailingGarbage { what, expected: h.len + h.data_len, actual: total });
     }
-    Ok((dims, data))
+    Ok(())
+}
+
+/// Parses an IDX u8 file (raw or gzip) with the magic `expected_magic`; returns the sizes and the
+/// data that follows the header, checked to be exactly `product(sizes)` bytes.
+///
+/// Nothing is allocated beyond what the input holds: raw input is borrowed, and a gzip stream is
+/// decompressed header first, then only up to the size that header declares (refused above
+/// [`MAX_DECOMPRESSED`]); any further output is counted, not kept, to report trailing garbage.
+/// A decompression error anywhere in the stream takes precedence over what the header says.
+fn parse_u8_idx<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    expected_magic: u32,
+) -> Result<(Vec<usize>, Cow<'a, [u8]>), DataError> {
+    if !is_gzip(bytes) {
+        let h = parse_header(bytes, what, expected_magic)?;
+        check_length(&h, what, bytes.len())?;
+        return Ok((h.dims, Cow::Borrowed(&bytes[h.len..])));
+    }
+    let decompress = |error| DataError::Decompress { error };
+    let mut dec = flate2::read::MultiGzDecoder::new(bytes);
+    // The rest of the stream, decompressed and counted but not kept.
+    let count_rest = |dec: &mut flate2::read::MultiGzDecoder<&[u8]>| {
+        std::io::copy(&mut dec.take(MAX_DECOMPRESSED), &mut std::io::sink()).map_err(decompress)
+    };
+    let header_len = 4 + 4 * (expected_magic & 0xff) as u64;
+    let mut out = Vec::new();
+    (&mut dec).take(header_len).read_to_end(&mut out).map_err(decompress)?;
+    let h = match parse_header(&out, what, expected_magic) {
+        Ok(h) => h,
+        Err(e) => {
+            count_rest(&mut dec)?;
+            return Err(e);
+        }
+    };
+    let total = h.len as u64 + h.data_len as u64;
+    if total > MAX_DECOMPRESSED {
+        return Err(DataError::TooLarge {
+            what,
+            detail: format!(
+                "the header declares {total} bytes ({:?}), more than the {MAX_DECOMPRESSED} accepted from a gzip stream",
+                h.dims
+            ),
+        });
+    }
+    // `out` grows with the output actually produced, never to more than the declared size.
+    (&mut dec).take(total - out.len() as u64).read_to_end(&mut out).map_err(decompress)?;
+    let extra = count_rest(&mut dec)?;
+    let actual = usize::try_from(extra).ok().and_then(|e| out.len().checked_add(e)).unwrap_or(usize::MAX);
+    check_length(&h, what, actual)?;
+    out.drain(..h.len);
+    Ok((h.dims, Cow::Owned(out)))
 }
 
 /// Parses an IDX u8 image file (magic `0x00000803`), raw or gzip.
 pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
-    let bytes = maybe_decompress(bytes)?;
-    let (dims, data) = parse_u8_idx(&bytes, "images", IMAGES_MAGIC)?;
+    let (dims, data) = parse_u8_idx(bytes, "images", IMAGES_MAGIC)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if n == 0 {
         return Err(DataError::Empty { detail: format!("the images file holds 0 images of {rows}x{cols}") });
@@ -244,17 +291,16 @@ pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
     if rows == 0 || cols == 0 {
         return Err(DataError::Empty { detail: format!("the images file holds {n} images of size {rows}x{cols}") });
     }
-    Ok(Images { n, rows, cols, channels: 1, pixels: data.to_vec() })
+    Ok(Images { n, rows, cols, channels: 1, pixels: data.into_owned() })
 }
 
 /// Parses an IDX u8 label file (magic `0x00000801`), raw or gzip.
 pub fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
-    let bytes = maybe_decompress(bytes)?;
-    let (_, data) = parse_u8_idx(&bytes, "labels", LABELS_MAGIC)?;
+    let (_, data) = parse_u8_idx(bytes, "labels", LABELS_MAGIC)?;
     if data.is_empty() {
         return Err(DataError::Empty { detail: "the labels file holds 0 labels".to_string() });
     }
-    Ok(data.to_vec())
+    Ok(data.into_owned())
 }
 
 /// Reads a whole file, telling "not found" apart from other failures.

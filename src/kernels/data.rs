@@ -11,6 +11,8 @@ pub const W_EVAL_BATCH: u32 = 2;
 pub const W_SEED_LO: usize = 3;
 pub const W_SEED_HI: usize = 4;
 pub const W_NONFINITE: usize = 5;
+/// Consecutive non-finite steps up to the last one (reset by a finite step; see `advance`).
+pub const W_NONFINITE_RUN: usize = 6;
 pub const STATE_WORDS: usize = 8;
 
 #[repr(C)]
@@ -99,7 +101,8 @@ impl GatherWords {
     }
 }
 
-/// state[step] += 1 (unless non-finite), state[train batch] += 1.
+/// state[step] += 1 and state[non-finite run] = 0 after a finite step, state[non-finite run] += 1 after
+/// a non-finite one; state[train batch] += 1.
 pub fn advance(gpu: &Gpu, state: View) -> Result<Launch> {
     gpu.launch::<u32>("advance".into(), "data", "advance", &[], None, &[(5, state)], [1, 1, 1])
 }

@@ -49,6 +49,11 @@ pub struct TrainConfig {
     /// Use only the first N training / test images (0 = all).
     pub train_limit: usize,
     pub test_limit: usize,
+    /// Checkpoint folders kept under `<out>/checkpoint` (the newest; at least 1).
+    pub keep_checkpoints: usize,
+    /// Stop the run (exit code 7) after this many consecutive steps with a non-finite gradient, each
+    /// skipped (0 = never stop).
+    pub max_nonfinite: u32,
     pub vae: VaeConfig,
     /// The VQ models (model = "vq-vae" or "vq-vae-2").
     pub vq: VqConfig,
@@ -80,6 +85,8 @@ impl Default for TrainConfig {
             binarize: false,
             train_limit: 0,
             test_limit: 0,
+            keep_checkpoints: 3,
+            max_nonfinite: 100,
             vae: VaeConfig::default(),
             vq: VqConfig::default(),
             ae: AeConfig::default(),
@@ -94,8 +101,13 @@ impl TrainConfig {
     }
 
     pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        // An unreadable config file is a usage error (exit code 2), like a bad one.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            e => e,
+        })
     }
 
     #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must be rejected
@@ -125,11 +137,39 @@ impl TrainConfig {
         if self.steps_per_submit == 0 || self.log_every == 0 {
             return bad("steps_per_submit and log_every must be >= 1".into());
         }
+        if self.keep_checkpoints == 0 {
+            return bad("keep_checkpoints must be >= 1".into());
+        }
         if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
             return bad("adam betas must be in [0, 1)".into());
         }
-        if !(self.adam_eps > 0.0) || !(self.weight_decay >= 0.0) || !(self.max_grad_norm >= 0.0) {
-            return bad("adam_eps must be > 0; weight_decay and max_grad_norm >= 0".into());
+        if !(self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
+            return bad(format!("adam_eps must be a finite number > 0, got {}", self.adam_eps));
+        }
+        for (key, v) in [("weight_decay", self.weight_decay), ("max_grad_norm", self.max_grad_norm)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(format!("{key} must be a finite number >= 0, got {v}"));
+            }
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be >= 1, got 0".into());
+        }
+        // The image-folder options, checked whatever the data so a bad value never waits for a folder.
+        let max_side = crate::data::folder::MAX_SIDE;
+        if self.image_size.iter().any(|s| !(1..=max_side).contains(s)) {
+            return bad(format!(
+                "image_size must be [height, width], each in 1..={max_side}, got {:?}",
+                self.image_size
+            ));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return bad(format!("channels must be 1 (grayscale) or 3 (RGB), got {}", self.channels));
+        }
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return bad(format!("test_fraction must be in (0, 1), got {}", self.test_fraction));
+        }
+        if self.is_vq() && !self.vq.eps.is_finite() {
+            return bad(format!("vq: eps must be a finite number > 0, got {}", self.vq.eps));
         }
         if self.is_vq() {
             if self.binarize {

@@ -7,6 +7,8 @@ pub mod prior;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -15,8 +17,9 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Program};
 use crate::kernels::ae::{Noise, RecLoss, Sparsity};
-use crate::kernels::data::{W_EVAL_BATCH, W_STEP, W_TRAIN_BATCH};
+use crate::kernels::data::{STATE_WORDS, W_EVAL_BATCH, W_NONFINITE_RUN, W_SEED_HI, W_SEED_LO, W_STEP, W_TRAIN_BATCH};
 use crate::kernels::elbo::Likelihood;
+use crate::kernels::reduce::METRICS_WORDS;
 use crate::kernels::vq::VQM_LEVEL_WORDS;
 use crate::models::ae::Ae;
 use crate::models::core::{Core, Metrics, SlotMetrics};
@@ -188,8 +191,114 @@ pub struct Session {
     pub image_shape: (usize, usize, usize),
     /// Pixel variance of the training images (values in [0, 1]; VQ models, which scale the MSE by it).
     pub variance: f64,
+    /// Optimizer steps taken (the GPU's step word as of the last epoch end, checkpoint or restore).
     pub step: u32,
+    /// Epochs completed.
     pub epoch: usize,
+    /// Batches of epoch `epoch + 1` trained so far (0 at an epoch boundary).
+    pub batch: usize,
+    /// Training seconds of the epoch in progress spent before a restore (a mid-epoch checkpoint's).
+    epoch_seconds: f64,
+}
+
+/// What may end [`Session::train_epoch_with`] early.
+#[derive(Clone, Copy, Default)]
+pub struct Control<'a> {
+    /// Stop after this many consecutive steps with a non-finite gradient (0 = never).
+    pub max_nonfinite: u32,
+    /// A signal number set asynchronously (0 = none): stop after the submission in flight.
+    pub stop: Option<&'a AtomicUsize>,
+}
+
+/// How [`Session::train_epoch_with`] ended.
+pub enum EpochEnd {
+    /// The epoch's last batch is done: its training metrics and seconds.
+    Done(Metrics, f64),
+    /// Stopped by the signal, `batch` batches into the epoch (the session can save a checkpoint there).
+    Stopped(i32),
+    /// [`Control::max_nonfinite`] consecutive non-finite steps: the GPU state words at the stop.
+    NonFinite(Vec<u32>),
+}
+
+/// Reads the GPU state words back after each submission without stalling the queue: a copy into one of a
+/// few mappable buffers, mapped asynchronously, looked at once the GPU has got there (at the latest when
+/// the buffer comes round again, `DEPTH` submissions later, which bounds how far the host runs ahead).
+struct StateWatch {
+    slots: Vec<(wgpu::Buffer, Option<(wgpu::SubmissionIndex, Arc<AtomicU8>)>)>,
+    next: usize,
+}
+
+impl StateWatch {
+    const DEPTH: usize = 3;
+    const BYTES: u64 = (STATE_WORDS * 4) as u64;
+
+    fn new(gpu: &Gpu) -> StateWatch {
+        let buf = |i: usize| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&format!("state watch {i}")),
+                size: Self::BYTES,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        StateWatch { slots: (0..Self::DEPTH).map(|i| (buf(i), None)).collect(), next: 0 }
+    }
+
+    /// Queues a copy of `state` as it will be after everything submitted so far; returns the words of an
+    /// earlier copy it had to wait for.
+    fn push(&mut self, gpu: &Gpu, state: &wgpu::Buffer) -> Result<Option<Vec<u32>>> {
+        let i = self.next;
+        self.next = (i + 1) % Self::DEPTH;
+        let seen = self.take(gpu, i, true)?;
+        let (buf, pending) = &mut self.slots[i];
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("state watch") });
+        enc.copy_buffer_to_buffer(state, 0, buf, 0, Self::BYTES);
+        let index = gpu.queue.submit([enc.finish()]);
+        let done = Arc::new(AtomicU8::new(0));
+        let d = done.clone();
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |r| d.store(if r.is_ok() { 1 } else { 2 }, Ordering::SeqCst));
+        *pending = Some((index, done));
+        Ok(seen)
+    }
+
+    /// The words of every copy the GPU has made (`wait`: after waiting for all of them).
+    fn ready(&mut self, gpu: &Gpu, wait: bool) -> Result<Vec<Vec<u32>>> {
+        let mut out = Vec::new();
+        for k in 0..Self::DEPTH {
+            let i = (self.next + k) % Self::DEPTH;
+            if !wait {
+                let _ = gpu.device.poll(wgpu::PollType::Poll);
+            }
+            out.extend(self.take(gpu, i, wait)?);
+        }
+        Ok(out)
+    }
+
+    fn take(&mut self, gpu: &Gpu, i: usize, wait: bool) -> Result<Option<Vec<u32>>> {
+        let (buf, pending) = &mut self.slots[i];
+        let Some((index, done)) = pending.as_ref() else { return Ok(None) };
+        if wait && done.load(Ordering::SeqCst) == 0 {
+            let poll = wgpu::PollType::Wait { submission_index: Some(index.clone()), timeout: None };
+            gpu.device.poll(poll).map_err(|e| crate::gpu::GpuError::DeviceLost {
+                adapter: gpu.summary.name.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let readback = |message: String| crate::gpu::GpuError::Readback { label: "state".into(), message };
+        match done.load(Ordering::SeqCst) {
+            0 if !wait => return Ok(None),
+            0 => return Err(readback("the state copy never completed".into()).into()),
+            1 => {}
+            _ => return Err(readback("mapping failed".into()).into()),
+        }
+        *pending = None;
+        let words = {
+            let view = buf.slice(..).get_mapped_range().map_err(|e| readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        buf.unmap();
+        Ok(Some(words))
+    }
 }
 
 /// Variance of the pixel values (/255) of a split.
@@ -282,6 +391,8 @@ impl Session {
             variance,
             step: 0,
             epoch: 0,
+            batch: 0,
+            epoch_seconds: 0.0,
         })
     }
 
@@ -293,38 +404,83 @@ impl Session {
         self.train_data.as_ref().map_or(0, |d| d.n / self.cfg.batch)
     }
 
-    /// Trains one epoch; `on_progress(steps_done, running_loss)` is called at each metrics read-back.
-    pub fn train_epoch(&mut self, gpu: &Gpu, mut on_progress: impl FnMut(usize, f64)) -> Result<(Metrics, f64)> {
+    /// Trains one epoch (the rest of it after a mid-epoch restore); `on_progress(steps_done,
+    /// running_loss)` is called at each metrics read-back.
+    pub fn train_epoch(&mut self, gpu: &Gpu, on_progress: impl FnMut(usize, f64)) -> Result<(Metrics, f64)> {
+        match self.train_epoch_with(gpu, &Control::default(), on_progress)? {
+            EpochEnd::Done(m, secs) => Ok((m, secs)),
+            EpochEnd::Stopped(_) | EpochEnd::NonFinite(_) => unreachable!("nothing stops an epoch without control"),
+        }
+    }
+
+    /// As [`Session::train_epoch`], stopping early as `ctl` says. The signal is looked at after each
+    /// submission (not after the epoch's last: that epoch is finished); the consecutive non-finite count
+    /// (a GPU state word) after each submission as the GPU gets there, and at each metrics read-back.
+    pub fn train_epoch_with(
+        &mut self,
+        gpu: &Gpu,
+        ctl: &Control,
+        mut on_progress: impl FnMut(usize, f64),
+    ) -> Result<EpochEnd> {
         let (Some(data), Some(prog)) = (&self.train_data, &self.train_step) else {
             return Err(Error::Config("session was built without training data".into()));
         };
-        self.epoch += 1;
         let t0 = Instant::now();
-        data.set_order(gpu, &epoch_order(data.n, self.cfg.seed, self.epoch));
-        let core = self.model.core();
-        core.set_cursor(gpu, W_TRAIN_BATCH, 0);
-        core.reset_metrics(gpu);
-        if let Model::Vq(v) = &self.model {
-            v.reset_vq_metrics(gpu);
-        }
         let steps = self.steps_per_epoch();
-        let mut done = 0;
-        let mut next_log = self.cfg.log_every;
+        data.set_order(gpu, &epoch_order(data.n, self.cfg.seed, self.epoch + 1));
+        let core = self.model.core();
+        if self.batch == 0 {
+            core.set_cursor(gpu, W_TRAIN_BATCH, 0);
+            core.reset_metrics(gpu);
+            if let Model::Vq(v) = &self.model {
+                v.reset_vq_metrics(gpu);
+            }
+            self.epoch_seconds = 0.0;
+        }
+        // else: the cursor, the epoch's running sums and seconds are the restored checkpoint's.
+        let too_many = |w: &[u32]| ctl.max_nonfinite > 0 && w[W_NONFINITE_RUN] >= ctl.max_nonfinite;
+        let mut watch = StateWatch::new(gpu);
+        let mut done = self.batch;
+        let mut next_log = done + self.cfg.log_every;
         while done < steps {
             let n = self.cfg.steps_per_submit.min(steps - done);
             gpu.submit(prog, n);
             done += n;
+            self.batch = done;
+            let mut seen: Vec<Vec<u32>> = watch.push(gpu, &core.state)?.into_iter().collect();
             if done >= next_log || done == steps {
                 next_log = done + self.cfg.log_every;
                 let m = core.read_metrics(gpu)?;
                 on_progress(done, m.train.mean_loss());
+                seen.extend(watch.ready(gpu, true)?);
             } else {
                 gpu.check()?;
+                seen.extend(watch.ready(gpu, false)?);
+            }
+            if seen.iter().any(|w| too_many(w)) {
+                gpu.sync()?;
+                return Ok(EpochEnd::NonFinite(core.read_state(gpu)?));
+            }
+            if let Some(sig) = ctl.stop.map(|s| s.load(Ordering::SeqCst)).filter(|&s| s != 0) {
+                if done < steps {
+                    let st = core.read_state(gpu)?;
+                    self.step = st[W_STEP as usize];
+                    self.epoch_seconds += t0.elapsed().as_secs_f64();
+                    return Ok(EpochEnd::Stopped(sig as i32));
+                }
             }
         }
         let m = core.read_metrics(gpu)?;
-        self.step += steps as u32;
-        Ok((m, t0.elapsed().as_secs_f64()))
+        let st = core.read_state(gpu)?;
+        if watch.ready(gpu, true)?.iter().chain([&st]).any(|w| too_many(w)) {
+            return Ok(EpochEnd::NonFinite(st));
+        }
+        self.step = st[W_STEP as usize];
+        self.epoch += 1;
+        self.batch = 0;
+        let secs = self.epoch_seconds + t0.elapsed().as_secs_f64();
+        self.epoch_seconds = 0.0;
+        Ok(EpochEnd::Done(m, secs))
     }
 
     /// Evaluates the test split: the eval slot's sums (mean loss, rec, kl per image).
@@ -586,43 +742,107 @@ impl Session {
         Ok(Some(Denoised { clean, corrupted: noisy, recons: self.to_images(&out, n), n }))
     }
 
+    /// Everything needed to continue exactly: weights (with a VQ model's EMA codebook state), Adam's
+    /// moments, the GPU state words (step, cursors, Philox key, non-finite count), the epoch's running
+    /// sums, and where in the data order the run is (epoch, batch).
     pub fn checkpoint(&self, gpu: &Gpu) -> Result<checkpoint::Checkpoint> {
         let c = self.core();
+        let state = c.read_state(gpu)?;
+        let mut buffers = vec![("metrics".to_string(), gpu.read(&c.metrics, 0, METRICS_WORDS)?)];
+        if let Model::Vq(v) = &self.model {
+            buffers.push(("vq.metrics".into(), gpu.read_f32(&v.vqm)?));
+            buffers.push(("vq.usage".into(), gpu.read_f32(&v.usage)?));
+        }
         Ok(checkpoint::Checkpoint {
             meta: checkpoint::Meta {
                 format_version: checkpoint::FORMAT_VERSION,
                 crate_version: env!("CARGO_PKG_VERSION").into(),
                 model: self.cfg.model.clone(),
-                step: self.step,
+                step: state[W_STEP as usize],
                 epoch: self.epoch,
+                batch: self.batch,
+                steps_per_epoch: self.steps_per_epoch(),
                 seed: self.cfg.seed,
                 adapter: gpu.summary.to_string(),
                 param_count: c.layout.count(),
+                gpu_state: state,
+                epoch_seconds: self.epoch_seconds,
                 config: self.cfg.clone(),
             },
             params: gpu.read(&c.params, 0, c.layout.total)?,
             adam_m: gpu.read(&c.adam_m, 0, c.layout.total)?,
             adam_v: gpu.read(&c.adam_v, 0, c.layout.total)?,
+            buffers,
+            path: PathBuf::new(),
         })
     }
 
-    pub fn save_checkpoint(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
+    /// Saves a checkpoint as a new folder under the checkpoint root `root`, keeping the newest
+    /// `cfg.keep_checkpoints`; returns the folder.
+    pub fn save_checkpoint(&self, gpu: &Gpu, root: &Path) -> Result<PathBuf> {
         let ck = self.checkpoint(gpu)?;
-        checkpoint::save(dir, &self.model.named_tensors(), &ck)
+        checkpoint::save(root, &self.model.named_tensors(), &ck, self.cfg.keep_checkpoints)
     }
 
-    /// Loads weights (and optimizer state, step, epoch) from a checkpoint folder.
-    pub fn restore(&mut self, gpu: &Gpu, dir: &Path) -> Result<()> {
+    /// Loads everything a checkpoint holds (the folder `dir` stands for: see [`checkpoint::resolve`]);
+    /// returns that folder.
+    pub fn restore(&mut self, gpu: &Gpu, dir: &Path) -> Result<PathBuf> {
         let c = self.model.core();
         let ck = checkpoint::load(dir, &self.model.named_tensors(), c.layout.total)?;
+        let err = |m: String| Error::Checkpoint { path: ck.path.clone(), message: m };
+        let m = &ck.meta;
+        let spe = self.steps_per_epoch();
+        if m.batch > 0 && self.train_data.is_some() && (m.steps_per_epoch != spe || m.batch >= spe) {
+            return Err(err(format!(
+                "was taken {} batches into an epoch of {} batches; this configuration has {spe} batches per \
+                 epoch (batch size or train_limit changed?)",
+                m.batch, m.steps_per_epoch
+            )));
+        }
+        let mut sizes = vec![("metrics", METRICS_WORDS)];
+        if let Model::Vq(v) = &self.model {
+            sizes.push(("vq.metrics", (v.vqm.size() / 4) as usize));
+            sizes.push(("vq.usage", (v.usage.size() / 4) as usize));
+        }
+        for (name, vals) in &ck.buffers {
+            match sizes.iter().find(|(n, _)| n == name) {
+                Some((_, len)) if vals.len() == *len => {}
+                Some((_, len)) => {
+                    return Err(err(format!(
+                        "state buffer '{name}' has {} values, the model needs {len}: a checkpoint of another model?",
+                        vals.len()
+                    )))
+                }
+                None => return Err(err(format!("state buffer '{name}' is not one this model has"))),
+            }
+        }
         gpu.write(&c.params, 0, &ck.params);
         gpu.write(&c.adam_m, 0, &ck.adam_m);
         gpu.write(&c.adam_v, 0, &ck.adam_v);
-        self.step = ck.meta.step;
-        self.epoch = ck.meta.epoch;
-        c.set_state(gpu, self.cfg.seed, self.step);
+        self.step = m.step;
+        self.epoch = m.epoch;
+        self.batch = m.batch;
+        self.epoch_seconds = m.epoch_seconds;
+        if m.gpu_state.len() == STATE_WORDS {
+            let mut st = m.gpu_state.clone();
+            st[W_STEP as usize] = m.step;
+            st[W_TRAIN_BATCH as usize] = m.batch as u32;
+            st[W_SEED_LO] = self.cfg.seed as u32;
+            st[W_SEED_HI] = (self.cfg.seed >> 32) as u32;
+            gpu.write(&c.state, 0, &st);
+        } else {
+            c.set_state(gpu, self.cfg.seed, self.step);
+        }
+        for (name, vals) in &ck.buffers {
+            match (name.as_str(), &self.model) {
+                ("metrics", _) => gpu.write(&c.metrics, 0, vals),
+                ("vq.metrics", Model::Vq(v)) => gpu.write(&v.vqm, 0, vals),
+                ("vq.usage", Model::Vq(v)) => gpu.write(&v.usage, 0, vals),
+                _ => {}
+            }
+        }
         gpu.sync()?;
-        Ok(())
+        Ok(ck.path)
     }
 
     /// The VQ part of an epoch record from the train-epoch words and the evaluation just run.
@@ -692,11 +912,53 @@ fn metrics_file(out: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(path, e))
 }
 
+/// Drops the lines of metrics.jsonl past epoch `epoch` (written after the checkpoint a run resumes
+/// from, by a run killed before its next checkpoint, or by a later history), and a torn last line.
+fn truncate_metrics(path: &Path, epoch: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let keep: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64())
+                .is_some_and(|e| e as usize <= epoch)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if keep != text {
+        checkpoint::write_atomic(path, keep.as_bytes())?;
+    }
+    Ok(())
+}
+
 pub struct TrainOptions {
     pub progress: bool,
-    /// Continue from this checkpoint (weights, Adam moments, step and epoch) up to `cfg.epochs`,
-    /// appending to metrics.jsonl.
+    /// Continue from this checkpoint (weights, Adam moments, state, step, epoch and batch) up to
+    /// `cfg.epochs`, appending to metrics.jsonl.
     pub resume: Option<PathBuf>,
+    /// Set asynchronously to a signal's number (SIGINT 2, SIGTERM 15): the run stops after the
+    /// submission in flight (after the evaluation and checkpoint when that was an epoch's last), writes a
+    /// checkpoint and returns [`Error::Interrupted`].
+    pub stop: Option<Arc<AtomicUsize>>,
+}
+
+/// The non-finite stop's error.
+fn nonfinite_error(s: &Session, st: &[u32], last_good: Option<&Path>) -> Error {
+    let run = st[W_NONFINITE_RUN] as usize;
+    let batch = st[W_TRAIN_BATCH as usize] as usize;
+    let spe = s.steps_per_epoch().max(1);
+    // The global index (from 1) of the first skipped batch of the streak.
+    let first = (s.epoch * spe + batch + 1).saturating_sub(run);
+    let (fe, fb) = ((first - 1) / spe + 1, (first - 1) % spe + 1);
+    Error::NonFinite(format!(
+        "{run} consecutive steps had a non-finite gradient and were skipped (max_nonfinite {}): from epoch {fe} \
+         batch {fb} to epoch {} batch {batch}, the optimizer held at step {}; last good checkpoint: {}",
+        s.cfg.max_nonfinite,
+        s.epoch + 1,
+        st[W_STEP as usize],
+        last_good.map_or("none (no checkpoint was written before)".into(), |p| p.display().to_string())
+    ))
 }
 
 /// `vaegpu train`: the whole run. Returns the per-epoch records.
@@ -705,9 +967,19 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut session = Session::new(gpu, cfg, data, true)?;
     let mpath = out.join("metrics.jsonl");
+    let root = checkpoint::default_dir(&out);
+    let mut last_good: Option<PathBuf> = None;
     if let Some(dir) = &opts.resume {
-        session.restore(gpu, dir)?;
-        tracing::info!("resuming from {} at epoch {}, step {}", dir.display(), session.epoch, session.step);
+        let from = session.restore(gpu, dir)?;
+        tracing::info!(
+            "resuming from {} at epoch {}, batch {}, step {}",
+            from.display(),
+            session.epoch,
+            session.batch,
+            session.step
+        );
+        truncate_metrics(&mpath, session.epoch)?;
+        last_good = Some(from);
     } else if mpath.exists() {
         // A fresh run starts a fresh metrics file.
         std::fs::remove_file(&mpath).map_err(|e| Error::io(&mpath, e))?;
@@ -724,6 +996,9 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         session.core().layout.count(),
         session.steps_per_epoch()
     );
+    let stop = opts.stop.as_deref();
+    let signalled = || stop.map(|s| s.load(Ordering::SeqCst)).filter(|&s| s != 0).map(|s| s as i32);
+    let ctl = Control { max_nonfinite: session.cfg.max_nonfinite, stop };
     let mut records = Vec::new();
     let steps = session.steps_per_epoch() as u64;
     while session.epoch < session.cfg.epochs {
@@ -741,11 +1016,20 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let (m, secs) = session.train_epoch(gpu, |done, loss| {
+        bar.set_position(session.batch as u64);
+        let end = session.train_epoch_with(gpu, &ctl, |done, loss| {
             bar.set_position(done as u64);
             bar.set_message(format!("loss {loss:.2}"));
         })?;
         bar.finish_and_clear();
+        let (m, secs) = match end {
+            EpochEnd::Done(m, secs) => (m, secs),
+            EpochEnd::Stopped(signal) => {
+                let checkpoint = session.save_checkpoint(gpu, &root)?;
+                return Err(Error::Interrupted { signal, checkpoint, root });
+            }
+            EpochEnd::NonFinite(st) => return Err(nonfinite_error(&session, &st, last_good.as_deref())),
+        };
         if m.nonfinite_steps > 0 {
             tracing::warn!("{} steps had a non-finite gradient and were skipped", m.nonfinite_steps);
         }
@@ -786,12 +1070,21 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         };
         if !rec.train_loss.is_finite() || !rec.test_loss.is_finite() {
             return Err(Error::NonFinite(format!(
-                "epoch {} gave train loss {} and test loss {}",
-                rec.epoch, rec.train_loss, rec.test_loss
+                "epoch {} gave train loss {} and test loss {} (step {}, {} steps skipped as non-finite); last good \
+                 checkpoint: {}",
+                rec.epoch,
+                rec.train_loss,
+                rec.test_loss,
+                rec.step,
+                rec.nonfinite_steps,
+                last_good.as_deref().map_or("none".into(), |p| p.display().to_string())
             )));
         }
         let line = serde_json::to_string(&rec).map_err(|e| Error::Output(e.to_string()))?;
-        writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| Error::io(&mpath, e))?;
+        writeln!(file, "{line}")
+            .and_then(|_| file.flush())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| Error::io(&mpath, e))?;
         match &rec.vq {
             None if rec.ae.is_some() => println!(
                 "epoch {:>3}  train {:.4}  test {:.4} (rec {:.4}, penalty {:.4}{})  {:.1}s",
@@ -825,9 +1118,22 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
                 );
             }
         }
-        session.save_checkpoint(gpu, &checkpoint::default_dir(&out))?;
+        // The metrics line first: a run killed before the checkpoint is complete resumes from the one
+        // before, and drops this line then (truncate_metrics).
+        let saved = session.save_checkpoint(gpu, &root)?;
+        last_good = Some(saved.clone());
         records.push(rec);
+        if let Some(signal) = signalled() {
+            return Err(Error::Interrupted { signal, checkpoint: saved, root });
+        }
     }
     session.write_pictures(gpu, &out)?;
+    if let Some(signal) = signalled() {
+        let checkpoint = match last_good {
+            Some(p) => p,
+            None => session.save_checkpoint(gpu, &root)?,
+        };
+        return Err(Error::Interrupted { signal, checkpoint, root });
+    }
     Ok(records)
 }
