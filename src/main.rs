@@ -893,12 +893,15 @@ fn bench_steps(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VAEGPU_LOG")
-                .unwrap_or_else(|_| "vaegpu=warn,wgpu=error".into()),
-        )
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::prelude::*;
+    // VAEGPU_LOG: `info`, or per target, `vaegpu=debug,wgpu=warn`.
+    let targets = std::env::var("VAEGPU_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| "vaegpu=warn,wgpu=error".parse().expect("a valid default filter"));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
         .init();
     let cli = Cli::parse();
     match run(cli) {

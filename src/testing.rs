@@ -127,14 +127,14 @@ pub fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path) {
     }
 }
 
-/// The lines of a run's metrics.jsonl without the timing fields (`*seconds`).
+/// The lines of a run's metrics.jsonl without the timing and memory fields (`*seconds`, `*bytes`).
 pub fn metrics_without_timings(dir: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds"));
+            v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds") && !k.ends_with("bytes"));
             v
         })
         .collect()

@@ -29,6 +29,8 @@ pub enum GpuError {
     Shape { op: &'static str, message: String },
     #[error("unknown backend '{0}' (expected vulkan, metal, dx12 or gl)")]
     Backend(String),
+    #[error("backend '{0}' is not in this build ({1})")]
+    BackendNotBuilt(String, &'static str),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;
@@ -121,9 +123,14 @@ impl std::fmt::Display for AdapterSummary {
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     match name.to_ascii_lowercase().as_str() {
         "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
-        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
-        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
-        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        "metal" | "mtl" if cfg!(target_vendor = "apple") => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" if cfg!(windows) => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" if cfg!(feature = "gl") => Ok(wgpu::Backends::GL),
+        b @ ("metal" | "mtl") => Err(GpuError::BackendNotBuilt(b.into(), "Metal exists on Apple systems only")),
+        b @ ("dx12" | "d3d12") => Err(GpuError::BackendNotBuilt(b.into(), "DX12 exists on Windows only")),
+        b @ ("gl" | "gles" | "opengl") => {
+            Err(GpuError::BackendNotBuilt(b.into(), "OpenGL is opt-in: build with `--features gl`"))
+        }
         other => Err(GpuError::Backend(other.to_string())),
     }
 }
@@ -224,6 +231,12 @@ impl Gpu {
     /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
     /// for buffer sizes, so that a model's needs can be checked against them), and settles the matmul
     /// kernel: the one `opts` forces, else the cached or freshly timed choice for this adapter.
+    /// GPU memory the device's allocator holds: (bytes in live allocations, bytes of the memory blocks
+    /// reserved for them), where the backend reports it (Vulkan and DX12 do).
+    pub fn memory_report(&self) -> Option<(u64, u64)> {
+        self.device.generate_allocator_report().map(|r| (r.total_allocated_bytes, r.total_reserved_bytes))
+    }
+
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = choose_adapter(opts)?;
         let mut gpu = Self::from_adapter(adapter)?;

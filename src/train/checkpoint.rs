@@ -160,7 +160,7 @@ pub fn folder_name(epoch: usize, batch: usize) -> String {
 }
 
 /// (epochs completed, batches into the next, collision suffix) of a checkpoint folder name.
-fn progress(name: &str) -> Option<(usize, usize, usize)> {
+pub fn progress(name: &str) -> Option<(usize, usize, usize)> {
     let (base, seq) = match name.split_once('.') {
         Some((b, s)) => (b, s.parse().ok()?),
         None => (name, 0),
@@ -598,23 +598,4 @@ fn prune(root: &Path, newest: &str, keep: usize) {
 /// The checkpoint root of a run folder.
 pub fn default_dir(out: &Path) -> PathBuf {
     out.join("checkpoint")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn folder_names_order_by_progress() {
-        assert_eq!(folder_name(7, 0), "epoch-0007");
-        assert_eq!(folder_name(7, 123), "epoch-0008-batch-000123");
-        assert_eq!(progress("epoch-0007"), Some((7, 0, 0)));
-        assert_eq!(progress("epoch-0008-batch-000123"), Some((7, 123, 0)));
-        assert_eq!(progress("epoch-0008-batch-000123.2"), Some((7, 123, 2)));
-        for bad in ["epoch-", "epoch-x", "epoch-0001-batch-0", "epoch-0000-batch-000001", ".tmp-epoch-0001", "latest"] {
-            assert_eq!(progress(bad), None, "{bad}");
-        }
-        assert!(progress("epoch-0007") < progress("epoch-0008-batch-000001"));
-        assert!(progress("epoch-0008-batch-000123") < progress("epoch-0008"));
-    }
 }

@@ -28,6 +28,14 @@ use crate::models::vq::VqVae;
 use crate::reference::sample::{normal, philox, seed_key};
 pub use config::TrainConfig;
 
+/// The resident set size of this process in bytes (Linux: VmRSS in /proc/self/status), None elsewhere.
+pub fn host_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// One line of metrics.jsonl.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct EpochRecord {
@@ -45,6 +53,14 @@ pub struct EpochRecord {
     pub nonfinite_steps: u32,
     pub epoch_seconds: f64,
     pub eval_seconds: f64,
+    /// Memory at the end of the epoch: the process's resident set (Linux), and the bytes the GPU
+    /// allocator holds in live allocations and in reserved blocks (where the backend reports them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_allocated_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_reserved_bytes: Option<u64>,
     /// VQ models: reconstruction and code usage (their rec/kl fields hold the MSE per pixel and the
     /// mean VQ distance mean((z_e − e)²) over the code vectors of every level).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
@@ -1061,6 +1077,9 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
             nonfinite_steps: m.nonfinite_steps,
             epoch_seconds: secs,
             eval_seconds,
+            host_rss_bytes: host_rss_bytes(),
+            gpu_allocated_bytes: gpu.memory_report().map(|m| m.0),
+            gpu_reserved_bytes: gpu.memory_report().map(|m| m.1),
             vq: vq.map(|(r, _)| r),
             ae: matches!(session.model, Model::Ae(_)).then_some(AeRecord {
                 train_penalty: train_kl,

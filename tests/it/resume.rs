@@ -10,18 +10,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::common::{self as common, bin};
 use vaegpu::testing::{assert_ok, metrics_without_timings};
 use vaegpu::train::{checkpoint, TrainConfig, TrainOptions};
 use vaegpu::Error;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-resume-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("resume", name)
 }
 
 /// A tiny MLP VAE: 512 images of batch 32, 16 steps per epoch, one step per submission, 3 epochs.
@@ -108,6 +103,17 @@ fn done_with_straight() {
     }
 }
 
+/// Resumes the stopped run in `b` to its end and checks it against the straight run, bit for bit.
+fn resume_and_compare(b: &Path) {
+    let o = bin().arg("train").arg("--resume").arg(b.join("checkpoint")).arg("--quiet").output().unwrap();
+    assert_ok(o, "resume");
+    let a = straight();
+    assert_same_latest(a, b);
+    assert_eq!(metrics_without_timings(a), metrics_without_timings(b));
+    let _ = std::fs::remove_dir_all(b);
+    done_with_straight();
+}
+
 #[test]
 fn vae_stopped_by_sigint_resumes_bit_for_bit() {
     let b = tmp("sigint");
@@ -120,13 +126,7 @@ fn vae_stopped_by_sigint_resumes_bit_for_bit() {
     let (_, meta) = checkpoint::open_meta(&b.join("checkpoint")).unwrap();
     eprintln!("stopped at epoch {} batch {} step {}", meta.epoch, meta.batch, meta.step);
     assert_eq!(meta.step as usize, meta.epoch * 16 + meta.batch, "the checkpoint's step is where it stopped");
-    let o = bin().arg("train").arg("--resume").arg(b.join("checkpoint")).arg("--quiet").output().unwrap();
-    assert_ok(o, "resume");
-    let a = straight();
-    assert_same_latest(a, &b);
-    assert_eq!(metrics_without_timings(a), metrics_without_timings(&b));
-    let _ = std::fs::remove_dir_all(&b);
-    done_with_straight();
+    resume_and_compare(&b);
 }
 
 #[test]
@@ -142,13 +142,7 @@ fn vae_killed_resumes_from_its_last_checkpoint_bit_for_bit() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let o = bin().arg("train").arg("--resume").arg(b.join("checkpoint")).arg("--quiet").output().unwrap();
-    assert_ok(o, "resume");
-    let a = straight();
-    assert_same_latest(a, &b);
-    assert_eq!(metrics_without_timings(a), metrics_without_timings(&b));
-    let _ = std::fs::remove_dir_all(&b);
-    done_with_straight();
+    resume_and_compare(&b);
 }
 
 /// A small VQ-VAE with EMA codebook and dead-code restart (8 steps per epoch, 3 per submission).

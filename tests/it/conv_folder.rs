@@ -3,17 +3,11 @@
 //! the loss falls, eval and sample read the checkpoint back; a bad architecture for the image size is a
 //! clear error.
 
+use crate::common::{self as common, bin};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-convfolder-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("convfolder", name)
 }
 
 /// 96 RGB images of 20x20 (resized to 16x16 by the loader): a coloured square on a dark background,

@@ -3,19 +3,13 @@
 //! exit code 7 after `--max-nonfinite` such steps in a row, naming the step and the last good checkpoint.
 
 use std::path::PathBuf;
-use std::process::Command;
 
+use crate::common::{self as common, bin};
 use vaegpu::kernels::data::{W_NONFINITE, W_NONFINITE_RUN, W_STEP, W_TRAIN_BATCH};
 use vaegpu::train::{Session, TrainConfig};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-nonfinite-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("nonfinite", name)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

@@ -3,18 +3,11 @@
 //! codebook and dead-code restart, and the VQ flags it refuses.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-vqcli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("vqcli", name)
 }
 
 const TEST_LIMIT: usize = 128;
@@ -40,6 +33,7 @@ const SMALL: &[&str] = &[
     "--quiet",
 ];
 
+use crate::common::{self as common, bin};
 use vaegpu::testing::assert_ok as ok;
 
 fn train(out: &Path, extra: &[&str]) {

@@ -4,10 +4,10 @@
 //! command-line errors stop before the GPU is opened; data errors open it (lavapipe here) and stop
 //! while loading; the one run that trains uses a few 4×4 images.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::{gzip, idx_images, idx_labels};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
 // ---------- helpers ----------
@@ -74,29 +74,6 @@ fn fails(cmd: &mut Command, code: i32, needles: &[&str]) -> String {
         assert!(err.contains(needle), "{cmd:?}: expected {needle:?} in:\n{err}");
     }
     err
-}
-
-fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for v in [0x0000_0803u32, n, rows, cols] {
-        b.extend_from_slice(&v.to_be_bytes());
-    }
-    b.extend_from_slice(pixels);
-    b
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x0000_0801u32.to_be_bytes());
-    b.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-    b.extend_from_slice(labels);
-    b
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
 }
 
 fn pixels(n: usize) -> Vec<u8> {
@@ -535,4 +512,15 @@ bad_cli! {
     cli_unknown_likelihood: ["--likelihood", "poisson"] => ["unknown likelihood 'poisson'"];
     cli_unknown_flag: ["--learning-rate", "0.1"] => ["unexpected argument '--learning-rate'"];
     cli_vq_flag_without_vq_model: ["--codes", "16"] => ["--codes", "need --model vq-vae or vq-vae-2"];
+}
+
+#[test]
+fn backend_not_in_this_build() {
+    // OpenGL is an opt-in feature; without it the flag is refused by name, before any adapter is opened.
+    if cfg!(feature = "gl") {
+        return;
+    }
+    let dir = TempDir::new("backend_gl");
+    let err = fails(train(&dir).args(["--backend", "gl"]), 4, &["backend 'gl' is not in this build", "--features gl"]);
+    assert!(!err.contains("adapter:"), "{err}");
 }

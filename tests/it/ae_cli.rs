@@ -4,18 +4,12 @@
 //! refuses.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::common::{self as common, bin};
 use vaegpu::testing::assert_ok as ok;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-aecli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("aecli", name)
 }
 
 /// 784-32(sigmoid, KL-penalised)-8-32-784 with masking noise; 8 steps per epoch, and a test set of 100

@@ -1,17 +1,11 @@
 //! The `vaegpu` binary end to end on a small slice of the bundled data: train → files → eval → sample,
 //! and bad input ending in a clear message and a documented exit code.
 
+use crate::common::{self as common, bin};
 use std::path::PathBuf;
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("cli", name)
 }
 
 const SMALL: &[&str] = &[

@@ -9,16 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::common::{self as common, bin};
 use vaegpu::train::checkpoint;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-ckkill-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("ckkill", name)
 }
 
 /// A tiny VAE with 2 steps per epoch and a one-batch test set: a checkpoint every few tens of

@@ -3,18 +3,13 @@
 //! bit-for-bit repeats, VQ-VAE-2's top and conditioned bottom priors, and the errors it reports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
+use std::process::Output;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-prior-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("prior", name)
 }
 
+use crate::common::{self as common, bin};
 use vaegpu::testing::assert_ok as ok;
 
 /// A small VQ model (8x8 bottom grid of 8-dim vectors, 64 codes) trained for 2 epochs of 8 steps.

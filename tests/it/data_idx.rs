@@ -1,35 +1,12 @@
 //! IDX reader and data set loader: the bundled Fashion-MNIST subset, round trips through files,
 //! and one test per kind of bad input.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::common::{gzip, idx_images, idx_labels};
 use vaegpu::data::{self, DataError, Images};
 
 // ---------- helpers ----------
-
-fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for v in [0x0000_0803u32, n, rows, cols] {
-        b.extend_from_slice(&v.to_be_bytes());
-    }
-    b.extend_from_slice(pixels);
-    b
-}
-
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x0000_0801u32.to_be_bytes());
-    b.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-    b.extend_from_slice(labels);
-    b
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
 
 /// `n` images of `rows x cols` with distinct, predictable pixels.
 fn sample_pixels(n: usize, rows: usize, cols: usize) -> Vec<u8> {

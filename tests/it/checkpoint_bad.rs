@@ -6,17 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::{self as common, bin};
 use vaegpu::testing::{assert_ok, latest_checkpoint};
 use vaegpu::train::checkpoint;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vaegpu"))
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vaegpu-ckbad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("ckbad", name)
 }
 
 fn train(out: &Path, hidden: &str) {
@@ -160,4 +155,18 @@ fn another_models_shapes_are_refused_by_name() {
     both_fail(&ck, &["latest", "does not match"]);
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn folder_names_order_by_progress() {
+    assert_eq!(checkpoint::folder_name(7, 0), "epoch-0007");
+    assert_eq!(checkpoint::folder_name(7, 123), "epoch-0008-batch-000123");
+    assert_eq!(checkpoint::progress("epoch-0007"), Some((7, 0, 0)));
+    assert_eq!(checkpoint::progress("epoch-0008-batch-000123"), Some((7, 123, 0)));
+    assert_eq!(checkpoint::progress("epoch-0008-batch-000123.2"), Some((7, 123, 2)));
+    for bad in ["epoch-", "epoch-x", "epoch-0001-batch-0", "epoch-0000-batch-000001", ".tmp-epoch-0001", "latest"] {
+        assert_eq!(checkpoint::progress(bad), None, "{bad}");
+    }
+    assert!(checkpoint::progress("epoch-0007") < checkpoint::progress("epoch-0008-batch-000001"));
+    assert!(checkpoint::progress("epoch-0008-batch-000123") < checkpoint::progress("epoch-0008"));
 }
