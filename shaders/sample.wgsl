@@ -41,18 +41,14 @@ fn sample_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let j = i % p.latent;
     let b = (i / p.latent) % p.batch;
-    var e: f32;
-    if (p.given_eps != 0u) {
-        e = eps[i];
-    } else {
-        let r = philox(vec4<u32>(i, state[p.counter_word], p.stream, 0u), vec2<u32>(state[3], state[4]));
-        e = box_muller(r.x, r.y);
-    }
+    // No branch on the uniform flag here: with one around the Philox loop, lavapipe (Mesa 22.3)
+    // recompiled this kernel at every bind of its pipeline and never freed the old code (~0.24 MB of
+    // host memory per training step). So ε is always drawn, the given one selected, and stored.
+    let r = philox(vec4<u32>(i, state[p.counter_word], p.stream, 0u), vec2<u32>(state[3], state[4]));
+    let e = select(box_muller(r.x, r.y), eps[i], p.given_eps != 0u);
     let mu = head[b * 2u * p.latent + j];
     let lv = clamp(head[b * 2u * p.latent + p.latent + j], LOGVAR_MIN, LOGVAR_MAX);
-    if (p.given_eps == 0u) {
-        eps[i] = e;
-    }
+    eps[i] = e;
     zout[i] = mu + exp(0.5 * lv) * e;
 }
 

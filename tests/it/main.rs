@@ -28,6 +28,7 @@ mod kernels_prior;
 mod kernels_vq;
 mod latent_prior;
 mod loglik;
+mod memory;
 
 mod model;
 mod nonfinite;
