@@ -1064,6 +1064,7 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
         }
         let (train_loss, train_rec, train_kl) = session.losses(&m.train);
         let (test_loss, test_rec, test_kl) = session.losses(&ev);
+        let gpu_memory = gpu.memory_report();
         let rec = EpochRecord {
             epoch: session.epoch,
             step: session.step,
@@ -1078,8 +1079,8 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) ->
             epoch_seconds: secs,
             eval_seconds,
             host_rss_bytes: host_rss_bytes(),
-            gpu_allocated_bytes: gpu.memory_report().map(|m| m.0),
-            gpu_reserved_bytes: gpu.memory_report().map(|m| m.1),
+            gpu_allocated_bytes: gpu_memory.map(|m| m.0),
+            gpu_reserved_bytes: gpu_memory.map(|m| m.1),
             vq: vq.map(|(r, _)| r),
             ae: matches!(session.model, Model::Ae(_)).then_some(AeRecord {
                 train_penalty: train_kl,
