@@ -229,20 +229,42 @@ fn check_length(h: &Header, what: &'static str, total: usize) -> Result<(), Data
     Ok(())
 }
 
-/// Parses an IDX u8 file (raw or gzip) with the magic `expected_magic`; returns the sizes and the
-/// data that follows the header, checked to be exactly `product(sizes)` bytes.
+/// Parses an IDX u8 file (raw or gzip) with the magic `expected_magic`; returns the declared sizes and
+/// the data that follows the header: exactly `product(sizes)` bytes, or with `max_items` the first
+/// `min(sizes[0], max_items)` items only.
 ///
 /// Nothing is allocated beyond what the input holds: raw input is borrowed, and a gzip stream is
 /// decompressed header first, then only up to the size that header declares (refused above
 /// [`MAX_DECOMPRESSED`]); any further output is counted, not kept, to report trailing garbage.
 /// A decompression error anywhere in the stream takes precedence over what the header says.
+///
+/// With `max_items`, a gzip stream is decompressed only as far as those items, and the length is only
+/// checked to hold them: a defect after them (truncation, trailing bytes, a bad checksum) goes unseen.
 fn parse_u8_idx<'a>(
     bytes: &'a [u8],
     what: &'static str,
     expected_magic: u32,
+    max_items: Option<usize>,
 ) -> Result<(Vec<usize>, Cow<'a, [u8]>), DataError> {
+    // Bytes of data wanted: all of it, or the first `max_items` items.
+    let wanted = |h: &Header| match max_items {
+        Some(m) if m < h.dims[0] => Some(m * (h.data_len / h.dims[0])),
+        _ => None,
+    };
+    let truncated = |expected: usize, actual: usize| DataError::Truncated {
+        what: if what == "images" { "pixel data" } else { "label data" },
+        expected,
+        actual,
+    };
     if !is_gzip(bytes) {
         let h = parse_header(bytes, what, expected_magic)?;
+        if let Some(want) = wanted(&h) {
+            let have = bytes.len() - h.len;
+            return match bytes.get(h.len..h.len + want) {
+                Some(data) => Ok((h.dims, Cow::Borrowed(data))),
+                None => Err(truncated(want, have)),
+            };
+        }
         check_length(&h, what, bytes.len())?;
         return Ok((h.dims, Cow::Borrowed(&bytes[h.len..])));
     }
@@ -262,7 +284,8 @@ fn parse_u8_idx<'a>(
             return Err(e);
         }
     };
-    let total = h.len as u64 + h.data_len as u64;
+    let want = wanted(&h);
+    let total = h.len as u64 + want.unwrap_or(h.data_len) as u64;
     if total > MAX_DECOMPRESSED {
         return Err(DataError::TooLarge {
             what,
@@ -273,17 +296,30 @@ fn parse_u8_idx<'a>(
         });
     }
     // `out` grows with the output actually produced, never to more than the declared size.
-    (&mut dec).take(total - out.len() as u64).read_to_end(&mut out).map_err(decompress)?;
+    out.clear();
+    if let Some(want) = want {
+        (&mut dec).take(want as u64).read_to_end(&mut out).map_err(decompress)?;
+        if out.len() < want {
+            return Err(truncated(want, out.len()));
+        }
+        return Ok((h.dims, Cow::Owned(out)));
+    }
+    (&mut dec).take(h.data_len as u64).read_to_end(&mut out).map_err(decompress)?;
     let extra = count_rest(&mut dec)?;
-    let actual = usize::try_from(extra).ok().and_then(|e| out.len().checked_add(e)).unwrap_or(usize::MAX);
+    let actual = usize::try_from(extra).ok().and_then(|e| (h.len + out.len()).checked_add(e)).unwrap_or(usize::MAX);
     check_length(&h, what, actual)?;
-    out.drain(..h.len);
     Ok((h.dims, Cow::Owned(out)))
 }
 
 /// Parses an IDX u8 image file (magic `0x00000803`), raw or gzip.
 pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
-    let (dims, data) = parse_u8_idx(bytes, "images", IMAGES_MAGIC)?;
+    parse_images_limited(bytes, None).map(|(images, _)| images)
+}
+
+/// Like [`parse_images`], keeping (and with gzip, decompressing) only the first `max_items` images
+/// when given; also returns the count the header declares.
+pub fn parse_images_limited(bytes: &[u8], max_items: Option<usize>) -> Result<(Images, usize), DataError> {
+    let (dims, data) = parse_u8_idx(bytes, "images", IMAGES_MAGIC, max_items)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if n == 0 {
         return Err(DataError::Empty { detail: format!("the images file holds 0 images of {rows}x{cols}") });
@@ -291,16 +327,23 @@ pub fn parse_images(bytes: &[u8]) -> Result<Images, DataError> {
     if rows == 0 || cols == 0 {
         return Err(DataError::Empty { detail: format!("the images file holds {n} images of size {rows}x{cols}") });
     }
-    Ok(Images { n, rows, cols, channels: 1, pixels: data.into_owned() })
+    let kept = max_items.map_or(n, |m| m.min(n));
+    Ok((Images { n: kept, rows, cols, channels: 1, pixels: data.into_owned() }, n))
 }
 
 /// Parses an IDX u8 label file (magic `0x00000801`), raw or gzip.
 pub fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
-    let (_, data) = parse_u8_idx(bytes, "labels", LABELS_MAGIC)?;
-    if data.is_empty() {
+    parse_labels_limited(bytes, None).map(|(labels, _)| labels)
+}
+
+/// Like [`parse_labels`], keeping only the first `max_items` labels when given; also returns the
+/// count the header declares.
+pub fn parse_labels_limited(bytes: &[u8], max_items: Option<usize>) -> Result<(Vec<u8>, usize), DataError> {
+    let (dims, data) = parse_u8_idx(bytes, "labels", LABELS_MAGIC, max_items)?;
+    if dims[0] == 0 {
         return Err(DataError::Empty { detail: "the labels file holds 0 labels".to_string() });
     }
-    Ok(data.into_owned())
+    Ok((data.into_owned(), dims[0]))
 }
 
 /// Reads a whole file, telling "not found" apart from other failures.
@@ -313,12 +356,22 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// Reads an IDX u8 image file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
 pub fn read_images(path: impl AsRef<Path>) -> Result<Images, DataError> {
-    let path = path.as_ref();
-    read_file(path).and_then(|b| parse_images(&b)).map_err(|e| e.in_file(path))
+    read_images_limited(path, None).map(|(images, _)| images)
 }
 
 /// Reads an IDX u8 label file, raw or gzip. Parse errors are wrapped in [`DataError::InFile`].
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u8>, DataError> {
+    read_labels_limited(path, None).map(|(labels, _)| labels)
+}
+
+/// [`read_images`] through [`parse_images_limited`].
+pub fn read_images_limited(path: impl AsRef<Path>, max_items: Option<usize>) -> Result<(Images, usize), DataError> {
     let path = path.as_ref();
-    read_file(path).and_then(|b| parse_labels(&b)).map_err(|e| e.in_file(path))
+    read_file(path).and_then(|b| parse_images_limited(&b, max_items)).map_err(|e| e.in_file(path))
+}
+
+/// [`read_labels`] through [`parse_labels_limited`].
+pub fn read_labels_limited(path: impl AsRef<Path>, max_items: Option<usize>) -> Result<(Vec<u8>, usize), DataError> {
+    let path = path.as_ref();
+    read_file(path).and_then(|b| parse_labels_limited(&b, max_items)).map_err(|e| e.in_file(path))
 }

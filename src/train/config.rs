@@ -236,7 +236,10 @@ impl TrainConfig {
                 }
                 Ok(f.dataset)
             }
-            d => Ok(crate::data::load(d.as_deref())?),
+            d => Ok(crate::data::load_limited(
+                d.as_deref(),
+                crate::data::Limits::from_counts(self.train_limit, self.test_limit),
+            )?),
         }
     }
 

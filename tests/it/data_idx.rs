@@ -168,6 +168,48 @@ fn mixed_raw_and_gzip_files_load() {
 }
 
 #[test]
+fn limited_loads_read_only_the_first_items() {
+    let dir = temp_dir("limited");
+    let (train, train_labels, test, test_labels) = write_small_dataset(&dir);
+    for gz in [false, true] {
+        if gz {
+            for name in [data::TRAIN_IMAGES, data::TRAIN_LABELS, data::TEST_IMAGES, data::TEST_LABELS] {
+                let raw = std::fs::read(dir.join(name)).unwrap();
+                std::fs::remove_file(dir.join(name)).unwrap();
+                write(&dir, &format!("{name}.gz"), &gzip(&raw));
+            }
+        }
+        let limits = data::Limits { train: Some(2), test: Some(7) };
+        let ds = data::load_limited(Some(&dir), limits).unwrap();
+        let mut head = data::Split { images: train.clone(), labels: train_labels.clone() };
+        head.truncate(2);
+        assert_eq!(ds.train, head, "gz {gz}");
+        assert_eq!((&ds.test.images, &ds.test.labels), (&test, &test_labels), "a limit above the count keeps all");
+        assert_eq!(data::Limits::from_counts(0, 3), data::Limits { train: None, test: Some(3) });
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Only the items read are checked: bytes missing before the limit are an error, a defect after it
+    // goes unseen; the declared image and label counts must agree either way.
+    let px = sample_pixels(6, 2, 2);
+    for wrap in [|b: Vec<u8>| b, |b: Vec<u8>| gzip(&b)] {
+        let cut = idx_images(6, 2, 2, &px[..10]);
+        let (img, declared) = data::parse_images_limited(&wrap(cut.clone()), Some(2)).unwrap();
+        assert_eq!((img.n, declared, &img.pixels[..]), (2, 6, &px[..8]));
+        let e = data::parse_images_limited(&wrap(cut), Some(3)).unwrap_err();
+        assert!(e.to_string().contains("truncated pixel data: expected 12 bytes, found 10"), "{e}");
+        let (labels, declared) = data::parse_labels_limited(&wrap(idx_labels(&[5, 6, 7])), Some(1)).unwrap();
+        assert_eq!((labels, declared), (vec![5], 3));
+    }
+    let dir = temp_dir("limited-counts");
+    write_small_dataset(&dir);
+    write(&dir, data::TRAIN_LABELS, &idx_labels(&[0, 1, 2, 3]));
+    let e = data::load_limited(Some(&dir), data::Limits { train: Some(2), test: None }).unwrap_err();
+    assert!(matches!(e, DataError::CountMismatch { split: "train", images: 5, labels: 4 }), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn gzip_and_raw_bytes_parse_the_same() {
     let raw = idx_images(2, 2, 2, &[1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(data::parse_images(&raw).unwrap(), data::parse_images(&gzip(&raw)).unwrap());

@@ -1,5 +1,6 @@
 //! Every kernel we ship builds into a pipeline on this adapter (stock Debian lavapipe in CI): every
-//! entry point of every shader with default constants, and every matmul, conv and VQ specialisation.
+//! entry point of every shader with default constants, and the matmul, conv and VQ specialisations
+//! (every value of every override constant with every entry point).
 
 use vaegpu::gpu::pipeline::{shader_source, SHADERS, SNIPPETS};
 use vaegpu::testing::test_gpu;
@@ -16,38 +17,46 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
-    for ta in [0.0, 1.0] {
-        for tb in [0.0, 1.0] {
-            for (bias, ones) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
-                for act in 0..5 {
-                    for dact in [0.0, act as f64] {
-                        for entry in ["matmul", "matmul_naive", "matmul_tiled", "matmul_tiled128"] {
-                            let c = [
-                                ("TRANS_A", ta),
-                                ("TRANS_B", tb),
-                                ("BIAS", bias),
-                                ("ONES_ROW", ones),
-                                ("ACT", act as f64),
-                                ("DACT", dact),
-                                ("WG", 64.0),
-                            ];
-                            gpu.pipeline("matmul", entry, &c).unwrap_or_else(|e| panic!("matmul {c:?}: {e}"));
-                            built += 1;
-                        }
-                    }
+    // Specialisations: a covering set, not the full product (the 480 matmul and 80 conv pipelines of
+    // the product took over three minutes on lavapipe). With every entry point, each value of every
+    // override constant is built at least once: each layout (TRANS_A, TRANS_B) with each of bias,
+    // ones-row and neither, the activation cycling through all five, forward (ACT) and backward
+    // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
+    // adapters).
+    for entry in ["matmul", "matmul_v4", "matmul_naive", "matmul_tiled", "matmul_tiled128"] {
+        let mut i = 0;
+        for ta in [0.0, 1.0] {
+            for tb in [0.0, 1.0] {
+                for (bias, ones) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
+                    let act = (i % 5) as f64;
+                    let (fwd, bwd) = if i % 2 == 0 { (act, 0.0) } else { (0.0, act) };
+                    let c = [
+                        ("TRANS_A", ta),
+                        ("TRANS_B", tb),
+                        ("BIAS", bias),
+                        ("ONES_ROW", ones),
+                        ("ACT", fwd),
+                        ("DACT", bwd),
+                        ("WG", [64.0, 32.0, 16.0][i % 3]),
+                    ];
+                    gpu.pipeline("matmul", entry, &c).unwrap_or_else(|e| panic!("matmul {entry} {c:?}: {e}"));
+                    built += 1;
+                    i += 1;
                 }
             }
         }
     }
-    // Every conv specialisation the layers use: forward (bias, activation, residual, relu-on-read) and
-    // input gradient (transposed weights, act', residual), in both geometries; all parameter gradients.
+    // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
+    // and input-gradient (transposed weights, act', residual) kernels, the activation cycling.
     for entry in ["conv_gather", "conv_gather_v4"] {
+        let mut i = 0;
         for geom_t in [0.0, 1.0] {
-            for act in 0..5 {
-                for (w_t, bias, resid, pre_relu) in
-                    [(0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 0.0), (1.0, 0.0, 2.0, 0.0)]
-                {
-                    let (a, d) = if w_t == 1.0 { (0.0, act as f64) } else { (act as f64, 0.0) };
+            for (w_t, bias, resid, pre_relu) in
+                [(0.0, 1.0, 0.0, 0.0), (0.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 0.0), (1.0, 0.0, 2.0, 0.0)]
+            {
+                for act in [i % 5, (i + 2) % 5] {
+                    let act = act as f64;
+                    let (a, d) = if w_t == 1.0 { (0.0, act) } else { (act, 0.0) };
                     let c = [
                         ("GEOM_T", geom_t),
                         ("W_T", w_t),
@@ -56,11 +65,12 @@ fn every_entry_point_and_variant_builds() {
                         ("DACT", d),
                         ("RESID", resid),
                         ("PRE_RELU", pre_relu),
-                        ("WG", 16.0),
+                        ("WG", [16.0, 64.0][i % 2]),
                     ];
                     gpu.pipeline("conv", entry, &c).unwrap_or_else(|e| panic!("conv {entry} {c:?}: {e}"));
                     built += 1;
                 }
+                i += 1;
             }
         }
     }
