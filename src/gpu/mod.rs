@@ -13,7 +13,11 @@ pub enum GpuError {
     NoAdapter(String),
     #[error("could not create a device on adapter '{adapter}': {message}")]
     RequestDevice { adapter: String, message: String },
-    #[error("adapter '{adapter}' cannot fit this model: limit {limit} is {have}, the model needs {need}")]
+    #[error(
+        "adapter '{adapter}' cannot fit this model: limit {limit} is {have}, the model needs {need} ({} more, {:.1}x the limit)",
+        need.saturating_sub(*have),
+        *need as f64 / (*have).max(1) as f64
+    )]
     Limit { adapter: String, limit: &'static str, have: u64, need: u64 },
     #[error("GPU validation error on '{adapter}': {message}")]
     Validation { adapter: String, message: String },

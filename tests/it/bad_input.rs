@@ -515,6 +515,18 @@ bad_cli! {
 }
 
 #[test]
+fn model_too_large_for_the_adapter() {
+    // 2 × 784 × 1.4M weights (8.8 GB) exceed every adapter's buffer and binding limits: refused before
+    // anything is allocated or trained, naming the limit and the shortfall, exit code 4.
+    let dir = TempDir::new("too_large");
+    let args = ["--epochs", "1", "--hidden", "1400000", "--latent", "2", "--batch", "2", "--train-limit", "4"];
+    let err =
+        fails(train(&dir).args(args), 4, &["cannot fit this model: limit max_", "the model needs 88", "x the limit"]);
+    assert!(err.contains("adapter '"), "{err}");
+    assert!(!dir.path().join("out/checkpoint").exists());
+}
+
+#[test]
 fn backend_not_in_this_build() {
     // OpenGL is an opt-in feature; without it the flag is refused by name, before any adapter is opened.
     if cfg!(feature = "gl") {
