@@ -12,6 +12,28 @@ use vaegpu::data::{self, Dataset, Split};
 fn check(bytes: &[u8]) {
     let images = data::parse_images(bytes);
     let labels = data::parse_labels(bytes);
+    // The limited parsers (--train-limit): the first `limit` items, and where the whole file parses,
+    // exactly the whole parse cut short.
+    let limit = bytes.len() % 7;
+    if let Ok((im, declared)) = data::parse_images_limited(bytes, Some(limit)) {
+        assert_eq!(im.n, limit.min(declared));
+        assert_eq!(im.pixels.len(), im.n * im.rows * im.cols, "limited pixels do not match the header");
+        if let Ok(full) = &images {
+            let mut cut = full.clone();
+            cut.truncate(limit);
+            assert_eq!((cut, full.n), (im, declared));
+        }
+    } else {
+        assert!(images.is_err(), "a file that parses whole must parse limited");
+    }
+    if let Ok((lb, declared)) = data::parse_labels_limited(bytes, Some(limit)) {
+        assert_eq!(lb.len(), limit.min(declared));
+        if let Ok(full) = &labels {
+            assert_eq!((&full[..lb.len()], full.len()), (&lb[..], declared));
+        }
+    } else {
+        assert!(labels.is_err(), "a file that parses whole must parse limited");
+    }
     if let Ok(im) = &images {
         assert_eq!(im.pixels.len(), im.n * im.rows * im.cols, "pixels do not match the header");
         assert_eq!(im.pixels_per_image(), im.rows * im.cols);

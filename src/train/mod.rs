@@ -236,11 +236,14 @@ pub enum EpochEnd {
     NonFinite(Vec<u32>),
 }
 
+/// A copy in flight into a [`StateWatch`] slot: the submission it follows and its mapping's status.
+type PendingMap = (wgpu::SubmissionIndex, Arc<AtomicU8>);
+
 /// Reads the GPU state words back after each submission without stalling the queue: a copy into one of a
 /// few mappable buffers, mapped asynchronously, looked at once the GPU has got there (at the latest when
 /// the buffer comes round again, `DEPTH` submissions later, which bounds how far the host runs ahead).
 struct StateWatch {
-    slots: Vec<(wgpu::Buffer, Option<(wgpu::SubmissionIndex, Arc<AtomicU8>)>)>,
+    slots: Vec<(wgpu::Buffer, Option<PendingMap>)>,
     next: usize,
 }
 

@@ -23,7 +23,7 @@ fn step_sweep_times_every_point_through_the_trainer_loop() {
     let rows = vaegpu::bench::step_sweep(&gpu, "vq-vae-2", &[2], &[1], 0.001).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows.len(), 1);
     assert!(rows[0].steps_per_second > 0.0);
-    let err = vaegpu::bench::step_sweep(&gpu, "gan", &[2], &[1], 0.001).err().expect("unknown model refused");
+    let err = vaegpu::bench::step_sweep(&gpu, "gan", &[2], &[1], 0.001).expect_err("unknown model refused");
     assert!(err.to_string().contains("unknown model 'gan'"), "{err}");
 }
 

@@ -18,6 +18,7 @@ mod data_idx;
 mod decoder_variance;
 mod determinism;
 mod fixture;
+mod gpu_errors;
 mod gradcheck;
 mod kernels_conv;
 mod kernels_data_words;
@@ -29,7 +30,6 @@ mod kernels_vq;
 mod latent_prior;
 mod loglik;
 mod memory;
-
 mod model;
 mod nonfinite;
 mod pipelines;
