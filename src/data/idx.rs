@@ -216,12 +216,17 @@ fn parse_header(bytes: &[u8], what: &'static str, expected_magic: u32) -> Result
     Ok(Header { dims, len, data_len })
 }
 
+/// Too few data bytes after the header of an IDX `what` ("images" or "labels") file.
+fn truncated_data(what: &'static str, expected: usize, actual: usize) -> DataError {
+    let what = if what == "images" { "pixel data" } else { "label data" };
+    DataError::Truncated { what, expected, actual }
+}
+
 /// Checks that `total` bytes (the header's `h.len` included) are exactly what `h` declares.
 fn check_length(h: &Header, what: &'static str, total: usize) -> Result<(), DataError> {
     let data = total - h.len;
     if data < h.data_len {
-        let data_what = if what == "images" { "pixel data" } else { "label data" };
-        return Err(DataError::Truncated { what: data_what, expected: h.data_len, actual: data });
+        return Err(truncated_data(what, h.data_len, data));
     }
     if data > h.data_len {
         return Err(DataError::TrailingGarbage { what, expected: h.len + h.data_len, actual: total });
@@ -251,18 +256,13 @@ fn parse_u8_idx<'a>(
         Some(m) if m < h.dims[0] => Some(m * (h.data_len / h.dims[0])),
         _ => None,
     };
-    let truncated = |expected: usize, actual: usize| DataError::Truncated {
-        what: if what == "images" { "pixel data" } else { "label data" },
-        expected,
-        actual,
-    };
     if !is_gzip(bytes) {
         let h = parse_header(bytes, what, expected_magic)?;
         if let Some(want) = wanted(&h) {
             let have = bytes.len() - h.len;
             return match bytes.get(h.len..h.len + want) {
                 Some(data) => Ok((h.dims, Cow::Borrowed(data))),
-                None => Err(truncated(want, have)),
+                None => Err(truncated_data(what, want, have)),
             };
         }
         check_length(&h, what, bytes.len())?;
@@ -300,7 +300,7 @@ fn parse_u8_idx<'a>(
     if let Some(want) = want {
         (&mut dec).take(want as u64).read_to_end(&mut out).map_err(decompress)?;
         if out.len() < want {
-            return Err(truncated(want, out.len()));
+            return Err(truncated_data(what, want, out.len()));
         }
         return Ok((h.dims, Cow::Owned(out)));
     }
