@@ -2,10 +2,14 @@
 // copy:     dst[i] = src[i] over n4 vec4 elements: the bandwidth of a kernel that reads and writes each
 //           byte once. 256 invocations per workgroup; grid (x, y, 1) with x·y·256 ≥ n4 (index =
 //           (gid.y·x)·256 + gid.x), so more than 65535 workgroups fit.
-// fma_peak: every invocation runs `iters` rounds of 8 independent vec4 chains a ← fma(a, m, c), m and c
-//           from the uniform (nothing folds at compile time), and writes the sum of its chains:
-//           64 FLOP per round. The independent chains hide FMA latency on GPUs and on lavapipe, whose
-//           SIMD lanes are invocations (8 chains × 4 components = 32 independent vector FMAs per round).
+// fma_peak: every invocation runs `iters` rounds of 8 independent vec4 chains, each round applying
+//           a ← fma(a, m, c) four times to each chain (m and c from the uniform: nothing folds at
+//           compile time), and writes the sum of its chains: 256 FLOP per round. The independent chains
+//           hide FMA latency on GPUs and on lavapipe, whose SIMD lanes are invocations (8 chains × 4
+//           components = 32 independent vector FMAs). Four FMAs per chain and round, not one: lavapipe
+//           writes every variable a loop carries through a blend with the loop's lane mask, one extra
+//           instruction per write, which one FMA per write would count against the ceiling (it measured
+//           a third of this kernel's rate that way).
 //           64 invocations per workgroup, grid as for copy with n4 invocations.
 // Bindings: 0 uniform Params, 1 src (read), 2 dst (read_write, n4 vec4, overwritten =).
 
@@ -28,6 +32,11 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// a ← fma(a, m, c), four times.
+fn fma4(a: vec4<f32>, m: vec4<f32>, c: vec4<f32>) -> vec4<f32> {
+    return fma(fma(fma(fma(a, m, c), m, c), m, c), m, c);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = gid.y * nw.x * 64u + gid.x;
@@ -43,14 +52,14 @@ fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let m = vec4<f32>(p.mul);
     let c = vec4<f32>(p.add);
     for (var t = 0u; t < p.iters; t++) {
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
+        a0 = fma4(a0, m, c);
+        a1 = fma4(a1, m, c);
+        a2 = fma4(a2, m, c);
+        a3 = fma4(a3, m, c);
+        a4 = fma4(a4, m, c);
+        a5 = fma4(a5, m, c);
+        a6 = fma4(a6, m, c);
+        a7 = fma4(a7, m, c);
     }
     if (i < p.n4) {
         dst[i] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));

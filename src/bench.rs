@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Launch, MatmulKernel, Program};
+use crate::gpu::{Gpu, Launch, Program};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -178,13 +178,13 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
 }
 
 /// The matmul kernels on square products of each size: C = A·B, Aᵀ·B (as in dW) and A·Bᵀ (as in dX),
-/// with the register-blocked kernel (vec4 where the shape allows) and the workgroup-memory tiled one.
+/// with each kernel the device can run (register-blocked, subgroup, workgroup-memory tiled).
 pub fn run_matmul(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Report> {
     let mut rows = Vec::new();
     for &s in sizes {
         for (what, trans_a, trans_b) in [("A·B", false, false), ("Aᵀ·B", true, false), ("A·Bᵀ", false, true)] {
-            for (variant, tiled) in [("register", false), ("tiled", true)] {
-                let mm = Matmul { m: s, n: s, k: s, trans_a, trans_b, tiled, register: !tiled, ..Default::default() };
+            for variant in gpu.matmul_kernels() {
+                let mm = Matmul { m: s, n: s, k: s, trans_a, trans_b, ..Default::default() }.with_kernel(variant);
                 // Large products on CPU adapters: few repetitions (each takes seconds).
                 let r = if gpu.is_cpu() && mm.flops() > 1e10 { 1 } else { reps };
                 rows.push(bench_matmul(gpu, &format!("matmul {what} ({variant})"), mm, r)?);
@@ -360,7 +360,7 @@ struct CeilingParams {
 
 /// Measures the adapter's copy bandwidth and FMA throughput (shaders/ceiling.wgsl), each result checked
 /// before it is timed: the copy bit for bit, the FMA chains against their closed form
-/// a_t = 1 + (a_0 − 1)·m^t (m = 0.99995, c = 1 − m).
+/// a_t = 1 + (a_0 − 1)·m^t (m = 0.99995, c = 1 − m; t = 4 FMAs per round).
 pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
     let wrong = |e: String| Error::Output(format!("ceiling benchmark result wrong: {e}"));
     // copy: 64 MiB each way, or what one binding allows
@@ -413,7 +413,7 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
     };
     gpu.run(&l)?;
     let got = gpu.read_f32(&out)?;
-    let decay = (m as f64).powi(iters as i32);
+    let decay = (m as f64).powi(4 * iters as i32);
     for i in (0..inv).step_by(97) {
         let s = (i & 1023) as f32 * 0.001;
         for comp in 0..4 {
@@ -432,7 +432,7 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
     }
     // the reported time is taken after the check (the calibration's only chose the round count)
     let secs = time_launch(gpu, &l, reps.clamp(1, 10))?;
-    let flops = (inv * iters * 64) as f64;
+    let flops = (inv * iters * 256) as f64;
     Ok(Ceilings {
         copy_gbs: copy_bytes as f64 / copy_secs / 1e9,
         copy_bytes,
@@ -466,9 +466,9 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
     let mut rows = Vec::new();
     // The default model's matmuls: forward, dW (with db), dX of each layer, with each kernel variant
     // (the one this adapter uses in training is marked *).
-    for (variant, tiled) in [("register", false), ("tiled", true)] {
-        let used = if (gpu.matmul == MatmulKernel::Tiled) == tiled { "*" } else { "" };
-        let v = Matmul { tiled, register: !tiled, ..Default::default() };
+    for variant in gpu.matmul_kernels() {
+        let used = if gpu.matmul == variant { "*" } else { "" };
+        let v = Matmul::default().with_kernel(variant);
         for l in &layout.layers {
             let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..v };
             rows.push(bench_matmul(gpu, &format!("{} fwd [{variant}{used}]", l.name), fwd, reps)?);

@@ -33,7 +33,8 @@ struct GpuArgs {
     /// Force a CPU adapter (lavapipe, WARP, SwiftShader)
     #[arg(long, global = true)]
     cpu: bool,
-    /// Matmul kernel: register (made for CPU adapters), tiled (workgroup memory, made for GPUs), or
+    /// Matmul kernel: register (made for CPU adapters), subgroup (the same sharing rows through
+    /// subgroup broadcasts: CPU adapters with subgroups), tiled (workgroup memory, made for GPUs), or
     /// auto (timed on the adapter the first time it is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_MATMUL", default_value = "auto")]
     matmul: vaegpu::gpu::MatmulKernel,
@@ -145,7 +146,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
         sizes: Vec<usize>,
         /// Model whose kernels and step are timed: vae (MLP), conv-vae, vq-vae or vq-vae-2; with
-        /// --steps also ae, conv-ae, or all (every family); matmul: both matmul kernels on square
+        /// --steps also ae, conv-ae, or all (every family); matmul: every matmul kernel on square
         /// products of --sizes
         #[arg(long, default_value = "vae")]
         model: String,

@@ -55,14 +55,16 @@ pub struct GpuOptions {
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
-/// as lavapipe, which run invocations as SIMD lanes and pay dearly for barriers), or workgroup-memory
-/// tiles (made for discrete GPUs).
+/// as lavapipe, which run invocations as SIMD lanes and pay dearly for barriers), the same with the
+/// rows of A shared through subgroup broadcasts (shaders/matmul_sg.wgsl: CPU adapters with subgroups of
+/// 8 or more lanes), or workgroup-memory tiles (made for discrete GPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatmulKernel {
     #[default]
     Auto,
     Register,
+    Subgroup,
     Tiled,
 }
 
@@ -72,8 +74,9 @@ impl std::str::FromStr for MatmulKernel {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(MatmulKernel::Auto),
             "register" => Ok(MatmulKernel::Register),
+            "subgroup" => Ok(MatmulKernel::Subgroup),
             "tiled" => Ok(MatmulKernel::Tiled),
-            _ => Err(format!("unknown matmul kernel '{s}' (auto, register or tiled)")),
+            _ => Err(format!("unknown matmul kernel '{s}' (auto, register, subgroup or tiled)")),
         }
     }
 }
@@ -83,6 +86,7 @@ impl std::fmt::Display for MatmulKernel {
         f.write_str(match self {
             MatmulKernel::Auto => "auto",
             MatmulKernel::Register => "register",
+            MatmulKernel::Subgroup => "subgroup",
             MatmulKernel::Tiled => "tiled",
         })
     }
@@ -229,6 +233,9 @@ pub struct Gpu {
     pub pipelines: PipelineCache,
     /// The matmul kernel dense layers use where a launch does not force one (never `Auto`).
     pub matmul: MatmulKernel,
+    /// The device has subgroup operations with subgroups of at least 8 invocations (the SUBGROUP
+    /// feature was requested): shaders/matmul_sg.wgsl can run.
+    pub subgroups: bool,
 }
 
 impl Gpu {
@@ -274,9 +281,11 @@ impl Gpu {
                 need: 8,
             });
         }
+        // Subgroups for matmul_sg, where every subgroup has at least the 8 lanes it broadcasts from.
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
         let desc = wgpu::DeviceDescriptor {
             label: Some("vaegpu"),
-            required_features: wgpu::Features::empty(),
+            required_features: if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -320,7 +329,17 @@ impl Gpu {
         // Until `new` times them: the register kernel on CPU adapters, tiles elsewhere.
         let matmul =
             if info.device_type == wgpu::DeviceType::Cpu { MatmulKernel::Register } else { MatmulKernel::Tiled };
-        Ok(Gpu { adapter, device, queue, summary, limits, errors, pipelines: PipelineCache::default(), matmul })
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            summary,
+            limits,
+            errors,
+            pipelines: PipelineCache::default(),
+            matmul,
+            subgroups,
+        })
     }
 
     /// Checks what a model needs against this device's limits, naming the limit and the shortfall.
@@ -362,6 +381,17 @@ impl Gpu {
         } else {
             Err(errs.remove(0))
         }
+    }
+
+    /// The matmul kernels this device can run: register and tiled everywhere, subgroup where
+    /// [`Gpu::subgroups`].
+    pub fn matmul_kernels(&self) -> Vec<MatmulKernel> {
+        let mut k = vec![MatmulKernel::Register];
+        if self.subgroups {
+            k.push(MatmulKernel::Subgroup);
+        }
+        k.push(MatmulKernel::Tiled);
+        k
     }
 
     pub fn is_cpu(&self) -> bool {

@@ -10,6 +10,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("act", include_str!("../../shaders/act.wgsl")),
     ("philox", include_str!("../../shaders/philox.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_sg", include_str!("../../shaders/matmul_sg.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),

@@ -1,7 +1,7 @@
 //! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
 
 use super::{need, need_len, Act};
-use crate::gpu::{Gpu, Launch, Result, View};
+use crate::gpu::{Gpu, Launch, MatmulKernel, Result, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -21,6 +21,13 @@ struct Params {
 /// ones: about one per SM of a large GPU (an H100 has 132). Below that the bigger tiles leave SMs idle,
 /// and the 64×64 configuration's four times as many workgroups win.
 pub const TILE128_MIN_GROUPS: usize = 132;
+
+/// Multiply-adds (M·N·K) from which a product runs the subgroup kernel when that is the adapter's
+/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe about twice as long to
+/// compile (about a second), paid again in every process, which a small product does not win back:
+/// with it everywhere, a 2-epoch run of a hidden-32 VAE on 256 images took 7–9 s instead of 5.
+/// The default VAE's products of 128 × 400 × 784 (40 M) are above it, its 128 × 40 × 400 head below.
+pub const SUBGROUP_MIN_MACS: usize = 1 << 22;
 
 /// Workgroup memory of matmul_tiled128: 2 buffers × (A + B) × 8 k-rows × 128 floats.
 const TILE128_SMEM: u32 = 2 * 2 * 8 * 128 * 4;
@@ -50,12 +57,26 @@ pub struct Matmul {
     /// Use the tiled kernel's 128×128 configuration whatever the shape (implies `tiled`; tests).
     pub tile128: bool,
     /// Use the register-blocked kernel (vec4 where the shape allows) even where the adapter's choice
-    /// ([`Gpu::matmul`]) is the tiled one. With neither `tiled` nor `register` (nor `naive`/`scalar`)
-    /// set, the adapter's choice decides.
+    /// ([`Gpu::matmul`]) is another. With none of `tiled`, `register` and `subgroup` (nor
+    /// `naive`/`scalar`) set, the adapter's choice decides.
     pub register: bool,
+    /// Use the subgroup kernel (shaders/matmul_sg.wgsl) where the device has subgroups and the shape
+    /// passes [`Matmul::vec4_ok`], whatever its size; elsewhere the register-blocked kernel. (The
+    /// adapter's choice of it applies from [`SUBGROUP_MIN_MACS`] on.)
+    pub subgroup: bool,
 }
 
 impl Matmul {
+    /// This product with `kernel` forced (`Auto`: the adapter's choice).
+    pub fn with_kernel(self, kernel: MatmulKernel) -> Matmul {
+        Matmul {
+            tiled: kernel == MatmulKernel::Tiled,
+            register: kernel == MatmulKernel::Register,
+            subgroup: kernel == MatmulKernel::Subgroup,
+            ..self
+        }
+    }
+
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64
     }
@@ -100,9 +121,7 @@ impl Matmul {
             _pad: 0,
         };
         let tiled = !self.naive
-            && (self.tiled
-                || self.tile128
-                || (!self.register && !self.scalar && gpu.matmul == crate::gpu::MatmulKernel::Tiled));
+            && (self.tiled || self.tile128 || (!self.register && !self.scalar && gpu.matmul == MatmulKernel::Tiled));
         // 256 invocations and two double-buffered 8×128-float tiles (shaders/matmul.wgsl).
         let (inv, smem) =
             (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);
@@ -110,11 +129,15 @@ impl Matmul {
         let tile128 =
             tiled && (self.tile128 || (fits128 && self.m.div_ceil(128) * self.n.div_ceil(128) >= TILE128_MIN_GROUPS));
         let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
+        let big = self.m * self.n * self.k >= SUBGROUP_MIN_MACS;
+        let sg =
+            vec4 && gpu.subgroups && (self.subgroup || (!self.register && gpu.matmul == MatmulKernel::Subgroup && big));
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
-        // count among 16/32/64 lanes; on GPUs 64.
+        // count among 16/32/64 lanes (8/16/32/64 for the subgroup kernel); on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
+        let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };
         let wg = if gpu.is_cpu() {
-            [64usize, 32, 16].into_iter().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap()
+            widths.iter().copied().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap()
         } else {
             64
         };
@@ -133,6 +156,8 @@ impl Matmul {
             ("matmul_tiled128", [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, 1])
         } else if tiled {
             ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, 1])
+        } else if sg {
+            ("matmul_sg", [cols.div_ceil(wg) as u32, self.m.div_ceil(16) as u32, 1])
         } else if vec4 {
             ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         } else {
@@ -179,6 +204,7 @@ impl Matmul {
             return gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups);
         }
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
-        gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups)
+        let shader = if sg { "matmul_sg" } else { "matmul" };
+        gpu.launch(label, shader, entry, &constants, Some(&params), &bindings, groups)
     }
 }

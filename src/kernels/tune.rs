@@ -1,8 +1,8 @@
 //! Start-up choice of kernel variants per adapter: each candidate is timed on the default VAE's dense
 //! products, the fastest is kept, and the choice is cached per adapter (name, backend, driver, crate
-//! version) in `tuning.json` under `$VAEGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vaegpu`, else
-//! `~/.cache/vaegpu`. `VAEGPU_MATMUL=register|tiled` forces a kernel without timing (the CLI's
-//! `--matmul` does the same). A cache that cannot be read or written is only warned about.
+//! version, candidate set) in `tuning.json` under `$VAEGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vaegpu`,
+//! else `~/.cache/vaegpu`. `VAEGPU_MATMUL=register|subgroup|tiled` forces a kernel without timing (the
+//! CLI's `--matmul` does the same). A cache that cannot be read or written is only warned about.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +20,14 @@ pub struct Tuning {
     /// Microseconds of the timed products with each kernel.
     pub register_us: f64,
     pub tiled_us: f64,
+    /// None where the device has no subgroups (see [`Gpu::subgroups`]).
+    #[serde(default)]
+    pub subgroup_us: Option<f64>,
 }
+
+/// Which candidates the cache entries were timed over: a new kernel changes it, so that adapters
+/// timed before it are timed again.
+const CANDIDATES: &str = "register,subgroup,tiled";
 
 /// The cache file, where a folder for it can be named.
 pub fn cache_path() -> Option<PathBuf> {
@@ -34,7 +41,14 @@ pub fn cache_path() -> Option<PathBuf> {
 /// The cache key of this adapter.
 pub fn adapter_key(gpu: &Gpu) -> String {
     let s = &gpu.summary;
-    format!("{} | {} | {} {} | vaegpu {}", s.name, s.backend, s.driver, s.driver_info, env!("CARGO_PKG_VERSION"))
+    format!(
+        "{} | {} | {} {} | vaegpu {} | {CANDIDATES}",
+        s.name,
+        s.backend,
+        s.driver,
+        s.driver_info,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn read_cache(path: &PathBuf) -> BTreeMap<String, Tuning> {
@@ -67,9 +81,10 @@ pub fn choose_matmul(gpu: &Gpu) -> Result<MatmulKernel> {
     }
     let t = time_matmul(gpu)?;
     tracing::info!(
-        "matmul kernel timed on {}: register {:.0} µs, tiled {:.0} µs → {}",
+        "matmul kernel timed on {}: register {:.0} µs, subgroup {}, tiled {:.0} µs → {}",
         gpu.summary.name,
         t.register_us,
+        t.subgroup_us.map_or("-".into(), |u| format!("{u:.0} µs")),
         t.tiled_us,
         t.matmul
     );
@@ -83,7 +98,8 @@ pub fn choose_matmul(gpu: &Gpu) -> Result<MatmulKernel> {
     Ok(t.matmul)
 }
 
-/// Times both matmul kernels on the default VAE's three dense products of its largest layer at batch
+/// Times the matmul kernels (the subgroup one where the device has subgroups) on the default VAE's three
+/// dense products of its largest layer at batch
 /// 128 (forward 128×400×784, dW 785×400×128, dX 128×784×400): one warm-up, then the best of three
 /// submissions of each. The inputs are zeros: the time does not depend on the values, and the kernels'
 /// results are checked against the reference by the tests and by `vaegpu bench`.
@@ -96,14 +112,11 @@ pub fn time_matmul(gpu: &Gpu) -> Result<Tuning> {
     let a = gpu.storage_f32("tune.a", 785 * 800);
     let b = gpu.storage_f32("tune.b", 785 * 800);
     let c = gpu.storage_f32("tune.c", 785 * 800);
-    let mut us = [0.0f64; 2];
-    for (slot, tiled) in [(0, false), (1, true)] {
+    let mut us = Vec::new();
+    for kernel in gpu.matmul_kernels() {
         let launches = shapes
             .iter()
-            .map(|mm| {
-                let mm = Matmul { tiled, register: !tiled, ..*mm };
-                mm.launch(gpu, "tune", (&a).into(), (&b).into(), (&c).into(), None)
-            })
+            .map(|mm| mm.with_kernel(kernel).launch(gpu, "tune", (&a).into(), (&b).into(), (&c).into(), None))
             .collect::<Result<Vec<_>>>()?;
         let prog = crate::gpu::Program { label: "tune".into(), launches };
         gpu.submit(&prog, 1);
@@ -115,8 +128,14 @@ pub fn time_matmul(gpu: &Gpu) -> Result<Tuning> {
             gpu.sync()?;
             best = best.min(t.elapsed().as_secs_f64());
         }
-        us[slot] = best * 1e6;
+        us.push((kernel, best * 1e6));
     }
-    let matmul = if us[1] < us[0] { MatmulKernel::Tiled } else { MatmulKernel::Register };
-    Ok(Tuning { matmul, register_us: us[0], tiled_us: us[1] })
+    let matmul = us.iter().min_by(|x, y| x.1.total_cmp(&y.1)).unwrap().0;
+    let time = |k: MatmulKernel| us.iter().find(|u| u.0 == k).map(|u| u.1);
+    Ok(Tuning {
+        matmul,
+        register_us: time(MatmulKernel::Register).unwrap(),
+        tiled_us: time(MatmulKernel::Tiled).unwrap(),
+        subgroup_us: time(MatmulKernel::Subgroup),
+    })
 }

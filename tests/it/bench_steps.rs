@@ -49,7 +49,7 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let map: serde_json::Value = serde_json::from_str(&cache).expect("cache is JSON");
     let entry = map.as_object().unwrap().values().next().expect("one adapter").clone();
     let chosen = entry["matmul"].as_str().unwrap().to_string();
-    assert!(chosen == "register" || chosen == "tiled", "{cache}");
+    assert!(["register", "subgroup", "tiled"].contains(&chosen.as_str()), "{cache}");
     assert!(entry["register_us"].as_f64().unwrap() > 0.0 && entry["tiled_us"].as_f64().unwrap() > 0.0);
     assert!(stderr.contains(&format!("matmul kernel: {chosen}")), "{stderr}");
     // A second start reads the cache: an edited choice is what it uses.
@@ -67,10 +67,13 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
 }
 
 #[test]
-fn both_matmul_kernels_time_on_this_adapter() {
+fn every_matmul_kernel_times_on_this_adapter() {
     let gpu = test_gpu();
     let t = vaegpu::kernels::tune::time_matmul(&gpu).unwrap_or_else(|e| panic!("{e}"));
     assert!(t.register_us > 0.0 && t.tiled_us > 0.0, "{t:?}");
-    let faster = if t.tiled_us < t.register_us { MatmulKernel::Tiled } else { MatmulKernel::Register };
-    assert_eq!(t.matmul, faster);
+    assert_eq!(t.subgroup_us.is_some(), gpu.subgroups, "{t:?}");
+    let mut times = vec![(MatmulKernel::Register, t.register_us), (MatmulKernel::Tiled, t.tiled_us)];
+    times.extend(t.subgroup_us.map(|u| (MatmulKernel::Subgroup, u)));
+    let fastest = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    assert_eq!(t.matmul, fastest, "{t:?}");
 }

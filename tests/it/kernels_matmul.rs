@@ -16,7 +16,8 @@ fn tol(k: usize) -> Tol {
     Tol::new(1e-5, 1e-6 * (k as f64).sqrt() * 4.0)
 }
 
-fn check(mm: Matmul, seed: u64) {
+/// Runs `mm` against the reference; returns the launch's label (it names the kernel that ran).
+fn check(mm: Matmul, seed: u64) -> String {
     let g = gpu();
     let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
     let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
@@ -44,6 +45,7 @@ fn check(mm: Matmul, seed: u64) {
     g.run(&l).unwrap();
     let got = g.read_f32(&cb).unwrap();
     tol(mm.k).check(&format!("{mm:?}"), &got[..mm.m * mm.n], &want).unwrap();
+    l.label
 }
 
 #[test]
@@ -116,23 +118,78 @@ fn vec4_kernel_on_aligned_shapes() {
     let mut seed = 5000;
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let mm = Matmul { m, n, k, trans_a: ta, trans_b: tb, ..Default::default() };
+            let mm = Matmul { m, n, k, trans_a: ta, trans_b: tb, register: true, ..Default::default() };
             if mm.vec4_ok() {
                 seed += 1;
-                check(mm, seed);
+                assert!(check(mm, seed).contains("matmul_v4["));
             }
         }
         for act in [Act::Relu, Act::Tanh] {
             seed += 1;
-            check(Matmul { m, n, k, bias: true, act, ..Default::default() }, seed);
-            check(Matmul { m, n, k, trans_b: true, dact: act, ..Default::default() }, seed + 7);
+            check(Matmul { m, n, k, bias: true, act, register: true, ..Default::default() }, seed);
+            check(Matmul { m, n, k, trans_b: true, dact: act, register: true, ..Default::default() }, seed + 7);
         }
     }
     // [dW; db] with the ones row, din a multiple of 4, for several batch sizes.
     for &(din, dout, rows) in &[(4, 4, 4), (20, 400, 128), (400, 40, 12), (784, 400, 8)] {
-        let mm = Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() };
+        let mm = Matmul {
+            m: din + 1,
+            n: dout,
+            k: rows,
+            trans_a: true,
+            ones_row: true,
+            register: true,
+            ..Default::default()
+        };
         assert!(mm.vec4_ok(), "{mm:?}");
-        check(mm, din as u64 + 77);
+        assert!(check(mm, din as u64 + 77).contains("matmul_v4["));
+    }
+}
+
+/// The subgroup kernel (shaders/matmul_sg.wgsl) where the device has subgroups; every CPU adapter we
+/// target does (lavapipe: 8 lanes), so there it must not be skipped.
+#[test]
+fn subgroup_kernel_layouts_and_epilogues() {
+    let g = gpu();
+    if !g.subgroups {
+        assert!(!g.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", g.summary.name);
+        eprintln!("skipped: {} has no subgroups of 8+ lanes", g.summary.name);
+        return;
+    }
+    let sg = |mm: Matmul, seed: u64| {
+        let mm = Matmul { subgroup: true, ..mm };
+        assert!(mm.vec4_ok(), "{mm:?}");
+        let label = check(mm, seed);
+        assert!(label.contains("matmul_sg["), "{label}");
+    };
+    // M past the 16-row tile and inside an 8-row group (37, 5, 20), the column count past the lanes
+    // (N = 20: 5 vec4 columns in 8 lanes; 132: 33), a 64-lane workgroup (N = 256), K from 4 to 784.
+    // With TRANS_A, M is op(A)'s stored row count, a multiple of 4 (lda).
+    let mut seed = 9000;
+    for &(m, n, k, layouts) in &[
+        (37, 20, 12, &[(false, false), (false, true)][..]),
+        (5, 132, 4, &[(false, false), (false, true)][..]),
+        (36, 132, 8, &[(false, false), (true, false), (false, true), (true, true)][..]),
+        (20, 256, 40, &[(true, false), (true, true)][..]),
+        (128, 400, 784, &[(false, false)][..]),
+    ] {
+        for &(trans_a, trans_b) in layouts {
+            seed += 1;
+            sg(Matmul { m, n, k, trans_a, trans_b, ..Default::default() }, seed);
+        }
+    }
+    // Epilogues: bias with each activation (forward), act' of each (input gradient), both layouts of A.
+    let acts = [Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
+    for (i, act) in acts.into_iter().enumerate() {
+        let trans_a = i % 2 == 1;
+        seed += 2;
+        sg(Matmul { m: 24, n: 36, k: 16, trans_a, bias: true, act, ..Default::default() }, seed);
+        sg(Matmul { m: 37, n: 20, k: 400, trans_b: true, dact: act, ..Default::default() }, seed + 1);
+    }
+    // [dW; db]: the ones row (m = din) inside the tile, at its first row, and past a full tile.
+    for &(din, dout, rows) in &[(20, 400, 128), (16, 40, 12), (784, 400, 8)] {
+        seed += 1;
+        sg(Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() }, seed);
     }
 }
 
@@ -235,4 +292,26 @@ fn tiled_uses_128_tiles_only_on_a_full_grid() {
     // The default model's products stay on the 64×64 configuration.
     let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, tiled: true, ..Default::default() };
     assert!(label(fwd).contains("matmul_tiled["), "{}", label(fwd));
+}
+
+#[test]
+fn adapter_choice_of_the_subgroup_kernel_spares_small_products() {
+    let g = gpu();
+    if g.matmul != vaegpu::gpu::MatmulKernel::Subgroup {
+        eprintln!("skipped: this adapter trains with the {} kernel", g.matmul);
+        return;
+    }
+    // Only the launch's label is looked at (nothing runs).
+    let label = |mm: Matmul| {
+        let (ab, bb, cb) =
+            (g.storage_f32("a", mm.m * mm.k), g.storage_f32("b", (mm.k + 1) * mm.n), g.storage_f32("c", mm.m * mm.n));
+        mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label
+    };
+    let big = Matmul { m: 128, n: 400, k: 784, bias: true, ..Default::default() };
+    assert!(big.m * big.n * big.k >= vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
+    assert!(label(big).contains("matmul_sg["), "{}", label(big));
+    let head = Matmul { m: 128, n: 40, k: 400, bias: true, ..Default::default() };
+    assert!(label(head).contains("matmul_v4["), "{}", label(head));
+    // Forced, it runs whatever the size.
+    assert!(label(Matmul { subgroup: true, ..head }).contains("matmul_sg["));
 }

@@ -8,8 +8,10 @@ use vaegpu::testing::test_gpu;
 #[test]
 fn every_entry_point_and_variant_builds() {
     let gpu = test_gpu();
+    // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes).
+    assert!(gpu.subgroups || !gpu.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", gpu.summary.name);
     let mut built = 0;
-    for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n)) {
+    for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n) && (gpu.subgroups || *n != "matmul_sg")) {
         let module = naga::front::wgsl::parse_str(&shader_source(name)).unwrap();
         for ep in &module.entry_points {
             let entry: &'static str = Box::leak(ep.name.clone().into_boxed_str());
@@ -22,8 +24,13 @@ fn every_entry_point_and_variant_builds() {
     // override constant is built at least once: each layout (TRANS_A, TRANS_B) with each of bias,
     // ones-row and neither, the activation cycling through all five, forward (ACT) and backward
     // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
-    // adapters).
-    for entry in ["matmul", "matmul_v4", "matmul_naive", "matmul_tiled", "matmul_tiled128"] {
+    // adapters; matmul_sg also 8).
+    let mut entries = vec![("matmul", "matmul"), ("matmul", "matmul_v4"), ("matmul", "matmul_naive")];
+    entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128")]);
+    if gpu.subgroups {
+        entries.push(("matmul_sg", "matmul_sg"));
+    }
+    for (shader, entry) in entries {
         let mut i = 0;
         for ta in [0.0, 1.0] {
             for tb in [0.0, 1.0] {
@@ -37,9 +44,9 @@ fn every_entry_point_and_variant_builds() {
                         ("ONES_ROW", ones),
                         ("ACT", fwd),
                         ("DACT", bwd),
-                        ("WG", [64.0, 32.0, 16.0][i % 3]),
+                        ("WG", [64.0, 32.0, 16.0, 8.0][i % if shader == "matmul_sg" { 4 } else { 3 }]),
                     ];
-                    gpu.pipeline("matmul", entry, &c).unwrap_or_else(|e| panic!("matmul {entry} {c:?}: {e}"));
+                    gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
                     built += 1;
                     i += 1;
                 }

@@ -20,7 +20,8 @@ fn every_program_parses_and_validates() {
                 continue;
             }
         };
-        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default());
+        // matmul_sg uses subgroup operations (run only where the device has them).
+        let mut validator = Validator::new(ValidationFlags::all(), Capabilities::default() | Capabilities::SUBGROUP);
         if let Err(e) = validator.validate(&module) {
             failures.push(format!("{name}.wgsl: validation error\n{}", e.emit_to_string(&src)));
             continue;
