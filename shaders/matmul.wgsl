@@ -58,27 +58,7 @@
 //   placeholder where a buffer is too small for a vec4 view; the flag is then clear).
 //   Grid = (ceil(N / 128), ceil(M / 128), 1). WG is not used.
 
-//!include act.wgsl
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    lda: u32,
-    ldb: u32,
-    slope: f32,
-    // matmul_tiled128 only: bit 0 (1) A may be read through a4, bit 1 (2) B through b4.
-    vec_ok: u32,
-    _pad1: u32,
-}
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override BIAS: bool = false;
-override ONES_ROW: bool = false;
-override ACT: u32 = 0u;
-override DACT: u32 = 0u;
-override WG: u32 = 64u;
+//!include matmul_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;

@@ -27,26 +27,7 @@
 // Dispatch: WG invocations (a multiple of 8) along N; grid = (ceil(N / (4·WG)), ceil(M / 16), 1).
 // Bindings as matmul_v4: 0 uniform Params, 5 A, 6 B, 7 C (read_write, overwritten =), 8 Z (read).
 
-//!include act.wgsl
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    lda: u32,
-    ldb: u32,
-    slope: f32,
-    vec_ok: u32,
-    _pad1: u32,
-}
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override BIAS: bool = false;
-override ONES_ROW: bool = false;
-override ACT: u32 = 0u;
-override DACT: u32 = 0u;
-override WG: u32 = 64u;
+//!include matmul_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;

@@ -9,6 +9,7 @@ use super::{Gpu, Result, View};
 pub const SHADERS: &[(&str, &str)] = &[
     ("act", include_str!("../../shaders/act.wgsl")),
     ("philox", include_str!("../../shaders/philox.wgsl")),
+    ("matmul_params", include_str!("../../shaders/matmul_params.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_sg", include_str!("../../shaders/matmul_sg.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
@@ -29,7 +30,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] = &["act", "philox"];
+pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params"];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))

@@ -274,15 +274,16 @@ fn tiled_wins_over_vec4_and_naive_over_tiled() {
     assert!(label(Matmul { naive: true, ..big }).contains("matmul_naive["));
 }
 
+/// The label of `mm`'s launch, which names the kernel (nothing runs).
+fn label(mm: Matmul) -> String {
+    let g = gpu();
+    let (ab, bb, cb) =
+        (g.storage_f32("a", mm.m * mm.k), g.storage_f32("b", (mm.k + 1) * mm.n), g.storage_f32("c", mm.m * mm.n));
+    mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label
+}
+
 #[test]
 fn tiled_uses_128_tiles_only_on_a_full_grid() {
-    let g = gpu();
-    // Only the launch's label is looked at (nothing runs).
-    let label = |mm: Matmul| {
-        let (ab, bb, cb) =
-            (g.storage_f32("a", mm.m * mm.k), g.storage_f32("b", (mm.k + 1) * mm.n), g.storage_f32("c", mm.m * mm.n));
-        mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label
-    };
     // 11 × 12 = 132 workgroups of 128×128: the large tiles; one row fewer of them: the 64×64 ones.
     let full = Matmul { m: 11 * 128, n: 12 * 128, k: 8, tiled: true, ..Default::default() };
     assert_eq!(full.m.div_ceil(128) * full.n.div_ceil(128), vaegpu::kernels::matmul::TILE128_MIN_GROUPS);
@@ -301,12 +302,6 @@ fn adapter_choice_of_the_subgroup_kernel_spares_small_products() {
         eprintln!("skipped: this adapter trains with the {} kernel", g.matmul);
         return;
     }
-    // Only the launch's label is looked at (nothing runs).
-    let label = |mm: Matmul| {
-        let (ab, bb, cb) =
-            (g.storage_f32("a", mm.m * mm.k), g.storage_f32("b", (mm.k + 1) * mm.n), g.storage_f32("c", mm.m * mm.n));
-        mm.launch(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), None).unwrap().label
-    };
     let big = Matmul { m: 128, n: 400, k: 784, bias: true, ..Default::default() };
     assert!(big.m * big.n * big.k >= vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
     assert!(label(big).contains("matmul_sg["), "{}", label(big));

@@ -1,0 +1,24 @@
+// matmul_params.wgsl: the uniform Params and the override constants shared (by textual include) by
+// matmul.wgsl and matmul_sg.wgsl; their meaning is in matmul.wgsl's header. Includes act.wgsl.
+
+//!include act.wgsl
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    slope: f32,
+    // matmul_tiled128 only: bit 0 (1) A may be read through a4, bit 1 (2) B through b4.
+    vec_ok: u32,
+    _pad1: u32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override BIAS: bool = false;
+override ONES_ROW: bool = false;
+override ACT: u32 = 0u;
+override DACT: u32 = 0u;
+override WG: u32 = 64u;
