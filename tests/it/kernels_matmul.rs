@@ -82,21 +82,17 @@ fn bias_activation_epilogues() {
     }
 }
 
+/// [dW; db] = [X | 1]ᵀ · dY for X: rows×din stored row-major (TRANS_A with the ones row).
+fn bias_grad(din: usize, dout: usize, rows: usize) -> Matmul {
+    Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() }
+}
+
 #[test]
 fn ones_row_computes_bias_gradient() {
     // [dW; db] = [X | 1]ᵀ · dY with X: rows×din stored row-major (TRANS_A).
     for &(din, dout, rows) in &[(1, 1, 1), (13, 7, 9), (64, 65, 33), (100, 40, 128)] {
         for (tiled, tile128) in [(false, false), (true, false), (false, true)] {
-            let mm = Matmul {
-                m: din + 1,
-                n: dout,
-                k: rows,
-                trans_a: true,
-                ones_row: true,
-                tiled,
-                tile128,
-                ..Default::default()
-            };
+            let mm = Matmul { tiled, tile128, ..bias_grad(din, dout, rows) };
             check(mm, din as u64);
         }
     }
@@ -132,15 +128,7 @@ fn vec4_kernel_on_aligned_shapes() {
     }
     // [dW; db] with the ones row, din a multiple of 4, for several batch sizes.
     for &(din, dout, rows) in &[(4, 4, 4), (20, 400, 128), (400, 40, 12), (784, 400, 8)] {
-        let mm = Matmul {
-            m: din + 1,
-            n: dout,
-            k: rows,
-            trans_a: true,
-            ones_row: true,
-            register: true,
-            ..Default::default()
-        };
+        let mm = Matmul { register: true, ..bias_grad(din, dout, rows) };
         assert!(mm.vec4_ok(), "{mm:?}");
         assert!(check(mm, din as u64 + 77).contains("matmul_v4["));
     }
@@ -189,7 +177,7 @@ fn subgroup_kernel_layouts_and_epilogues() {
     // [dW; db]: the ones row (m = din) inside the tile, at its first row, and past a full tile.
     for &(din, dout, rows) in &[(20, 400, 128), (16, 40, 12), (784, 400, 8)] {
         seed += 1;
-        sg(Matmul { m: din + 1, n: dout, k: rows, trans_a: true, ones_row: true, ..Default::default() }, seed);
+        sg(bias_grad(din, dout, rows), seed);
     }
 }
 
