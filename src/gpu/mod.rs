@@ -253,6 +253,13 @@ impl Gpu {
         let mut gpu = Self::from_adapter(adapter)?;
         gpu.matmul = match opts.matmul {
             MatmulKernel::Auto => crate::kernels::tune::choose_matmul(&gpu)?,
+            MatmulKernel::Subgroup if !gpu.subgroups => {
+                tracing::warn!(
+                    "matmul kernel subgroup needs subgroups of 8+ lanes, which {} lacks: using register",
+                    gpu.summary.name
+                );
+                MatmulKernel::Register
+            }
             forced => forced,
         };
         tracing::info!("matmul kernel: {}", gpu.matmul);

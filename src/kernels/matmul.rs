@@ -23,8 +23,9 @@ struct Params {
 pub const TILE128_MIN_GROUPS: usize = 132;
 
 /// Multiply-adds (M·N·K) from which a product runs the subgroup kernel when that is the adapter's
-/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe about twice as long to
-/// compile (about a second), paid again in every process, which a small product does not win back:
+/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.3 to
+/// 1.8 s here, the act' epilogue the slowest, against about 0.25 s), paid again in every process
+/// (lavapipe caches no compiled code), which a small product does not win back:
 /// with it everywhere, a 2-epoch run of a hidden-32 VAE on 256 images took 7–9 s instead of 5.
 /// The default VAE's products of 128 × 400 × 784 (40 M) are above it, its 128 × 40 × 400 head below.
 pub const SUBGROUP_MIN_MACS: usize = 1 << 22;
