@@ -25,10 +25,6 @@ pub struct Tuning {
     pub subgroup_us: Option<f64>,
 }
 
-/// Which candidates the cache entries were timed over: a new kernel changes it, so that adapters
-/// timed before it are timed again.
-const CANDIDATES: &str = "register,subgroup,tiled";
-
 /// The cache file, where a folder for it can be named.
 pub fn cache_path() -> Option<PathBuf> {
     let dir = std::env::var_os("VAEGPU_CACHE_DIR")
@@ -38,16 +34,19 @@ pub fn cache_path() -> Option<PathBuf> {
     Some(dir.join("tuning.json"))
 }
 
-/// The cache key of this adapter.
+/// The cache key of this adapter. It ends with the candidates [`time_matmul`] times here
+/// ([`Gpu::matmul_kernels`]), so that a new kernel has adapters timed before it timed again.
 pub fn adapter_key(gpu: &Gpu) -> String {
     let s = &gpu.summary;
+    let candidates: Vec<String> = gpu.matmul_kernels().iter().map(|k| k.to_string()).collect();
     format!(
-        "{} | {} | {} {} | vaegpu {} | {CANDIDATES}",
+        "{} | {} | {} {} | vaegpu {} | {}",
         s.name,
         s.backend,
         s.driver,
         s.driver_info,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        candidates.join(",")
     )
 }
 
