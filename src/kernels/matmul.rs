@@ -122,7 +122,9 @@ impl Matmul {
             _pad: 0,
         };
         let tiled = !self.naive
-            && (self.tiled || self.tile128 || (!self.register && !self.scalar && gpu.matmul == MatmulKernel::Tiled));
+            && (self.tiled
+                || self.tile128
+                || (!self.register && !self.subgroup && !self.scalar && gpu.matmul == MatmulKernel::Tiled));
         // 256 invocations and two double-buffered 8×128-float tiles (shaders/matmul.wgsl).
         let (inv, smem) =
             (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);

@@ -457,8 +457,10 @@ fn check_elbo(e: Elbo, seed: u64) {
         scale_rows.extend([rec_mag / m as f64, want.rows[bb].1.abs() + z as f64]);
     }
     check_scaled(&format!("{what} rows"), &rows, &want_rows, &scale_rows, 2e-6, 1e-6);
-    // dout = (σ(l) − x)/(B·M) or (μ − x)/(σ²·B·M): one rounding of the difference and the scale.
-    Tol::new(1e-5, 1e-7 / b as f64).check(&format!("{what} dout"), &dout, &want.dout).unwrap();
+    // dout = (σ(l) − x)/(B·M) or (μ − x)/(σ²·B·M): σ(l) to the accuracy of exp (WGSL allows 3 + 2|x|
+    // ulp; NVIDIA's was 1.1e-7 off in σ near 0.5 where lavapipe's was exact to an ulp), then one
+    // rounding of the difference and the scale.
+    Tol::new(1e-5, 4e-7 / b as f64).check(&format!("{what} dout"), &dout, &want.dout).unwrap();
     // dhead: β·μ/B and β·½(e^lv − 1)/B (0 outside the clamp): exp to a few ulp, 1 − e^lv cancels
     // near lv = 0.
     Tol::new(1e-5, 1e-7).check(&format!("{what} dhead"), &dhead, &want.dhead).unwrap();
