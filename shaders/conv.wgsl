@@ -28,14 +28,23 @@
 //   The residual block uses RESID 1 in forward (y = act(x + conv(...))) and 2 in backward
 //   (dx = conv_in_grad ⊙ relu'(x) + dy).
 // Bindings: 0 uniform Params, 1 X, 2 W, 3 Y (read_write, overwritten =), 4 Z, 5 R (read); conv_gather_v4
-//   reads the same buffers through vec4 views at 6 X, 7 W, 8 Y, 9 Z, 10 R. Z and R are always bound (a
-//   read-only stand-in when unused).
-// Dispatch: lanes run along output pixels; each invocation owns 8 pixels (rows m0 + r·WG, r < 8) × 4
-//   output channels, so the weights it loads are the same for the whole workgroup (one broadcast load on
-//   SIMD-across-lanes CPUs, a cached broadcast on GPUs) and each loaded weight feeds 8 FMAs.
-//   grid = (rows / (8·WG), ceil(N / 4), 1).
+//   reads the same buffers through vec4 views at 6 X, 7 W, 8 Y, 9 Z, 10 R; conv_gather_n1 reads X and W
+//   at 6 and 7, and W (bias), Y, Z and R at 2–5. Z and R are always bound (a read-only stand-in when
+//   unused).
+// Dispatch: lanes run along output pixels; each invocation owns PIX pixels (rows m0 + r·WG, r < PIX,
+//   PIX = 1, 2, 4 or 8) × 4 output channels, so the weights it loads are the same for the whole
+//   workgroup (one broadcast load on SIMD-across-lanes CPUs, a cached broadcast on GPUs) and each loaded
+//   weight feeds PIX FMAs. CPU adapters take PIX = 8 (fewer weight loads, the cost there); GPUs take
+//   1, for more invocations and shorter chains of loads in each (a batch-128 layer of 7×7 pixels has
+//   6272 rows: 8 to an invocation leave too few invocations to fill a GPU's SMs).
+//   grid = (rows / (PIX·WG), ceil(N / 4), 1); rows stay padded to a multiple of 8·WG (PIX divides 8).
 //   conv_gather_v4 (C and N multiples of 4): per (tap, 4 channels) 8 vec4 input loads + 4 vec4 weight
-//   loads feed 128 FMAs. conv_gather (any C, N; e.g. 1 or 3 image channels): scalar loads with bounds.
+//   loads feed 128 FMAs.
+//   conv_gather_n1 (N = 1, C a multiple of 4: an image-channel output, a decoder's last layer or a first
+//   layer's input gradient): per (tap, 4 channels) one vec4 weight load and PIX vec4 input loads feed
+//   4·PIX FMAs, all of them useful; conv_gather there computes 4 output channels, 3 past N, with one
+//   scalar load per useful FMA.
+//   conv_gather (any C, N; e.g. 1 or 3 image channels): scalar loads with bounds.
 
 //!include act.wgsl
 
@@ -69,6 +78,8 @@ override DACT: u32 = 0u;
 override RESID: u32 = 0u;
 override PRE_RELU: bool = false;
 override WG: u32 = 64u;
+// Pixels per invocation: 1, 2, 4 or 8 (see Dispatch).
+override PIX: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -140,15 +151,16 @@ fn first_tap(wg: u32) -> vec2<u32> {
     if (!GEOM_T) {
         return vec2<u32>(0u, 0u);
     }
-    let phase = (wg * 8u * WG) / p.phase_rows;
+    let phase = (wg * PIX * WG) / p.phase_rows;
     return vec2<u32>((phase / p.stride + p.pad) % p.stride, (phase % p.stride + p.pad) % p.stride);
 }
 
-// The 8 output rows of an invocation: m0 + r·WG, so neighbouring lanes own neighbouring pixels.
+// The PIX output rows of an invocation: m0 + r·WG, so neighbouring lanes own neighbouring pixels.
+// Arrays are sized for the largest PIX; entries past PIX are never used.
 fn tile_rows(wg: u32, lane: u32) -> array<Pos, 8> {
     var pos: array<Pos, 8>;
-    for (var r = 0u; r < 8u; r++) {
-        pos[r] = out_pos(wg * 8u * WG + lane + r * WG);
+    for (var r = 0u; r < PIX; r++) {
+        pos[r] = out_pos(wg * PIX * WG + lane + r * WG);
     }
     return pos;
 }
@@ -193,7 +205,7 @@ fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         for (var kw = first.y; kw < p.k; kw += step) {
             let tap = kh * p.k + kw;
             var pix: array<i32, 8>;
-            for (var r = 0u; r < 8u; r++) {
+            for (var r = 0u; r < PIX; r++) {
                 pix[r] = in_pixel(pos[r], kh, kw);
             }
             for (var c = 0u; c < p.c; c++) {
@@ -203,7 +215,7 @@ fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                         wv[j] = w[w_index(tap, c, n0 + j)];
                     }
                 }
-                for (var r = 0u; r < 8u; r++) {
+                for (var r = 0u; r < PIX; r++) {
                     var xv = select(0.0, x[u32(max(pix[r], 0)) * p.c + c], pix[r] >= 0);
                     if (PRE_RELU) {
                         xv = max(xv, 0.0);
@@ -213,7 +225,7 @@ fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    for (var r = 0u; r < 8u; r++) {
+    for (var r = 0u; r < PIX; r++) {
         if (pos[r].ok) {
             let o = out_index(pos[r]) * p.n;
             for (var j = 0u; j < 4u; j++) {
@@ -221,6 +233,59 @@ fn conv_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                     y[o + n0 + j] = epilogue(acc[r][j], o + n0 + j, n0 + j);
                 }
             }
+        }
+    }
+}
+
+// The input pixels of an invocation's rows at one tap (vec4 kernels): element offsets, and whether each
+// lies inside the image.
+struct TapPixels {
+    pix: array<u32, 8>,
+    inside: array<bool, 8>,
+}
+
+fn tap_pixels(pos: array<Pos, 8>, kh: u32, kw: u32) -> TapPixels {
+    var t: TapPixels;
+    for (var r = 0u; r < PIX; r++) {
+        let q = in_pixel(pos[r], kh, kw);
+        t.inside[r] = q >= 0;
+        t.pix[r] = u32(max(q, 0)) * p.c;
+    }
+    return t;
+}
+
+// X[row r's pixel, c..c+3] (0 outside the image; max(·, 0) with PRE_RELU).
+fn load_x4(t: TapPixels, r: u32, c: u32) -> vec4<f32> {
+    var xv = select(vec4<f32>(0.0), x4[(t.pix[r] + c) >> 2u], t.inside[r]);
+    if (PRE_RELU) {
+        xv = max(xv, vec4<f32>(0.0));
+    }
+    return xv;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_gather_n1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let pos = tile_rows(wid.x, lid.x);
+    var acc: array<f32, 8>;
+    let first = first_tap(wid.x);
+    let step = tap_step();
+    for (var kh = first.x; kh < p.k; kh += step) {
+        for (var kw = first.y; kw < p.k; kw += step) {
+            let tap = kh * p.k + kw;
+            let tp = tap_pixels(pos, kh, kw);
+            for (var c = 0u; c < p.c; c += 4u) {
+                // Wt(tap, c..c+3, 0): with N = 1 both layouts put it at tap·C + c.
+                let wv = w4[(tap * p.c + c) >> 2u];
+                for (var r = 0u; r < PIX; r++) {
+                    acc[r] += dot(load_x4(tp, r, c), wv);
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < PIX; r++) {
+        if (pos[r].ok) {
+            let o = out_index(pos[r]);
+            y[o] = epilogue(acc[r], o, 0u);
         }
     }
 }
@@ -245,13 +310,7 @@ fn conv_gather_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     for (var kh = first.x; kh < p.k; kh += step) {
         for (var kw = first.y; kw < p.k; kw += step) {
             let tap = kh * p.k + kw;
-            var pix: array<u32, 8>;
-            var inside: array<bool, 8>;
-            for (var r = 0u; r < 8u; r++) {
-                let q = in_pixel(pos[r], kh, kw);
-                inside[r] = q >= 0;
-                pix[r] = u32(max(q, 0)) * p.c;
-            }
+            let tp = tap_pixels(pos, kh, kw);
             for (var c = 0u; c < p.c; c += 4u) {
                 // Rows c..c+3 of Wt(tap, ·, n0..n0+3), each a vec4 over the 4 output channels.
                 var w0: vec4<f32>;
@@ -273,17 +332,14 @@ fn conv_gather_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                     w2 = w4[w_index(tap, c + 2u, n0) >> 2u];
                     w3 = w4[w_index(tap, c + 3u, n0) >> 2u];
                 }
-                for (var r = 0u; r < 8u; r++) {
-                    var xv = select(vec4<f32>(0.0), x4[(pix[r] + c) >> 2u], inside[r]);
-                    if (PRE_RELU) {
-                        xv = max(xv, vec4<f32>(0.0));
-                    }
+                for (var r = 0u; r < PIX; r++) {
+                    let xv = load_x4(tp, r, c);
                     acc[r] += xv.x * w0 + xv.y * w1 + xv.z * w2 + xv.w * w3;
                 }
             }
         }
     }
-    for (var r = 0u; r < 8u; r++) {
+    for (var r = 0u; r < PIX; r++) {
         let q = pos[r];
         if (q.ok) {
             let i = (out_index(q) * p.n + n0) >> 2u;

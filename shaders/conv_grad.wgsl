@@ -13,8 +13,15 @@
 //   writes OUT[out_offset + (s·rows_out + row)·N + n] (rows_out = K·K·C + ONES). Per pixel the v4 form
 //   makes 2 vec4 loads for 16 FMAs; the scalar form (C or N not multiples of 4) loads with bounds.
 //   grid = (ceil(tiles / WG), splits, 1).
-// split_sum: OUT[out_offset + i] = Σ_{s < splits} PART[s·len + i], i < len, in order of s.
+// split_sum: OUT[out_offset + i] = Σ_{s < splits} PART[in_offset + s·len + i], i < len, in order of s.
 //   grid = (ceil(len / 256), 1, 1).
+// split_fold: one level of a tree over many splits, inside the scratch buffer (bound at 3 alone):
+//   OUT[out_offset + g·len + i] = Σ_{s < 16, 16g + s < splits} OUT[in_offset + (16g + s)·len + i], in
+//   order of s, for g < ceil(splits / 16), i < len (regions disjoint). A serial split_sum gives each
+//   output one invocation looping over every split: with few outputs and thousands of splits (a
+//   transposed conv's bias: 1 output channel, a split per 16 pixels) that chain of loads is the whole
+//   launch's time on a GPU. Folding by 16 until at most 64 splits remain keeps every pass parallel.
+//   grid = (min(ceil(len · ceil(splits / 16) / 256), 65535), 1, 1), a grid-stride loop beyond.
 // Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
 //   4 A as vec4, 5 G as vec4.
 
@@ -37,7 +44,8 @@ struct Params {
     out_offset: u32,
     // split_sum: elements per split.
     len: u32,
-    _pad0: u32,
+    // split_sum, split_fold: element offset of split 0's partials.
+    in_offset: u32,
 }
 
 override GATHER_B: bool = false;
@@ -241,7 +249,23 @@ fn split_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc = 0.0;
     for (var s = 0u; s < p.splits; s++) {
-        acc += a[s * p.len + i];
+        acc += a[p.in_offset + s * p.len + i];
     }
     out[p.out_offset + i] = acc;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let groups = (p.splits + 15u) / 16u;
+    let total = groups * p.len;
+    for (var t = gid.x; t < total; t += nwg.x * 256u) {
+        let g = t / p.len;
+        let i = t % p.len;
+        let end = min(16u * g + 16u, p.splits);
+        var acc = 0.0;
+        for (var s = 16u * g; s < end; s++) {
+            acc += out[p.in_offset + s * p.len + i];
+        }
+        out[p.out_offset + t] = acc;
+    }
 }

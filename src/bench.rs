@@ -216,55 +216,78 @@ fn bench_conv(
         if g.transposed { "T" } else { "" }
     );
     let wrong = |e: String| Error::Output(format!("benchmark result wrong: {e}"));
+    // Launch shapes: the adapter's own choice; the scalar gather kernel where a layer has one output
+    // channel (what conv_gather_n1 replaced); on a GPU a sweep of the gather kernels' pixels per
+    // invocation and of the invocations the parameter gradient's splits aim at (what the GPU's pixel
+    // count and GPU_WGRAD_INVOCATIONS were set from). Suffix, pixels, split target, scalar.
+    let mut shapes: Vec<(String, Option<usize>, Option<usize>, bool)> = vec![(String::new(), None, None, false)];
+    let id = crate::kernels::Act::Identity;
+    let n1 = |k: crate::gpu::Result<ConvGather>| k.is_ok_and(|k| k.n1_ok());
+    if n1(ConvGather::forward(g, 1, h, w, id)) || n1(ConvGather::input_grad(g, 1, h, w, id)) {
+        shapes.push((" [scalar]".into(), None, None, true));
+    }
+    if !gpu.is_cpu() {
+        shapes.extend([1, 2, 4, 8].map(|p| (format!(" [{p} px]"), Some(p), None, false)));
+        shapes.extend([1 << 14, 1 << 16, 1 << 18].map(|t| (format!(" [{t} inv]"), None, Some(t), false)));
+    }
     for b in [2, batch] {
-        let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
-        let blk = uniform(2, g.block_rows() * g.cout, -1.0, 1.0);
-        let dy = uniform(3, b * oh * ow * g.cout, -1.0, 1.0);
-        let xb = gpu.upload("bench.x", &to_f32(&x));
-        let wb = gpu.upload("bench.w", &to_f32(&blk));
-        let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
-        let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
-        let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
-        let fwd = ConvGather::forward(g, b, h, w, crate::kernels::Act::Identity)?;
-        let dx = ConvGather::input_grad(g, b, h, w, crate::kernels::Act::Identity)?;
-        let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
-        let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
-        let mut scratch = Vec::new();
-        let mut lw = Program::new("dW");
-        let mut wflops = 0.0;
-        for (k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
-            scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
-            let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
-            lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
-            wflops += k.flops();
-        }
-        if b == 2 {
-            gpu.run(&lf)?;
-            gpu.submit(&lw, 1);
-            gpu.run(&lx)?;
-            let tol = Tol::new(1e-4, 1e-4);
-            let want = conv_forward(g, &x, &blk, b, h, w, crate::kernels::Act::Identity, false, None);
-            tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
-            let want = conv_backward_input(g, &dy, &blk, b, h, w, crate::kernels::Act::Identity, None, None);
-            tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
-            let want = conv_backward_params(g, &x, &dy, b, h, w, false);
-            Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
-            continue;
-        }
-        for (what, secs, flops) in [
-            ("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()),
-            ("dX", time_launch(gpu, &lx, reps)?, dx.flops()),
-            ("dW", time_program(gpu, &lw, reps)?, wflops),
-        ] {
-            rows.push(Row {
-                name: format!("{name} {what}"),
-                shape: shape.clone(),
-                micros: secs * 1e6,
-                rate: flops / secs / 1e9,
-                unit: "GFLOP/s",
-                fraction_of_ceiling: 0.0,
-            });
+        for (suffix, pix, target, scalar) in &shapes {
+            let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
+            let blk = uniform(2, g.block_rows() * g.cout, -1.0, 1.0);
+            let dy = uniform(3, b * oh * ow * g.cout, -1.0, 1.0);
+            let xb = gpu.upload("bench.x", &to_f32(&x));
+            let wb = gpu.upload("bench.w", &to_f32(&blk));
+            let dyb = gpu.upload("bench.dy", &to_f32(&dy));
+            let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
+            let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
+            let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
+            let mut fwd = ConvGather::forward(g, b, h, w, crate::kernels::Act::Identity)?;
+            let mut dx = ConvGather::input_grad(g, b, h, w, crate::kernels::Act::Identity)?;
+            (fwd.pix, dx.pix) = (*pix, *pix);
+            (fwd.scalar, dx.scalar) = (*scalar, *scalar);
+            let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
+            let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
+            let mut scratch = Vec::new();
+            let mut lw = Program::new("dW");
+            let mut wflops = 0.0;
+            for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
+                k.splits = target.map(|t| k.splits_for(t));
+                scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
+                let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
+                lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
+                wflops += k.flops();
+            }
+            if b == 2 {
+                gpu.run(&lf)?;
+                gpu.submit(&lw, 1);
+                gpu.run(&lx)?;
+                let tol = Tol::new(1e-4, 1e-4);
+                let want = conv_forward(g, &x, &blk, b, h, w, crate::kernels::Act::Identity, false, None);
+                tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
+                let want = conv_backward_input(g, &dy, &blk, b, h, w, crate::kernels::Act::Identity, None, None);
+                tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
+                let want = conv_backward_params(g, &x, &dy, b, h, w, false);
+                Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
+                continue;
+            }
+            let mut timed = Vec::new();
+            if target.is_none() {
+                timed.push(("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()));
+                timed.push(("dX", time_launch(gpu, &lx, reps)?, dx.flops()));
+            }
+            if pix.is_none() && !scalar {
+                timed.push(("dW", time_program(gpu, &lw, reps)?, wflops));
+            }
+            for (what, secs, flops) in timed {
+                rows.push(Row {
+                    name: format!("{name} {what}{suffix}"),
+                    shape: shape.clone(),
+                    micros: secs * 1e6,
+                    rate: flops / secs / 1e9,
+                    unit: "GFLOP/s",
+                    fraction_of_ceiling: 0.0,
+                });
+            }
         }
     }
     Ok(rows)

@@ -67,7 +67,18 @@ pub struct ConvGather {
     pub pre_relu: bool,
     /// Never use the vec4 kernel (tests, benchmarks).
     pub scalar: bool,
+    /// Pixels per invocation (1, 2, 4 or 8); None: the adapter's choice (`pixels_per_invocation`).
+    pub pix: Option<usize>,
 }
+
+/// Invocations the parameter gradient's splits aim at on a GPU (256 on a CPU adapter): an H100 holds
+/// 132 SMs × 2048 resident invocations. Measured on one (benches/RESULTS.md, `bench --model conv-vae`
+/// sweeps 2^14, 2^16 and 2^18): 2^14, the earlier value, left the 128-image conv2 gradient at 252 µs
+/// against 77 µs at 2^18, each invocation walking hundreds of pixels one dependent load after another.
+pub const GPU_WGRAD_INVOCATIONS: usize = 1 << 18;
+
+/// Most splits summed by one serial split_sum pass; more are folded by 16 first (conv_grad.wgsl).
+pub const SUM_MAX_SPLITS: usize = 64;
 
 impl ConvGather {
     /// The forward pass of a layer with geometry `g` on `batch` images of h×w: y = act(layer(x) + b).
@@ -120,8 +131,37 @@ impl ConvGather {
         self.c % 4 == 0 && self.n % 4 == 0
     }
 
+    /// The one-output-channel kernel applies (conv_gather_n1).
+    pub fn n1_ok(&self) -> bool {
+        self.c % 4 == 0 && self.n == 1
+    }
+
     fn wg(gpu: &Gpu) -> usize {
         super::lane_width(gpu)
+    }
+
+    /// Rows of the launch (output pixels, padded) and their count per phase.
+    fn rows(&self, wg: usize) -> (usize, usize, usize) {
+        let s = self.stride;
+        let (oh, ow) = self.out_hw;
+        let (qh, qw) = if self.geom_t { (oh.div_ceil(s), ow.div_ceil(s)) } else { (oh, ow) };
+        let real_rows = self.batch * qh * qw;
+        let phase_rows = real_rows.next_multiple_of(8 * wg);
+        let phases = if self.geom_t { s * s } else { 1 };
+        (real_rows, phase_rows, phases)
+    }
+
+    /// Output pixels per invocation: `pix` if set; 8 on a CPU adapter (the fewest weight loads, which
+    /// set the speed there); 1 on a GPU (the most invocations and the shortest chains of loads: on an
+    /// H100, 1 was the fastest of 1/2/4/8 on every layer of the conv VAE at batch 1024, up to 1.6× faster
+    /// than 8 on the one-channel layers, and at most 21% slower than the fastest at batch 128;
+    /// benches/RESULTS.md).
+    pub fn pixels_per_invocation(&self, gpu: &Gpu) -> usize {
+        match self.pix {
+            Some(p) => p,
+            None if gpu.is_cpu() => 8,
+            None => 1,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -156,13 +196,12 @@ impl ConvGather {
             need_len(OP, "R", r.as_ref().unwrap(), out_len)?;
         }
         let wg = Self::wg(gpu);
-        let tile = 8 * wg;
+        let pix = self.pixels_per_invocation(gpu);
+        need(OP, matches!(pix, 1 | 2 | 4 | 8), || format!("{pix} pixels per invocation (1, 2, 4 or 8)"))?;
         let s = self.stride;
         let (qh, qw) = if self.geom_t { (oh.div_ceil(s), ow.div_ceil(s)) } else { (oh, ow) };
-        let real_rows = self.batch * qh * qw;
-        let phase_rows = real_rows.next_multiple_of(tile);
-        let phases = if self.geom_t { s * s } else { 1 };
-        let groups_x = phases * phase_rows / tile;
+        let (real_rows, phase_rows, phases) = self.rows(wg);
+        let groups_x = phases * phase_rows / (pix * wg);
         let groups = [groups_x as u32, self.n.div_ceil(4) as u32, 1];
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         need(OP, groups[0] <= max && groups[1] <= max, || {
@@ -198,11 +237,19 @@ impl ConvGather {
             ("RESID", self.resid.code() as f64),
             ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
             ("WG", wg as f64),
+            ("PIX", pix as f64),
         ];
         let vec4 = !self.scalar && self.vec4_ok();
-        let entry = if vec4 { "conv_gather_v4" } else { "conv_gather" };
+        let n1 = !self.scalar && self.n1_ok();
+        let entry = if vec4 {
+            "conv_gather_v4"
+        } else if n1 {
+            "conv_gather_n1"
+        } else {
+            "conv_gather"
+        };
         let label = format!(
-            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x{} k{} s{} p{}{}{}]",
+            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x{} k{} s{} p{}{}{} /{pix}px]",
             self.batch,
             self.c,
             self.n,
@@ -215,9 +262,14 @@ impl ConvGather {
         // Z and R are always bound (the layout is fixed); X stands in when the epilogue does not read them.
         let z = z.unwrap_or(x);
         let r = r.unwrap_or(x);
-        let bindings =
-            if vec4 { [(6, x), (7, w), (8, y), (9, z), (10, r)] } else { [(1, x), (2, w), (3, y), (4, z), (5, r)] };
-        gpu.launch(label, "conv", entry, &constants, Some(&params), &bindings, groups)
+        let bindings: &[(u32, View)] = if vec4 {
+            &[(6, x), (7, w), (8, y), (9, z), (10, r)]
+        } else if n1 {
+            &[(6, x), (7, w), (2, w), (3, y), (4, z), (5, r)]
+        } else {
+            &[(1, x), (2, w), (3, y), (4, z), (5, r)]
+        };
+        gpu.launch(label, "conv", entry, &constants, Some(&params), bindings, groups)
     }
 }
 
@@ -239,7 +291,7 @@ struct GradParams {
     tiles: u32,
     out_offset: u32,
     len: u32,
-    _pad0: u32,
+    in_offset: u32,
 }
 
 /// One parameter-gradient reduction of conv_grad.wgsl (see its header).
@@ -258,6 +310,8 @@ pub struct ConvWgrad {
     pub ones: bool,
     pub pre_relu: bool,
     pub scalar: bool,
+    /// Splits of the pixel reduction; None: the adapter's choice (see `splits`).
+    pub splits: Option<usize>,
 }
 
 impl ConvWgrad {
@@ -285,6 +339,7 @@ impl ConvWgrad {
             ones: !g.transposed,
             pre_relu,
             scalar: false,
+            splits: None,
         };
         if !g.transposed {
             return Ok(vec![(base, 0)]);
@@ -302,21 +357,43 @@ impl ConvWgrad {
         self.k * self.k * self.c.div_ceil(4) * nb + if self.ones { nb } else { 0 }
     }
 
-    /// Splits of the pixel reduction: enough invocations to fill the adapter, at least 16 pixels each.
+    /// Splits of the pixel reduction: `splits` if set (at most one a pixel); else enough invocations to
+    /// fill the adapter (256 on a CPU adapter, GPU_WGRAD_INVOCATIONS on a GPU), at least 16 pixels each.
     pub fn splits(&self, gpu: &Gpu) -> usize {
-        let target: usize = if gpu.is_cpu() { 256 } else { 16384 };
         let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
-        target.div_ceil(self.tiles()).clamp(1, pixels.div_ceil(16).max(1))
+        if let Some(s) = self.splits {
+            return s.clamp(1, pixels.clamp(1, 65535));
+        }
+        self.splits_for(if gpu.is_cpu() { 256 } else { GPU_WGRAD_INVOCATIONS })
     }
 
-    /// Scratch elements the split partials need (0 when one split writes the result directly).
+    /// The split count that reaches `invocations` invocations, at least 16 pixels a split (and at most
+    /// 65535, the grid's limit per dimension).
+    pub fn splits_for(&self, invocations: usize) -> usize {
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        invocations.div_ceil(self.tiles()).clamp(1, pixels.div_ceil(16).clamp(1, 65535))
+    }
+
+    /// Scratch elements the split partials need (0 when one split writes the result directly): the
+    /// splits' partials, then each split_fold level's (see `fold_levels`).
     pub fn scratch_len(&self, gpu: &Gpu) -> usize {
         let s = self.splits(gpu);
         if s == 1 {
             0
         } else {
-            s * self.rows_out() * self.n
+            (s + Self::fold_levels(s).iter().sum::<usize>()) * self.rows_out() * self.n
         }
+    }
+
+    /// Split counts after each split_fold pass: folding by 16 while more than SUM_MAX_SPLITS remain.
+    fn fold_levels(splits: usize) -> Vec<usize> {
+        let mut levels = Vec::new();
+        let mut n = splits;
+        while n > SUM_MAX_SPLITS {
+            n = n.div_ceil(16);
+            levels.push(n);
+        }
+        levels
     }
 
     pub fn vec4_ok(&self) -> bool {
@@ -381,7 +458,7 @@ impl ConvWgrad {
             tiles: tiles as u32,
             out_offset: out_offset as u32,
             len: len as u32,
-            _pad0: 0,
+            in_offset: 0,
         };
         let constants = [
             ("GATHER_B", f64::from(u8::from(self.gather_b))),
@@ -415,11 +492,26 @@ impl ConvWgrad {
             op: OP,
             message: format!("{splits} splits need a scratch buffer of {} floats", splits * len),
         })?;
-        need_len(OP, "scratch", &scratch, splits * len)?;
+        need_len(OP, "scratch", &scratch, self.scratch_len(gpu))?;
         params.out_offset = 0;
-        let first = gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?;
+        let mut launches =
+            vec![gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?];
+        // Fold the partials in the scratch buffer while there are too many splits for one serial sum.
+        let (mut src, mut n) = (0usize, splits);
+        for groups in Self::fold_levels(splits) {
+            let dst = src + n * len;
+            params.splits = n as u32;
+            params.in_offset = src as u32;
+            params.out_offset = dst as u32;
+            let grid = [(groups * len).div_ceil(256).min(65535) as u32, 1, 1];
+            let name = format!("{label} split_fold/{n}");
+            launches.push(gpu.launch(name, "conv_grad", "split_fold", &[], Some(&params), &[(3, scratch)], grid)?);
+            (src, n) = (dst, groups);
+        }
+        params.splits = n as u32;
+        params.in_offset = src as u32;
         params.out_offset = out_offset as u32;
-        let sum = gpu.launch(
+        launches.push(gpu.launch(
             format!("{label} split_sum"),
             "conv_grad",
             "split_sum",
@@ -427,7 +519,7 @@ impl ConvWgrad {
             Some(&params),
             &[(1, scratch), (3, out)],
             [len.div_ceil(256) as u32, 1, 1],
-        )?;
-        Ok(vec![first, sum])
+        )?);
+        Ok(launches)
     }
 }

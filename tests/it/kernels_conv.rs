@@ -1,5 +1,6 @@
 //! conv.wgsl and conv_grad.wgsl against reference/conv.rs: odd sizes, strides 1 and 2, padding 0/1/2,
-//! kernel sizes 1 to 7, 1/3/4+ channels, scalar and vec4 kernels, outputs poisoned with NaN.
+//! kernel sizes 1 to 7, 1/3/4+ channels, scalar, vec4 and one-output-channel kernels, outputs poisoned
+//! with NaN.
 
 use vaegpu::gpu::Gpu;
 use vaegpu::kernels::conv::{ConvGather, ConvGeom, ConvWgrad, Resid};
@@ -49,9 +50,21 @@ impl Case {
     }
 }
 
+/// How the launches are shaped: the adapter's choice (None) or a forced pixels-per-invocation of the
+/// gather kernels and split count of the parameter gradient (the shapes a GPU picks, run here too).
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    pix: Option<usize>,
+    splits: Option<usize>,
+}
+
 /// Forward (with each activation and the residual add), input gradient (with dact and resid) and
 /// parameter gradient of one layer, each on the scalar and (where the channels allow) vec4 kernel.
 fn check(c: &Case, seed: u64) {
+    check_shaped(c, seed, Shape::default())
+}
+
+fn check_shaped(c: &Case, seed: u64, shape: Shape) {
     let gpu = gpu();
     let g = &c.g;
     let (oh, ow) = c.out();
@@ -76,11 +89,14 @@ fn check(c: &Case, seed: u64) {
         {
             let mut k = ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap();
             k.scalar = scalar;
+            k.pix = shape.pix;
             k.pre_relu = pre_relu;
             k.resid = if resid { Resid::BeforeAct } else { Resid::None };
             let yb = poisoned(gpu, "y", ys);
             let r = if resid { Some((&rob).into()) } else { None };
-            gpu.run(&k.launch(gpu, "t", (&xb).into(), (&wb).into(), (&yb).into(), None, r).unwrap()).unwrap();
+            let l = k.launch(gpu, "t", (&xb).into(), (&wb).into(), (&yb).into(), None, r).unwrap();
+            assert_eq!(l.label.contains("conv_gather_n1["), !scalar && k.n1_ok(), "{}", l.label);
+            gpu.run(&l).unwrap();
             let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, resid.then_some(&r_out[..]));
             let what = format!("{} forward {act:?} resid={resid} pre_relu={pre_relu} scalar={scalar}", c.name());
             tol(taps * g.cin).check(&what, &gpu.read_f32(&yb).unwrap()[..ys], &want).unwrap();
@@ -88,11 +104,14 @@ fn check(c: &Case, seed: u64) {
         for (dact, resid) in [(Act::Identity, false), (Act::Relu, true)] {
             let mut k = ConvGather::input_grad(g, c.batch, c.h, c.w, dact).unwrap();
             k.scalar = scalar;
+            k.pix = shape.pix;
             k.resid = if resid { Resid::AfterDact } else { Resid::None };
             let dxb = poisoned(gpu, "dx", xs);
             let z = (dact != Act::Identity).then(|| (&zb).into());
             let r = resid.then(|| (&rib).into());
-            gpu.run(&k.launch(gpu, "t", (&dyb).into(), (&wb).into(), (&dxb).into(), z, r).unwrap()).unwrap();
+            let l = k.launch(gpu, "t", (&dyb).into(), (&wb).into(), (&dxb).into(), z, r).unwrap();
+            assert_eq!(l.label.contains("conv_gather_n1["), !scalar && k.n1_ok(), "{}", l.label);
+            gpu.run(&l).unwrap();
             let zs = (dact != Act::Identity).then_some(&z_in[..]);
             let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, resid.then_some(&r_in[..]));
             let what = format!("{} input grad dact={dact:?} resid={resid} scalar={scalar}", c.name());
@@ -107,6 +126,7 @@ fn check(c: &Case, seed: u64) {
             let mut scratch_bufs = Vec::new();
             for (mut k, at) in ConvWgrad::for_layer(g, c.batch, c.h, c.w, pre_relu).unwrap() {
                 k.scalar = scalar;
+                k.splits = shape.splits;
                 let n = k.scratch_len(gpu);
                 scratch_bufs.push(poisoned(gpu, "scratch", n.max(1)));
                 let s = scratch_bufs.last().unwrap();
@@ -138,6 +158,9 @@ fn conv_matches_reference_on_awkward_shapes() {
         Case::new(1, 13, 13, 4, 4, 7, 1, 2, false),
         Case::new(2, 8, 8, 5, 1, 2, 2, 0, false),
         Case::new(2, 7, 7, 12, 8, 3, 1, 0, false),
+        // One output channel from 4k channels (conv_gather_n1): forward here, input gradient below.
+        Case::new(2, 7, 5, 8, 1, 3, 1, 1, false),
+        Case::new(2, 10, 6, 1, 8, 4, 2, 1, false),
     ];
     for (i, c) in cases.iter().enumerate() {
         check(c, 100 + 10 * i as u64);
@@ -154,9 +177,30 @@ fn conv_transpose_matches_reference_on_awkward_shapes() {
         Case::new(2, 3, 3, 4, 8, 5, 2, 2, true),
         Case::new(1, 5, 5, 4, 4, 7, 3, 2, true),
         Case::new(2, 6, 3, 8, 8, 2, 2, 0, true),
+        // A decoder's last layer (conv_gather_n1 on phase rows).
+        Case::new(2, 5, 3, 8, 1, 4, 2, 1, true),
     ];
     for (i, c) in cases.iter().enumerate() {
         check(c, 500 + 10 * i as u64);
+    }
+}
+
+/// The launch shapes a discrete GPU picks (fewer pixels per invocation, many reduction splits), which
+/// this adapter would not choose itself: each pixel count on the forward and input-gradient kernels
+/// (conv and transposed, so GEOM_T phase rows too), and split counts of one, a few, and one split a
+/// pixel: 75 splits take one split_fold pass before the sum, the transposed conv's 294 weight splits
+/// one and its 1176 bias splits two.
+#[test]
+fn gpu_launch_shapes_match_reference() {
+    let cases = [
+        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), Shape { pix: Some(1), splits: Some(100) }),
+        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), Shape { pix: Some(2), splits: Some(2000) }),
+        (Case::new(2, 5, 5, 4, 8, 3, 1, 1, true), Shape { pix: Some(8), splits: Some(3) }),
+        (Case::new(2, 5, 3, 8, 1, 4, 2, 1, true), Shape { pix: Some(1), splits: None }),
+        (Case::new(2, 7, 7, 12, 8, 3, 1, 0, false), Shape { pix: Some(4), splits: Some(1) }),
+    ];
+    for (i, (c, shape)) in cases.iter().enumerate() {
+        check_shaped(c, 900 + 10 * i as u64, *shape);
     }
 }
 
@@ -167,4 +211,13 @@ fn uneven_sizes_are_refused() {
     let e = g.out_hw(27, 28).unwrap_err();
     assert!(e.contains("does not divide"), "{e}");
     assert!(ConvGather::forward(&g, 2, 5, 5, Act::Relu).is_err());
+    let mut k = ConvGather::forward(&g, 2, 28, 28, Act::Relu).unwrap();
+    k.pix = Some(3);
+    let (x, w, y) =
+        (poisoned(gpu(), "x", 2 * 28 * 28), poisoned(gpu(), "w", 17 * 4), poisoned(gpu(), "y", 2 * 14 * 14 * 4));
+    let Err(e) = k.launch(gpu(), "t", (&x).into(), (&w).into(), (&y).into(), None, None) else {
+        panic!("3 pixels per invocation accepted");
+    };
+    let e = e.to_string();
+    assert!(e.contains("pixels per invocation"), "{e}");
 }

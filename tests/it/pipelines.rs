@@ -54,8 +54,9 @@ fn every_entry_point_and_variant_builds() {
         }
     }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
-    // and input-gradient (transposed weights, act', residual) kernels, the activation cycling.
-    for entry in ["conv_gather", "conv_gather_v4"] {
+    // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, and each
+    // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs).
+    for entry in ["conv_gather", "conv_gather_v4", "conv_gather_n1"] {
         let mut i = 0;
         for geom_t in [0.0, 1.0] {
             for (w_t, bias, resid, pre_relu) in
@@ -73,6 +74,7 @@ fn every_entry_point_and_variant_builds() {
                         ("RESID", resid),
                         ("PRE_RELU", pre_relu),
                         ("WG", [16.0, 64.0][i % 2]),
+                        ("PIX", [8.0, 4.0, 2.0, 1.0][i % 4]),
                     ];
                     gpu.pipeline("conv", entry, &c).unwrap_or_else(|e| panic!("conv {entry} {c:?}: {e}"));
                     built += 1;
