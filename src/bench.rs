@@ -231,18 +231,18 @@ fn bench_conv(
         shapes.extend([1 << 14, 1 << 16, 1 << 18].map(|t| (format!(" [{t} inv]"), None, Some(t), false)));
     }
     for b in [2, batch] {
+        let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
+        let blk = uniform(2, g.block_rows() * g.cout, -1.0, 1.0);
+        let dy = uniform(3, b * oh * ow * g.cout, -1.0, 1.0);
+        let xb = gpu.upload("bench.x", &to_f32(&x));
+        let wb = gpu.upload("bench.w", &to_f32(&blk));
+        let dyb = gpu.upload("bench.dy", &to_f32(&dy));
         for (suffix, pix, target, scalar) in &shapes {
-            let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
-            let blk = uniform(2, g.block_rows() * g.cout, -1.0, 1.0);
-            let dy = uniform(3, b * oh * ow * g.cout, -1.0, 1.0);
-            let xb = gpu.upload("bench.x", &to_f32(&x));
-            let wb = gpu.upload("bench.w", &to_f32(&blk));
-            let dyb = gpu.upload("bench.dy", &to_f32(&dy));
             let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
             let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
             let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
-            let mut fwd = ConvGather::forward(g, b, h, w, crate::kernels::Act::Identity)?;
-            let mut dx = ConvGather::input_grad(g, b, h, w, crate::kernels::Act::Identity)?;
+            let mut fwd = ConvGather::forward(g, b, h, w, id)?;
+            let mut dx = ConvGather::input_grad(g, b, h, w, id)?;
             (fwd.pix, dx.pix) = (*pix, *pix);
             (fwd.scalar, dx.scalar) = (*scalar, *scalar);
             let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
@@ -262,9 +262,9 @@ fn bench_conv(
                 gpu.submit(&lw, 1);
                 gpu.run(&lx)?;
                 let tol = Tol::new(1e-4, 1e-4);
-                let want = conv_forward(g, &x, &blk, b, h, w, crate::kernels::Act::Identity, false, None);
+                let want = conv_forward(g, &x, &blk, b, h, w, id, false, None);
                 tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
-                let want = conv_backward_input(g, &dy, &blk, b, h, w, crate::kernels::Act::Identity, None, None);
+                let want = conv_backward_input(g, &dy, &blk, b, h, w, id, None, None);
                 tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
                 let want = conv_backward_params(g, &x, &dy, b, h, w, false);
                 Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;

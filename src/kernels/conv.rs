@@ -140,17 +140,6 @@ impl ConvGather {
         super::lane_width(gpu)
     }
 
-    /// Rows of the launch (output pixels, padded) and their count per phase.
-    fn rows(&self, wg: usize) -> (usize, usize, usize) {
-        let s = self.stride;
-        let (oh, ow) = self.out_hw;
-        let (qh, qw) = if self.geom_t { (oh.div_ceil(s), ow.div_ceil(s)) } else { (oh, ow) };
-        let real_rows = self.batch * qh * qw;
-        let phase_rows = real_rows.next_multiple_of(8 * wg);
-        let phases = if self.geom_t { s * s } else { 1 };
-        (real_rows, phase_rows, phases)
-    }
-
     /// Output pixels per invocation: `pix` if set; 8 on a CPU adapter (the fewest weight loads, which
     /// set the speed there); 1 on a GPU (the most invocations and the shortest chains of loads: on an
     /// H100, 1 was the fastest of 1/2/4/8 on every layer of the conv VAE at batch 1024, up to 1.6× faster
@@ -200,7 +189,10 @@ impl ConvGather {
         need(OP, matches!(pix, 1 | 2 | 4 | 8), || format!("{pix} pixels per invocation (1, 2, 4 or 8)"))?;
         let s = self.stride;
         let (qh, qw) = if self.geom_t { (oh.div_ceil(s), ow.div_ceil(s)) } else { (oh, ow) };
-        let (real_rows, phase_rows, phases) = self.rows(wg);
+        let real_rows = self.batch * qh * qw;
+        // Padded to 8·WG rows whatever PIX (which divides 8), so a GEOM_T phase is whole workgroups.
+        let phase_rows = real_rows.next_multiple_of(8 * wg);
+        let phases = if self.geom_t { s * s } else { 1 };
         let groups_x = phases * phase_rows / (pix * wg);
         let groups = [groups_x as u32, self.n.div_ceil(4) as u32, 1];
         let max = gpu.limits.max_compute_workgroups_per_dimension;
