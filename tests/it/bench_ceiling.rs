@@ -1,6 +1,7 @@
 //! The ceiling kernels the benchmark measures every rate against (shaders/ceiling.wgsl) build and give
 //! checked results on this adapter: `ceilings` verifies the copy bit for bit and the FMA chains against
-//! their closed form before timing them, and returns an error otherwise. No speed is asserted here.
+//! their closed form before timing them, and returns an error otherwise; likewise the conv benchmark.
+//! No speed is asserted here.
 
 use vaegpu::testing::test_gpu;
 
@@ -11,4 +12,26 @@ fn ceilings_are_checked_and_positive() {
     assert!(c.copy_gbs.is_finite() && c.copy_gbs > 0.0, "{c:?}");
     assert!(c.fma_gflops.is_finite() && c.fma_gflops > 0.0, "{c:?}");
     assert!(c.copy_bytes >= 1 << 20 && c.fma_invocations >= 4096 * 64 && c.fma_iters >= 256, "{c:?}");
+}
+
+/// `vaegpu bench --model conv-vae` at a small batch: every layer's forward, input-gradient and
+/// parameter-gradient kernels are checked against the reference (an error otherwise) and timed, with
+/// the scalar kernel timed beside the one-output-channel kernel it replaced, and the whole step.
+#[test]
+fn conv_bench_checks_and_times_every_layer() {
+    let gpu = vaegpu::testing::shared_gpu();
+    let r = vaegpu::bench::run_conv(gpu, 4, 1).unwrap_or_else(|e| panic!("conv benchmark failed: {e}"));
+    let names: Vec<&str> = r.rows.iter().map(|row| row.name.as_str()).collect();
+    for layer in ["enc.conv1", "enc.conv2", "dec.deconv2", "dec.deconv1"] {
+        for what in ["fwd", "dX", "dW"] {
+            assert!(names.contains(&format!("{layer} {what}").as_str()), "{layer} {what} missing: {names:?}");
+        }
+    }
+    // The one-output-channel layers: enc.conv1's input gradient, dec.deconv1's forward.
+    for row in ["enc.conv1 dX [scalar]", "dec.deconv1 fwd [scalar]"] {
+        assert!(names.contains(&row), "{row} missing: {names:?}");
+    }
+    assert!(r.rows.iter().all(|row| row.micros.is_finite() && row.micros > 0.0), "{:?}", r.rows);
+    let step = r.step.expect("the step is timed");
+    assert!(step.step_ms.is_finite() && step.step_ms > 0.0, "{step:?}");
 }
