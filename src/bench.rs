@@ -238,45 +238,50 @@ fn bench_conv(
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
         for (suffix, pix, target, scalar) in &shapes {
-            let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
-            let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
-            let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
-            let mut fwd = ConvGather::forward(g, b, h, w, id)?;
-            let mut dx = ConvGather::input_grad(g, b, h, w, id)?;
-            (fwd.pix, dx.pix) = (*pix, *pix);
-            (fwd.scalar, dx.scalar) = (*scalar, *scalar);
-            let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
-            let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
-            let mut scratch = Vec::new();
-            let mut lw = Program::new("dW");
-            let mut wflops = 0.0;
-            for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
-                k.splits = target.map(|t| k.splits_for(t));
-                scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
-                let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
-                lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
-                wflops += k.flops();
-            }
-            if b == 2 {
-                gpu.run(&lf)?;
-                gpu.submit(&lw, 1);
-                gpu.run(&lx)?;
-                let tol = Tol::new(1e-4, 1e-4);
-                let want = conv_forward(g, &x, &blk, b, h, w, id, false, None);
-                tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
-                let want = conv_backward_input(g, &dy, &blk, b, h, w, id, None, None);
-                tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
-                let want = conv_backward_params(g, &x, &dy, b, h, w, false);
-                Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
-                continue;
-            }
+            // A shape builds, checks and times only the kernels it changes: a pixel count or the scalar
+            // kernel the gathers, a split target the parameter gradient.
             let mut timed = Vec::new();
             if target.is_none() {
-                timed.push(("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()));
-                timed.push(("dX", time_launch(gpu, &lx, reps)?, dx.flops()));
+                let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
+                let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
+                let mut fwd = ConvGather::forward(g, b, h, w, id)?;
+                let mut dx = ConvGather::input_grad(g, b, h, w, id)?;
+                (fwd.pix, dx.pix) = (*pix, *pix);
+                (fwd.scalar, dx.scalar) = (*scalar, *scalar);
+                let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
+                let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
+                if b == 2 {
+                    gpu.run(&lf)?;
+                    gpu.run(&lx)?;
+                    let tol = Tol::new(1e-4, 1e-4);
+                    let want = conv_forward(g, &x, &blk, b, h, w, id, false, None);
+                    tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
+                    let want = conv_backward_input(g, &dy, &blk, b, h, w, id, None, None);
+                    tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
+                } else {
+                    timed.push(("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()));
+                    timed.push(("dX", time_launch(gpu, &lx, reps)?, dx.flops()));
+                }
             }
             if pix.is_none() && !scalar {
-                timed.push(("dW", time_program(gpu, &lw, reps)?, wflops));
+                let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
+                let mut scratch = Vec::new();
+                let mut lw = Program::new("dW");
+                let mut wflops = 0.0;
+                for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
+                    k.splits = target.map(|t| k.splits_for(t));
+                    scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
+                    let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
+                    lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
+                    wflops += k.flops();
+                }
+                if b == 2 {
+                    gpu.submit(&lw, 1);
+                    let want = conv_backward_params(g, &x, &dy, b, h, w, false);
+                    Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
+                } else {
+                    timed.push(("dW", time_program(gpu, &lw, reps)?, wflops));
+                }
             }
             for (what, secs, flops) in timed {
                 rows.push(Row {
