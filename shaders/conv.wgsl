@@ -361,3 +361,175 @@ fn conv_gather_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         }
     }
 }
+
+// conv_tiled: the same products as the gather kernels, for discrete GPUs: an implicit GEMM through
+// workgroup memory (the structure of matmul_tiled). Rows m are output pixels in the order above, columns
+// n output channels, and the reduction runs over k' = (tap, c): tap t of the workgroup's valid taps
+// (all K² without GEOM_T; the K²/S² of the workgroup's phase with it, t = th·ntw + tw, kh = first.x +
+// S·th, kw = first.y + S·tw), c < C fastest, so K' = nth·ntw·C.
+// Tile: 256 invocations (tx = tid % 16, ty = tid / 16) own BM = 16·TM rows × BN = 16·NT columns, each
+// TM × NT outputs in registers: rows m0 + ty + 16i (i < TM), columns n0 + tx + 16j (j < NT). Per
+// BK = 16 step of k' the workgroup stages the A tile (the im2col block, 16 × BM) and the B tile (the
+// weights, 16 × BN) k-major in workgroup memory, zero outside (k' >= K', rows that are not pixels,
+// pixels outside the image, n >= N), then each invocation does 16 rank-1 updates of its TM × NT block
+// (TM + NT workgroup loads per TM·NT FMAs).
+// Global loads (TM of A and NT of B per invocation per step) run along the contiguous direction:
+//   A: an invocation loads k' = k0 + tx of its own rows m0 + ty + 16r (r < TM): 16 consecutive
+//      invocations read 16 consecutive channels of one input pixel (NHWC).
+//   B: without W_T 16 consecutive invocations read 16 consecutive output channels of one weight row;
+//      with W_T 16 consecutive channels c of one output channel's row.
+// Each invocation follows its k' offsets incrementally (KPos), with no division inside the loop.
+// The workgroup's phase (GEOM_T) is uniform: BM divides phase_rows. A workgroup whose rows are all
+// padding returns before its first barrier (uniformly).
+// Bindings as conv_gather (scalar 1–5). Grid = (phases · phase_rows / BM, ceil(N / BN), 1).
+override TM: u32 = 8u;
+override NT: u32 = 4u;
+const CT_BK: u32 = 16u;
+// Row strides of the tiles (32 banks of 4 bytes; a warp of 32 is 16 tx × 2 ty). The stores to ct_a
+// (and to ct_b with W_T) put k' = tx on rows: with a stride ≡ 2 (mod 32) the warp's 32 stores,
+// 2·tx + ty + const, hit 32 banks. The stores to ct_b without W_T put ty on rows and tx on columns:
+// with a stride ≡ 16, tx + 16·ty + const does. Every read is 16 consecutive columns (tx) or a
+// broadcast (ty).
+const CT_SA: u32 = 130u;
+var<workgroup> ct_a: array<f32, 2080>; // ct_a[k * CT_SA + m], BM <= 128
+var<workgroup> ct_b: array<f32, 1280>; // ct_b[k * ct_sb() + n], BN <= 64
+
+fn ct_sb() -> u32 {
+    return select(80u, 66u, W_T);
+}
+
+// Where k' = k0 + offset lies: tap (th, tw) of the workgroup's tap grid and channel c.
+struct KPos {
+    th: u32,
+    tw: u32,
+    c: u32,
+}
+
+fn kpos_at(k: u32, ntw: u32) -> KPos {
+    let t = k / p.c;
+    return KPos(t / ntw, t % ntw, k % p.c);
+}
+
+// k' + 16.
+fn kpos_next(q0: KPos, ntw: u32) -> KPos {
+    var q = q0;
+    q.c += CT_BK;
+    while (q.c >= p.c) {
+        q.c -= p.c;
+        q.tw += 1u;
+        if (q.tw == ntw) {
+            q.tw = 0u;
+            q.th += 1u;
+        }
+    }
+    return q;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let bm = 16u * TM;
+    let bn = 16u * NT;
+    let m0 = wid.x * bm;
+    let n0 = wid.y * bn;
+    let tx = tid % 16u;
+    let ty = tid / 16u;
+    // Taps of this workgroup: a phase is whole tiles, so the first row's phase is everyone's.
+    var first = vec2<u32>(0u, 0u);
+    var step = 1u;
+    if (GEOM_T) {
+        let phase = m0 / p.phase_rows;
+        if (m0 % p.phase_rows >= p.real_rows) {
+            return;
+        }
+        first = vec2<u32>((phase / p.stride + p.pad) % p.stride, (phase % p.stride + p.pad) % p.stride);
+        step = p.stride;
+    } else if (m0 >= p.real_rows) {
+        return;
+    }
+    // (A 1×1 kernel with stride 2 has phases with no tap at all.)
+    let nth = select(0u, (p.k - first.x + step - 1u) / step, first.x < p.k);
+    let ntw_real = select(0u, (p.k - first.y + step - 1u) / step, first.y < p.k);
+    let ntw = max(ntw_real, 1u);
+    let kk_total = nth * ntw_real * p.c;
+    // The A rows this invocation loads: m0 + ty + 16r (r < TM), at k' offset tx.
+    var rows: array<Pos, 8>;
+    for (var r = 0u; r < TM; r++) {
+        rows[r] = out_pos(m0 + ty + 16u * r);
+    }
+    // k' offsets: A (and B with W_T) at tx; B without W_T at ty.
+    var qa = kpos_at(tx, ntw);
+    var qb = kpos_at(ty, ntw);
+    var acc: array<f32, 32>;
+    for (var k0 = 0u; k0 < kk_total; k0 += CT_BK) {
+        // A tile: ct_a[tx][ty + 16r].
+        let a_in = k0 + tx < kk_total;
+        let kh = first.x + step * qa.th;
+        let kw = first.y + step * qa.tw;
+        for (var r = 0u; r < TM; r++) {
+            let pix = in_pixel(rows[r], kh, kw);
+            var v = 0.0;
+            if (a_in && pix >= 0) {
+                v = x[u32(pix) * p.c + qa.c];
+                if (PRE_RELU) {
+                    v = max(v, 0.0);
+                }
+            }
+            ct_a[tx * CT_SA + ty + 16u * r] = v;
+        }
+        // B tile: without W_T ct_b[ty][tx + 16j] = Wt(k0 + ty, n0 + tx + 16j); with W_T
+        // ct_b[tx][ty + 16j] = Wt(k0 + tx, n0 + ty + 16j).
+        if (W_T) {
+            let tap = (first.x + step * qa.th) * p.k + first.y + step * qa.tw;
+            for (var j = 0u; j < NT; j++) {
+                let n = n0 + ty + 16u * j;
+                var v = 0.0;
+                if (a_in && n < p.n) {
+                    v = w[w_index(tap, qa.c, n)];
+                }
+                ct_b[tx * ct_sb() + ty + 16u * j] = v;
+            }
+        } else {
+            let b_in = k0 + ty < kk_total;
+            let tap = (first.x + step * qb.th) * p.k + first.y + step * qb.tw;
+            for (var j = 0u; j < NT; j++) {
+                let n = n0 + tx + 16u * j;
+                var v = 0.0;
+                if (b_in && n < p.n) {
+                    v = w[w_index(tap, qb.c, n)];
+                }
+                ct_b[ty * ct_sb() + tx + 16u * j] = v;
+            }
+            qb = kpos_next(qb, ntw);
+        }
+        qa = kpos_next(qa, ntw);
+        workgroupBarrier();
+        for (var kk = 0u; kk < CT_BK; kk++) {
+            var av: array<f32, 8>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < TM; i++) {
+                av[i] = ct_a[kk * CT_SA + ty + 16u * i];
+            }
+            for (var j = 0u; j < NT; j++) {
+                bv[j] = ct_b[kk * ct_sb() + tx + 16u * j];
+            }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < NT; j++) {
+                    acc[i * NT + j] = fma(av[i], bv[j], acc[i * NT + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < TM; i++) {
+        let q = rows[i];
+        if (q.ok) {
+            let o = out_index(q) * p.n;
+            for (var j = 0u; j < NT; j++) {
+                let n = n0 + tx + 16u * j;
+                if (n < p.n) {
+                    y[o + n] = epilogue(acc[i * NT + j], o + n, n);
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Launch, Program};
+use crate::gpu::{ConvKernel, Gpu, Launch, Program};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -216,19 +216,42 @@ fn bench_conv(
         if g.transposed { "T" } else { "" }
     );
     let wrong = |e: String| Error::Output(format!("benchmark result wrong: {e}"));
-    // Launch shapes: the adapter's own choice; the scalar gather kernel where a layer has one output
-    // channel (what conv_gather_n1 replaced); on a GPU a sweep of the gather kernels' pixels per
-    // invocation and of the invocations the parameter gradient's splits aim at (what the GPU's pixel
-    // count and GPU_WGRAD_INVOCATIONS were set from). Suffix, pixels, split target, scalar.
-    let mut shapes: Vec<(String, Option<usize>, Option<usize>, bool)> = vec![(String::new(), None, None, false)];
+    // Launch shapes: the adapter's own choice; the conv kernel it did not choose (tiled or gather); the
+    // scalar gather kernel where a layer has one output channel (what conv_gather_n1 replaced); on a GPU
+    // a sweep of the gather kernels' pixels per invocation and of the invocations the parameter
+    // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from).
+    struct Shape {
+        suffix: String,
+        pix: Option<usize>,
+        target: Option<usize>,
+        scalar: bool,
+        kernel: Option<ConvKernel>,
+        /// Only the launches with 16+ output channels (those the conv kernel choice applies to).
+        wide: bool,
+    }
+    let plain = Shape { suffix: String::new(), pix: None, target: None, scalar: false, kernel: None, wide: false };
+    let other = if gpu.conv == ConvKernel::Tiled { ConvKernel::Gather } else { ConvKernel::Tiled };
+    let mut shapes = vec![Shape { suffix: String::new(), ..plain }];
+    shapes.push(Shape { suffix: format!(" [{other}]"), kernel: Some(other), wide: true, ..plain });
     let id = crate::kernels::Act::Identity;
     let n1 = |k: crate::gpu::Result<ConvGather>| k.is_ok_and(|k| k.n1_ok());
     if n1(ConvGather::forward(g, 1, h, w, id)) || n1(ConvGather::input_grad(g, 1, h, w, id)) {
-        shapes.push((" [scalar]".into(), None, None, true));
+        let gather = Some(ConvKernel::Gather);
+        shapes.push(Shape { suffix: " [scalar]".into(), scalar: true, kernel: gather, ..plain });
     }
     if !gpu.is_cpu() {
-        shapes.extend([1, 2, 4, 8].map(|p| (format!(" [{p} px]"), Some(p), None, false)));
-        shapes.extend([1 << 14, 1 << 16, 1 << 18].map(|t| (format!(" [{t} inv]"), None, Some(t), false)));
+        let gather = Some(ConvKernel::Gather);
+        shapes.extend([1, 2, 4, 8].map(|p| Shape {
+            suffix: format!(" [{p} px]"),
+            pix: Some(p),
+            kernel: gather,
+            ..plain
+        }));
+        shapes.extend([1 << 14, 1 << 16, 1 << 18].map(|t| Shape {
+            suffix: format!(" [{t} inv]"),
+            target: Some(t),
+            ..plain
+        }));
     }
     for b in [2, batch] {
         let x = uniform(1, b * h * w * g.cin, -1.0, 1.0);
@@ -237,9 +260,9 @@ fn bench_conv(
         let xb = gpu.upload("bench.x", &to_f32(&x));
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        for (suffix, pix, target, scalar) in &shapes {
-            // A shape builds, checks and times only the kernels it changes: a pixel count or the scalar
-            // kernel the gathers, a split target the parameter gradient.
+        for Shape { suffix, pix, target, scalar, kernel, wide } in &shapes {
+            // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel or
+            // the scalar kernel the forward and input gradient, a split target the parameter gradient.
             let mut timed = Vec::new();
             if target.is_none() {
                 let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
@@ -248,22 +271,26 @@ fn bench_conv(
                 let mut dx = ConvGather::input_grad(g, b, h, w, id)?;
                 (fwd.pix, dx.pix) = (*pix, *pix);
                 (fwd.scalar, dx.scalar) = (*scalar, *scalar);
-                let lf = fwd.launch(gpu, name, (&xb).into(), (&wb).into(), (&yb).into(), None, None)?;
-                let lx = dx.launch(gpu, name, (&dyb).into(), (&wb).into(), (&dxb).into(), None, None)?;
-                if b == 2 {
-                    gpu.run(&lf)?;
-                    gpu.run(&lx)?;
-                    let tol = Tol::new(1e-4, 1e-4);
-                    let want = conv_forward(g, &x, &blk, b, h, w, id, false, None);
-                    tol.check(name, &gpu.read_f32(&yb)?, &want).map_err(wrong)?;
-                    let want = conv_backward_input(g, &dy, &blk, b, h, w, id, None, None);
-                    tol.check(name, &gpu.read_f32(&dxb)?, &want).map_err(wrong)?;
-                } else {
-                    timed.push(("fwd", time_launch(gpu, &lf, reps)?, fwd.flops()));
-                    timed.push(("dX", time_launch(gpu, &lx, reps)?, dx.flops()));
+                (fwd.kernel, dx.kernel) = (*kernel, *kernel);
+                for (what, k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
+                    if *wide && k.n < 16 {
+                        continue;
+                    }
+                    let l = k.launch(gpu, name, input.into(), (&wb).into(), out.into(), None, None)?;
+                    if b == 2 {
+                        gpu.run(&l)?;
+                        let want = if what == "fwd" {
+                            conv_forward(g, &x, &blk, b, h, w, id, false, None)
+                        } else {
+                            conv_backward_input(g, &dy, &blk, b, h, w, id, None, None)
+                        };
+                        Tol::new(1e-4, 1e-4).check(name, &gpu.read_f32(out)?, &want).map_err(wrong)?;
+                    } else {
+                        timed.push((what, time_launch(gpu, &l, reps)?, k.flops()));
+                    }
                 }
             }
-            if pix.is_none() && !scalar {
+            if pix.is_none() && !scalar && kernel.is_none() {
                 let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
                 let mut scratch = Vec::new();
                 let mut lw = Program::new("dW");

@@ -38,6 +38,11 @@ struct GpuArgs {
     /// auto (timed on the adapter the first time it is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_MATMUL", default_value = "auto")]
     matmul: vaegpu::gpu::MatmulKernel,
+    /// Conv kernel of the layers with 16+ output channels: gather (no workgroup memory, made for CPU
+    /// adapters), tiled (an implicit GEMM through workgroup memory, made for GPUs), or auto (gather on
+    /// CPU adapters; on GPUs timed the first time the adapter is seen, then cached)
+    #[arg(long, global = true, env = "VAEGPU_CONV", default_value = "auto")]
+    conv: vaegpu::gpu::ConvKernel,
 }
 
 impl GpuArgs {
@@ -47,8 +52,9 @@ impl GpuArgs {
             adapter: self.adapter.clone(),
             cpu: self.cpu,
             matmul: self.matmul,
+            conv: self.conv,
         })?;
-        eprintln!("adapter: {} (matmul kernel: {})", g.summary, g.matmul);
+        eprintln!("adapter: {} (matmul kernel: {}, conv kernel: {})", g.summary, g.matmul, g.conv);
         Ok(g)
     }
 }

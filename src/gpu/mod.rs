@@ -52,6 +52,10 @@ pub struct GpuOptions {
     /// Which matmul kernel the dense layers use; `Auto` times both on the adapter the first time it
     /// is seen and caches the choice (see [`crate::kernels::tune::choose_matmul`]).
     pub matmul: MatmulKernel,
+    /// Which conv kernel the layers with 16+ output channels use; `Auto`: the gather kernel on CPU
+    /// adapters, on GPUs the faster of the two timed the first time the adapter is seen, then cached
+    /// (see [`crate::kernels::tune::choose_conv`]).
+    pub conv: ConvKernel,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -88,6 +92,40 @@ impl std::fmt::Display for MatmulKernel {
             MatmulKernel::Register => "register",
             MatmulKernel::Subgroup => "subgroup",
             MatmulKernel::Tiled => "tiled",
+        })
+    }
+}
+
+/// The conv kernels' variants for the layers with 16 or more output channels: one gather per output
+/// element group without workgroup memory (made for CPU adapters such as lavapipe; the only one for
+/// fewer channels), or an implicit GEMM through workgroup-memory tiles (`conv_tiled`, made for GPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvKernel {
+    #[default]
+    Auto,
+    Gather,
+    Tiled,
+}
+
+impl std::str::FromStr for ConvKernel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(ConvKernel::Auto),
+            "gather" => Ok(ConvKernel::Gather),
+            "tiled" => Ok(ConvKernel::Tiled),
+            _ => Err(format!("unknown conv kernel '{s}' (auto, gather or tiled)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvKernel::Auto => "auto",
+            ConvKernel::Gather => "gather",
+            ConvKernel::Tiled => "tiled",
         })
     }
 }
@@ -233,6 +271,9 @@ pub struct Gpu {
     pub pipelines: PipelineCache,
     /// The matmul kernel dense layers use where a launch does not force one (never `Auto`).
     pub matmul: MatmulKernel,
+    /// The conv kernel of the layers with 16+ output channels where a launch does not force one (never
+    /// `Auto`).
+    pub conv: ConvKernel,
     /// The device has subgroup operations with subgroups of at least 8 invocations (the SUBGROUP
     /// feature was requested): shaders/matmul_sg.wgsl can run.
     pub subgroups: bool,
@@ -263,6 +304,11 @@ impl Gpu {
             forced => forced,
         };
         tracing::info!("matmul kernel: {}", gpu.matmul);
+        gpu.conv = match opts.conv {
+            ConvKernel::Auto => crate::kernels::tune::choose_conv(&gpu)?,
+            forced => forced,
+        };
+        tracing::info!("conv kernel: {}", gpu.conv);
         Ok(gpu)
     }
 
@@ -345,6 +391,7 @@ impl Gpu {
             errors,
             pipelines: PipelineCache::default(),
             matmul,
+            conv: ConvKernel::Gather,
             subgroups,
         })
     }

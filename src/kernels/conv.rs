@@ -2,7 +2,7 @@
 //! gradient). Geometry and layout are described in the shader headers and in reference/conv.rs.
 
 use super::{need, need_len, Act};
-use crate::gpu::{Gpu, Launch, Result, View};
+use crate::gpu::{ConvKernel, Gpu, Launch, Result, View};
 pub use crate::reference::conv::ConvGeom;
 
 /// Residual input of the gather epilogue.
@@ -69,7 +69,17 @@ pub struct ConvGather {
     pub scalar: bool,
     /// Pixels per invocation (1, 2, 4 or 8); None: the adapter's choice (`pixels_per_invocation`).
     pub pix: Option<usize>,
+    /// Gather or tiled kernel; None: the adapter's choice ([`Gpu::conv`]) where the shape suits it
+    /// (see `uses_tiled`).
+    pub kernel: Option<ConvKernel>,
+    /// conv_tiled's (TM, NT): rows and columns per invocation in 16ths of the tile (TM 4 or 8, NT 1–4).
+    /// Forces the tiled kernel; None: chosen by the shape (`tile_shape`).
+    pub tile: Option<(usize, usize)>,
 }
+
+/// Tiles the tiled kernel must fill with 128-row tiles before it uses them instead of 64-row ones:
+/// the same rule as matmul_tiled128 (an H100 has 132 SMs).
+pub const CONV_TILE128_MIN_GROUPS: usize = super::matmul::TILE128_MIN_GROUPS;
 
 /// Invocations the parameter gradient's splits aim at on a GPU (256 on a CPU adapter): an H100 holds
 /// 132 SMs × 2048 resident invocations. Measured on one (benches/RESULTS.md, `bench --model conv-vae`
@@ -140,6 +150,30 @@ impl ConvGather {
         super::lane_width(gpu)
     }
 
+    /// Whether the launch runs conv_tiled: forced by `tile` or `kernel`, else where the adapter's choice
+    /// is tiled and the layer has at least 16 output channels (one tile column; with fewer most of the
+    /// tile would be idle, and N = 1 has its own kernel).
+    pub fn uses_tiled(&self, gpu: &Gpu) -> bool {
+        if self.tile.is_some() {
+            return true;
+        }
+        match self.kernel {
+            Some(k) => k == ConvKernel::Tiled,
+            None => !self.scalar && gpu.conv == ConvKernel::Tiled && self.n >= 16,
+        }
+    }
+
+    /// conv_tiled's (TM, NT): NT covers N in columns of 16 (at most 4); TM = 8 (128-row tiles) where
+    /// that still gives CONV_TILE128_MIN_GROUPS workgroups, else 4.
+    pub fn tile_shape(&self, rows: usize) -> (usize, usize) {
+        if let Some(t) = self.tile {
+            return t;
+        }
+        let nt = self.n.div_ceil(16).clamp(1, 4);
+        let groups128 = rows.div_ceil(128) * self.n.div_ceil(16 * nt);
+        (if groups128 >= CONV_TILE128_MIN_GROUPS { 8 } else { 4 }, nt)
+    }
+
     /// Output pixels per invocation: `pix` if set; 8 on a CPU adapter (the fewest weight loads, which
     /// set the speed there); 1 on a GPU (the most invocations and the shortest chains of loads: on an
     /// H100, 1 was the fastest of 1/2/4/8 on every layer of the conv VAE at batch 1024, up to 1.6× faster
@@ -193,8 +227,17 @@ impl ConvGather {
         // Padded to 8·WG rows whatever PIX (which divides 8), so a GEOM_T phase is whole workgroups.
         let phase_rows = real_rows.next_multiple_of(8 * wg);
         let phases = if self.geom_t { s * s } else { 1 };
-        let groups_x = phases * phase_rows / (pix * wg);
-        let groups = [groups_x as u32, self.n.div_ceil(4) as u32, 1];
+        let tiled = self.uses_tiled(gpu);
+        let (tm, nt) = self.tile_shape(real_rows * phases);
+        need(OP, !tiled || (matches!(tm, 4 | 8) && (1..=4).contains(&nt)), || {
+            format!("conv_tiled needs TM 4 or 8 and NT 1 to 4, not ({tm}, {nt})")
+        })?;
+        // 8·WG is a multiple of 128 (lane_width is 16 or 64), so a GEOM_T phase is whole tiles too.
+        let groups = if tiled {
+            [(phases * phase_rows / (16 * tm)) as u32, self.n.div_ceil(16 * nt) as u32, 1]
+        } else {
+            [(phases * phase_rows / (pix * wg)) as u32, self.n.div_ceil(4) as u32, 1]
+        };
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         need(OP, groups[0] <= max && groups[1] <= max, || {
             format!("grid {groups:?} exceeds {max} workgroups per dimension (batch too large for this image size)")
@@ -220,7 +263,7 @@ impl ConvGather {
             slope: Act::LEAKY_SLOPE,
             _pad0: 0,
         };
-        let constants = [
+        let mut constants = vec![
             ("GEOM_T", f64::from(u8::from(self.geom_t))),
             ("W_T", f64::from(u8::from(self.w_t))),
             ("BIAS", f64::from(u8::from(self.bias))),
@@ -228,20 +271,27 @@ impl ConvGather {
             ("DACT", self.dact.code() as f64),
             ("RESID", self.resid.code() as f64),
             ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
-            ("WG", wg as f64),
-            ("PIX", pix as f64),
         ];
-        let vec4 = !self.scalar && self.vec4_ok();
-        let n1 = !self.scalar && self.n1_ok();
-        let entry = if vec4 {
+        // Only the overrides the entry point reads, so that one pipeline serves every value of the others.
+        if tiled {
+            constants.extend([("TM", tm as f64), ("NT", nt as f64)]);
+        } else {
+            constants.extend([("WG", wg as f64), ("PIX", pix as f64)]);
+        }
+        let vec4 = !tiled && !self.scalar && self.vec4_ok();
+        let n1 = !tiled && !self.scalar && self.n1_ok();
+        let entry = if tiled {
+            "conv_tiled"
+        } else if vec4 {
             "conv_gather_v4"
         } else if n1 {
             "conv_gather_n1"
         } else {
             "conv_gather"
         };
+        let per = if tiled { format!("{}x{}", 16 * tm, 16 * nt) } else { format!("{pix}px") };
         let label = format!(
-            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x{} k{} s{} p{}{}{} /{pix}px]",
+            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x{} k{} s{} p{}{}{} /{per}]",
             self.batch,
             self.c,
             self.n,

@@ -1,8 +1,11 @@
-//! Start-up choice of kernel variants per adapter: each candidate is timed on the default VAE's dense
-//! products, the fastest is kept, and the choice is cached per adapter (name, backend, driver, crate
-//! version, candidate set) in `tuning.json` under `$VAEGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vaegpu`,
-//! else `~/.cache/vaegpu`. `VAEGPU_MATMUL=register|subgroup|tiled` forces a kernel without timing (the
-//! CLI's `--matmul` does the same). A cache that cannot be read or written is only warned about.
+//! Start-up choice of kernel variants per adapter: each candidate is timed on a model's products, the
+//! fastest is kept, and the choice is cached per adapter (name, backend, driver, crate version,
+//! candidate set) under `$VAEGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vaegpu`, else `~/.cache/vaegpu`:
+//! the matmul kernel (timed on the default VAE's dense products) in `tuning.json`, the conv kernel (on
+//! the conv VAE's 32/64-channel layers; GPUs only) in `tuning-conv.json`.
+//! `VAEGPU_MATMUL=register|subgroup|tiled` and `VAEGPU_CONV=gather|tiled` force a kernel without timing
+//! (the CLI's `--matmul` and `--conv` do the same). A cache that cannot be read or written is only
+//! warned about.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +13,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use serde::de::DeserializeOwned;
+
+use super::conv::{ConvGather, ConvGeom};
 use super::matmul::Matmul;
-use crate::gpu::{Gpu, MatmulKernel, Result};
+use crate::gpu::{ConvKernel, Gpu, MatmulKernel, Program, Result};
 
 /// One adapter's cached choice, with the timings it was made from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -25,13 +31,31 @@ pub struct Tuning {
     pub subgroup_us: Option<f64>,
 }
 
-/// The cache file, where a folder for it can be named.
-pub fn cache_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("VAEGPU_CACHE_DIR")
+/// One adapter's cached conv choice, with the timings it was made from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConvTuning {
+    pub conv: ConvKernel,
+    /// Microseconds of the timed layers with each kernel.
+    pub gather_us: f64,
+    pub tiled_us: f64,
+}
+
+/// The cache folder, where one can be named.
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("VAEGPU_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vaegpu")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/vaegpu")))?;
-    Some(dir.join("tuning.json"))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/vaegpu")))
+}
+
+/// The matmul cache file, where a folder for it can be named.
+pub fn cache_path() -> Option<PathBuf> {
+    Some(cache_dir()?.join("tuning.json"))
+}
+
+/// The conv cache file, where a folder for it can be named.
+pub fn conv_cache_path() -> Option<PathBuf> {
+    Some(cache_dir()?.join("tuning-conv.json"))
 }
 
 /// Version of the timing method in [`time_matmul`]: part of the cache key, so that choices timed by an
@@ -55,13 +79,13 @@ pub fn adapter_key(gpu: &Gpu) -> String {
     )
 }
 
-fn read_cache(path: &PathBuf) -> BTreeMap<String, Tuning> {
+fn read_cache<T: DeserializeOwned>(path: &PathBuf) -> BTreeMap<String, T> {
     std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
 
 /// Writes the cache through a temporary file and a rename, so that concurrent processes never see a
 /// half-written file.
-fn write_cache(path: &PathBuf, cache: &BTreeMap<String, Tuning>) -> std::io::Result<()> {
+fn write_cache<T: Serialize>(path: &PathBuf, cache: &BTreeMap<String, T>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -80,7 +104,7 @@ pub fn choose_matmul(gpu: &Gpu) -> Result<MatmulKernel> {
     }
     let key = adapter_key(gpu);
     let path = cache_path();
-    if let Some(t) = path.as_ref().and_then(|p| read_cache(p).remove(&key)) {
+    if let Some(t) = path.as_ref().and_then(|p| read_cache::<Tuning>(p).remove(&key)) {
         return Ok(t.matmul);
     }
     let t = time_matmul(gpu)?;
@@ -92,14 +116,124 @@ pub fn choose_matmul(gpu: &Gpu) -> Result<MatmulKernel> {
         t.tiled_us,
         t.matmul
     );
+    store(path, key, t.clone());
+    Ok(t.matmul)
+}
+
+/// Adds one adapter's entry to a cache file (read again first: another process may have added its own).
+fn store<T: Serialize + DeserializeOwned>(path: Option<PathBuf>, key: String, t: T) {
     if let Some(p) = &path {
-        let mut cache = read_cache(p);
-        cache.insert(key, t.clone());
+        let mut cache = read_cache::<T>(p);
+        cache.insert(key, t);
         if let Err(e) = write_cache(p, &cache) {
             tracing::warn!("could not write the tuning cache {}: {e}", p.display());
         }
     }
-    Ok(t.matmul)
+}
+
+/// Runs each program alone, timed as in [`time_matmul`]: a warm-up of at least 50 ms, then 5 rounds in
+/// turn, each submission repeating its program to last about 2 ms, each program kept at its best round.
+/// Seconds per run of each program.
+fn time_programs(gpu: &Gpu, progs: &[&Program]) -> Result<Vec<f64>> {
+    let timed = |prog: &Program, reps: usize| -> Result<f64> {
+        let t = Instant::now();
+        gpu.submit(prog, reps);
+        gpu.sync()?;
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let start = Instant::now();
+    let mut once = f64::INFINITY;
+    while start.elapsed().as_secs_f64() < 0.05 || once.is_infinite() {
+        for prog in progs {
+            once = once.min(timed(prog, 1)?);
+        }
+    }
+    let reps = ((0.002 / once).ceil() as usize).clamp(1, 64);
+    let mut best = vec![f64::INFINITY; progs.len()];
+    for _ in 0..5 {
+        for (i, prog) in progs.iter().enumerate() {
+            best[i] = best[i].min(timed(prog, reps)?);
+        }
+    }
+    Ok(best)
+}
+
+/// Version of [`time_conv`]'s method and shapes: part of the conv cache key.
+const CONV_METHOD: u32 = 1;
+
+/// The conv kernel for `gpu`: forced by `VAEGPU_CONV`; the gather kernel on CPU adapters (on lavapipe
+/// conv_tiled took 3.3–6× as long on the conv VAE's 32/64-channel layers and was faster on none:
+/// benches/RESULTS.md), else cached for this adapter, else timed now (see [`time_conv`]) and cached.
+pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
+    if let Some(k) = std::env::var("VAEGPU_CONV").ok().and_then(|v| v.parse::<ConvKernel>().ok()) {
+        if k != ConvKernel::Auto {
+            return Ok(k);
+        }
+    }
+    if gpu.is_cpu() {
+        return Ok(ConvKernel::Gather);
+    }
+    let s = &gpu.summary;
+    let key = format!(
+        "{} | {} | {} {} | vaegpu {} | gather,tiled | conv timing {CONV_METHOD}",
+        s.name,
+        s.backend,
+        s.driver,
+        s.driver_info,
+        env!("CARGO_PKG_VERSION")
+    );
+    let path = conv_cache_path();
+    if let Some(t) = path.as_ref().and_then(|p| read_cache::<ConvTuning>(p).remove(&key)) {
+        return Ok(t.conv);
+    }
+    let t = time_conv(gpu)?;
+    tracing::info!(
+        "conv kernel timed on {}: gather {:.0} µs, tiled {:.0} µs → {}",
+        gpu.summary.name,
+        t.gather_us,
+        t.tiled_us,
+        t.conv
+    );
+    store(path, key, t.clone());
+    Ok(t.conv)
+}
+
+/// Times the gather and tiled conv kernels on the conv VAE's layers with 32 and 64 channels at batch 256
+/// (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1, forward and input gradient; dec.deconv2 64→32, 7×7 → 14×14,
+/// forward and input gradient), as [`time_programs`] does. Zeros in, as in [`time_matmul`].
+pub fn time_conv(gpu: &Gpu) -> Result<ConvTuning> {
+    time_conv_at(gpu, 256)
+}
+
+/// [`time_conv`] at another batch size (tests: lavapipe takes seconds per launch at 256).
+pub fn time_conv_at(gpu: &Gpu, batch: usize) -> Result<ConvTuning> {
+    let conv = ConvGeom { k: 4, stride: 2, pad: 1, cin: 32, cout: 64, transposed: false };
+    let deconv = ConvGeom { cin: 64, cout: 32, transposed: true, ..conv };
+    let layers = [
+        ConvGather::forward(&conv, batch, 14, 14, crate::kernels::Act::Relu)?,
+        ConvGather::input_grad(&conv, batch, 14, 14, crate::kernels::Act::Identity)?,
+        ConvGather::forward(&deconv, batch, 7, 7, crate::kernels::Act::Relu)?,
+        ConvGather::input_grad(&deconv, batch, 7, 7, crate::kernels::Act::Identity)?,
+    ];
+    let len = batch * 14 * 14 * 32;
+    let x = gpu.storage_f32("tune.x", len);
+    let w = gpu.storage_f32("tune.w", 16 * 32 * 64 + 64);
+    let y = gpu.storage_f32("tune.y", len);
+    let mut progs = Vec::new();
+    for kernel in [ConvKernel::Gather, ConvKernel::Tiled] {
+        let launches = layers
+            .iter()
+            .map(|l| {
+                let l = ConvGather { kernel: Some(kernel), ..*l };
+                l.launch(gpu, "tune", (&x).into(), (&w).into(), (&y).into(), None, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        progs.push(Program { label: "tune".into(), launches });
+    }
+    let best = time_programs(gpu, &[&progs[0], &progs[1]])?;
+    let (gather_us, tiled_us) = (best[0] * 1e6, best[1] * 1e6);
+    let conv = if tiled_us < gather_us { ConvKernel::Tiled } else { ConvKernel::Gather };
+    Ok(ConvTuning { conv, gather_us, tiled_us })
 }
 
 /// Times the matmul kernels (the subgroup one where the device has subgroups) on the default VAE's three
@@ -126,28 +260,9 @@ pub fn time_matmul(gpu: &Gpu) -> Result<Tuning> {
             .iter()
             .map(|mm| mm.with_kernel(kernel).launch(gpu, "tune", (&a).into(), (&b).into(), (&c).into(), None))
             .collect::<Result<Vec<_>>>()?;
-        progs.push((kernel, crate::gpu::Program { label: "tune".into(), launches }));
+        progs.push((kernel, Program { label: "tune".into(), launches }));
     }
-    let timed = |prog: &crate::gpu::Program, reps: usize| -> Result<f64> {
-        let t = Instant::now();
-        gpu.submit(prog, reps);
-        gpu.sync()?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
-    };
-    let start = Instant::now();
-    let mut once = f64::INFINITY;
-    while start.elapsed().as_secs_f64() < 0.05 || once.is_infinite() {
-        for (_, prog) in &progs {
-            once = once.min(timed(prog, 1)?);
-        }
-    }
-    let reps = ((0.002 / once).ceil() as usize).clamp(1, 64);
-    let mut best = vec![f64::INFINITY; progs.len()];
-    for _ in 0..5 {
-        for (i, (_, prog)) in progs.iter().enumerate() {
-            best[i] = best[i].min(timed(prog, reps)?);
-        }
-    }
+    let best = time_programs(gpu, &progs.iter().map(|(_, p)| p).collect::<Vec<_>>())?;
     let us: Vec<(MatmulKernel, f64)> = progs.iter().zip(&best).map(|((k, _), t)| (*k, t * 1e6)).collect();
     let matmul = us.iter().min_by(|x, y| x.1.total_cmp(&y.1)).unwrap().0;
     let time = |k: MatmulKernel| us.iter().find(|u| u.0 == k).map(|u| u.1);

@@ -27,6 +27,23 @@ fn conv_bench_checks_and_times_every_layer() {
             assert!(names.contains(&format!("{layer} {what}").as_str()), "{layer} {what} missing: {names:?}");
         }
     }
+    // The conv kernel the adapter did not choose, beside the one it did, on every launch with 16+
+    // output channels (lavapipe: conv_tiled, checked against the reference at batch 2 before it is
+    // timed), and not on the one-channel ones.
+    let other = if gpu.conv == vaegpu::gpu::ConvKernel::Tiled { "gather" } else { "tiled" };
+    for (row, present) in [
+        ("enc.conv1 fwd", true),
+        ("enc.conv1 dX", false),
+        ("enc.conv2 fwd", true),
+        ("enc.conv2 dX", true),
+        ("dec.deconv2 fwd", true),
+        ("dec.deconv2 dX", true),
+        ("dec.deconv1 fwd", false),
+        ("dec.deconv1 dX", true),
+    ] {
+        let row = format!("{row} [{other}]");
+        assert_eq!(names.contains(&row.as_str()), present, "{row}: {names:?}");
+    }
     // The one-output-channel layers: enc.conv1's input gradient, dec.deconv1's forward.
     for row in ["enc.conv1 dX [scalar]", "dec.deconv1 fwd [scalar]"] {
         assert!(names.contains(&row), "{row} missing: {names:?}");

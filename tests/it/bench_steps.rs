@@ -1,10 +1,10 @@
-//! The step sweep (`vaegpu bench --steps`) and the start-up choice of the matmul kernel: both run on
-//! this adapter, the sweep through the trainer's loop with finite metrics, the choice timed once and
-//! then read from its cache. No speed is asserted here (speed belongs in benchmarks).
+//! The step sweep (`vaegpu bench --steps`) and the start-up choice of the matmul and conv kernels: both
+//! run on this adapter, the sweep through the trainer's loop with finite metrics, the choice timed once
+//! and then read from its cache. No speed is asserted here (speed belongs in benchmarks).
 
 use std::process::Command;
 
-use vaegpu::gpu::MatmulKernel;
+use vaegpu::gpu::{ConvKernel, MatmulKernel};
 use vaegpu::testing::test_gpu;
 
 #[test]
@@ -34,9 +34,10 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let bin = env!("CARGO_BIN_EXE_vaegpu");
     let run = |forced: Option<&str>| {
         let mut c = Command::new(bin);
-        c.args(["bench", "--steps", "--batches", "0"]).env("VAEGPU_CACHE_DIR", &dir).env_remove("VAEGPU_MATMUL");
+        c.args(["bench", "--steps", "--batches", "0"]).env("VAEGPU_CACHE_DIR", &dir);
+        c.env_remove("VAEGPU_MATMUL").env_remove("VAEGPU_CONV");
         if let Some(f) = forced {
-            c.args(["--matmul", f]);
+            c.args(f.split(' '));
         }
         c.output().expect("vaegpu runs")
     };
@@ -58,12 +59,42 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let stderr = String::from_utf8_lossy(&run(None).stderr).to_string();
     assert!(stderr.contains(&format!("matmul kernel: {other}")), "{stderr}");
     // --matmul forces one; a wrong name is refused by the parser.
-    let stderr = String::from_utf8_lossy(&run(Some(&chosen)).stderr).to_string();
+    let stderr = String::from_utf8_lossy(&run(Some(&format!("--matmul {chosen}"))).stderr).to_string();
     assert!(stderr.contains(&format!("matmul kernel: {chosen}")), "{stderr}");
-    let out = run(Some("fastest"));
+    let out = run(Some("--matmul fastest"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown matmul kernel 'fastest'"));
+    // The conv kernel: a CPU adapter takes the gathers untimed (nothing cached); a GPU times both once.
+    let conv_cache = dir.join("tuning-conv.json");
+    if gpu_is_cpu() {
+        assert!(stderr.contains("conv kernel: gather"), "{stderr}");
+        assert!(!conv_cache.exists(), "a CPU adapter's conv kernel was timed");
+    } else {
+        let cache = std::fs::read_to_string(&conv_cache).expect("the conv choice is cached");
+        assert!(stderr.contains("conv kernel: "), "{stderr}");
+        assert!(cache.contains("gather_us") && cache.contains("tiled_us"), "{cache}");
+    }
+    // --conv forces one; a wrong name is refused.
+    let stderr = String::from_utf8_lossy(&run(Some("--conv tiled")).stderr).to_string();
+    assert!(stderr.contains("conv kernel: tiled"), "{stderr}");
+    let out = run(Some("--conv fastest"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown conv kernel 'fastest'"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn gpu_is_cpu() -> bool {
+    vaegpu::testing::shared_gpu().is_cpu()
+}
+
+/// The conv start-up timing (which runs on GPUs only) runs here too, at batch 2.
+#[test]
+fn both_conv_kernels_time_on_this_adapter() {
+    let gpu = vaegpu::testing::shared_gpu();
+    let t = vaegpu::kernels::tune::time_conv_at(gpu, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.gather_us > 0.0 && t.tiled_us > 0.0, "{t:?}");
+    let fastest = if t.tiled_us < t.gather_us { ConvKernel::Tiled } else { ConvKernel::Gather };
+    assert_eq!(t.conv, fastest, "{t:?}");
 }
 
 #[test]

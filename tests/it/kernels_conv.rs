@@ -56,6 +56,13 @@ impl Case {
 struct Shape {
     pix: Option<usize>,
     splits: Option<usize>,
+    /// conv_tiled with this (TM, NT) for the forward and input gradient (the parameter gradient is
+    /// then left out: it has no tiled kernel).
+    tile: Option<(usize, usize)>,
+    /// Only the v-th forward epilogue (v mod 3) and input-gradient epilogue (v mod 2) instead of each:
+    /// the epilogue is one function for every kernel, so a kernel's cases can share its variants out
+    /// (each is a pipeline to compile, seconds on lavapipe).
+    variant: Option<usize>,
 }
 
 /// Forward (with each activation and the residual add), input gradient (with dact and resid) and
@@ -83,39 +90,62 @@ fn check_shaped(c: &Case, seed: u64, shape: Shape) {
     let rib = gpu.upload("r_in", &to_f32(&r_in));
     let zb = gpu.upload("z_in", &to_f32(&z_in));
     let taps = g.k * g.k;
-    for scalar in [true, false] {
-        for (act, resid, pre_relu) in
-            [(Act::Identity, false, false), (Act::Relu, true, false), (Act::Tanh, false, true)]
-        {
+    let tiled = shape.tile.is_some();
+    // The kernel each launch must name.
+    let entry = |k: &ConvGather, scalar: bool| {
+        if tiled {
+            "conv_tiled["
+        } else if !scalar && k.vec4_ok() {
+            "conv_gather_v4["
+        } else if !scalar && k.n1_ok() {
+            "conv_gather_n1["
+        } else {
+            "conv_gather["
+        }
+    };
+    for scalar in if tiled { vec![false] } else { vec![true, false] } {
+        let fwd = [(Act::Identity, false, false), (Act::Relu, true, false), (Act::Tanh, false, true)];
+        for (i, &(act, resid, pre_relu)) in fwd.iter().enumerate() {
+            if shape.variant.is_some_and(|v| v % 3 != i) {
+                continue;
+            }
             let mut k = ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap();
             k.scalar = scalar;
             k.pix = shape.pix;
+            k.tile = shape.tile;
             k.pre_relu = pre_relu;
             k.resid = if resid { Resid::BeforeAct } else { Resid::None };
             let yb = poisoned(gpu, "y", ys);
             let r = if resid { Some((&rob).into()) } else { None };
             let l = k.launch(gpu, "t", (&xb).into(), (&wb).into(), (&yb).into(), None, r).unwrap();
-            assert_eq!(l.label.contains("conv_gather_n1["), !scalar && k.n1_ok(), "{}", l.label);
+            assert!(l.label.contains(entry(&k, scalar)), "{}", l.label);
             gpu.run(&l).unwrap();
             let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, resid.then_some(&r_out[..]));
             let what = format!("{} forward {act:?} resid={resid} pre_relu={pre_relu} scalar={scalar}", c.name());
             tol(taps * g.cin).check(&what, &gpu.read_f32(&yb).unwrap()[..ys], &want).unwrap();
         }
-        for (dact, resid) in [(Act::Identity, false), (Act::Relu, true)] {
+        for (i, &(dact, resid)) in [(Act::Identity, false), (Act::Relu, true)].iter().enumerate() {
+            if shape.variant.is_some_and(|v| v % 2 != i) {
+                continue;
+            }
             let mut k = ConvGather::input_grad(g, c.batch, c.h, c.w, dact).unwrap();
             k.scalar = scalar;
             k.pix = shape.pix;
+            k.tile = shape.tile;
             k.resid = if resid { Resid::AfterDact } else { Resid::None };
             let dxb = poisoned(gpu, "dx", xs);
             let z = (dact != Act::Identity).then(|| (&zb).into());
             let r = resid.then(|| (&rib).into());
             let l = k.launch(gpu, "t", (&dyb).into(), (&wb).into(), (&dxb).into(), z, r).unwrap();
-            assert_eq!(l.label.contains("conv_gather_n1["), !scalar && k.n1_ok(), "{}", l.label);
+            assert!(l.label.contains(entry(&k, scalar)), "{}", l.label);
             gpu.run(&l).unwrap();
             let zs = (dact != Act::Identity).then_some(&z_in[..]);
             let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, resid.then_some(&r_in[..]));
             let what = format!("{} input grad dact={dact:?} resid={resid} scalar={scalar}", c.name());
             tol(taps * g.cout).check(&what, &gpu.read_f32(&dxb).unwrap()[..xs], &want).unwrap();
+        }
+        if tiled {
+            continue;
         }
         for pre_relu in [false, true] {
             let len = g.block_rows() * g.cout;
@@ -193,14 +223,35 @@ fn conv_transpose_matches_reference_on_awkward_shapes() {
 #[test]
 fn gpu_launch_shapes_match_reference() {
     let cases = [
-        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), Shape { pix: Some(1), splits: Some(100) }),
-        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), Shape { pix: Some(2), splits: Some(2000) }),
-        (Case::new(2, 5, 5, 4, 8, 3, 1, 1, true), Shape { pix: Some(8), splits: Some(3) }),
-        (Case::new(2, 5, 3, 8, 1, 4, 2, 1, true), Shape { pix: Some(1), splits: None }),
-        (Case::new(2, 7, 7, 12, 8, 3, 1, 0, false), Shape { pix: Some(4), splits: Some(1) }),
+        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), Shape { pix: Some(1), splits: Some(100), ..Default::default() }),
+        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), Shape { pix: Some(2), splits: Some(2000), ..Default::default() }),
+        (Case::new(2, 5, 5, 4, 8, 3, 1, 1, true), Shape { pix: Some(8), splits: Some(3), ..Default::default() }),
+        (Case::new(2, 5, 3, 8, 1, 4, 2, 1, true), Shape { pix: Some(1), ..Default::default() }),
+        (Case::new(2, 7, 7, 12, 8, 3, 1, 0, false), Shape { pix: Some(4), splits: Some(1), ..Default::default() }),
     ];
     for (i, (c, shape)) in cases.iter().enumerate() {
         check_shaped(c, 900 + 10 * i as u64, *shape);
+    }
+}
+
+/// conv_tiled (the implicit GEMM through workgroup tiles that GPUs may choose) on every tile shape:
+/// fewer channels than a k-step (the k' walk crosses taps inside a step), channel counts that are not
+/// multiples of 16 in and out (partial k-steps, partial column tiles), several row and column tiles,
+/// strides 1/2/3 (GEOM_T phases), and a 1×1 transposed conv of stride 2 whose odd phases have no tap.
+#[test]
+fn tiled_kernel_matches_reference() {
+    let cases = [
+        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), (4, 1)),
+        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), (8, 1)),
+        (Case::new(1, 13, 13, 4, 4, 7, 1, 2, false), (4, 2)),
+        (Case::new(1, 5, 5, 4, 4, 7, 3, 2, true), (8, 2)),
+        (Case::new(2, 4, 4, 4, 6, 1, 2, 0, true), (4, 1)),
+        (Case::new(3, 13, 13, 40, 70, 3, 2, 1, false), (4, 4)),
+        (Case::new(2, 6, 6, 33, 20, 4, 2, 1, true), (8, 3)),
+        (Case::new(2, 9, 7, 17, 36, 3, 1, 1, false), (8, 4)),
+    ];
+    for (i, (c, tile)) in cases.iter().enumerate() {
+        check_shaped(c, 1300 + 10 * i as u64, Shape { tile: Some(*tile), variant: Some(i), ..Default::default() });
     }
 }
 

@@ -3,6 +3,7 @@
 //! likelihood, β ≠ 1, odd sizes; and the conv VAE (RGB and grayscale, strides 1 and 2, residual blocks,
 //! dense layers) the same way.
 
+use vaegpu::gpu::{ConvKernel, Gpu, GpuOptions};
 use vaegpu::kernels::elbo::Likelihood;
 use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::Act;
@@ -11,7 +12,11 @@ use vaegpu::reference::vae::vae_step;
 use vaegpu::testing::{f32_round, normals, test_gpu, to_f32, uniform, Tol};
 
 fn check(cfg: VaeConfig, batch: usize) {
-    let gpu = test_gpu();
+    check_on(&test_gpu(), cfg, batch, None);
+}
+
+/// The step on `gpu`; `entry`: a kernel some launch of the step must name.
+fn check_on(gpu: &Gpu, cfg: VaeConfig, batch: usize, entry: Option<&str>) {
     let layout = cfg.layout();
     // random flow layers (their out layers start at zero: give them values)
     let mut params: Vec<f64> =
@@ -24,14 +29,18 @@ fn check(cfg: VaeConfig, batch: usize) {
     let eps = normals(6, cfg.samples * batch * cfg.latent);
     let want = vae_step(&cfg, &layout, &params, &x, &eps, batch);
 
-    let vae = Vae::new(&gpu, &cfg, batch).unwrap();
+    let vae = Vae::new(gpu, &cfg, batch).unwrap();
     gpu.write(&vae.core.params, 0, &to_f32(&params));
     gpu.write(&vae.x, 0, &to_f32(&x));
     gpu.write(&vae.eps, 0, &to_f32(&eps));
-    vae.core.set_state(&gpu, 0, 0);
+    vae.core.set_state(gpu, 0, 0);
     // lr = 0 keeps the parameters, so the gradients read back are those of `params`.
     let adam = Adam { lr: 0.0, ..Adam::default() };
-    gpu.submit(&vae.step_program_given(&gpu, &adam, 0.0).unwrap(), 1);
+    let prog = vae.step_program_given(gpu, &adam, 0.0).unwrap();
+    if let Some(e) = entry {
+        assert!(prog.launches.iter().any(|l| l.label.contains(e)), "no {e} launch in the step");
+    }
+    gpu.submit(&prog, 1);
     let grads = gpu.read_f32(&vae.core.grads).unwrap();
     let head = gpu.read_f32(vae.head()).unwrap();
     let rows = gpu.read_f32(&vae.rows).unwrap();
@@ -187,6 +196,16 @@ fn gpu_conv_vae_step_matches_reference_model() {
     // Grayscale 6x6, odd channel counts (scalar kernels), a stride-1 stage, two blocks, no dense layer.
     let arch = ConvArch { channels: vec![3, 5], strides: vec![1, 2], blocks: 2, res_hidden: 0, fc: vec![] };
     check(conv_cfg([6, 6, 1], arch, Act::Tanh, Likelihood::Gaussian, 1), 5);
+}
+
+/// The conv VAE step with conv_tiled as the adapter's conv kernel (what a GPU may choose at start-up):
+/// every layer of 16 or more output channels runs it, forward and input gradient, inside the step.
+#[test]
+fn gpu_conv_vae_step_with_tiled_conv_matches_reference_model() {
+    let gpu = Gpu::new(&GpuOptions { conv: ConvKernel::Tiled, ..Default::default() }).unwrap();
+    assert_eq!(gpu.conv, ConvKernel::Tiled);
+    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
+    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_tiled["));
 }
 
 /// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with

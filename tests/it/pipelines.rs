@@ -54,9 +54,9 @@ fn every_entry_point_and_variant_builds() {
         }
     }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
-    // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, and each
-    // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs).
-    for entry in ["conv_gather", "conv_gather_v4", "conv_gather_n1"] {
+    // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, each
+    // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs) and each tile shape of conv_tiled.
+    for entry in ["conv_gather", "conv_gather_v4", "conv_gather_n1", "conv_tiled"] {
         let mut i = 0;
         for geom_t in [0.0, 1.0] {
             for (w_t, bias, resid, pre_relu) in
@@ -65,7 +65,7 @@ fn every_entry_point_and_variant_builds() {
                 for act in [i % 5, (i + 2) % 5] {
                     let act = act as f64;
                     let (a, d) = if w_t == 1.0 { (0.0, act) } else { (act, 0.0) };
-                    let c = [
+                    let mut c = vec![
                         ("GEOM_T", geom_t),
                         ("W_T", w_t),
                         ("BIAS", bias),
@@ -73,9 +73,14 @@ fn every_entry_point_and_variant_builds() {
                         ("DACT", d),
                         ("RESID", resid),
                         ("PRE_RELU", pre_relu),
-                        ("WG", [16.0, 64.0][i % 2]),
-                        ("PIX", [8.0, 4.0, 2.0, 1.0][i % 4]),
                     ];
+                    // The overrides each entry reads (as the launcher passes them): conv_tiled's tile
+                    // shape, TM 4 or 8 by NT 1 to 4; the gathers' workgroup width and pixel count.
+                    if entry == "conv_tiled" {
+                        c.extend([("TM", [4.0, 8.0][i % 2]), ("NT", [1.0, 2.0, 3.0, 4.0][(i + act as usize) % 4])]);
+                    } else {
+                        c.extend([("WG", [16.0, 64.0][i % 2]), ("PIX", [8.0, 4.0, 2.0, 1.0][i % 4])]);
+                    }
                     gpu.pipeline("conv", entry, &c).unwrap_or_else(|e| panic!("conv {entry} {c:?}: {e}"));
                     built += 1;
                 }
