@@ -77,6 +77,10 @@ pub struct ConvGather {
     pub tile: Option<(usize, usize)>,
 }
 
+/// Workgroup memory of conv_tiled: a 16 × 130-float tile of the im2col block and a 16 × 80-float one of
+/// the weights (shaders/conv.wgsl).
+pub const CONV_TILED_SMEM: u32 = (16 * 130 + 16 * 80) * 4;
+
 /// Tiles the tiled kernel must fill with 128-row tiles before it uses them instead of 64-row ones:
 /// the same rule as matmul_tiled128 (an H100 has 132 SMs).
 pub const CONV_TILE128_MIN_GROUPS: usize = super::matmul::TILE128_MIN_GROUPS;
@@ -159,8 +163,14 @@ impl ConvGather {
         }
         match self.kernel {
             Some(k) => k == ConvKernel::Tiled,
-            None => !self.scalar && gpu.conv == ConvKernel::Tiled && self.n >= 16,
+            None => !self.scalar && gpu.conv == ConvKernel::Tiled && self.n >= 16 && Self::tiled_fits(gpu),
         }
+    }
+
+    /// The device's limits allow conv_tiled: 256 invocations and CONV_TILED_SMEM bytes a workgroup.
+    pub fn tiled_fits(gpu: &Gpu) -> bool {
+        gpu.limits.max_compute_invocations_per_workgroup >= 256
+            && gpu.limits.max_compute_workgroup_storage_size >= CONV_TILED_SMEM
     }
 
     /// conv_tiled's (TM, NT): NT covers N in columns of 16 (at most 4); TM = 8 (128-row tiles) where
@@ -231,6 +241,13 @@ impl ConvGather {
         let (tm, nt) = self.tile_shape(real_rows * phases);
         need(OP, !tiled || (matches!(tm, 4 | 8) && (1..=4).contains(&nt)), || {
             format!("conv_tiled needs TM 4 or 8 and NT 1 to 4, not ({tm}, {nt})")
+        })?;
+        need(OP, !tiled || Self::tiled_fits(gpu), || {
+            let l = &gpu.limits;
+            format!(
+                "conv_tiled needs 256 invocations and {CONV_TILED_SMEM} bytes of workgroup memory (limits: {}, {})",
+                l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size
+            )
         })?;
         // 8·WG is a multiple of 128 (lane_width is 16 or 64), so a GEOM_T phase is whole tiles too.
         let groups = if tiled {

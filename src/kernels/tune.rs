@@ -161,7 +161,8 @@ fn time_programs(gpu: &Gpu, progs: &[&Program]) -> Result<Vec<f64>> {
 /// Version of [`time_conv`]'s method and shapes: part of the conv cache key.
 const CONV_METHOD: u32 = 1;
 
-/// The conv kernel for `gpu`: forced by `VAEGPU_CONV`; the gather kernel on CPU adapters (on lavapipe
+/// The conv kernel for `gpu`: forced by `VAEGPU_CONV`; the gather kernel on CPU adapters, on devices
+/// whose limits do not fit conv_tiled, and where its timing fails (on lavapipe
 /// conv_tiled took 3.3–6× as long on the conv VAE's 32/64-channel layers and was faster on none:
 /// benches/RESULTS.md), else cached for this adapter, else timed now (see [`time_conv`]) and cached.
 pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
@@ -170,7 +171,7 @@ pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
             return Ok(k);
         }
     }
-    if gpu.is_cpu() {
+    if gpu.is_cpu() || !ConvGather::tiled_fits(gpu) {
         return Ok(ConvKernel::Gather);
     }
     let s = &gpu.summary;
@@ -186,7 +187,14 @@ pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
     if let Some(t) = path.as_ref().and_then(|p| read_cache::<ConvTuning>(p).remove(&key)) {
         return Ok(t.conv);
     }
-    let t = time_conv(gpu)?;
+    // A failed timing costs the tiled kernel, never the run.
+    let t = match time_conv(gpu) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("conv kernel timing failed on {}: {e}; using the gather kernel", gpu.summary.name);
+            return Ok(ConvKernel::Gather);
+        }
+    };
     tracing::info!(
         "conv kernel timed on {}: gather {:.0} µs, tiled {:.0} µs → {}",
         gpu.summary.name,
