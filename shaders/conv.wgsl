@@ -476,29 +476,24 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             }
             ct_a[tx * CT_SA + ty + 16u * r] = v;
         }
-        // B tile: without W_T ct_b[ty][tx + 16j] = Wt(k0 + ty, n0 + tx + 16j); with W_T
-        // ct_b[tx][ty + 16j] = Wt(k0 + tx, n0 + ty + 16j).
+        // B tile: k'-row kr, column kc + 16j: without W_T kr = ty, kc = tx (consecutive invocations on
+        // consecutive output channels), with W_T kr = tx, kc = ty (on consecutive channels c).
+        let kr = select(ty, tx, W_T);
+        let kc = select(tx, ty, W_T);
+        var qr = qb;
         if (W_T) {
-            let tap = (first.x + step * qa.th) * p.k + first.y + step * qa.tw;
-            for (var j = 0u; j < NT; j++) {
-                let n = n0 + ty + 16u * j;
-                var v = 0.0;
-                if (a_in && n < p.n) {
-                    v = w[w_index(tap, qa.c, n)];
-                }
-                ct_b[tx * ct_sb() + ty + 16u * j] = v;
+            qr = qa;
+        }
+        let tap = (first.x + step * qr.th) * p.k + first.y + step * qr.tw;
+        for (var j = 0u; j < NT; j++) {
+            let n = n0 + kc + 16u * j;
+            var v = 0.0;
+            if (k0 + kr < kk_total && n < p.n) {
+                v = w[w_index(tap, qr.c, n)];
             }
-        } else {
-            let b_in = k0 + ty < kk_total;
-            let tap = (first.x + step * qb.th) * p.k + first.y + step * qb.tw;
-            for (var j = 0u; j < NT; j++) {
-                let n = n0 + tx + 16u * j;
-                var v = 0.0;
-                if (b_in && n < p.n) {
-                    v = w[w_index(tap, qb.c, n)];
-                }
-                ct_b[ty * ct_sb() + tx + 16u * j] = v;
-            }
+            ct_b[kr * ct_sb() + kc + 16u * j] = v;
+        }
+        if (!W_T) {
             qb = kpos_next(qb, ntw);
         }
         qa = kpos_next(qa, ntw);

@@ -22,6 +22,7 @@
 //   transposed conv's bias: 1 output channel, a split per 16 pixels) that chain of loads is the whole
 //   launch's time on a GPU. Folding by 16 until at most 64 splits remain keeps every pass parallel.
 //   grid = (min(ceil(len · ceil(splits / 16) / 256), 65535), 1, 1), a grid-stride loop beyond.
+// im2col: see its entry below (CPU adapters' path for conv layers).
 // Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
 //   4 A as vec4, 5 G as vec4.
 
@@ -268,4 +269,73 @@ fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         }
         out[p.out_offset + t] = acc;
     }
+}
+
+// im2col (CPU adapters): the gathered operand laid out as a matrix, so that the weight gradient
+//   becomes one matmul (matmul.wgsl): on lavapipe the three launches beat conv_wgrad 2–6× on the conv
+//   VAE's layers (benches/RESULTS.md).
+//   Conv layer (not GATHER_B): the layer input, OUT[m·R + tap·C + c] = A[big(m, tap), c] (0 outside
+//   the image; max(·, 0) with PRE_RELU), R = K·K·C; then [dW; db] = OUTᵀ · G with a ones row (the dense
+//   layer's dW) is the gradient block itself.
+//   Transposed conv (GATHER_B): the output gradient, OUT[m·K·K·N + tap·N + n] = G[big(m, tap), n];
+//   then Aᵀ · OUT is [C, K·K·N], which `untap` reorders into the block's [K·K·C, N] rows.
+//   m < B·SH·SW small pixels. One invocation per (m, tap) copies its channels (vec4 loads and stores
+//   when the channel count is a multiple of 4): the index arithmetic (divisions, which AVX2 does lane
+//   by lane) is paid once per pixel and tap, not per element. A grid-stride loop over the P·K² pairs.
+//   grid = (min(ceil(P·K² / 256), 65535), 1, 1). Bindings 1 A, 2 G, 3 OUT, and vec4 views 4 A, 5 G,
+//   6 OUT.
+@group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(256, 1, 1)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let taps = p.k * p.k;
+    let total = p.batch * p.sh * p.sw * taps;
+    let ch = select(p.c, p.n, GATHER_B);
+    for (var u = gid.x; u < total; u += nwg.x * 256u) {
+        let tap = u % taps;
+        let cur = cursor_at(u / taps);
+        let pix = big_pixel(cur.b, cur.sy, cur.sx, tap);
+        // Row m = u / taps, columns from tap·ch: element u·ch.
+        let dst = u * ch;
+        if (ch % 4u == 0u) {
+            for (var c = 0u; c < ch; c += 4u) {
+                if (GATHER_B) {
+                    out4[(dst + c) >> 2u] = load_g4(pix, c);
+                } else {
+                    out4[(dst + c) >> 2u] = load_a4(pix, c);
+                }
+            }
+        } else {
+            for (var c = 0u; c < ch; c++) {
+                var v = 0.0;
+                if (pix >= 0) {
+                    if (GATHER_B) {
+                        v = g[u32(pix) * ch + c];
+                    } else {
+                        v = a[u32(pix) * ch + c];
+                    }
+                    if (PRE_RELU && !GATHER_B) {
+                        v = max(v, 0.0);
+                    }
+                }
+                out[dst + c] = v;
+            }
+        }
+    }
+}
+
+// untap (after im2col with GATHER_B and the matmul): OUT[out_offset + (tap·C + c)·N + n] =
+//   PART[c·K·K·N + tap·N + n], one invocation per element of the K·K·C × N block.
+//   grid = (ceil(K·K·C·N / 256), 1, 1) (at most 65535 groups: checked by the launcher).
+@compute @workgroup_size(256, 1, 1)
+fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let cn = p.c * p.n;
+    if (i >= p.k * p.k * cn) {
+        return;
+    }
+    let tap = i / cn;
+    let c = (i % cn) / p.n;
+    let n = i % p.n;
+    out[p.out_offset + i] = a[(c * p.k * p.k + tap) * p.n + n];
 }

@@ -219,7 +219,8 @@ fn bench_conv(
     // Launch shapes: the adapter's own choice; the conv kernel it did not choose (tiled or gather); the
     // scalar gather kernel where a layer has one output channel (what conv_gather_n1 replaced); on a GPU
     // a sweep of the gather kernels' pixels per invocation and of the invocations the parameter
-    // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from).
+    // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from); on
+    // a CPU adapter the parameter gradient's split reduction ([split]) beside its im2col path.
     struct Shape {
         suffix: String,
         pix: Option<usize>,
@@ -228,8 +229,18 @@ fn bench_conv(
         kernel: Option<ConvKernel>,
         /// Only the launches with 16+ output channels (those the conv kernel choice applies to).
         wide: bool,
+        /// The parameter gradient's im2col path forced on or off.
+        im2col: Option<bool>,
     }
-    let plain = Shape { suffix: String::new(), pix: None, target: None, scalar: false, kernel: None, wide: false };
+    let plain = Shape {
+        suffix: String::new(),
+        pix: None,
+        target: None,
+        scalar: false,
+        kernel: None,
+        wide: false,
+        im2col: None,
+    };
     let other = if gpu.conv == ConvKernel::Tiled { ConvKernel::Gather } else { ConvKernel::Tiled };
     let mut shapes = vec![Shape { suffix: String::new(), ..plain }];
     shapes.push(Shape { suffix: format!(" [{other}]"), kernel: Some(other), wide: true, ..plain });
@@ -239,7 +250,10 @@ fn bench_conv(
         let gather = Some(ConvKernel::Gather);
         shapes.push(Shape { suffix: " [scalar]".into(), scalar: true, kernel: gather, ..plain });
     }
-    if !gpu.is_cpu() {
+    if gpu.is_cpu() {
+        // The split reduction the im2col path replaced on CPU adapters.
+        shapes.push(Shape { suffix: " [split]".into(), im2col: Some(false), ..plain });
+    } else {
         let gather = Some(ConvKernel::Gather);
         shapes.extend([1, 2, 4, 8].map(|p| Shape {
             suffix: format!(" [{p} px]"),
@@ -260,11 +274,11 @@ fn bench_conv(
         let xb = gpu.upload("bench.x", &to_f32(&x));
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        for Shape { suffix, pix, target, scalar, kernel, wide } in &shapes {
+        for Shape { suffix, pix, target, scalar, kernel, wide, im2col } in &shapes {
             // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel or
             // the scalar kernel the forward and input gradient, a split target the parameter gradient.
             let mut timed = Vec::new();
-            if target.is_none() {
+            if target.is_none() && im2col.is_none() {
                 let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
                 let dxb = poisoned(gpu, "bench.dx", b * h * w * g.cin);
                 let mut fwd = ConvGather::forward(g, b, h, w, id)?;
@@ -297,9 +311,13 @@ fn bench_conv(
                 let mut wflops = 0.0;
                 for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
                     k.splits = target.map(|t| k.splits_for(t));
+                    k.im2col = *im2col;
                     scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
-                    let sv = (k.scratch_len(gpu) > 0).then(|| scratch.last().unwrap().into());
-                    lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv)?);
+                    scratch.push(poisoned(gpu, "bench.product", k.product_len(gpu).max(1)));
+                    let [.., sb, pb] = &scratch[..] else { unreachable!() };
+                    let sv = (k.scratch_len(gpu) > 0).then(|| sb.into());
+                    let pv = (k.product_len(gpu) > 0).then(|| pb.into());
+                    lw.extend(k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), at, sv, pv)?);
                     wflops += k.flops();
                 }
                 if b == 2 {

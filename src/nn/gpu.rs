@@ -32,8 +32,11 @@ pub struct GpuNet {
     pub grads: Vec<wgpu::Buffer>,
     /// Residual blocks: the hidden activation and its gradient.
     pub inner: Vec<Option<(wgpu::Buffer, wgpu::Buffer)>>,
-    /// Split-K partials of the conv parameter gradients (shared by every layer, used one at a time).
+    /// Split-K partials of the conv parameter gradients, or their im2col matrices (shared by every
+    /// layer, used one at a time).
     pub scratch: wgpu::Buffer,
+    /// The im2col path's products before they are copied into place (shared the same way).
+    pub product: wgpu::Buffer,
 }
 
 fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
@@ -69,7 +72,7 @@ impl GpuNet {
         let mut outs = Vec::new();
         let mut grads = Vec::new();
         let mut inner = Vec::new();
-        let mut scratch = 1usize;
+        let (mut scratch, mut product) = (1usize, 1usize);
         for l in &net.layers {
             let n = rows * l.output.len();
             outs.push(f(format!("{}.out[{rows}x{}]", l.name, l.output), n));
@@ -80,6 +83,7 @@ impl GpuNet {
                 Op::Conv { geom, .. } => {
                     for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
                         scratch = scratch.max(k.scratch_len(gpu));
+                        product = product.max(k.product_len(gpu));
                     }
                     inner.push(None);
                 }
@@ -88,6 +92,7 @@ impl GpuNet {
                     for g in [g3, g1] {
                         for (k, _) in ConvWgrad::for_layer(&g, rows, i.h, i.w, false)? {
                             scratch = scratch.max(k.scratch_len(gpu));
+                            product = product.max(k.product_len(gpu));
                         }
                     }
                     let n = rows * i.h * i.w * hidden;
@@ -105,6 +110,7 @@ impl GpuNet {
             grads,
             inner,
             scratch: f(format!("net.scratch[{scratch}]"), scratch),
+            product: f(format!("net.product[{product}]"), product),
         })
     }
 
@@ -212,7 +218,8 @@ impl GpuNet {
     ) -> Result<()> {
         for (k, at) in ConvWgrad::for_layer(geom, self.rows, s.h, s.w, pre_relu)? {
             let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
-            out.extend(k.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch)?);
+            let product = (k.product_len(gpu) > 0).then(|| (&self.product).into());
+            out.extend(k.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch, product)?);
         }
         Ok(())
     }

@@ -63,6 +63,9 @@ struct Shape {
     /// the epilogue is one function for every kernel, so a kernel's cases can share its variants out
     /// (each is a pipeline to compile, seconds on lavapipe).
     variant: Option<usize>,
+    /// Force the parameter gradient's im2col path on or off (None: the adapter's choice: on for conv
+    /// layers on CPU adapters unless splits are forced).
+    im2col: Option<bool>,
 }
 
 /// Forward (with each activation and the residual add), input gradient (with dact and resid) and
@@ -157,11 +160,15 @@ fn check_shaped(c: &Case, seed: u64, shape: Shape) {
             for (mut k, at) in ConvWgrad::for_layer(g, c.batch, c.h, c.w, pre_relu).unwrap() {
                 k.scalar = scalar;
                 k.splits = shape.splits;
-                let n = k.scratch_len(gpu);
+                k.im2col = shape.im2col;
+                let (n, np) = (k.scratch_len(gpu), k.product_len(gpu));
                 scratch_bufs.push(poisoned(gpu, "scratch", n.max(1)));
-                let s = scratch_bufs.last().unwrap();
-                let sv = (n > 0).then(|| s.into());
-                launches.extend(k.launch(gpu, "t", (&xb).into(), (&dyb).into(), (&out).into(), off + at, sv).unwrap());
+                scratch_bufs.push(poisoned(gpu, "product", np.max(1)));
+                let [.., s, pb] = &scratch_bufs[..] else { unreachable!() };
+                let (sv, pv) = ((n > 0).then(|| s.into()), (np > 0).then(|| pb.into()));
+                let ls = k.launch(gpu, "t", (&xb).into(), (&dyb).into(), (&out).into(), off + at, sv, pv).unwrap();
+                assert_eq!(ls.iter().any(|l| l.label.contains(" im2col[")), k.uses_im2col(gpu));
+                launches.extend(ls);
             }
             for l in &launches {
                 gpu.run(l).unwrap();
@@ -252,6 +259,27 @@ fn tiled_kernel_matches_reference() {
     ];
     for (i, (c, tile)) in cases.iter().enumerate() {
         check_shaped(c, 1300 + 10 * i as u64, Shape { tile: Some(*tile), variant: Some(i), ..Default::default() });
+    }
+}
+
+/// The parameter gradient through im2col and a matmul (what CPU adapters run; the awkward-shape tests
+/// cover it here, and this one wherever the suite runs): conv and transposed conv, odd channel counts,
+/// a 1×1 kernel, padding 2, relu on read; one forward and input-gradient variant each.
+#[test]
+fn im2col_weight_gradient_matches_reference() {
+    let cases = [
+        Case::new(3, 9, 9, 3, 5, 3, 2, 1, false),
+        Case::new(2, 11, 7, 8, 4, 1, 1, 0, false),
+        Case::new(2, 9, 13, 3, 4, 5, 2, 2, false),
+        Case::new(2, 7, 7, 12, 8, 3, 1, 0, false),
+        // Transposed: the output gradient gathered, the product reordered by untap (relu-on-read and
+        // the bias launch keep the split reduction).
+        Case::new(3, 7, 7, 8, 4, 4, 2, 1, true),
+        Case::new(1, 5, 4, 3, 3, 3, 2, 0, true),
+        Case::new(2, 4, 6, 1, 5, 3, 1, 1, true),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        check_shaped(c, 1700 + 10 * i as u64, Shape { im2col: Some(true), variant: Some(i), ..Default::default() });
     }
 }
 
