@@ -675,12 +675,12 @@ impl ConvWgrad {
         let mut params = self.params(1);
         let constants =
             [("GATHER_B", f64::from(u8::from(self.gather_b))), ("PRE_RELU", f64::from(u8::from(self.pre_relu)))];
-        let (ch, src) = (if self.gather_b { self.n } else { self.c }, self.big_hw);
+        let ch = if self.gather_b { self.n } else { self.c };
         let shape = format!(
             "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}",
             self.batch,
-            src.0,
-            src.1,
+            self.big_hw.0,
+            self.big_hw.1,
             taps * ch,
             self.k,
             self.stride,
@@ -711,9 +711,9 @@ impl ConvWgrad {
         };
         let product_launch = mm.launch(gpu, label, ma, mb, product, None)?;
         params.out_offset = out_offset as u32;
-        let (entry, name) = if self.gather_b { ("untap", "untap") } else { ("split_sum", "split_sum") };
+        let entry = if self.gather_b { "untap" } else { "split_sum" };
         let copy = gpu.launch(
-            format!("{label} {name}"),
+            format!("{label} {entry}"),
             "conv_grad",
             entry,
             &[],

@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::conv::{ConvGather, ConvGeom};
 use super::matmul::Matmul;
@@ -66,17 +65,14 @@ const METHOD: u32 = 2;
 /// ([`Gpu::matmul_kernels`]) and the timing method, so that a new kernel or method has adapters timed
 /// before it timed again.
 pub fn adapter_key(gpu: &Gpu) -> String {
-    let s = &gpu.summary;
     let candidates: Vec<String> = gpu.matmul_kernels().iter().map(|k| k.to_string()).collect();
-    format!(
-        "{} | {} | {} {} | vaegpu {} | {} | timing {METHOD}",
-        s.name,
-        s.backend,
-        s.driver,
-        s.driver_info,
-        env!("CARGO_PKG_VERSION"),
-        candidates.join(",")
-    )
+    format!("{} | {} | timing {METHOD}", adapter_id(gpu), candidates.join(","))
+}
+
+/// The adapter, its driver and this crate's version: the start of every cache key.
+fn adapter_id(gpu: &Gpu) -> String {
+    let s = &gpu.summary;
+    format!("{} | {} | {} {} | vaegpu {}", s.name, s.backend, s.driver, s.driver_info, env!("CARGO_PKG_VERSION"))
 }
 
 fn read_cache<T: DeserializeOwned>(path: &PathBuf) -> BTreeMap<String, T> {
@@ -174,15 +170,7 @@ pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
     if gpu.is_cpu() || !ConvGather::tiled_fits(gpu) {
         return Ok(ConvKernel::Gather);
     }
-    let s = &gpu.summary;
-    let key = format!(
-        "{} | {} | {} {} | vaegpu {} | gather,tiled | conv timing {CONV_METHOD}",
-        s.name,
-        s.backend,
-        s.driver,
-        s.driver_info,
-        env!("CARGO_PKG_VERSION")
-    );
+    let key = format!("{} | gather,tiled | conv timing {CONV_METHOD}", adapter_id(gpu));
     let path = conv_cache_path();
     if let Some(t) = path.as_ref().and_then(|p| read_cache::<ConvTuning>(p).remove(&key)) {
         return Ok(t.conv);
