@@ -226,7 +226,8 @@ fn conv_transpose_matches_reference_on_awkward_shapes() {
 /// this adapter would not choose itself: each pixel count on the forward and input-gradient kernels
 /// (conv and transposed, so GEOM_T phase rows too), and split counts of one, a few, and one split a
 /// pixel: 75 splits take one split_fold pass before the sum, the transposed conv's 294 weight splits
-/// one and its 1176 bias splits two.
+/// one and its 1176 bias splits two. One epilogue variant a case (the awkward-shape tests run each on
+/// every gather kernel): each pipeline is seconds of lavapipe compile time.
 #[test]
 fn gpu_launch_shapes_match_reference() {
     let cases = [
@@ -237,28 +238,32 @@ fn gpu_launch_shapes_match_reference() {
         (Case::new(2, 7, 7, 12, 8, 3, 1, 0, false), Shape { pix: Some(4), splits: Some(1), ..Default::default() }),
     ];
     for (i, (c, shape)) in cases.iter().enumerate() {
-        check_shaped(c, 900 + 10 * i as u64, *shape);
+        check_shaped(c, 900 + 10 * i as u64, Shape { variant: Some(i), ..*shape });
     }
 }
 
-/// conv_tiled (the implicit GEMM through workgroup tiles that GPUs may choose) on every tile shape:
+/// conv_tiled (the implicit GEMM through workgroup tiles that GPUs may choose) on each TM and NT value:
 /// fewer channels than a k-step (the k' walk crosses taps inside a step), channel counts that are not
 /// multiples of 16 in and out (partial k-steps, partial column tiles), several row and column tiles,
 /// strides 1/2/3 (GEOM_T phases), and a 1×1 transposed conv of stride 2 whose odd phases have no tap.
 #[test]
 fn tiled_kernel_matches_reference() {
+    // Two cases of the same direction per tile shape and epilogue variant, so they share pipelines
+    // (each is seconds of lavapipe compile time): four tile shapes cover TM 4/8 and NT 1-4, their
+    // variants every forward and input-gradient epilogue.
     let cases = [
-        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), (4, 1)),
-        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), (8, 1)),
-        (Case::new(1, 13, 13, 4, 4, 7, 1, 2, false), (4, 2)),
-        (Case::new(1, 5, 5, 4, 4, 7, 3, 2, true), (8, 2)),
-        (Case::new(2, 4, 4, 4, 6, 1, 2, 0, true), (4, 1)),
-        (Case::new(3, 13, 13, 40, 70, 3, 2, 1, false), (4, 4)),
-        (Case::new(2, 6, 6, 33, 20, 4, 2, 1, true), (8, 3)),
-        (Case::new(2, 9, 7, 17, 36, 3, 1, 1, false), (8, 4)),
+        (Case::new(3, 9, 9, 3, 5, 3, 2, 1, false), (4, 1), 0),
+        (Case::new(1, 13, 13, 4, 4, 7, 1, 2, false), (4, 1), 0),
+        (Case::new(6, 7, 7, 8, 4, 4, 2, 1, true), (8, 2), 1),
+        (Case::new(1, 5, 5, 4, 4, 7, 3, 2, true), (8, 2), 1),
+        (Case::new(3, 13, 13, 40, 70, 3, 2, 1, false), (4, 3), 2),
+        (Case::new(2, 9, 7, 17, 36, 3, 1, 1, false), (4, 3), 2),
+        (Case::new(2, 4, 4, 4, 6, 1, 2, 0, true), (8, 4), 3),
+        (Case::new(2, 6, 6, 33, 20, 4, 2, 1, true), (8, 4), 3),
     ];
-    for (i, (c, tile)) in cases.iter().enumerate() {
-        check_shaped(c, 1300 + 10 * i as u64, Shape { tile: Some(*tile), variant: Some(i), ..Default::default() });
+    for (i, (c, tile, variant)) in cases.iter().enumerate() {
+        let shape = Shape { tile: Some(*tile), variant: Some(*variant), ..Default::default() };
+        check_shaped(c, 1300 + 10 * i as u64, shape);
     }
 }
 
