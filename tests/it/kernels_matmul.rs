@@ -197,8 +197,9 @@ fn scalar_kernel_on_aligned_shapes() {
 
 /// Every layout on every shape (4 pipelines), then every (layout, epilogue) combination the launcher
 /// accepts (bias needs an untransposed B) twice, each time on another shape, the activations rotating
-/// over the combinations (the second round repeats the first's, so it compiles no pipeline: each is
-/// seconds on lavapipe): the flags are covered without the full product of shapes × flags.
+/// over the combinations so that each runs forward and as act' (the second round repeats the first's,
+/// so it compiles no pipeline: each is seconds on lavapipe): the flags are covered without the full
+/// product of shapes × flags.
 fn every_flag(base: Matmul, shapes: &[(usize, usize, usize)], mut seed: u64) {
     let acts = [Act::Relu, Act::LeakyRelu, Act::Tanh, Act::Sigmoid];
     let layouts = [(false, false), (true, false), (false, true), (true, true)];
@@ -228,7 +229,8 @@ fn every_flag(base: Matmul, shapes: &[(usize, usize, usize)], mut seed: u64) {
                 s = (s + 1) % shapes.len();
             }
             let (m, n, k) = shapes[s];
-            let act = acts[c % acts.len()];
+            // Forward and act' combinations alternate, so every activation meets both directions.
+            let act = acts[(c / 2) % acts.len()];
             let (act, dact) = if dact { (Act::Identity, act) } else { (act, Act::Identity) };
             seed += 3;
             check(Matmul { m, n, k, trans_a: ta, trans_b: tb, bias, ones_row, act, dact, ..base }, seed);
