@@ -5,11 +5,15 @@ fn main() {
     let gpu = vaegpu::testing::test_gpu();
     let batch = std::env::var("VAEGPU_BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(128);
     for (name, run) in [
-        ("MLP VAE", vaegpu::bench::run as fn(&vaegpu::gpu::Gpu, usize, usize) -> vaegpu::Result<vaegpu::bench::Report>),
+        (
+            "MLP VAE",
+            vaegpu::bench::run
+                as fn(&vaegpu::gpu::Gpu, usize, vaegpu::bench::Timing) -> vaegpu::Result<vaegpu::bench::Report>,
+        ),
         ("conv VAE", vaegpu::bench::run_conv),
     ] {
         println!("== {name}");
-        match run(&gpu, batch, 20) {
+        match run(&gpu, batch, vaegpu::bench::Timing::new(20)) {
             Ok(r) => print!("{}", r.table()),
             Err(e) => {
                 eprintln!("benchmark failed: {e}");

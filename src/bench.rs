@@ -1,8 +1,9 @@
 //! Benchmarks: every kernel at the default model's shapes, and a whole training step.
 //! Each kernel's result is checked against the CPU reference before it is timed; timing submits the
-//! launch `reps` times in one command buffer and waits for the GPU inside the timed region.
+//! launch `reps` times in one command buffer (after a warm-up, see [`Timing`]) and waits for the GPU
+//! inside the timed region.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -94,38 +95,62 @@ impl Report {
     }
 }
 
-/// Seconds of one replay: `submit(reps)` repeated as a warm-up for at least 0.2 s (a GPU that idled
-/// while the host checked the result needs that long to raise its clocks: on an H100 a 2048³ product
-/// timed in 6 ms submissions right after the check ran at a fifth of its speed), then the median of
-/// three timed `submit(reps)`, each timed up to the GPU's end.
-fn time_reps(gpu: &Gpu, reps: usize, submit: impl Fn(usize)) -> Result<f64> {
+/// How each kernel or step is timed: `reps` replays recorded into one submission, after submitting
+/// them as a warm-up for at least `warmup`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub reps: usize,
+    /// The least warm-up per timed item. 0.2 s by default: a GPU that idled while the host checked the
+    /// result needs that long to raise its clocks (on an H100 a 2048³ product timed in 6 ms submissions
+    /// right after the check ran at a fifth of its speed). Zero still warms up with one submission.
+    pub warmup: Duration,
+}
+
+impl Timing {
+    pub const DEFAULT_WARMUP: Duration = Duration::from_millis(200);
+
+    /// `reps` replays after the default warm-up.
+    pub fn new(reps: usize) -> Self {
+        Timing { reps, warmup: Self::DEFAULT_WARMUP }
+    }
+
+    /// The same warm-up with `reps` replays.
+    fn with_reps(self, reps: usize) -> Self {
+        Timing { reps, ..self }
+    }
+}
+
+/// Seconds of one replay: `submit(reps)` repeated as a warm-up for at least `t.warmup` (once at
+/// least), then the median of three timed `submit(reps)`, each timed up to the GPU's end.
+fn time_reps(gpu: &Gpu, t: Timing, submit: impl Fn(usize)) -> Result<f64> {
+    let reps = t.reps.max(1);
     let warm = Instant::now();
     for _ in 0..1000 {
         submit(reps);
         gpu.sync()?;
-        if warm.elapsed().as_secs_f64() >= 0.2 {
+        if warm.elapsed() >= t.warmup {
             break;
         }
     }
     let mut t3 = [0.0f64; 3];
-    for t in &mut t3 {
+    for secs in &mut t3 {
         let t0 = Instant::now();
         submit(reps);
         gpu.sync()?;
-        *t = t0.elapsed().as_secs_f64() / reps as f64;
+        *secs = t0.elapsed().as_secs_f64() / reps as f64;
     }
     t3.sort_by(f64::total_cmp);
     Ok(t3[1])
 }
 
 /// Mean seconds of one replay of `prog`, replayed `reps` times in one submission after a warm-up.
-pub fn time_program(gpu: &Gpu, prog: &Program, reps: usize) -> Result<f64> {
-    time_reps(gpu, reps, |n| gpu.submit(prog, n))
+pub fn time_program(gpu: &Gpu, prog: &Program, t: Timing) -> Result<f64> {
+    time_reps(gpu, t, |n| gpu.submit(prog, n))
 }
 
 /// Mean seconds of one launch, recorded `reps` times into one submission after a warm-up.
-pub fn time_launch(gpu: &Gpu, launch: &Launch, reps: usize) -> Result<f64> {
-    time_reps(gpu, reps, |n| gpu.submit_launch(launch, n))
+pub fn time_launch(gpu: &Gpu, launch: &Launch, t: Timing) -> Result<f64> {
+    time_reps(gpu, t, |n| gpu.submit_launch(launch, n))
 }
 
 fn one(l: Launch) -> Program {
@@ -134,7 +159,7 @@ fn one(l: Launch) -> Program {
 
 /// Times a matmul after checking it against the reference (every output where the product is small;
 /// at most 64 evenly spaced rows of op(A)·op(B) where it is large).
-fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
+fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, t: Timing) -> Result<Row> {
     let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
     let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
     let a = uniform(1, a_rows * mm.k, -1.0, 1.0);
@@ -166,7 +191,7 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
     // f32 sums of K products of values in [-1, 1]: the error grows like sqrt(K).
     let tol = 1e-4 * (mm.k as f64 / 64.0).sqrt().max(1.0);
     Tol::new(1e-4, tol).check(name, &got, &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
-    let secs = time_program(gpu, &one(l), reps)?;
+    let secs = time_program(gpu, &one(l), t)?;
     Ok(Row {
         name: name.into(),
         shape: format!("{}x{}x{}", mm.m, mm.n, mm.k),
@@ -179,19 +204,19 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, reps: usize) -> Result<Row> {
 
 /// The matmul kernels on square products of each size: C = A·B, Aᵀ·B (as in dW) and A·Bᵀ (as in dX),
 /// with each kernel the device can run (register-blocked, subgroup, workgroup-memory tiled).
-pub fn run_matmul(gpu: &Gpu, sizes: &[usize], reps: usize) -> Result<Report> {
+pub fn run_matmul(gpu: &Gpu, sizes: &[usize], t: Timing) -> Result<Report> {
     let mut rows = Vec::new();
     for &s in sizes {
         for (what, trans_a, trans_b) in [("A·B", false, false), ("Aᵀ·B", true, false), ("A·Bᵀ", false, true)] {
             for variant in gpu.matmul_kernels() {
                 let mm = Matmul { m: s, n: s, k: s, trans_a, trans_b, ..Default::default() }.with_kernel(variant);
                 // Large products on CPU adapters: few repetitions (each takes seconds).
-                let r = if gpu.is_cpu() && mm.flops() > 1e10 { 1 } else { reps };
+                let r = if gpu.is_cpu() && mm.flops() > 1e10 { t.with_reps(1) } else { t };
                 rows.push(bench_matmul(gpu, &format!("matmul {what} ({variant})"), mm, r)?);
             }
         }
     }
-    report(gpu, None, 0, rows, reps)
+    report(gpu, None, 0, rows, t)
 }
 
 /// Forward, input gradient and parameter gradient of one conv layer at `batch`: each checked against
@@ -202,7 +227,7 @@ fn bench_conv(
     g: &ConvGeom,
     batch: usize,
     (h, w): (usize, usize),
-    reps: usize,
+    t: Timing,
 ) -> Result<Vec<Row>> {
     use crate::reference::conv::{conv_backward_input, conv_backward_params, conv_forward};
     let (oh, ow) = g.out_hw(h, w).map_err(Error::Config)?;
@@ -300,7 +325,7 @@ fn bench_conv(
                         };
                         Tol::new(1e-4, 1e-4).check(name, &gpu.read_f32(out)?, &want).map_err(wrong)?;
                     } else {
-                        timed.push((what, time_launch(gpu, &l, reps)?, k.flops()));
+                        timed.push((what, time_launch(gpu, &l, t)?, k.flops()));
                     }
                 }
             }
@@ -325,7 +350,7 @@ fn bench_conv(
                     let want = conv_backward_params(g, &x, &dy, b, h, w, false);
                     Tol::new(1e-4, 1e-3).check(name, &gpu.read_f32(&dwb)?, &want).map_err(wrong)?;
                 } else {
-                    timed.push(("dW", time_program(gpu, &lw, reps)?, wflops));
+                    timed.push(("dW", time_program(gpu, &lw, t)?, wflops));
                 }
             }
             for (what, secs, flops) in timed {
@@ -345,25 +370,25 @@ fn bench_conv(
 
 /// The conv VAE (default architecture, Fashion-MNIST shapes): every conv layer's three kernels, and a
 /// whole training step.
-pub fn run_conv(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
+pub fn run_conv(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     let cfg = VaeConfig { conv: Some(Default::default()), ..VaeConfig::default() };
     let nets = cfg.nets().map_err(Error::Config)?;
     let mut rows = Vec::new();
     for (net, b) in [(&nets.encoder, batch), (&nets.decoder, batch * cfg.samples)] {
         for l in &net.layers {
             if let Op::Conv { geom, .. } = &l.op {
-                rows.extend(bench_conv(gpu, &l.name, geom, b, (l.input.h, l.input.w), reps)?);
+                rows.extend(bench_conv(gpu, &l.name, geom, b, (l.input.h, l.input.w), t)?);
             }
         }
     }
-    let (step, _) = time_step(gpu, &cfg, batch, reps)?;
-    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
+    let (step, _) = time_step(gpu, &cfg, batch, t)?;
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
 
 /// The VQ-VAE's training step on synthetic 32×32 data, and each of its launches timed alone in the
 /// step's buffers (the conv kernels are checked against the reference by `bench --model conv-vae` and
 /// the tests; here the step is checked to give a finite loss).
-pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: usize) -> Result<Report> {
+pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, t: Timing) -> Result<Report> {
     let m = crate::models::vq::VqVae::new(gpu, cfg, batch, 0)?;
     m.core.set_state(gpu, 0, 0);
     let dim: usize = cfg.image.iter().product();
@@ -371,14 +396,14 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: 
     let pixels: Vec<u8> = uniform(3, n * dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
     let data = GpuDataset::upload(gpu, "bench", &pixels, n, dim)?;
     let prog = m.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, 0.1)?;
-    let step = time_program(gpu, &prog, reps.clamp(2, 5))?;
+    let step = time_program(gpu, &prog, t.with_reps(t.reps.clamp(2, 5)))?;
     let met = m.core.read_metrics(gpu)?;
     if !met.train.rec.is_finite() || met.train.rows == 0.0 {
         return Err(Error::Output("benchmark step produced no finite loss".into()));
     }
     let mut rows = Vec::new();
     for l in &prog.launches {
-        let secs = time_launch(gpu, l, reps.clamp(1, 5))?;
+        let secs = time_launch(gpu, l, t.with_reps(t.reps.clamp(1, 5)))?;
         rows.push(Row {
             name: l.label.clone(),
             shape: String::new(),
@@ -388,13 +413,13 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, reps: 
             fraction_of_ceiling: 0.0,
         });
     }
-    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
 
 /// The report of `rows`, with the adapter's ceilings measured now; `step` = (seconds, FLOPs) of one
 /// training step at `batch`.
-fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>, reps: usize) -> Result<Report> {
-    let ceilings = ceilings(gpu, reps)?;
+fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>, t: Timing) -> Result<Report> {
+    let ceilings = ceilings(gpu, t)?;
     for r in &mut rows {
         r.fraction_of_ceiling = match r.unit {
             "GFLOP/s" => r.rate / ceilings.fma_gflops,
@@ -434,12 +459,15 @@ struct CeilingParams {
 /// Measures the adapter's copy bandwidth and FMA throughput (shaders/ceiling.wgsl), each result checked
 /// before it is timed: the copy bit for bit, the FMA chains against their closed form
 /// a_t = 1 + (a_0 − 1)·m^t (m = 0.99995, c = 1 − m; t = 4 FMAs per round).
-pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
+pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
     let wrong = |e: String| Error::Output(format!("ceiling benchmark result wrong: {e}"));
     // copy: 64 MiB each way, or what one binding allows
     let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
     let n4 = (64usize << 20).min(max) / 16;
-    let src: Vec<f32> = uniform(7, 4 * n4, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+    // Distinct values in [-1, 1), cheap to make in an unoptimised build (16 M of them; a Philox draw each
+    // took seconds at opt-level 0).
+    let src: Vec<f32> =
+        (0..4 * n4 as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 23) as f32 - 1.0).collect();
     let sb = gpu.upload("ceiling.src", &src);
     let db = poisoned(gpu, "ceiling.dst", 4 * n4);
     let p = CeilingParams { n4: n4 as u32, iters: 0, mul: 0.0, add: 0.0 };
@@ -454,10 +482,12 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
     )?;
     gpu.run(&l)?;
     let got = gpu.read_f32(&db)?;
-    if let Some(i) = (0..src.len()).find(|&i| got[i].to_bits() != src[i].to_bits()) {
+    // Bit for bit (a memcmp, then the element-wise search only to name the first wrong element).
+    if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src) {
+        let i = (0..src.len()).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
         return Err(wrong(format!("copy element {i}: {} instead of {}", got[i], src[i])));
     }
-    let copy_secs = time_launch(gpu, &l, reps.clamp(1, 20))?;
+    let copy_secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 20)))?;
     let copy_bytes = 2 * 16 * n4;
 
     // fma: 4096 workgroups of 64; rounds doubled until one launch takes 20 ms
@@ -478,7 +508,7 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
             &[(2, (&out).into())],
             g,
         )?;
-        let secs = time_launch(gpu, &l, 1)?;
+        let secs = time_launch(gpu, &l, Timing { reps: 1, warmup: Duration::ZERO })?;
         if secs >= 0.02 || iters >= 1 << 16 {
             break l;
         }
@@ -504,7 +534,7 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
         }
     }
     // the reported time is taken after the check (the calibration's only chose the round count)
-    let secs = time_launch(gpu, &l, reps.clamp(1, 10))?;
+    let secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 10)))?;
     let flops = (inv * iters * 256) as f64;
     Ok(Ceilings {
         copy_gbs: copy_bytes as f64 / copy_secs / 1e9,
@@ -517,7 +547,7 @@ pub fn ceilings(gpu: &Gpu, reps: usize) -> Result<Ceilings> {
 
 /// A whole training step of `cfg` on synthetic data of its input shape: seconds per step, and the
 /// program (checked to give a finite loss).
-fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, reps: usize) -> Result<(f64, Program)> {
+fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, t: Timing) -> Result<(f64, Program)> {
     let vae = Vae::new(gpu, cfg, batch)?;
     gpu.write(&vae.core.params, 0, &vae.core.layout.init(0));
     vae.core.set_state(gpu, 0, 0);
@@ -525,7 +555,7 @@ fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, reps: usize) -> Result<(f
     let pixels: Vec<u8> = uniform(3, n * cfg.input_dim, 0.0, 256.0).into_iter().map(|v| v as u8).collect();
     let data = GpuDataset::upload(gpu, "bench", &pixels, n, cfg.input_dim)?;
     let prog = vae.train_program(gpu, &data, &crate::kernels::optim::Adam::default(), 0.0, false)?;
-    let step = time_program(gpu, &prog, reps.max(5))?;
+    let step = time_program(gpu, &prog, t.with_reps(t.reps.max(5)))?;
     let m = vae.core.read_metrics(gpu)?;
     if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
         return Err(Error::Output("benchmark step produced no finite loss".into()));
@@ -533,7 +563,7 @@ fn time_step(gpu: &Gpu, cfg: &VaeConfig, batch: usize, reps: usize) -> Result<(f
     Ok((step, prog))
 }
 
-pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
+pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     let cfg = VaeConfig::default();
     let layout = cfg.layout();
     let mut rows = Vec::new();
@@ -544,12 +574,12 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         let v = Matmul::default().with_kernel(variant);
         for l in &layout.layers {
             let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..v };
-            rows.push(bench_matmul(gpu, &format!("{} fwd [{variant}{used}]", l.name), fwd, reps)?);
+            rows.push(bench_matmul(gpu, &format!("{} fwd [{variant}{used}]", l.name), fwd, t)?);
             let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..v };
-            rows.push(bench_matmul(gpu, &format!("{} dW [{variant}{used}]", l.name), dw, reps)?);
+            rows.push(bench_matmul(gpu, &format!("{} dW [{variant}{used}]", l.name), dw, t)?);
             if l.name != "enc.fc1" {
                 let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..v };
-                rows.push(bench_matmul(gpu, &format!("{} dX [{variant}{used}]", l.name), dx, reps)?);
+                rows.push(bench_matmul(gpu, &format!("{} dX [{variant}{used}]", l.name), dx, t)?);
             }
         }
     }
@@ -559,11 +589,11 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
         gpu,
         "enc.fc1 fwd (naive kernel)",
         Matmul { m: batch, n: big.dout, k: big.din, bias: true, naive: true, ..Default::default() },
-        reps.min(5),
+        t.with_reps(t.reps.min(5)),
     )?);
 
     // Whole training step on synthetic data of Fashion-MNIST's shape.
-    let (step, prog) = time_step(gpu, &cfg, batch, reps)?;
+    let (step, prog) = time_step(gpu, &cfg, batch, t)?;
     // The step's other kernels, each timed alone inside the (checked) step's buffers; bytes are the
     // minimum each must read and write.
     let (b, d, z, mm, np) =
@@ -579,11 +609,11 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize) -> Result<Report> {
             "sumsq_partial" => 4.0 * np,
             _ => 0.0,
         };
-        let secs = time_launch(gpu, l, reps)?;
+        let secs = time_launch(gpu, l, t)?;
         let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
         rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit, fraction_of_ceiling: 0.0 });
     }
-    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, reps)
+    report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
 
 /// One point of the step sweep: a model family's whole training step replayed as the trainer does.

@@ -148,6 +148,9 @@ enum Cmd {
         /// Timed repetitions per kernel
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Least warm-up per timed kernel or step, in milliseconds (a GPU raises its clocks during it)
+        #[arg(long, default_value_t = 200)]
+        warmup_ms: u64,
         /// --model matmul: the sizes of the square products (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
         sizes: Vec<usize>,
@@ -832,24 +835,25 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Info { gpu } => info(&gpu),
-        Cmd::Bench { json, batch, reps, sizes, model, steps, batches, submits, min_seconds, gpu } => {
+        Cmd::Bench { json, batch, reps, warmup_ms, sizes, model, steps, batches, submits, min_seconds, gpu } => {
             let gpu = gpu.open()?;
             if steps {
                 return bench_steps(&gpu, &model, &batches, &submits, min_seconds, json);
             }
+            let t = vaegpu::bench::Timing { reps, warmup: std::time::Duration::from_millis(warmup_ms) };
             let report = match model.as_str() {
-                "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, reps)?,
-                "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, reps)?,
+                "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, t)?,
+                "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, t)?,
                 "matmul" => {
                     if sizes.is_empty() || sizes.contains(&0) {
                         return Err(Error::Config("--sizes needs at least one size, each >= 1".into()));
                     }
-                    vaegpu::bench::run_matmul(&gpu, &sizes, reps)?
+                    vaegpu::bench::run_matmul(&gpu, &sizes, t)?
                 }
-                "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, reps)?,
+                "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, t)?,
                 "vq-vae-2" => {
                     let cfg = vaegpu::models::vq::VqConfig { levels: 2, ..Default::default() };
-                    vaegpu::bench::run_vq(&gpu, &cfg, batch, reps)?
+                    vaegpu::bench::run_vq(&gpu, &cfg, batch, t)?
                 }
                 m => {
                     return Err(Error::Config(format!(

@@ -3,12 +3,19 @@
 //! their closed form before timing them, and returns an error otherwise; likewise the conv benchmark.
 //! No speed is asserted here.
 
+use std::time::Duration;
+
+use vaegpu::bench::Timing;
 use vaegpu::testing::test_gpu;
+
+/// One replay a kernel, one warm-up submission: the results are checked the same way, only the
+/// figures are rougher.
+const QUICK: Timing = Timing { reps: 1, warmup: Duration::ZERO };
 
 #[test]
 fn ceilings_are_checked_and_positive() {
     let gpu = test_gpu();
-    let c = vaegpu::bench::ceilings(&gpu, 1).unwrap_or_else(|e| panic!("ceiling benchmark failed: {e}"));
+    let c = vaegpu::bench::ceilings(&gpu, QUICK).unwrap_or_else(|e| panic!("ceiling benchmark failed: {e}"));
     assert!(c.copy_gbs.is_finite() && c.copy_gbs > 0.0, "{c:?}");
     assert!(c.fma_gflops.is_finite() && c.fma_gflops > 0.0, "{c:?}");
     assert!(c.copy_bytes >= 1 << 20 && c.fma_invocations >= 4096 * 64 && c.fma_iters >= 256, "{c:?}");
@@ -20,7 +27,7 @@ fn ceilings_are_checked_and_positive() {
 #[test]
 fn conv_bench_checks_and_times_every_layer() {
     let gpu = vaegpu::testing::shared_gpu();
-    let r = vaegpu::bench::run_conv(gpu, 4, 1).unwrap_or_else(|e| panic!("conv benchmark failed: {e}"));
+    let r = vaegpu::bench::run_conv(gpu, 4, QUICK).unwrap_or_else(|e| panic!("conv benchmark failed: {e}"));
     let names: Vec<&str> = r.rows.iter().map(|row| row.name.as_str()).collect();
     for layer in ["enc.conv1", "enc.conv2", "dec.deconv2", "dec.deconv1"] {
         for what in ["fwd", "dX", "dW"] {
