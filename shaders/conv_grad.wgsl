@@ -22,7 +22,7 @@
 //   transposed conv's bias: 1 output channel, a split per 16 pixels) that chain of loads is the whole
 //   launch's time on a GPU. Folding by 16 until at most 64 splits remain keeps every pass parallel.
 //   grid = (min(ceil(len · ceil(splits / 16) / 256), 65535), 1, 1), a grid-stride loop beyond.
-// im2col: see its entry below (CPU adapters' path for conv layers).
+// im2col, untap, retap: see their entries below (CPU adapters' path for conv layers).
 // Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
 //   4 A as vec4, 5 G as vec4.
 
@@ -338,4 +338,22 @@ fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = (i % cn) / p.n;
     let n = i % p.n;
     out[p.out_offset + i] = a[(c * p.k * p.k + tap) * p.n + n];
+}
+
+// retap (the inverse of untap, for a transposed conv's input gradient on the im2col path): OUT[c·K·K·N
+//   + tap·N + n] = A[(tap·C + c)·N + n], the block's K·K·C × N weight rows (A, binding 1) as the
+//   [C, K·K·N] matrix Wt. With im2col (GATHER_B) of the output gradient, dX = I · Wtᵀ is one matmul.
+//   One invocation per weight; grid = (ceil(K·K·C·N / 256), 1, 1) (at most 65535 groups: checked by
+//   the launcher).
+@compute @workgroup_size(256, 1, 1)
+fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let cn = p.c * p.n;
+    if (i >= p.k * p.k * cn) {
+        return;
+    }
+    let tap = i / cn;
+    let c = (i % cn) / p.n;
+    let n = i % p.n;
+    out[(c * p.k * p.k + tap) * p.n + n] = a[i];
 }

@@ -245,7 +245,8 @@ fn bench_conv(
     // scalar gather kernel where a layer has one output channel (what conv_gather_n1 replaced); on a GPU
     // a sweep of the gather kernels' pixels per invocation and of the invocations the parameter
     // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from); on
-    // a CPU adapter the parameter gradient's split reduction ([split]) beside its im2col path.
+    // a CPU adapter the parameter gradient's split reduction ([split]) beside its im2col path, and the
+    // gather kernel ([gather]) beside the im2col path of the forward and input gradient.
     struct Shape {
         suffix: String,
         pix: Option<usize>,
@@ -256,6 +257,9 @@ fn bench_conv(
         wide: bool,
         /// The parameter gradient's im2col path forced on or off.
         im2col: Option<bool>,
+        /// The forward and input gradient forced onto the gather kernel where the adapter runs them as
+        /// im2col and a matmul (only those launches).
+        gather: bool,
     }
     let plain = Shape {
         suffix: String::new(),
@@ -265,6 +269,7 @@ fn bench_conv(
         kernel: None,
         wide: false,
         im2col: None,
+        gather: false,
     };
     let other = if gpu.conv == ConvKernel::Tiled { ConvKernel::Gather } else { ConvKernel::Tiled };
     let mut shapes = vec![Shape { suffix: String::new(), ..plain }];
@@ -276,8 +281,10 @@ fn bench_conv(
         shapes.push(Shape { suffix: " [scalar]".into(), scalar: true, kernel: gather, ..plain });
     }
     if gpu.is_cpu() {
-        // The split reduction the im2col path replaced on CPU adapters.
+        // The split reduction the im2col path replaced on CPU adapters, and the gather kernel it replaced
+        // in the forward of conv layers and the input gradient of transposed ones.
         shapes.push(Shape { suffix: " [split]".into(), im2col: Some(false), ..plain });
+        shapes.push(Shape { suffix: " [gather]".into(), gather: true, ..plain });
     } else {
         let gather = Some(ConvKernel::Gather);
         shapes.extend([1, 2, 4, 8].map(|p| Shape {
@@ -299,9 +306,10 @@ fn bench_conv(
         let xb = gpu.upload("bench.x", &to_f32(&x));
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        for Shape { suffix, pix, target, scalar, kernel, wide, im2col } in &shapes {
-            // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel or
-            // the scalar kernel the forward and input gradient, a split target the parameter gradient.
+        for Shape { suffix, pix, target, scalar, kernel, wide, im2col, gather } in &shapes {
+            // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel, the
+            // scalar kernel or the gather kernel the forward and input gradient, a split target or the
+            // split reduction the parameter gradient.
             let mut timed = Vec::new();
             if target.is_none() && im2col.is_none() {
                 let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
@@ -311,13 +319,23 @@ fn bench_conv(
                 (fwd.pix, dx.pix) = (*pix, *pix);
                 (fwd.scalar, dx.scalar) = (*scalar, *scalar);
                 (fwd.kernel, dx.kernel) = (*kernel, *kernel);
-                for (what, k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
-                    if *wide && k.n < 16 {
+                for (what, mut k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
+                    if *wide && k.n < 16 || *gather && !k.uses_im2col(gpu) {
                         continue;
                     }
-                    let l = k.launch(gpu, name, input.into(), (&wb).into(), out.into(), None, None)?;
+                    if *gather {
+                        k.im2col = Some(false);
+                    }
+                    // The launches as training records them (on CPU adapters im2col and a matmul where
+                    // the launch has that form), through scratch buffers of their own.
+                    let sb = poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1));
+                    let pb = poisoned(gpu, "bench.product", k.product_len(gpu).max(1));
+                    let sv = (k.scratch_len(gpu) > 0).then(|| (&sb).into());
+                    let pv = (k.product_len(gpu) > 0).then(|| (&pb).into());
+                    let launches = k.launches(gpu, name, input.into(), (&wb).into(), out.into(), None, None, sv, pv)?;
+                    let l = Program { label: format!("{name} {what}"), launches };
                     if b == 2 {
-                        gpu.run(&l)?;
+                        gpu.submit(&l, 1);
                         let want = if what == "fwd" {
                             conv_forward(g, &x, &blk, b, h, w, id, false, None)
                         } else {
@@ -325,11 +343,11 @@ fn bench_conv(
                         };
                         Tol::new(1e-4, 1e-4).check(name, &gpu.read_f32(out)?, &want).map_err(wrong)?;
                     } else {
-                        timed.push((what, time_launch(gpu, &l, t)?, k.flops()));
+                        timed.push((what, time_program(gpu, &l, t)?, k.flops()));
                     }
                 }
             }
-            if pix.is_none() && !scalar && kernel.is_none() {
+            if pix.is_none() && !scalar && kernel.is_none() && !gather {
                 let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
                 let mut scratch = Vec::new();
                 let mut lw = Program::new("dW");

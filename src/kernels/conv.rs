@@ -75,6 +75,9 @@ pub struct ConvGather {
     /// conv_tiled's (TM, NT): rows and columns per invocation in 16ths of the tile (TM 4 or 8, NT 1–4).
     /// Forces the tiled kernel; None: chosen by the shape (`tile_shape`).
     pub tile: Option<(usize, usize)>,
+    /// Run as im2col and a matmul ([`ConvGather::launches`]); None: the adapter's choice (see
+    /// `uses_im2col`).
+    pub im2col: Option<bool>,
 }
 
 /// Workgroup memory of conv_tiled: a 16 × 130-float tile of the im2col block and a 16 × 80-float one of
@@ -197,6 +200,159 @@ impl ConvGather {
         }
     }
 
+    /// The im2col gather that turns this launch into one matmul, where there is one: a conv layer's
+    /// forward gathers its input over the output pixels (Y = act(I · [W; b])), a transposed conv's input
+    /// gradient gathers the output gradient over the input pixels (dX = I · Wtᵀ ⊙ act'). The other two
+    /// (a transposed conv's forward, a conv's input gradient) would gather mostly zeros at stride 2, and
+    /// a residual sum is not a matmul epilogue: those stay on the gather kernels.
+    fn im2col_gather(&self) -> Option<ConvWgrad> {
+        if self.geom_t || self.resid != Resid::None {
+            return None;
+        }
+        let base = ConvWgrad {
+            batch: self.batch,
+            small_hw: self.out_hw,
+            big_hw: self.in_hw,
+            c: self.c,
+            n: self.n,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            gather_b: false,
+            ones: true,
+            pre_relu: self.pre_relu,
+            scalar: false,
+            splits: None,
+            im2col: Some(true),
+        };
+        if !self.w_t && self.bias && self.dact == Act::Identity {
+            Some(base)
+        } else if self.w_t && !self.bias && !self.pre_relu && self.act == Act::Identity {
+            Some(ConvWgrad { c: self.n, n: self.c, gather_b: true, ones: false, ..base })
+        } else {
+            None
+        }
+    }
+
+    /// Whether [`ConvGather::launches`] runs im2col and a matmul: `im2col` if set (where the launch has
+    /// that form, see `im2col_gather`); else on CPU adapters wherever it has, unless a gather kernel or
+    /// its shape is forced or the gathered matrix outgrows a storage binding. On lavapipe it is the
+    /// matmul kernel that reaches the FMA units (benches/RESULTS.md).
+    pub fn uses_im2col(&self, gpu: &Gpu) -> bool {
+        let Some(wg) = self.im2col_gather() else {
+            return false;
+        };
+        match self.im2col {
+            Some(i) => i,
+            None => {
+                gpu.is_cpu()
+                    && self.kernel.is_none()
+                    && self.pix.is_none()
+                    && self.tile.is_none()
+                    && !self.scalar
+                    && (wg.scratch_im2col() * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size
+            }
+        }
+    }
+
+    /// Elements of the scratch buffer [`ConvGather::launches`] needs: the gathered matrix on the im2col
+    /// path, else 0.
+    pub fn scratch_len(&self, gpu: &Gpu) -> usize {
+        match self.im2col_gather() {
+            Some(wg) if self.uses_im2col(gpu) => wg.scratch_im2col(),
+            _ => 0,
+        }
+    }
+
+    /// Elements of the second buffer [`ConvGather::launches`] needs: the reordered weights of a
+    /// transposed conv's input gradient on the im2col path, else 0.
+    pub fn product_len(&self, gpu: &Gpu) -> usize {
+        if self.w_t && self.uses_im2col(gpu) {
+            self.k * self.k * self.c * self.n
+        } else {
+            0
+        }
+    }
+
+    /// The launch as [`ConvGather::launch`] does it, or on the im2col path (`uses_im2col`) as an im2col
+    /// gather into `scratch` (`scratch_len` elements), for a transposed conv's input gradient the
+    /// weights reordered into `product` (`product_len`), and one matmul with the epilogue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launches(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        x: View,
+        w: View,
+        y: View,
+        z: Option<View>,
+        r: Option<View>,
+        scratch: Option<View>,
+        product: Option<View>,
+    ) -> Result<Vec<Launch>> {
+        const OP: &str = "conv";
+        let wg = match self.im2col_gather() {
+            Some(wg) if self.uses_im2col(gpu) => wg,
+            _ => return Ok(vec![self.launch(gpu, label, x, w, y, z, r)?]),
+        };
+        self.check(&x, &w, &y, z.as_ref(), r.as_ref())?;
+        let missing = |what: &str, n: usize| crate::gpu::GpuError::Shape {
+            op: OP,
+            message: format!("the im2col path needs a {what} buffer of {n} floats"),
+        };
+        let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
+        let gather = wg.im2col_launch(gpu, label, x, x, scratch)?;
+        let rows = self.batch * self.out_hw.0 * self.out_hw.1;
+        let inner = self.k * self.k * self.c;
+        use super::matmul::Matmul;
+        if !self.w_t {
+            let mm = Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() };
+            return Ok(vec![gather, mm.launch(gpu, label, scratch, w, y, None)?]);
+        }
+        let len = self.product_len(gpu);
+        let product = product.ok_or_else(|| missing("product", len))?;
+        need_len(OP, "product", &product, len)?;
+        need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
+        need(OP, len.div_ceil(256) <= 65535, || format!("{len} weights exceed one reorder launch"))?;
+        let retap = gpu.launch(
+            format!("{label} retap"),
+            "conv_grad",
+            "retap",
+            &[],
+            Some(&wg.params(1)),
+            &[(1, w), (3, product)],
+            [len.div_ceil(256) as u32, 1, 1],
+        )?;
+        let mm = Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() };
+        Ok(vec![gather, retap, mm.launch(gpu, label, scratch, product, y, z)?])
+    }
+
+    /// The shape and buffer checks every path makes.
+    fn check(&self, x: &View, w: &View, y: &View, z: Option<&View>, r: Option<&View>) -> Result<()> {
+        const OP: &str = "conv";
+        let (ih, iw) = self.in_hw;
+        let (oh, ow) = self.out_hw;
+        need(OP, self.batch > 0 && ih * iw * oh * ow > 0 && self.c > 0 && self.n > 0 && self.k > 0, || {
+            format!("empty shape {self:?}")
+        })?;
+        need(OP, self.stride > 0 && self.pad < self.k, || format!("need stride >= 1 and pad < k: {self:?}"))?;
+        need(OP, !(self.bias && self.w_t), || "bias needs the untransposed weights".into())?;
+        need_len(OP, "X", x, self.batch * ih * iw * self.c)?;
+        need_len(OP, "W", w, self.k * self.k * self.c * self.n + if self.bias { self.n } else { 0 })?;
+        let out_len = self.batch * oh * ow * self.n;
+        need_len(OP, "Y", y, out_len)?;
+        if self.dact != Act::Identity {
+            need(OP, z.is_some(), || "dact needs Z".into())?;
+            need_len(OP, "Z", z.unwrap(), out_len)?;
+        }
+        if self.resid != Resid::None {
+            need(OP, r.is_some(), || "resid needs R".into())?;
+            need_len(OP, "R", r.unwrap(), out_len)?;
+        }
+        Ok(())
+    }
+
+    /// One launch of the gather (or tiled) kernel, whatever `uses_im2col` says.
     #[allow(clippy::too_many_arguments)]
     pub fn launch(
         &self,
@@ -209,25 +365,10 @@ impl ConvGather {
         r: Option<View>,
     ) -> Result<Launch> {
         const OP: &str = "conv";
+        self.check(&x, &w, &y, z.as_ref(), r.as_ref())?;
         let (ih, iw) = self.in_hw;
         let (oh, ow) = self.out_hw;
-        need(OP, self.batch > 0 && ih * iw * oh * ow > 0 && self.c > 0 && self.n > 0 && self.k > 0, || {
-            format!("empty shape {self:?}")
-        })?;
-        need(OP, self.stride > 0 && self.pad < self.k, || format!("need stride >= 1 and pad < k: {self:?}"))?;
-        need(OP, !(self.bias && self.w_t), || "bias needs the untransposed weights".into())?;
-        need_len(OP, "X", &x, self.batch * ih * iw * self.c)?;
-        need_len(OP, "W", &w, self.k * self.k * self.c * self.n + if self.bias { self.n } else { 0 })?;
         let out_len = self.batch * oh * ow * self.n;
-        need_len(OP, "Y", &y, out_len)?;
-        if self.dact != Act::Identity {
-            need(OP, z.is_some(), || "dact needs Z".into())?;
-            need_len(OP, "Z", z.as_ref().unwrap(), out_len)?;
-        }
-        if self.resid != Resid::None {
-            need(OP, r.is_some(), || "resid needs R".into())?;
-            need_len(OP, "R", r.as_ref().unwrap(), out_len)?;
-        }
         let wg = Self::wg(gpu);
         let pix = self.pixels_per_invocation(gpu);
         need(OP, matches!(pix, 1 | 2 | 4 | 8), || format!("{pix} pixels per invocation (1, 2, 4 or 8)"))?;
@@ -642,6 +783,40 @@ impl ConvWgrad {
         }
     }
 
+    /// The im2col launch alone: the layer input (conv) or the output gradient (transposed conv, GATHER_B)
+    /// gathered into the P × K·K·C (or P × K·K·N) matrix at `scratch` (`scratch_im2col` elements).
+    fn im2col_launch(&self, gpu: &Gpu, label: &str, a: View, g: View, scratch: View) -> Result<Launch> {
+        let rows = self.im2col_rows();
+        let taps = self.k * self.k;
+        need_len("im2col", "scratch", &scratch, self.scratch_im2col())?;
+        let constants =
+            [("GATHER_B", f64::from(u8::from(self.gather_b))), ("PRE_RELU", f64::from(u8::from(self.pre_relu)))];
+        let ch = if self.gather_b { self.n } else { self.c };
+        let shape = format!(
+            "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}",
+            self.batch,
+            self.big_hw.0,
+            self.big_hw.1,
+            taps * ch,
+            self.k,
+            self.stride,
+            self.pad,
+            if self.gather_b { " T" } else { "" }
+        );
+        let grid = [(rows * taps).div_ceil(256).min(65535) as u32, 1, 1];
+        // The vec4 views are bound whatever the channel count (the shader reads them only at multiples of 4).
+        let bindings = [(1, a), (2, g), (3, scratch), (4, a), (5, g), (6, scratch)];
+        gpu.launch(
+            format!("{label} im2col[{shape}]"),
+            "conv_grad",
+            "im2col",
+            &constants,
+            Some(&self.params(1)),
+            &bindings,
+            grid,
+        )
+    }
+
     /// The im2col path: the gathered matrix I into `scratch`; then for a conv layer [dW; db] = Iᵀ · G (+ the
     /// ones row) into `product`, copied to `out[out_offset..]` by split_sum over one split; for a
     /// transposed conv Aᵀ · I ([C, K·K·N]) into `product`, reordered into place by untap.
@@ -672,33 +847,8 @@ impl ConvWgrad {
         need_len(OP, "product", &product, plen)?;
         need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
         need(OP, plen.div_ceil(256) <= 65535, || format!("{plen} gradient values exceed one copy launch"))?;
+        let gather = self.im2col_launch(gpu, label, a, g, scratch)?;
         let mut params = self.params(1);
-        let constants =
-            [("GATHER_B", f64::from(u8::from(self.gather_b))), ("PRE_RELU", f64::from(u8::from(self.pre_relu)))];
-        let ch = if self.gather_b { self.n } else { self.c };
-        let shape = format!(
-            "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}",
-            self.batch,
-            self.big_hw.0,
-            self.big_hw.1,
-            taps * ch,
-            self.k,
-            self.stride,
-            self.pad,
-            if self.gather_b { " T" } else { "" }
-        );
-        let grid = [(rows * taps).div_ceil(256).min(65535) as u32, 1, 1];
-        // The vec4 views are bound whatever the channel count (the shader reads them only at multiples of 4).
-        let bindings = [(1, a), (2, g), (3, scratch), (4, a), (5, g), (6, scratch)];
-        let gather = gpu.launch(
-            format!("{label} im2col[{shape}]"),
-            "conv_grad",
-            "im2col",
-            &constants,
-            Some(&params),
-            &bindings,
-            grid,
-        )?;
         use super::matmul::Matmul;
         let (mm, ma, mb) = if self.gather_b {
             (Matmul { m: self.c, n: taps * self.n, k: rows, trans_a: true, ..Default::default() }, a, scratch)

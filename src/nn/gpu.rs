@@ -85,6 +85,15 @@ impl GpuNet {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
                     }
+                    // The im2col paths of the forward and the input gradient (their activations do
+                    // not change the sizes).
+                    for k in [
+                        ConvGather::forward(geom, rows, i.h, i.w, Act::Identity)?,
+                        ConvGather::input_grad(geom, rows, i.h, i.w, Act::Identity)?,
+                    ] {
+                        scratch = scratch.max(k.scratch_len(gpu));
+                        product = product.max(k.product_len(gpu));
+                    }
                     inner.push(None);
                 }
                 Op::Res { hidden, .. } => {
@@ -95,6 +104,10 @@ impl GpuNet {
                             product = product.max(k.product_len(gpu));
                         }
                     }
+                    // conv3's forward on the im2col path (conv1's reads the skip sum: a gather).
+                    let mut k3 = ConvGather::forward(&g3, rows, i.h, i.w, Act::Relu)?;
+                    k3.pre_relu = true;
+                    scratch = scratch.max(k3.scratch_len(gpu));
                     let n = rows * i.h * i.w * hidden;
                     inner.push(Some((
                         f(format!("{}.hidden[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
@@ -166,15 +179,9 @@ impl GpuNet {
                     if r.is_some() {
                         k.resid = Resid::BeforeAct;
                     }
-                    out.push(k.launch(
-                        gpu,
-                        &l.name,
-                        x.into(),
-                        block(params, &layout.layers[*b]),
-                        y.into(),
-                        None,
-                        r.map(Into::into),
-                    )?);
+                    let w = block(params, &layout.layers[*b]);
+                    let (sc, pr) = self.buffers(gpu, &k);
+                    out.extend(k.launches(gpu, &l.name, x.into(), w, y.into(), None, r.map(Into::into), sc, pr)?);
                 }
                 Op::Res { conv3, conv1, hidden } => {
                     let (g3, g1) = Layer::res_geoms(s.c, *hidden);
@@ -182,15 +189,9 @@ impl GpuNet {
                     let mut k3 = ConvGather::forward(&g3, rows, s.h, s.w, Act::Relu)?;
                     k3.pre_relu = true;
                     let name = format!("{}.conv3", l.name);
-                    out.push(k3.launch(
-                        gpu,
-                        &name,
-                        x.into(),
-                        block(params, &layout.layers[*conv3]),
-                        h.into(),
-                        None,
-                        None,
-                    )?);
+                    let w3 = block(params, &layout.layers[*conv3]);
+                    let (sc, pr) = self.buffers(gpu, &k3);
+                    out.extend(k3.launches(gpu, &name, x.into(), w3, h.into(), None, None, sc, pr)?);
                     let mut k1 = ConvGather::forward(&g1, rows, s.h, s.w, l.act)?;
                     k1.resid = Resid::BeforeAct;
                     let name = format!("{}.conv1", l.name);
@@ -201,6 +202,14 @@ impl GpuNet {
             x = y;
         }
         Ok(out)
+    }
+
+    /// The shared scratch and product buffers, for a conv launch that needs them (its im2col path).
+    fn buffers(&self, gpu: &Gpu, k: &ConvGather) -> (Option<View<'_>>, Option<View<'_>>) {
+        (
+            (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into()),
+            (k.product_len(gpu) > 0).then(|| (&self.product).into()),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -303,7 +312,9 @@ impl GpuNet {
                             k.resid = Resid::AfterDact;
                         }
                         let name = format!("{}.dX", l.name);
-                        out.push(k.launch(gpu, &name, g.into(), block(params, p), dx.into(), z, r.map(Into::into))?);
+                        let (sc, pr) = self.buffers(gpu, &k);
+                        let w = block(params, p);
+                        out.extend(k.launches(gpu, &name, g.into(), w, dx.into(), z, r.map(Into::into), sc, pr)?);
                     }
                 }
                 Op::Res { conv3, conv1, hidden } => {

@@ -51,6 +51,24 @@ fn conv_bench_checks_and_times_every_layer() {
         let row = format!("{row} [{other}]");
         assert_eq!(names.contains(&row.as_str()), present, "{row}: {names:?}");
     }
+    // On CPU adapters (which keep the gather kernel, so `other` is tiled there) the gather kernel beside
+    // the im2col path that replaced it: the forward of the conv layers and the input gradient of the
+    // transposed ones.
+    if gpu.is_cpu() {
+        for (row, present) in [
+            ("enc.conv1 fwd", true),
+            ("enc.conv1 dX", false),
+            ("enc.conv2 fwd", true),
+            ("enc.conv2 dX", false),
+            ("dec.deconv2 fwd", false),
+            ("dec.deconv2 dX", true),
+            ("dec.deconv1 fwd", false),
+            ("dec.deconv1 dX", true),
+        ] {
+            let row = format!("{row} [gather]");
+            assert_eq!(names.contains(&row.as_str()), present, "{row}: {names:?}");
+        }
+    }
     // The one-output-channel layers: enc.conv1's input gradient, dec.deconv1's forward.
     for row in ["enc.conv1 dX [scalar]", "dec.deconv1 fwd [scalar]"] {
         assert!(names.contains(&row), "{row} missing: {names:?}");
