@@ -983,8 +983,9 @@ fn nonfinite_error(s: &Session, st: &[u32], last_good: Option<&Path>) -> Error {
 /// `vaegpu train`: the whole run. Returns the per-epoch records.
 pub fn run(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Result<Vec<EpochRecord>> {
     let out: PathBuf = cfg.out.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    // The model is built (and its configuration checked) first: a refused run leaves no folder behind.
     let mut session = Session::new(gpu, cfg, data, true)?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mpath = out.join("metrics.jsonl");
     let root = checkpoint::default_dir(&out);
     let mut last_good: Option<PathBuf> = None;

@@ -46,6 +46,7 @@ fn two_dimensional_latent_space_pictures() {
     let m = image::open(out.join("pics/manifold.png")).unwrap();
     assert_eq!((m.width(), m.height()), (20 * 30 + 2, 20 * 30 + 2));
     assert!(image::open(out.join("pics/latent_scatter.png")).unwrap().width() >= 800);
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

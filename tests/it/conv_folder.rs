@@ -105,17 +105,20 @@ fn conv_vae_trains_on_a_generated_rgb_folder() {
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
 
-    // An image size the strides do not divide is refused with a message naming the layer.
+    // An image size the strides do not divide is refused with a message naming the layer, before the
+    // output folder is made.
+    let bad = tmp("bad");
     let o = bin()
         .args(["train", "--model", "conv-vae", "--image-size", "18", "--epochs", "1", "--quiet", "--data"])
         .arg(&data)
         .arg("--out")
-        .arg(tmp("bad"))
+        .arg(&bad)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("enc.conv2") && err.contains("does not divide"), "{err}");
+    assert!(!bad.exists(), "a refused run left {}", bad.display());
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&out);
 }
