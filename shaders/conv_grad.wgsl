@@ -330,14 +330,19 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(256, 1, 1)
 fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    let cn = p.c * p.n;
-    if (i >= p.k * p.k * cn) {
+    if (i >= p.k * p.k * p.c * p.n) {
         return;
     }
+    out[p.out_offset + i] = a[tap_major(i)];
+}
+
+// Where element i = (tap·C + c)·N + n of the K·K·C × N block stands in the [C, K·K·N] matrix.
+fn tap_major(i: u32) -> u32 {
+    let cn = p.c * p.n;
     let tap = i / cn;
     let c = (i % cn) / p.n;
     let n = i % p.n;
-    out[p.out_offset + i] = a[(c * p.k * p.k + tap) * p.n + n];
+    return (c * p.k * p.k + tap) * p.n + n;
 }
 
 // retap (the inverse of untap, for a transposed conv's input gradient on the im2col path): OUT[c·K·K·N
@@ -348,12 +353,8 @@ fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256, 1, 1)
 fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    let cn = p.c * p.n;
-    if (i >= p.k * p.k * cn) {
+    if (i >= p.k * p.k * p.c * p.n) {
         return;
     }
-    let tap = i / cn;
-    let c = (i % cn) / p.n;
-    let n = i % p.n;
-    out[(c * p.k * p.k + tap) * p.n + n] = a[i];
+    out[tap_major(i)] = a[i];
 }
