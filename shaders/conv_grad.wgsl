@@ -358,3 +358,96 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     out[tap_major(i)] = a[i];
 }
+
+// col2im (CPU adapters: a transposed conv's forward and a conv's input gradient, which write the big
+//   image from the small one). First one matmul gives every (small pixel, tap) product,
+//   PROD[m·K·K·N + tap·N + n] (m < B·SH·SW): a transposed conv's X · Wt with Wt from `retap`, a conv's
+//   dY · Wᵀ with its weight block read transposed. Then each big value sums the products that land
+//   on it, in tap order: OUT[b, by, bx, n] = act(Σ PROD[(b, sy, sx), (ky·K + kx)·N + n] + bias) over
+//   by = sy·S − P + ky, bx = sx·S − P + kx; ONES adds the bias (W's row K·K·C, C = the small image's
+//   channels), ACT the activation, DACT multiplies by act'(Z) instead (an input gradient).
+//   One invocation per big pixel and 4 channels; VEC4 (N a multiple of 4) loads and stores vec4.
+//   Bindings 1 PROD, 2 W (ONES) or Z (DACT) or PROD again, 3 OUT, and the vec4 views 4, 5, 6 of the
+//   same. grid = (min(ceil(B·BH·BW·ceil(N/4) / 256), 65535), 1, 1), a grid-stride loop beyond.
+
+//!include act.wgsl
+
+override ACT: u32 = 0u;
+override DACT: u32 = 0u;
+override SLOPE: f32 = 0.01;
+override VEC4: bool = false;
+
+// Four values of `a` (VEC4: one vec4 load, i a multiple of 4) or `g` from element i, for channels
+// n .. n+3 (those from p.n on read as 0).
+fn a_4(i: u32, n: u32) -> vec4<f32> {
+    if (VEC4) {
+        return a4[i >> 2u];
+    }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            v[j] = a[i + j];
+        }
+    }
+    return v;
+}
+
+fn g_4(i: u32, n: u32) -> vec4<f32> {
+    if (VEC4) {
+        return g4[i >> 2u];
+    }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            v[j] = g[i + j];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    // One invocation per big pixel and 4 channels (vec4 loads and stores with VEC4: N a multiple of 4).
+    let n4 = (p.n + 3u) / 4u;
+    let total = p.batch * p.bh * p.bw * n4;
+    let row = p.k * p.k * p.n;
+    for (var u = gid.x; u < total; u += nwg.x * 256u) {
+        let n = (u % n4) * 4u;
+        let pix = u / n4;
+        let bx = pix % p.bw;
+        let by = (pix / p.bw) % p.bh;
+        let b = pix / (p.bw * p.bh);
+        var acc = vec4<f32>(0.0);
+        // ky runs over the taps of by's phase; sy = (by + P − ky) / S falls as ky rises.
+        for (var ky = (by + p.pad) % p.stride; ky < p.k && ky <= by + p.pad; ky += p.stride) {
+            let sy = (by + p.pad - ky) / p.stride;
+            if (sy >= p.sh) {
+                continue;
+            }
+            for (var kx = (bx + p.pad) % p.stride; kx < p.k && kx <= bx + p.pad; kx += p.stride) {
+                let sx = (bx + p.pad - kx) / p.stride;
+                if (sx < p.sw) {
+                    acc += a_4(((b * p.sh + sy) * p.sw + sx) * row + (ky * p.k + kx) * p.n + n, n);
+                }
+            }
+        }
+        if (ONES) {
+            acc += g_4(p.k * p.k * p.c * p.n + n, n);
+        }
+        acc = vec4<f32>(act_fwd(ACT, acc.x, SLOPE), act_fwd(ACT, acc.y, SLOPE), act_fwd(ACT, acc.z, SLOPE),
+                        act_fwd(ACT, acc.w, SLOPE));
+        let i = pix * p.n + n;
+        if (DACT != 0u) {
+            let zv = g_4(i, n);
+            acc *= vec4<f32>(act_grad_from_y(DACT, zv.x, SLOPE), act_grad_from_y(DACT, zv.y, SLOPE),
+                             act_grad_from_y(DACT, zv.z, SLOPE), act_grad_from_y(DACT, zv.w, SLOPE));
+        }
+        if (VEC4) {
+            out4[i >> 2u] = acc;
+        } else {
+            for (var j = 0u; j < 4u && n + j < p.n; j++) {
+                out[i + j] = acc[j];
+            }
+        }
+    }
+}

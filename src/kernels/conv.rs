@@ -203,8 +203,9 @@ impl ConvGather {
     /// The im2col gather that turns this launch into one matmul, where there is one: a conv layer's
     /// forward gathers its input over the output pixels (Y = act(I · [W; b])), a transposed conv's input
     /// gradient gathers the output gradient over the input pixels (dX = I · Wtᵀ ⊙ act'). The other two
-    /// (a transposed conv's forward, a conv's input gradient) would gather mostly zeros at stride 2, and
-    /// a residual sum is not a matmul epilogue: those stay on the gather kernels.
+    /// (a transposed conv's forward, a conv's input gradient) would gather mostly zeros at stride 2: they
+    /// have the col2im form instead (`col2im_ok`). A residual sum is not a matmul epilogue: those
+    /// launches stay on the gather kernels.
     fn im2col_gather(&self) -> Option<ConvWgrad> {
         if self.geom_t || self.resid != Resid::None {
             return None;
@@ -234,12 +235,33 @@ impl ConvGather {
         }
     }
 
-    /// Whether [`ConvGather::launches`] runs im2col and a matmul: `im2col` if set (where the launch has
-    /// that form, see `im2col_gather`); else on CPU adapters wherever it has, unless a gather kernel or
-    /// its shape is forced or the gathered matrix outgrows a storage binding. On lavapipe it is the
-    /// matmul kernel that reaches the FMA units (benches/RESULTS.md).
+    /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
+    /// a conv's input gradient (the big image written from the small one) as one matmul from the small
+    /// image to every (pixel, tap) product, summed into place. No residual sum, no relu on read.
+    fn col2im_ok(&self) -> bool {
+        let form =
+            if self.w_t { !self.bias && self.act == Act::Identity } else { self.bias && self.dact == Act::Identity };
+        self.geom_t && self.resid == Resid::None && !self.pre_relu && form
+    }
+
+    /// The scratch and product elements of the launch's matmul form, or None where it has none: the
+    /// gathered matrix, and a transposed conv's input gradient's reordered weights (im2col form); a
+    /// transposed conv forward's reordered weights, and the (pixel, tap) products (col2im form).
+    fn im2col_sizes(&self) -> Option<(usize, usize)> {
+        let taps = self.k * self.k;
+        if let Some(wg) = self.im2col_gather() {
+            return Some((wg.scratch_im2col(), if self.w_t { taps * self.c * self.n } else { 0 }));
+        }
+        let small = self.batch * self.in_hw.0 * self.in_hw.1;
+        self.col2im_ok().then(|| (if self.w_t { 0 } else { taps * self.c * self.n }, small * taps * self.n))
+    }
+
+    /// Whether [`ConvGather::launches`] runs the launch as matmuls (im2col or col2im form): `im2col` if
+    /// set (where the launch has a form); else on CPU adapters wherever it has, unless a gather kernel or
+    /// its shape is forced or a scratch matrix outgrows a storage binding. On lavapipe it is the matmul
+    /// kernel that reaches the FMA units (benches/RESULTS.md).
     pub fn uses_im2col(&self, gpu: &Gpu) -> bool {
-        let Some(wg) = self.im2col_gather() else {
+        let Some((scratch, product)) = self.im2col_sizes() else {
             return false;
         };
         match self.im2col {
@@ -250,28 +272,106 @@ impl ConvGather {
                     && self.pix.is_none()
                     && self.tile.is_none()
                     && !self.scalar
-                    && (wg.scratch_im2col() * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size
+                    && (scratch.max(product) * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size
             }
         }
     }
 
-    /// Elements of the scratch buffer [`ConvGather::launches`] needs: the gathered matrix on the im2col
-    /// path, else 0.
+    /// Elements of the scratch buffer [`ConvGather::launches`] needs on the matmul path (see
+    /// `im2col_sizes`), else 0.
     pub fn scratch_len(&self, gpu: &Gpu) -> usize {
-        match self.im2col_gather() {
-            Some(wg) if self.uses_im2col(gpu) => wg.scratch_im2col(),
+        match self.im2col_sizes() {
+            Some((s, _)) if self.uses_im2col(gpu) => s,
             _ => 0,
         }
     }
 
-    /// Elements of the second buffer [`ConvGather::launches`] needs: the reordered weights of a
-    /// transposed conv's input gradient on the im2col path, else 0.
+    /// Elements of the second buffer [`ConvGather::launches`] needs on the matmul path, else 0.
     pub fn product_len(&self, gpu: &Gpu) -> usize {
-        if self.w_t && self.uses_im2col(gpu) {
-            self.k * self.k * self.c * self.n
-        } else {
-            0
+        match self.im2col_sizes() {
+            Some((_, p)) if self.uses_im2col(gpu) => p,
+            _ => 0,
         }
+    }
+
+    /// The col2im form's launches: a transposed conv's weights reordered into `scratch` (retap); the
+    /// (pixel, tap) products into `product` (X · Wt, or a conv's dY · Wᵀ); col2im into Y.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_col2im(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        x: View,
+        w: View,
+        y: View,
+        z: Option<View>,
+        scratch: Option<View>,
+        product: View,
+    ) -> Result<Vec<Launch>> {
+        const OP: &str = "conv";
+        let (slen, plen) = self.im2col_sizes().expect("the col2im form");
+        need_len(OP, "product", &product, plen)?;
+        let taps = self.k * self.k;
+        let small = self.batch * self.in_hw.0 * self.in_hw.1;
+        // Small and big image as conv_grad.wgsl's Params name them; C the small image's channels.
+        let params = GradParams {
+            batch: self.batch as u32,
+            sh: self.in_hw.0 as u32,
+            sw: self.in_hw.1 as u32,
+            c: self.c as u32,
+            bh: self.out_hw.0 as u32,
+            bw: self.out_hw.1 as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        use super::matmul::Matmul;
+        let mut out = Vec::new();
+        let mm = Matmul { m: small, n: taps * self.n, k: self.c, ..Default::default() };
+        if self.w_t {
+            // dY · Wᵀ: the conv's block [K·K·N + 1, C] read as the transposed operand (its bias row unread).
+            out.push(Matmul { trans_b: true, ..mm }.launch(gpu, label, x, w, product, None)?);
+        } else {
+            let scratch = scratch.ok_or_else(|| crate::gpu::GpuError::Shape {
+                op: OP,
+                message: format!("the col2im path needs a scratch buffer of {slen} floats"),
+            })?;
+            need_len(OP, "scratch", &scratch, slen)?;
+            need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
+            need(OP, slen.div_ceil(256) <= 65535, || format!("{slen} weights exceed one reorder launch"))?;
+            let wt = GradParams { c: self.c as u32, n: self.n as u32, k: self.k as u32, ..params };
+            out.push(gpu.launch(
+                format!("{label} retap"),
+                "conv_grad",
+                "retap",
+                &[],
+                Some(&wt),
+                &[(1, w), (3, scratch)],
+                [slen.div_ceil(256) as u32, 1, 1],
+            )?);
+            out.push(mm.launch(gpu, label, x, scratch, product, None)?);
+        }
+        let total = self.batch * self.out_hw.0 * self.out_hw.1 * self.n.div_ceil(4);
+        let constants = [
+            ("ONES", f64::from(u8::from(self.bias))),
+            ("ACT", self.act.code() as f64),
+            ("DACT", self.dact.code() as f64),
+            ("SLOPE", f64::from(Act::LEAKY_SLOPE)),
+            ("VEC4", f64::from(u8::from(self.n % 4 == 0))),
+        ];
+        let second = if self.bias { w } else { z.unwrap_or(product) };
+        out.push(gpu.launch(
+            format!("{label} col2im[{small}x{taps}x{} -> {}x{}x{}]", self.n, self.batch, self.out_hw.0, self.out_hw.1),
+            "conv_grad",
+            "col2im",
+            &constants,
+            Some(&params),
+            &[(1, product), (2, second), (3, y), (4, product), (5, second), (6, y)],
+            [total.div_ceil(256).clamp(1, 65535) as u32, 1, 1],
+        )?);
+        Ok(out)
     }
 
     /// The launch as [`ConvGather::launch`] does it, or on the im2col path (`uses_im2col`) as an im2col
@@ -291,14 +391,18 @@ impl ConvGather {
         product: Option<View>,
     ) -> Result<Vec<Launch>> {
         const OP: &str = "conv";
-        let wg = match self.im2col_gather() {
-            Some(wg) if self.uses_im2col(gpu) => wg,
-            _ => return Ok(vec![self.launch(gpu, label, x, w, y, z, r)?]),
-        };
+        if !self.uses_im2col(gpu) {
+            return Ok(vec![self.launch(gpu, label, x, w, y, z, r)?]);
+        }
         self.check(&x, &w, &y, z.as_ref(), r.as_ref())?;
         let missing = |what: &str, n: usize| crate::gpu::GpuError::Shape {
             op: OP,
-            message: format!("the im2col path needs a {what} buffer of {n} floats"),
+            message: format!("the matmul path needs a {what} buffer of {n} floats"),
+        };
+        let Some(wg) = self.im2col_gather() else {
+            let plen = self.product_len(gpu);
+            let product = product.ok_or_else(|| missing("product", plen))?;
+            return self.launch_col2im(gpu, label, x, w, y, z, scratch, product);
         };
         let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
         let gather = wg.im2col_launch(gpu, label, x, x, scratch)?;

@@ -306,29 +306,30 @@ fn uneven_sizes_are_refused() {
     assert!(e.contains("pixels per invocation"), "{e}");
 }
 
-/// The forward of conv layers and the input gradient of transposed ones through im2col and a matmul
-/// (`ConvGather::launches`, what CPU adapters run in training): odd channel counts, kernels 1 to 5,
-/// strides 1 and 2, padding 0 to 2, every activation forward and act' on the input gradient, relu on
-/// read; outputs, scratch and product poisoned. The launches that have no such form (a transposed
-/// conv's forward, a conv's input gradient, a residual sum) keep the gather kernel even when forced.
+/// Every launch through its matmul form (`ConvGather::launches`, what CPU adapters run in training),
+/// forced: a conv's forward and a transposed conv's input gradient as one matmul over the gathered
+/// matrix (im2col); a transposed conv's forward and a conv's input gradient as one matmul to every
+/// (pixel, tap) product, summed into the big image (col2im). Odd channel counts, kernels 1 to 6,
+/// strides 1 to 3, padding 0 to 2, every activation forward and act' on the input gradients, relu on
+/// read; outputs, scratch and product poisoned. A residual sum has no matmul form.
 #[test]
 fn im2col_forward_and_input_gradient_match_reference() {
     let gpu = gpu();
-    let plain = [
+    let cases = [
         Case::new(3, 9, 9, 3, 5, 3, 2, 1, false),
         Case::new(2, 11, 7, 8, 4, 1, 1, 0, false),
         Case::new(2, 9, 13, 3, 4, 5, 2, 2, false),
         Case::new(2, 7, 7, 12, 8, 3, 1, 0, false),
         Case::new(2, 10, 6, 1, 8, 4, 2, 1, false),
-    ];
-    let transposed = [
+        Case::new(2, 9, 6, 4, 4, 6, 3, 0, false),
         Case::new(3, 7, 7, 8, 4, 4, 2, 1, true),
         Case::new(1, 5, 4, 3, 3, 3, 2, 0, true),
         Case::new(2, 4, 6, 1, 5, 3, 1, 1, true),
         Case::new(2, 7, 5, 8, 1, 4, 2, 1, true),
+        Case::new(2, 2, 1, 4, 4, 6, 3, 0, true),
     ];
     let acts = [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid, Act::LeakyRelu];
-    for (i, c) in plain.iter().chain(&transposed).enumerate() {
+    for (i, c) in cases.iter().enumerate() {
         let g = &c.g;
         let seed = 2300 + 10 * i as u64;
         let (oh, ow) = c.out();
@@ -344,56 +345,56 @@ fn im2col_forward_and_input_gradient_match_reference() {
             gpu.upload("z", &to_f32(&z_in)),
         );
         let taps = g.k * g.k;
-        // (launch, its input, output buffer, output length, Z): the forward of a conv, the input
-        // gradient of a transposed conv.
-        let act = acts[i % acts.len()];
-        let pre_relu = i % 2 == 1;
-        let (mut k, input, out_len) = if g.transposed {
-            let dact = [Act::Relu, Act::Identity][i % 2];
-            (ConvGather::input_grad(g, c.batch, c.h, c.w, dact).unwrap(), &dyb, xs)
-        } else {
-            let mut k = ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap();
+        for fwd in [true, false] {
+            let act = acts[(2 * i + usize::from(fwd)) % acts.len()];
+            let dact = [Act::Relu, Act::Identity, Act::Tanh][i % 3];
+            let pre_relu = fwd && !g.transposed && i % 2 == 1;
+            let mut k = if fwd {
+                ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap()
+            } else {
+                ConvGather::input_grad(g, c.batch, c.h, c.w, dact).unwrap()
+            };
             k.pre_relu = pre_relu;
-            (k, &xb, ys)
-        };
-        k.im2col = Some(true);
-        assert!(k.uses_im2col(gpu), "{}", c.name());
-        let out = poisoned(gpu, "out", out_len);
-        let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
-        assert!(ns > 0 && (np > 0) == g.transposed, "{}: scratch {ns}, product {np}", c.name());
-        let (sb, pb) = (poisoned(gpu, "scratch", ns), poisoned(gpu, "product", np.max(1)));
-        let z = (k.dact != Act::Identity).then(|| (&zb).into());
-        let pv = (np > 0).then(|| (&pb).into());
-        let ls =
-            k.launches(gpu, "t", input.into(), (&wb).into(), (&out).into(), z, None, Some((&sb).into()), pv).unwrap();
-        assert!(ls[0].label.contains(" im2col[") && ls.len() == 2 + usize::from(g.transposed), "{}", c.name());
-        for l in &ls {
-            gpu.run(l).unwrap();
-        }
-        let got = gpu.read_f32(&out).unwrap();
-        if g.transposed {
-            let zs = (k.dact != Act::Identity).then_some(&z_in[..]);
-            let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, k.dact, zs, None);
-            tol(taps * g.cout)
-                .check(&format!("{} im2col input grad dact={:?}", c.name(), k.dact), &got, &want)
-                .unwrap();
-        } else {
-            let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, None);
-            tol(taps * g.cin)
-                .check(&format!("{} im2col forward {act:?} pre_relu={pre_relu}", c.name()), &got, &want)
-                .unwrap();
-        }
-        // The other direction, and a residual sum, have no im2col form: forced, they still gather.
-        let mut other = if g.transposed {
-            ConvGather::forward(g, c.batch, c.h, c.w, act).unwrap()
-        } else {
-            ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Identity).unwrap()
-        };
-        other.im2col = Some(true);
-        let mut resid = k;
-        resid.resid = if g.transposed { Resid::AfterDact } else { Resid::BeforeAct };
-        for o in [other, resid] {
-            assert!(!o.uses_im2col(gpu) && o.scratch_len(gpu) == 0 && o.product_len(gpu) == 0, "{}: {o:?}", c.name());
+            k.im2col = Some(true);
+            // A residual sum has no matmul form.
+            let mut resid = k;
+            resid.resid = if fwd { Resid::BeforeAct } else { Resid::AfterDact };
+            assert!(!resid.uses_im2col(gpu) && resid.scratch_len(gpu) == 0, "{}: {resid:?}", c.name());
+            // im2col where the small image is written, col2im where the big one is.
+            let im2col = fwd != g.transposed;
+            let what = format!(
+                "{} {} {}",
+                c.name(),
+                if fwd { "forward" } else { "input grad" },
+                if im2col { "im2col" } else { "col2im" }
+            );
+            assert!(k.uses_im2col(gpu), "{what}");
+            let (input, out_len) = if fwd { (&xb, ys) } else { (&dyb, xs) };
+            let out = poisoned(gpu, "out", out_len);
+            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+            let z = (!fwd && dact != Act::Identity).then(|| (&zb).into());
+            let sv = (ns > 0).then(|| (&sb).into());
+            let pv = (np > 0).then(|| (&pb).into());
+            let ls = k.launches(gpu, "t", input.into(), (&wb).into(), (&out).into(), z, None, sv, pv).unwrap();
+            // im2col: the gather, the weights reordered for a transposed conv, the matmul; col2im: the
+            // weights reordered for a transposed conv, the matmul, the sum.
+            let labels: Vec<&str> = ls.iter().map(|l| l.label.as_str()).collect();
+            assert_eq!(ls.len(), 2 + usize::from(g.transposed), "{what}: {labels:?}");
+            let mark = if im2col { " im2col[" } else { " col2im[" };
+            assert!(labels.iter().any(|l| l.contains(mark)), "{what}: {labels:?}");
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap();
+            if fwd {
+                let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, None);
+                tol(taps * g.cin).check(&format!("{what} {act:?} pre_relu={pre_relu}"), &got, &want).unwrap();
+            } else {
+                let zs = (dact != Act::Identity).then_some(&z_in[..]);
+                let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, None);
+                tol(taps * g.cout).check(&format!("{what} dact={dact:?}"), &got, &want).unwrap();
+            }
         }
     }
 }
