@@ -313,20 +313,20 @@ impl ConvGather {
         need_len(OP, "product", &product, plen)?;
         let taps = self.k * self.k;
         let small = self.batch * self.in_hw.0 * self.in_hw.1;
-        // Small and big image as conv_grad.wgsl's Params name them; C the small image's channels.
-        let params = GradParams {
-            batch: self.batch as u32,
-            sh: self.in_hw.0 as u32,
-            sw: self.in_hw.1 as u32,
-            c: self.c as u32,
-            bh: self.out_hw.0 as u32,
-            bw: self.out_hw.1 as u32,
-            n: self.n as u32,
-            k: self.k as u32,
-            stride: self.stride as u32,
-            pad: self.pad as u32,
-            ..bytemuck::Zeroable::zeroed()
-        };
+        // Small and big image as conv_grad.wgsl's Params name them (C the small image's channels);
+        // col2im and retap read only the geometry.
+        let params = ConvWgrad {
+            batch: self.batch,
+            small_hw: self.in_hw,
+            big_hw: self.out_hw,
+            c: self.c,
+            n: self.n,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            ..Default::default()
+        }
+        .params(1);
         use super::matmul::Matmul;
         let mut out = Vec::new();
         let mm = Matmul { m: small, n: taps * self.n, k: self.c, ..Default::default() };
@@ -341,13 +341,12 @@ impl ConvGather {
             need_len(OP, "scratch", &scratch, slen)?;
             need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
             need(OP, slen.div_ceil(256) <= 65535, || format!("{slen} weights exceed one reorder launch"))?;
-            let wt = GradParams { c: self.c as u32, n: self.n as u32, k: self.k as u32, ..params };
             out.push(gpu.launch(
                 format!("{label} retap"),
                 "conv_grad",
                 "retap",
                 &[],
-                Some(&wt),
+                Some(&params),
                 &[(1, w), (3, scratch)],
                 [slen.div_ceil(256) as u32, 1, 1],
             )?);
@@ -374,9 +373,11 @@ impl ConvGather {
         Ok(out)
     }
 
-    /// The launch as [`ConvGather::launch`] does it, or on the im2col path (`uses_im2col`) as an im2col
-    /// gather into `scratch` (`scratch_len` elements), for a transposed conv's input gradient the
-    /// weights reordered into `product` (`product_len`), and one matmul with the epilogue.
+    /// The launch as [`ConvGather::launch`] does it, or on the matmul path (`uses_im2col`): in the
+    /// im2col form an im2col gather into `scratch` (`scratch_len` elements), for a transposed conv's
+    /// input gradient the weights reordered into `product` (`product_len`), and one matmul with the
+    /// epilogue; in the col2im form (`col2im_ok`) a transposed conv's weights reordered into `scratch`,
+    /// the (pixel, tap) products into `product` and their sum with the epilogue.
     #[allow(clippy::too_many_arguments)]
     pub fn launches(
         &self,
