@@ -365,10 +365,11 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
 //   dY · Wᵀ with its weight block read transposed. Then each big value sums the products that land
 //   on it, in tap order: OUT[b, by, bx, n] = act(Σ PROD[(b, sy, sx), (ky·K + kx)·N + n] + bias) over
 //   by = sy·S − P + ky, bx = sx·S − P + kx; ONES adds the bias (W's row K·K·C, C = the small image's
-//   channels), ACT the activation, DACT multiplies by act'(Z) instead (an input gradient).
+//   channels), ACT the activation, DACT multiplies by act'(Z) instead (an input gradient); RESID adds
+//   R before the activation (1) or after the act' factor (2), as conv.wgsl's epilogue does.
 //   One invocation per big pixel and 4 channels; VEC4 (N a multiple of 4) loads and stores vec4.
-//   Bindings 1 PROD, 2 W (ONES) or Z (DACT) or PROD again, 3 OUT, and the vec4 views 4, 5, 6 of the
-//   same. grid = (min(ceil(B·BH·BW·ceil(N/4) / 256), 65535), 1, 1), a grid-stride loop beyond.
+//   Bindings 1 PROD, 2 W (ONES) or Z (DACT) or PROD again, 3 OUT, 7 R (PROD again without RESID), and
+//   the vec4 views 4, 5, 6, 8 of the same. grid = (min(ceil(B·BH·BW·ceil(N/4) / 256), 65535), 1, 1), a grid-stride loop beyond.
 
 //!include act.wgsl
 
@@ -376,6 +377,11 @@ override ACT: u32 = 0u;
 override DACT: u32 = 0u;
 override SLOPE: f32 = 0.01;
 override VEC4: bool = false;
+// The residual R added (conv.wgsl's codes): 1 before the activation, 2 after the act' factor.
+override RESID: u32 = 0u;
+
+@group(0) @binding(7) var<storage, read> r: array<f32>;
+@group(0) @binding(8) var<storage, read> r4: array<vec4<f32>>;
 
 // Four values of `a` (VEC4: one vec4 load, i a multiple of 4) or `g` from element i, for channels
 // n .. n+3 (those from p.n on read as 0).
@@ -387,6 +393,19 @@ fn a_4(i: u32, n: u32) -> vec4<f32> {
     for (var j = 0u; j < 4u; j++) {
         if (n + j < p.n) {
             v[j] = a[i + j];
+        }
+    }
+    return v;
+}
+
+fn r_4(i: u32, n: u32) -> vec4<f32> {
+    if (VEC4) {
+        return r4[i >> 2u];
+    }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            v[j] = r[i + j];
         }
     }
     return v;
@@ -431,16 +450,22 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 }
             }
         }
+        let i = pix * p.n + n;
         if (ONES) {
             acc += g_4(p.k * p.k * p.c * p.n + n, n);
         }
+        if (RESID == 1u) {
+            acc += r_4(i, n);
+        }
         acc = vec4<f32>(act_fwd(ACT, acc.x, SLOPE), act_fwd(ACT, acc.y, SLOPE), act_fwd(ACT, acc.z, SLOPE),
                         act_fwd(ACT, acc.w, SLOPE));
-        let i = pix * p.n + n;
         if (DACT != 0u) {
             let zv = g_4(i, n);
             acc *= vec4<f32>(act_grad_from_y(DACT, zv.x, SLOPE), act_grad_from_y(DACT, zv.y, SLOPE),
                              act_grad_from_y(DACT, zv.z, SLOPE), act_grad_from_y(DACT, zv.w, SLOPE));
+        }
+        if (RESID == 2u) {
+            acc += r_4(i, n);
         }
         if (VEC4) {
             out4[i >> 2u] = acc;

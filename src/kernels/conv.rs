@@ -237,11 +237,12 @@ impl ConvGather {
 
     /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
     /// a conv's input gradient (the big image written from the small one) as one matmul from the small
-    /// image to every (pixel, tap) product, summed into place. No residual sum, no relu on read.
+    /// image to every (pixel, tap) product, summed into place with the epilogue (a residual sum
+    /// included). No relu on read.
     fn col2im_ok(&self) -> bool {
         let form =
             if self.w_t { !self.bias && self.act == Act::Identity } else { self.bias && self.dact == Act::Identity };
-        self.geom_t && self.resid == Resid::None && !self.pre_relu && form
+        self.geom_t && !self.pre_relu && form
     }
 
     /// The scratch and product elements of the launch's matmul form, or None where it has none: the
@@ -305,6 +306,7 @@ impl ConvGather {
         w: View,
         y: View,
         z: Option<View>,
+        r: Option<View>,
         scratch: Option<View>,
         product: View,
     ) -> Result<Vec<Launch>> {
@@ -359,15 +361,17 @@ impl ConvGather {
             ("DACT", self.dact.code() as f64),
             ("SLOPE", f64::from(Act::LEAKY_SLOPE)),
             ("VEC4", f64::from(u8::from(self.n % 4 == 0))),
+            ("RESID", self.resid.code() as f64),
         ];
         let second = if self.bias { w } else { z.unwrap_or(product) };
+        let r = r.unwrap_or(product);
         out.push(gpu.launch(
             format!("{label} col2im[{small}x{taps}x{} -> {}x{}x{}]", self.n, self.batch, self.out_hw.0, self.out_hw.1),
             "conv_grad",
             "col2im",
             &constants,
             Some(&params),
-            &[(1, product), (2, second), (3, y), (4, product), (5, second), (6, y)],
+            &[(1, product), (2, second), (3, y), (4, product), (5, second), (6, y), (7, r), (8, r)],
             [total.div_ceil(256).clamp(1, 65535) as u32, 1, 1],
         )?);
         Ok(out)
@@ -403,7 +407,7 @@ impl ConvGather {
         let Some(wg) = self.im2col_gather() else {
             let plen = self.product_len(gpu);
             let product = product.ok_or_else(|| missing("product", plen))?;
-            return self.launch_col2im(gpu, label, x, w, y, z, scratch, product);
+            return self.launch_col2im(gpu, label, x, w, y, z, r, scratch, product);
         };
         let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
         let gather = wg.im2col_launch(gpu, label, x, x, scratch)?;

@@ -104,10 +104,16 @@ impl GpuNet {
                             product = product.max(k.product_len(gpu));
                         }
                     }
-                    // conv3's forward on the im2col path (conv1's reads the skip sum: a gather).
+                    // conv3's forward on the im2col path (conv1's reads the skip sum: a gather), and
+                    // both input gradients on the col2im path.
                     let mut k3 = ConvGather::forward(&g3, rows, i.h, i.w, Act::Relu)?;
                     k3.pre_relu = true;
-                    scratch = scratch.max(k3.scratch_len(gpu));
+                    let mut d3 = ConvGather::input_grad(&g3, rows, i.h, i.w, Act::Relu)?;
+                    d3.resid = Resid::AfterDact;
+                    for k in [k3, d3, ConvGather::input_grad(&g1, rows, i.h, i.w, Act::Relu)?] {
+                        scratch = scratch.max(k.scratch_len(gpu));
+                        product = product.max(k.product_len(gpu));
+                    }
                     let n = rows * i.h * i.w * hidden;
                     inner.push(Some((
                         f(format!("{}.hidden[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
@@ -334,7 +340,9 @@ impl GpuNet {
                     )?;
                     let k1 = ConvGather::input_grad(&g1, rows, s.h, s.w, Act::Relu)?;
                     let name = format!("{}.conv1.dX", l.name);
-                    out.push(k1.launch(gpu, &name, g.into(), block(params, p1), dh.into(), Some(h.into()), None)?);
+                    let (sc, pr) = self.buffers(gpu, &k1);
+                    let w1 = block(params, p1);
+                    out.extend(k1.launches(gpu, &name, g.into(), w1, dh.into(), Some(h.into()), None, sc, pr)?);
                     self.param_grad(
                         gpu,
                         &format!("{}.conv3", l.name),
@@ -358,7 +366,9 @@ impl GpuNet {
                         k3.resid = Resid::AfterDact;
                         let name = format!("{}.conv3.dX", l.name);
                         let w3 = block(params, p3);
-                        out.push(k3.launch(gpu, &name, dh.into(), w3, dx.into(), Some(x.into()), Some(g.into()))?);
+                        let (sc, pr) = self.buffers(gpu, &k3);
+                        let (z, r) = (Some(x.into()), Some(g.into()));
+                        out.extend(k3.launches(gpu, &name, dh.into(), w3, dx.into(), z, r, sc, pr)?);
                     }
                 }
             }

@@ -311,7 +311,8 @@ fn uneven_sizes_are_refused() {
 /// matrix (im2col); a transposed conv's forward and a conv's input gradient as one matmul to every
 /// (pixel, tap) product, summed into the big image (col2im). Odd channel counts, kernels 1 to 6,
 /// strides 1 to 3, padding 0 to 2, every activation forward and act' on the input gradients, relu on
-/// read; outputs, scratch and product poisoned. A residual sum has no matmul form.
+/// read, a residual sum in col2im's epilogue (the im2col form has none); outputs, scratch and product
+/// poisoned.
 #[test]
 fn im2col_forward_and_input_gradient_match_reference() {
     let gpu = gpu();
@@ -356,27 +357,35 @@ fn im2col_forward_and_input_gradient_match_reference() {
             };
             k.pre_relu = pre_relu;
             k.im2col = Some(true);
-            // A residual sum has no matmul form.
+            // im2col where the small image is written, col2im where the big one is; the residual sum
+            // (on every other case) only in col2im's epilogue.
+            let im2col = fwd != g.transposed;
             let mut resid = k;
             resid.resid = if fwd { Resid::BeforeAct } else { Resid::AfterDact };
-            assert!(!resid.uses_im2col(gpu) && resid.scratch_len(gpu) == 0, "{}: {resid:?}", c.name());
-            // im2col where the small image is written, col2im where the big one is.
-            let im2col = fwd != g.transposed;
+            if im2col {
+                assert!(!resid.uses_im2col(gpu) && resid.scratch_len(gpu) == 0, "{}: {resid:?}", c.name());
+            } else if i % 2 == 0 {
+                k = resid;
+            }
+            let has_r = k.resid != Resid::None;
             let what = format!(
-                "{} {} {}",
+                "{} {} {} resid={has_r}",
                 c.name(),
                 if fwd { "forward" } else { "input grad" },
                 if im2col { "im2col" } else { "col2im" }
             );
             assert!(k.uses_im2col(gpu), "{what}");
             let (input, out_len) = if fwd { (&xb, ys) } else { (&dyb, xs) };
+            let r_vals = uniform(seed + 4, out_len, -1.0, 1.0);
+            let rb = gpu.upload("r", &to_f32(&r_vals));
+            let r = has_r.then(|| (&rb).into());
             let out = poisoned(gpu, "out", out_len);
             let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
             let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
             let z = (!fwd && dact != Act::Identity).then(|| (&zb).into());
             let sv = (ns > 0).then(|| (&sb).into());
             let pv = (np > 0).then(|| (&pb).into());
-            let ls = k.launches(gpu, "t", input.into(), (&wb).into(), (&out).into(), z, None, sv, pv).unwrap();
+            let ls = k.launches(gpu, "t", input.into(), (&wb).into(), (&out).into(), z, r, sv, pv).unwrap();
             // im2col: the gather, the weights reordered for a transposed conv, the matmul; col2im: the
             // weights reordered for a transposed conv, the matmul, the sum.
             let labels: Vec<&str> = ls.iter().map(|l| l.label.as_str()).collect();
@@ -388,11 +397,13 @@ fn im2col_forward_and_input_gradient_match_reference() {
             }
             let got = gpu.read_f32(&out).unwrap();
             if fwd {
-                let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, None);
+                let rs = has_r.then_some(&r_vals[..]);
+                let want = conv_forward(g, &x, &block, c.batch, c.h, c.w, act, pre_relu, rs);
                 tol(taps * g.cin).check(&format!("{what} {act:?} pre_relu={pre_relu}"), &got, &want).unwrap();
             } else {
                 let zs = (dact != Act::Identity).then_some(&z_in[..]);
-                let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, None);
+                let rs = has_r.then_some(&r_vals[..]);
+                let want = conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, dact, zs, rs);
                 tol(taps * g.cout).check(&format!("{what} dact={dact:?}"), &got, &want).unwrap();
             }
         }
