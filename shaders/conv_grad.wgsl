@@ -22,7 +22,7 @@
 //   transposed conv's bias: 1 output channel, a split per 16 pixels) that chain of loads is the whole
 //   launch's time on a GPU. Folding by 16 until at most 64 splits remain keeps every pass parallel.
 //   grid = (min(ceil(len · ceil(splits / 16) / 256), 65535), 1, 1), a grid-stride loop beyond.
-// im2col, untap, retap: see their entries below (CPU adapters' path for conv layers).
+// im2col, untap, retap, col2im: see their entries below (CPU adapters' matmul forms of conv layers).
 // Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
 //   4 A as vec4, 5 G as vec4.
 
@@ -369,7 +369,8 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
 //   R before the activation (1) or after the act' factor (2), as conv.wgsl's epilogue does.
 //   One invocation per big pixel and 4 channels; VEC4 (N a multiple of 4) loads and stores vec4.
 //   Bindings 1 PROD, 2 W (ONES) or Z (DACT) or PROD again, 3 OUT, 7 R (PROD again without RESID), and
-//   the vec4 views 4, 5, 6, 8 of the same. grid = (min(ceil(B·BH·BW·ceil(N/4) / 256), 65535), 1, 1), a grid-stride loop beyond.
+//   the vec4 views 4, 5, 6, 8 of the same. grid = (min(ceil(B·BH·BW·ceil(N/4) / 256), 65535), 1, 1),
+//   a grid-stride loop beyond.
 
 //!include act.wgsl
 
@@ -383,42 +384,22 @@ override RESID: u32 = 0u;
 @group(0) @binding(7) var<storage, read> r: array<f32>;
 @group(0) @binding(8) var<storage, read> r4: array<vec4<f32>>;
 
-// Four values of `a` (VEC4: one vec4 load, i a multiple of 4) or `g` from element i, for channels
-// n .. n+3 (those from p.n on read as 0).
-fn a_4(i: u32, n: u32) -> vec4<f32> {
+// Four values from element i of `a` (which = 0), `g` (1) or `r` (2): one vec4 load with VEC4 (i a
+// multiple of 4), else channels n .. n+3 one by one (those from p.n on read as 0).
+fn load4(which: u32, i: u32, n: u32) -> vec4<f32> {
     if (VEC4) {
-        return a4[i >> 2u];
-    }
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        if (n + j < p.n) {
-            v[j] = a[i + j];
+        switch which {
+            case 0u: { return a4[i >> 2u]; }
+            case 1u: { return g4[i >> 2u]; }
+            default: { return r4[i >> 2u]; }
         }
     }
-    return v;
-}
-
-fn r_4(i: u32, n: u32) -> vec4<f32> {
-    if (VEC4) {
-        return r4[i >> 2u];
-    }
     var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        if (n + j < p.n) {
-            v[j] = r[i + j];
-        }
-    }
-    return v;
-}
-
-fn g_4(i: u32, n: u32) -> vec4<f32> {
-    if (VEC4) {
-        return g4[i >> 2u];
-    }
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        if (n + j < p.n) {
-            v[j] = g[i + j];
+    for (var j = 0u; j < 4u && n + j < p.n; j++) {
+        switch which {
+            case 0u: { v[j] = a[i + j]; }
+            case 1u: { v[j] = g[i + j]; }
+            default: { v[j] = r[i + j]; }
         }
     }
     return v;
@@ -446,26 +427,26 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             for (var kx = (bx + p.pad) % p.stride; kx < p.k && kx <= bx + p.pad; kx += p.stride) {
                 let sx = (bx + p.pad - kx) / p.stride;
                 if (sx < p.sw) {
-                    acc += a_4(((b * p.sh + sy) * p.sw + sx) * row + (ky * p.k + kx) * p.n + n, n);
+                    acc += load4(0u, ((b * p.sh + sy) * p.sw + sx) * row + (ky * p.k + kx) * p.n + n, n);
                 }
             }
         }
         let i = pix * p.n + n;
         if (ONES) {
-            acc += g_4(p.k * p.k * p.c * p.n + n, n);
+            acc += load4(1u, p.k * p.k * p.c * p.n + n, n);
         }
         if (RESID == 1u) {
-            acc += r_4(i, n);
+            acc += load4(2u, i, n);
         }
         acc = vec4<f32>(act_fwd(ACT, acc.x, SLOPE), act_fwd(ACT, acc.y, SLOPE), act_fwd(ACT, acc.z, SLOPE),
                         act_fwd(ACT, acc.w, SLOPE));
         if (DACT != 0u) {
-            let zv = g_4(i, n);
+            let zv = load4(1u, i, n);
             acc *= vec4<f32>(act_grad_from_y(DACT, zv.x, SLOPE), act_grad_from_y(DACT, zv.y, SLOPE),
                              act_grad_from_y(DACT, zv.z, SLOPE), act_grad_from_y(DACT, zv.w, SLOPE));
         }
         if (RESID == 2u) {
-            acc += r_4(i, n);
+            acc += load4(2u, i, n);
         }
         if (VEC4) {
             out4[i >> 2u] = acc;

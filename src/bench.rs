@@ -246,7 +246,7 @@ fn bench_conv(
     // a sweep of the gather kernels' pixels per invocation and of the invocations the parameter
     // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from); on
     // a CPU adapter the parameter gradient's split reduction ([split]) beside its im2col path, and the
-    // gather kernel ([gather]) beside the im2col path of the forward and input gradient.
+    // gather kernel ([gather]) beside the matmul forms of the forward and input gradient.
     struct Shape {
         suffix: String,
         pix: Option<usize>,
@@ -258,7 +258,7 @@ fn bench_conv(
         /// The parameter gradient's im2col path forced on or off.
         im2col: Option<bool>,
         /// The forward and input gradient forced onto the gather kernel where the adapter runs them as
-        /// im2col and a matmul (only those launches).
+        /// matmul forms (im2col or col2im; only those launches).
         gather: bool,
     }
     let plain = Shape {
@@ -281,8 +281,8 @@ fn bench_conv(
         shapes.push(Shape { suffix: " [scalar]".into(), scalar: true, kernel: gather, ..plain });
     }
     if gpu.is_cpu() {
-        // The split reduction the im2col path replaced on CPU adapters, and the gather kernel it replaced
-        // in the forward of conv layers and the input gradient of transposed ones.
+        // The split reduction the im2col path replaced on CPU adapters, and the gather kernel the matmul
+        // forms replaced in the forward and input gradient.
         shapes.push(Shape { suffix: " [split]".into(), im2col: Some(false), ..plain });
         shapes.push(Shape { suffix: " [gather]".into(), gather: true, ..plain });
     } else {
@@ -326,8 +326,8 @@ fn bench_conv(
                     if *gather {
                         k.im2col = Some(false);
                     }
-                    // The launches as training records them (on CPU adapters im2col and a matmul where
-                    // the launch has that form), through scratch buffers of their own.
+                    // The launches as training records them (on CPU adapters the matmul forms where the
+                    // launch has one), through scratch buffers of their own.
                     let sb = poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1));
                     let pb = poisoned(gpu, "bench.product", k.product_len(gpu).max(1));
                     let sv = (k.scratch_len(gpu) > 0).then(|| (&sb).into());
