@@ -340,18 +340,7 @@ impl ConvGather {
                 op: OP,
                 message: format!("the col2im path needs a scratch buffer of {slen} floats"),
             })?;
-            need_len(OP, "scratch", &scratch, slen)?;
-            need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
-            need(OP, slen.div_ceil(256) <= 65535, || format!("{slen} weights exceed one reorder launch"))?;
-            out.push(gpu.launch(
-                format!("{label} retap"),
-                "conv_grad",
-                "retap",
-                &[],
-                Some(&params),
-                &[(1, w), (3, scratch)],
-                [slen.div_ceil(256) as u32, 1, 1],
-            )?);
+            out.push(retap(gpu, label, &params, w, scratch, &product)?);
             out.push(mm.launch(gpu, label, x, scratch, product, None)?);
         }
         let total = self.batch * self.out_hw.0 * self.out_hw.1 * self.n.div_ceil(4);
@@ -418,20 +407,8 @@ impl ConvGather {
             let mm = Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() };
             return Ok(vec![gather, mm.launch(gpu, label, scratch, w, y, None)?]);
         }
-        let len = self.product_len(gpu);
-        let product = product.ok_or_else(|| missing("product", len))?;
-        need_len(OP, "product", &product, len)?;
-        need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
-        need(OP, len.div_ceil(256) <= 65535, || format!("{len} weights exceed one reorder launch"))?;
-        let retap = gpu.launch(
-            format!("{label} retap"),
-            "conv_grad",
-            "retap",
-            &[],
-            Some(&wg.params(1)),
-            &[(1, w), (3, product)],
-            [len.div_ceil(256) as u32, 1, 1],
-        )?;
+        let product = product.ok_or_else(|| missing("product", self.product_len(gpu)))?;
+        let retap = retap(gpu, label, &wg.params(1), w, product, &scratch)?;
         let mm = Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() };
         Ok(vec![gather, retap, mm.launch(gpu, label, scratch, product, y, z)?])
     }
@@ -580,6 +557,19 @@ impl ConvGather {
         };
         gpu.launch(label, "conv", entry, &constants, Some(&params), bindings, groups)
     }
+}
+
+/// conv_grad.wgsl `retap`: the K·K·C × N weight rows of the block `w` (the geometry of `params`) into
+/// `dst` as the [C, K·K·N] matrix; `dst` must not share a buffer with `other`, which the same
+/// launches use.
+fn retap(gpu: &Gpu, label: &str, params: &GradParams, w: View, dst: View, other: &View) -> Result<Launch> {
+    const OP: &str = "conv";
+    let len = (params.k * params.k * params.c * params.n) as usize;
+    need_len(OP, "reordered weights", &dst, len)?;
+    need(OP, !std::ptr::eq(dst.buffer, other.buffer), || "scratch and product share a buffer".into())?;
+    need(OP, len.div_ceil(256) <= 65535, || format!("{len} weights exceed one reorder launch"))?;
+    let grid = [len.div_ceil(256) as u32, 1, 1];
+    gpu.launch(format!("{label} retap"), "conv_grad", "retap", &[], Some(params), &[(1, w), (3, dst)], grid)
 }
 
 #[repr(C)]
