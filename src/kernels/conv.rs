@@ -75,8 +75,8 @@ pub struct ConvGather {
     /// conv_tiled's (TM, NT): rows and columns per invocation in 16ths of the tile (TM 4 or 8, NT 1–4).
     /// Forces the tiled kernel; None: chosen by the shape (`tile_shape`).
     pub tile: Option<(usize, usize)>,
-    /// Run as im2col and a matmul ([`ConvGather::launches`]); None: the adapter's choice (see
-    /// `uses_im2col`).
+    /// Run as matmuls, in the im2col or the col2im form ([`ConvGather::launches`]); None: the adapter's
+    /// choice (see `uses_im2col`).
     pub im2col: Option<bool>,
 }
 
@@ -204,8 +204,8 @@ impl ConvGather {
     /// forward gathers its input over the output pixels (Y = act(I · [W; b])), a transposed conv's input
     /// gradient gathers the output gradient over the input pixels (dX = I · Wtᵀ ⊙ act'). The other two
     /// (a transposed conv's forward, a conv's input gradient) would gather mostly zeros at stride 2: they
-    /// have the col2im form instead (`col2im_ok`). A residual sum is not a matmul epilogue: those
-    /// launches stay on the gather kernels.
+    /// have the col2im form instead (`col2im_ok`). A residual sum is not a matmul epilogue: a launch
+    /// with one has no im2col form (a residual block's second conv stays on the gather kernel).
     fn im2col_gather(&self) -> Option<ConvWgrad> {
         if self.geom_t || self.resid != Resid::None {
             return None;
