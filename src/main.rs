@@ -39,8 +39,9 @@ struct GpuArgs {
     #[arg(long, global = true, env = "VAEGPU_MATMUL", default_value = "auto")]
     matmul: vaegpu::gpu::MatmulKernel,
     /// Conv kernel of the layers with 16+ output channels: gather (no workgroup memory, made for CPU
-    /// adapters), tiled (an implicit GEMM through workgroup memory, made for GPUs), or auto (gather on
-    /// CPU adapters; on GPUs timed the first time the adapter is seen, then cached)
+    /// adapters, which run most conv launches as matmuls instead), tiled (an implicit GEMM through
+    /// workgroup memory, made for GPUs), or auto (gather on CPU adapters; on GPUs timed the first time
+    /// the adapter is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_CONV", default_value = "auto")]
     conv: vaegpu::gpu::ConvKernel,
 }

@@ -258,9 +258,10 @@ impl ConvGather {
     }
 
     /// Whether [`ConvGather::launches`] runs the launch as matmuls (im2col or col2im form): `im2col` if
-    /// set (where the launch has a form); else on CPU adapters wherever it has, unless a gather kernel or
-    /// its shape is forced or a scratch matrix outgrows a storage binding. On lavapipe it is the matmul
-    /// kernel that reaches the FMA units (benches/RESULTS.md).
+    /// set (where the launch has a form); else on CPU adapters wherever it has, unless the tiled conv
+    /// kernel is the adapter's choice (forced: `--conv tiled`), a gather kernel or its shape is forced,
+    /// or a scratch matrix outgrows a storage binding. On lavapipe it is the matmul kernel that reaches
+    /// the FMA units (benches/RESULTS.md).
     pub fn uses_im2col(&self, gpu: &Gpu) -> bool {
         let Some((scratch, product)) = self.im2col_sizes() else {
             return false;
@@ -269,6 +270,7 @@ impl ConvGather {
             Some(i) => i,
             None => {
                 gpu.is_cpu()
+                    && gpu.conv != ConvKernel::Tiled
                     && self.kernel.is_none()
                     && self.pix.is_none()
                     && self.tile.is_none()
