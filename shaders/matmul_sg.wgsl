@@ -10,12 +10,16 @@
 // group of 8 loads row l's 4 k-values in ONE load, and subgroupBroadcast hands each row to every lane
 // (on lavapipe an extract and a splat: register work, no memory access).
 //
-// Tile: an invocation owns TM = 16 rows × one vec4 column group of C (64 accumulators). Per step of 4
-// in k it makes 2 loads of op(A) (one per 8 rows), 4 vec4 loads of op(B) and 256 FMAs: 43 FMAs per
-// load against 10.7 in matmul_v4. Larger tiles load less per FMA still (32 rows × 2 column groups:
-// 85 FMAs per load, about 1.4x faster on lavapipe) but take lavapipe's LLVM seconds per pipeline to
-// compile (about 2 s against 0.3 s), paid again by every process: see benches/RESULTS.md.
-// Rows: m0 = wid.y · 16; rows m0 + 8h + r (h < 2, r < 8). Column group: n4 = wid.x · WG + lid.x,
+// Tile: an invocation owns TM = 8·RG rows (RG = 2, 4 or 8: 16, 32 or 64 rows) × one vec4 column group
+// of C (32·RG accumulators). Per step of 4 in k it makes RG loads of op(A) (one per 8 rows), 4 vec4
+// loads of op(B) and 64·RG FMAs: 43 FMAs per load at 16 rows, 128 at 64. On lavapipe (default VAE's
+// products, benches/RESULTS.md) 64 rows ran 1.3-1.45x faster than 16. At 64 rows the loads no longer
+// bound it: with op(A)'s and op(B)'s loads taken out of the loop (a scratch experiment, wrong results)
+// it ran no faster; the FMAs and the accumulators, which fit no register file and live on the stack, do.
+// Two column groups per invocation (32 rows × 8 columns, or 64 × 8) were no faster and took lavapipe's
+// LLVM up to 1.7 s per pipeline to compile. The launcher picks RG per product (`sg_rows` in
+// src/kernels/matmul.rs): more rows pad M further.
+// Rows: m0 = wid.y · TM; rows m0 + 8h + r (h < RG, r < 8). Column group: n4 = wid.x · WG + lid.x,
 // clamped to the last one so that every lane takes part in every broadcast (subgroup operations
 // need all lanes); the clamped lanes and rows past M only skip their stores.
 // Loads of op(A) for rows m0 + 8h .. m0 + 8h + 7 at k .. k+3, lane l (l = subgroup id mod 8):
@@ -24,7 +28,7 @@
 //   r mod 4 of lane q + 4·(r / 4).
 // Out of range rows read the last stored row (their results are never stored); the ONES_ROW row (m = M-1)
 // is set to 1 after the broadcast.
-// Dispatch: WG invocations (a multiple of 8) along N; grid = (ceil(N / (4·WG)), ceil(M / 16), 1).
+// Dispatch: WG invocations (a multiple of 8) along N; grid = (ceil(N / (4·WG)), ceil(M / TM), 1).
 // Bindings as matmul_v4: 0 uniform Params, 5 A, 6 B, 7 C (read_write, overwritten =), 8 Z (read).
 
 //!include matmul_params.wgsl
@@ -167,21 +171,47 @@ fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let cols4 = p.n >> 2u;
     let u = wid.x * WG + lid.x;
     let n4 = min(u, cols4 - 1u);
-    let m0 = wid.y * 16u;
+    let m0 = wid.y * (8u * RG);
     let l = sl & 7u;
     let z = vec4<f32>(0.0);
     var c0 = V8(z, z, z, z, z, z, z, z);
     var c1 = c0;
+    var c2 = c0;
+    var c3 = c0;
+    var c4 = c0;
+    var c5 = c0;
+    var c6 = c0;
+    var c7 = c0;
     for (var k = 0u; k < p.k; k += 4u) {
         let b = load_b4(k, n4);
-        let v0 = load_a8(m0, k, l);
-        let v1 = load_a8(m0 + 8u, k, l);
-        c0 = upd8(c0, rows8(v0, m0), b);
-        c1 = upd8(c1, rows8(v1, m0 + 8u), b);
+        c0 = upd8(c0, rows8(load_a8(m0, k, l), m0), b);
+        c1 = upd8(c1, rows8(load_a8(m0 + 8u, k, l), m0 + 8u), b);
+        if (RG > 2u) {
+            c2 = upd8(c2, rows8(load_a8(m0 + 16u, k, l), m0 + 16u), b);
+            c3 = upd8(c3, rows8(load_a8(m0 + 24u, k, l), m0 + 24u), b);
+        }
+        if (RG > 4u) {
+            c4 = upd8(c4, rows8(load_a8(m0 + 32u, k, l), m0 + 32u), b);
+            c5 = upd8(c5, rows8(load_a8(m0 + 40u, k, l), m0 + 40u), b);
+            c6 = upd8(c6, rows8(load_a8(m0 + 48u, k, l), m0 + 48u), b);
+            c7 = upd8(c7, rows8(load_a8(m0 + 56u, k, l), m0 + 56u), b);
+        }
     }
     if (u < cols4) {
+        // One copy of the epilogue in a loop with a runtime bound (the 8-row groups that hold rows
+        // below M), not one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.
         let bias = bias4(n4);
-        store8(m0, n4, c0, bias);
-        store8(m0 + 8u, n4, c1, bias);
+        let groups = min(RG, (p.m - m0 + 7u) / 8u);
+        for (var h = 0u; h < groups; h++) {
+            var acc = c0;
+            if (h == 1u) { acc = c1; }
+            if (h == 2u) { acc = c2; }
+            if (h == 3u) { acc = c3; }
+            if (h == 4u) { acc = c4; }
+            if (h == 5u) { acc = c5; }
+            if (h == 6u) { acc = c6; }
+            if (h == 7u) { acc = c7; }
+            store8(m0 + 8u * h, n4, acc, bias);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{ConvKernel, Gpu, Launch, Program};
+use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -586,18 +586,32 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     let layout = cfg.layout();
     let mut rows = Vec::new();
     // The default model's matmuls: forward, dW (with db), dX of each layer, with each kernel variant
-    // (the one this adapter uses in training is marked *).
-    for variant in gpu.matmul_kernels() {
-        let used = if gpu.matmul == variant { "*" } else { "" };
-        let v = Matmul::default().with_kernel(variant);
+    // (the one this adapter uses in training is marked *); where the device has subgroups, also the
+    // subgroup kernel at 16 rows per invocation (its tile before `sg_rows`) on the products where
+    // `sg_rows` picks more.
+    let mut variants: Vec<(String, Matmul)> = gpu
+        .matmul_kernels()
+        .into_iter()
+        .map(|k| (format!("{k}{}", if gpu.matmul == k { "*" } else { "" }), Matmul::default().with_kernel(k)))
+        .collect();
+    if gpu.subgroups {
+        let v = Matmul { sg_rows: Some(16), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
+        variants.push(("subgroup, 16 rows".into(), v));
+    }
+    for (variant, v) in &variants {
         for l in &layout.layers {
-            let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..v };
-            rows.push(bench_matmul(gpu, &format!("{} fwd [{variant}{used}]", l.name), fwd, t)?);
-            let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..v };
-            rows.push(bench_matmul(gpu, &format!("{} dW [{variant}{used}]", l.name), dw, t)?);
+            let fwd = Matmul { m: batch, n: l.dout, k: l.din, bias: true, act: l.act, ..*v };
+            let dw = Matmul { m: l.din + 1, n: l.dout, k: batch, trans_a: true, ones_row: true, ..*v };
+            let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..*v };
+            let mut launches = vec![("fwd", fwd), ("dW", dw)];
             if l.name != "enc.fc1" {
-                let dx = Matmul { m: batch, n: l.din, k: l.dout, trans_b: true, ..v };
-                rows.push(bench_matmul(gpu, &format!("{} dX [{variant}{used}]", l.name), dx, t)?);
+                launches.push(("dX", dx));
+            }
+            for (what, mm) in launches {
+                if v.sg_rows.is_some_and(|r| r == crate::kernels::matmul::sg_rows(mm.m)) {
+                    continue;
+                }
+                rows.push(bench_matmul(gpu, &format!("{} {what} [{variant}]", l.name), mm, t)?);
             }
         }
     }

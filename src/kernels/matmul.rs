@@ -23,10 +23,11 @@ struct Params {
 pub const TILE128_MIN_GROUPS: usize = 132;
 
 /// Multiply-adds (M·N·K) from which a product runs the subgroup kernel when that is the adapter's
-/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.3 to
-/// 1.8 s here, the act' epilogue the slowest, against about 0.25 s), paid again in every process
-/// (lavapipe caches no compiled code), which a small product does not win back:
-/// with it everywhere, a 2-epoch run of a hidden-32 VAE on 256 images took 7–9 s instead of 5.
+/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.2 to
+/// 0.5 s on a quiet 2-core host, against about 0.25 s for matmul_v4; 0.3 to 1.8 s before its epilogue
+/// became one loop), paid once per machine (Mesa's shader cache, ~/.cache/mesa_shader_cache, keeps the
+/// result: 0.07 s the second time), which a small product does not win back on a cold cache: with it
+/// everywhere, a 2-epoch run of a hidden-32 VAE on 256 images took 7–9 s instead of 5.
 /// The default VAE's products of 128 × 400 × 784 (40 M) are above it, its 128 × 40 × 400 head below.
 pub const SUBGROUP_MIN_MACS: usize = 1 << 22;
 
@@ -65,6 +66,21 @@ pub struct Matmul {
     /// passes [`Matmul::vec4_ok`], whatever its size; elsewhere the register-blocked kernel. (The
     /// adapter's choice of it applies from [`SUBGROUP_MIN_MACS`] on.)
     pub subgroup: bool,
+    /// Rows of C per invocation of the subgroup kernel (16, 32 or 64) instead of the launcher's choice
+    /// ([`sg_rows`]; tests, benchmarks).
+    pub sg_rows: Option<usize>,
+}
+
+/// Rows of C per invocation of the subgroup kernel for an M-row product: the least time by
+/// `ceil(M / rows) · rows / speed`, where the speeds (1, 1.2, 1.4 for 16, 32, 64 rows) were measured
+/// on lavapipe at the default VAE's shapes (benches/RESULTS.md). More rows load less per FMA (each
+/// lane's B values serve every row; the rows of A come through broadcasts) but pad M further.
+pub fn sg_rows(m: usize) -> usize {
+    [(16, 100), (32, 120), (64, 140)]
+        .into_iter()
+        .min_by_key(|&(rows, speed)| m.div_ceil(rows) * rows * 1000 / speed)
+        .unwrap()
+        .0
 }
 
 impl Matmul {
@@ -138,6 +154,8 @@ impl Matmul {
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes (8/16/32/64 for the subgroup kernel); on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
+        let rows = if sg { self.sg_rows.unwrap_or_else(|| sg_rows(self.m)) } else { 16 };
+        need(OP, [16, 32, 64].contains(&rows), || format!("sg_rows {rows}: 16, 32 or 64"))?;
         let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };
         let wg = if gpu.is_cpu() {
             widths.iter().copied().min_by_key(|w| (cols.next_multiple_of(*w), usize::MAX - w)).unwrap()
@@ -152,6 +170,7 @@ impl Matmul {
             ("ACT", self.act.code() as f64),
             ("DACT", self.dact.code() as f64),
             ("WG", wg as f64),
+            ("RG", (rows / 8) as f64),
         ];
         let (entry, groups) = if self.naive {
             ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
@@ -160,7 +179,7 @@ impl Matmul {
         } else if tiled {
             ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, 1])
         } else if sg {
-            ("matmul_sg", [cols.div_ceil(wg) as u32, self.m.div_ceil(16) as u32, 1])
+            ("matmul_sg", [cols.div_ceil(wg) as u32, self.m.div_ceil(rows) as u32, 1])
         } else if vec4 {
             ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         } else {

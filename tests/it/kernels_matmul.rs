@@ -184,6 +184,22 @@ fn subgroup_kernel_layouts_and_epilogues() {
         seed += 1;
         sg(bias_grad(din, dout, rows), seed);
     }
+    // Rows per invocation: the shapes above mostly take 64 (`sg_rows`); 16 and 32 forced here, M inside
+    // an 8-row group and past a whole tile, both layouts of A and B, and the ones row.
+    for rows in [16, 32] {
+        for (mm, seed) in [
+            (Matmul { m: 37, n: 20, k: 12, ..Default::default() }, 9100),
+            (Matmul { m: 36, n: 132, k: 8, trans_a: true, trans_b: true, ..Default::default() }, 9101),
+            (Matmul { m: 68, n: 36, k: 16, trans_a: true, ..Default::default() }, 9102),
+            (bias_grad(40, 20, 12), 9103),
+        ] {
+            sg(Matmul { sg_rows: Some(rows), ..mm }, seed + rows as u64);
+        }
+    }
+    assert_eq!(
+        [8, 16, 21, 37, 128, 400, 785, 6272].map(vaegpu::kernels::matmul::sg_rows),
+        [16, 16, 32, 64, 64, 64, 64, 64]
+    );
 }
 
 #[test]

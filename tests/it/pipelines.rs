@@ -24,7 +24,7 @@ fn every_entry_point_and_variant_builds() {
     // override constant is built at least once: each layout (TRANS_A, TRANS_B) with each of bias,
     // ones-row and neither, the activation cycling through all five, forward (ACT) and backward
     // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
-    // adapters; matmul_sg also 8).
+    // adapters; matmul_sg also 8) and, for matmul_sg, each count of 8-row groups (2, 4, 8).
     let mut entries = vec![("matmul", "matmul"), ("matmul", "matmul_v4"), ("matmul", "matmul_naive")];
     entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128")]);
     if gpu.subgroups {
@@ -45,6 +45,7 @@ fn every_entry_point_and_variant_builds() {
                         ("ACT", fwd),
                         ("DACT", bwd),
                         ("WG", [64.0, 32.0, 16.0, 8.0][i % if shader == "matmul_sg" { 4 } else { 3 }]),
+                        ("RG", [2.0, 4.0, 8.0][(i / 3) % 3]),
                     ];
                     gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
                     built += 1;
