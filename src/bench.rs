@@ -633,7 +633,7 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     for l in prog.launches.iter().filter(|l| !l.label.contains("matmul")) {
         let name = l.label.split('[').next().unwrap_or(&l.label).trim().to_string();
         let bytes = match name.as_str() {
-            "train gather" => b * d * 5.0,
+            "train gather" | "train gather_v4" => b * d * 5.0,
             "z sample" => 4.0 * (2.0 * b * z + 2.0 * mm * b * z),
             "loss elbo" => 4.0 * (3.0 * mm * b * d + b * d + 4.0 * b * z),
             "z sample_backward" => 4.0 * (4.0 * b * z + 2.0 * mm * b * z + 2.0 * b * z),

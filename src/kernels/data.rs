@@ -50,14 +50,21 @@ impl Gather {
             binarize: u32::from(self.binarize),
             _pad: [0; 3],
         };
+        // Whole words per row and a 16-byte aligned x: four pixels per invocation (gather_v4).
+        let v4 = self.dim % 4 == 0 && x.offset % 16 == 0 && self.batch <= 65535;
+        let (entry, out, groups) = if v4 {
+            ("gather_v4", 7, [self.dim.div_ceil(256) as u32, self.batch as u32, 1])
+        } else {
+            ("gather", 4, [(self.batch * self.dim).div_ceil(256) as u32, 1, 1])
+        };
         gpu.launch(
-            format!("{label} gather[{}x{}]", self.batch, self.dim),
+            format!("{label} {entry}[{}x{}]", self.batch, self.dim),
             "data",
-            "gather",
+            entry,
             &[],
             Some(&p),
-            &[(1, state), (2, data), (3, perm), (4, x)],
-            [(self.batch * self.dim).div_ceil(256) as u32, 1, 1],
+            &[(1, state), (2, data), (3, perm), (out, x)],
+            groups,
         )
     }
 }

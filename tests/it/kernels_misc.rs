@@ -760,8 +760,18 @@ fn gather_matches_reference() {
     let g = gpu();
     // (n_items, dim, batch, batch index): pixel counts not a multiple of 4, partial last batches
     // (rows past n_items repeat the last item), a batch longer than the dataset.
-    let cases =
-        [(5, 7, 3, 1), (5, 7, 2, 0), (1, 7, 4, 0), (10, 784, 4, 2), (13, 784, 5, 2), (33, 7, 8, 4), (3, 1, 5, 0)];
+    // D a multiple of 4 (784, 12, 260: past one 256-pixel workgroup) takes gather_v4, the others gather.
+    let cases = [
+        (5, 7, 3, 1),
+        (5, 7, 2, 0),
+        (1, 7, 4, 0),
+        (10, 784, 4, 2),
+        (13, 784, 5, 2),
+        (33, 7, 8, 4),
+        (3, 1, 5, 0),
+        (7, 12, 3, 2),
+        (4, 260, 3, 1),
+    ];
     let mut seed = 1300;
     for &(n_items, dim, batch, index) in &cases {
         for binarize in [false, true] {
@@ -785,6 +795,7 @@ fn gather_matches_reference() {
                 let l = ga
                     .launch(g, "test", (&state).into(), (&data).into(), (&pb).into(), View::new(&xb, 0, batch * dim))
                     .unwrap();
+                assert_eq!(l.label.contains("gather_v4["), dim % 4 == 0, "{}", l.label);
                 g.run(&l).unwrap();
                 let got: Vec<f32> = g.read(&xb, 0, batch * dim).unwrap();
                 let what = format!("{ga:?} index {index} seed {key_seed:#x}");
