@@ -9,8 +9,9 @@
 //   (rec, kl, loss, count) with loss = rec + β·kl for 2 columns, the third column for 3.
 //   Row b counts when state[batch_word]·B + b < n_items (the last eval batch may be partial).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
-// sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64], =).
-//   Dispatch: grid = (64, 1, 1), 256 invocations; workgroup g sums the squares of a strided share.
+// sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64·256], =).
+//   Dispatch: grid = (64, 1, 1), 256 invocations; invocation t of workgroup g sums the squares of a
+//   strided share into partials[256·g + t].
 // sumsq_partial_v4: the same through a vec4 view (binding 8) when n is a multiple of 4.
 // norm_finalize: bindings 0 Params, 5 partials (read), 6 state (read_write: word 5 = non-finite flag),
 //   3 metrics (read_write), 7 clip (read_write, [1] = scale min(1, max_norm / (norm + 1e-6)), or 1).
@@ -27,7 +28,9 @@ struct Params {
     cols: u32,
 }
 
-const PARTIALS: u32 = 64u;
+// Workgroups of sumsq_partial, and the partial sums it leaves (one per invocation).
+const GROUPS: u32 = 64u;
+const PARTIALS: u32 = GROUPS * 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> state_r: array<u32>;
@@ -88,30 +91,17 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// Workgroup-wide fixed-order sum of `value` over 256 invocations into partials[g].
-fn partial_256(t: u32, g: u32, value: f32) {
-    r0[t] = value;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            r0[t] += r0[t + s];
-        }
-        workgroupBarrier();
-    }
-    if (t == 0u) {
-        partials[g] = r0[0];
-    }
-}
-
+// Each invocation's sum lands in partials[256·g + t]: no workgroup reduction here (on lavapipe the
+// barriers of a 256-invocation tree cost as much as the loads); norm_finalize sums them in fixed order.
 @compute @workgroup_size(256, 1, 1)
 fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     var acc = 0.0;
-    for (var i = wid.x * 256u + t; i < p.n; i += PARTIALS * 256u) {
+    for (var i = wid.x * 256u + t; i < p.n; i += GROUPS * 256u) {
         let g = grads[i];
         acc += g * g;
     }
-    partial_256(t, wid.x, acc);
+    partials[wid.x * 256u + t] = acc;
 }
 
 @group(0) @binding(8) var<storage, read> grads4: array<vec4<f32>>;
@@ -120,17 +110,22 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 fn sumsq_partial_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     var acc = vec4<f32>(0.0);
-    for (var i = wid.x * 256u + t; 4u * i < p.n; i += PARTIALS * 256u) {
+    for (var i = wid.x * 256u + t; 4u * i < p.n; i += GROUPS * 256u) {
         let g = grads4[i];
         acc += g * g;
     }
-    partial_256(t, wid.x, (acc.x + acc.y) + (acc.z + acc.w));
+    partials[wid.x * 256u + t] = (acc.x + acc.y) + (acc.z + acc.w);
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn norm_finalize(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
-    r0[t] = partials[t];
+    // Invocation t: the partials t, t + 64, ... (4 of each 256-invocation group), summed in order.
+    var sum = 0.0;
+    for (var i = t; i < PARTIALS; i += 64u) {
+        sum += partials[i];
+    }
+    r0[t] = sum;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
         if (t < s) {

@@ -3,8 +3,10 @@
 use super::{need, need_len};
 use crate::gpu::{Gpu, Launch, Result, View};
 
-/// Number of partial sums of the gradient-norm reduction.
-pub const PARTIALS: usize = 64;
+/// Workgroups of the gradient norm's first pass (256 invocations each).
+const GROUPS: usize = 64;
+/// Number of partial sums of the gradient-norm reduction: one per invocation of its first pass.
+pub const PARTIALS: usize = GROUPS * 256;
 /// f32 words of the metrics buffer.
 pub const METRICS_WORDS: usize = 16;
 pub const SLOT_TRAIN: u32 = 0;
@@ -106,7 +108,7 @@ pub fn grad_norm(
         &[],
         Some(&p),
         &[(binding, grads), (5, partials)],
-        [PARTIALS as u32, 1, 1],
+        [GROUPS as u32, 1, 1],
     )?;
     let b = gpu.launch(
         "norm_finalize".into(),
