@@ -24,10 +24,10 @@ pub const TILE128_MIN_GROUPS: usize = 132;
 
 /// Multiply-adds (M·N·K) from which a product runs the subgroup kernel when that is the adapter's
 /// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.2 to
-/// 0.5 s on a quiet 2-core host, against about 0.25 s for matmul_v4; 0.3 to 1.8 s before its epilogue
-/// became one loop), paid once per machine (Mesa's shader cache, ~/.cache/mesa_shader_cache, keeps the
-/// result: 0.07 s the second time), which a small product does not win back on a cold cache: with it
-/// everywhere, a 2-epoch run of a hidden-32 VAE on 256 images took 7–9 s instead of 5.
+/// 0.5 s on a cold cache on a 2-core VM, against about 0.25 s for matmul_v4), paid once per machine
+/// (Mesa's shader cache, ~/.cache/mesa_shader_cache, keeps the result: 0.07 s the second time), which a
+/// small product does not win back on a cold cache: with it everywhere, a 2-epoch run of a hidden-32
+/// VAE on 256 images took 7–9 s instead of 5.
 /// The default VAE's products of 128 × 400 × 784 (40 M) are above it, its 128 × 40 × 400 head below.
 pub const SUBGROUP_MIN_MACS: usize = 1 << 22;
 
