@@ -497,6 +497,9 @@ impl Session {
         self.step = st[W_STEP as usize];
         self.epoch += 1;
         self.batch = 0;
+        // The GPU's train cursor with it, so that a checkpoint saved now (epoch end, batch 0) holds the
+        // cursor of the batch it names; the next epoch would reset it anyway.
+        core.set_cursor(gpu, W_TRAIN_BATCH, 0);
         let secs = self.epoch_seconds + t0.elapsed().as_secs_f64();
         self.epoch_seconds = 0.0;
         Ok(EpochEnd::Done(m, secs))
