@@ -23,13 +23,16 @@ struct Params {
 pub const TILE128_MIN_GROUPS: usize = 132;
 
 /// Multiply-adds (M·N·K) from which a product runs the subgroup kernel when that is the adapter's
-/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.2 to
-/// 0.5 s on a cold cache on a 2-core VM, against about 0.25 s for matmul_v4), paid once per machine
-/// (Mesa's shader cache, ~/.cache/mesa_shader_cache, keeps the result: 0.07 s the second time), which a
-/// small product does not win back on a cold cache: with it everywhere, a 2-epoch run of a hidden-32
-/// VAE on 256 images took 7–9 s instead of 5.
-/// The default VAE's products of 128 × 400 × 784 (40 M) are above it, its 128 × 40 × 400 head below.
-pub const SUBGROUP_MIN_MACS: usize = 1 << 22;
+/// choice; smaller ones run matmul_v4. A matmul_sg pipeline takes lavapipe longer to compile (0.29 to
+/// 0.48 s at 16 to 64 rows on a cold cache on a 2-core VM, against about 0.25 s for matmul_v4), paid once
+/// per machine (Mesa's shader cache, ~/.cache/mesa_shader_cache, keeps the result: 0.07 s the second
+/// time), which a tiny product does not win back on a cold cache: with the subgroup kernel on every
+/// product (and its older, slower-compiling epilogue), a 2-epoch run of a hidden-32 VAE on 256 images
+/// took 7–9 s instead of 5. From 2^19 (0.5 M) on it pays: the default VAE's products of 1 to 2 M
+/// (128 × 40 × 400 and 128 × 400 × 20, forward and backward) ran in 0.16–0.37 ms on matmul_sg against
+/// 0.31–1.04 ms on matmul_v4 inside the step (benches/RESULTS.md, 2026-11-28), and a cold run of the
+/// test suite took 136 s against 152 s with the old threshold of 2^22.
+pub const SUBGROUP_MIN_MACS: usize = 1 << 19;
 
 /// Workgroup memory of matmul_tiled128: 2 buffers × (A + B) × 8 k-rows × 128 floats.
 const TILE128_SMEM: u32 = 2 * 2 * 8 * 128 * 4;

@@ -317,7 +317,11 @@ fn adapter_choice_of_the_subgroup_kernel_spares_small_products() {
     let big = Matmul { m: 128, n: 400, k: 784, bias: true, ..Default::default() };
     assert!(big.m * big.n * big.k >= vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
     assert!(label(big).contains("matmul_sg["), "{}", label(big));
-    let head = Matmul { m: 128, n: 40, k: 400, bias: true, ..Default::default() };
+    // The default model's smallest products (1 M multiply-adds) are above the threshold too.
+    let small = Matmul { m: 128, n: 20, k: 400, trans_b: true, ..Default::default() };
+    assert!(label(small).contains("matmul_sg["), "{}", label(small));
+    let head = Matmul { m: 32, n: 32, k: 256, bias: true, ..Default::default() };
+    assert!(head.m * head.n * head.k < vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
     assert!(label(head).contains("matmul_v4["), "{}", label(head));
     // Forced, it runs whatever the size.
     assert!(label(Matmul { subgroup: true, ..head }).contains("matmul_sg["));
