@@ -16,6 +16,8 @@
 // Gradients carry the factor grad_scale (1/B) so that they are d loss / d param.
 // Dispatch: grid = (B, 1, 1), 64 invocations per workgroup; a fixed-order tree reduction in workgroup
 //   memory (deterministic: no atomics).
+// elbo_v4: the same over four pixels per invocation through vec4 views (bindings 10 out, 11 x, 12 dout)
+//   when D is a multiple of 4; override LIK picks the likelihood (elbo too).
 //
 // logvar_grad: d loss / d s_d = Σ_r w_r·½(1 − (x_{b(r),d} − out_{r,d})²·e^{−s_d}) (0 outside the clamp),
 //   w_r = wt[r] (use_wt = 1: the weighted objectives of iwae.wgsl) or grad_scale / M (this ELBO).
@@ -28,6 +30,9 @@ const LOGVAR_MAX: f32 = 20.0;
 const DEC_LOGVAR_MAX: f32 = 20.0;
 const LOG_2PI: f32 = 1.8378770664093453;
 const ROW_SPLIT: u32 = 32768u;
+// elbo, elbo_v4: the likelihood, fixed per pipeline: 0 Bernoulli, 1 Gaussian with the fixed σ, 2 Gaussian
+// with the learned s (var_mode 1 or 2).
+override LIK: u32 = 0u;
 
 struct Params {
     batch: u32,
@@ -64,38 +69,40 @@ fn raw_logvar(d: u32) -> f32 {
     return logvar[select(0u, d, p.var_mode == 2u)];
 }
 
-@compute @workgroup_size(64, 1, 1)
-fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b = wid.x;
-    let t = lid.x;
-    let inv_m = 1.0 / f32(p.samples);
-    let gscale = p.grad_scale * inv_m;
-    let inv_var = 1.0 / (p.sigma * p.sigma);
-    let log_norm = 0.5 * log(6.283185307179586 * p.sigma * p.sigma);
-    var rec = 0.0;
-    for (var m = 0u; m < p.samples; m++) {
-        let row = (m * p.batch + b) * p.dim;
-        for (var d = t; d < p.dim; d += 64u) {
-            let l = outp[row + d];
-            let xv = x[b * p.dim + d];
-            if (p.gaussian != 0u && p.var_mode != 0u) {
-                let s = clamp(raw_logvar(d), p.lv_min, DEC_LOGVAR_MAX);
-                let iv = exp(-s);
-                let diff = l - xv;
-                rec += 0.5 * diff * diff * iv + 0.5 * (LOG_2PI + s);
-                dout[row + d] = diff * iv * gscale;
-            } else if (p.gaussian != 0u) {
-                let diff = l - xv;
-                rec += 0.5 * diff * diff * inv_var + log_norm;
-                dout[row + d] = diff * inv_var * gscale;
-            } else {
-                let e = exp(-abs(l));
-                rec += max(l, 0.0) - l * xv + log(1.0 + e);
-                let s = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
-                dout[row + d] = (s - xv) * gscale;
-            }
-        }
+// Per-element likelihood terms of four pixels d .. d+3 (the scalar entry uses component x): the nll
+// and d nll / d out. LIK selects the branch at pipeline creation, so that only
+// one is compiled (lavapipe runs both sides of an `if` it cannot prove uniform, loads and stores
+// included).
+struct Lik4 {
+    nll: vec4<f32>,
+    grad: vec4<f32>,
+}
+
+fn lik4(l: vec4<f32>, xv: vec4<f32>, d: u32) -> Lik4 {
+    if (LIK == 2u) {
+        let raw = vec4<f32>(raw_logvar(d), raw_logvar(d + 1u), raw_logvar(d + 2u), raw_logvar(d + 3u));
+        let s = clamp(raw, vec4<f32>(p.lv_min), vec4<f32>(DEC_LOGVAR_MAX));
+        let iv = exp(-s);
+        let diff = l - xv;
+        let nll = 0.5 * diff * diff * iv + 0.5 * (LOG_2PI + s);
+        return Lik4(nll, diff * iv);
     }
+    if (LIK == 1u) {
+        let inv_var = 1.0 / (p.sigma * p.sigma);
+        let log_norm = 0.5 * log(6.283185307179586 * p.sigma * p.sigma);
+        let diff = l - xv;
+        let nll = 0.5 * diff * diff * inv_var + log_norm;
+        return Lik4(nll, diff * inv_var);
+    }
+    let e = exp(-abs(l));
+    let nll = max(l, vec4<f32>(0.0)) - l * xv + log(1.0 + e);
+    let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= vec4<f32>(0.0));
+    return Lik4(nll, sig - xv);
+}
+
+// Example b's KL terms (lanes t, t+64, ...) into dhead, and the workgroup's reduction of (rec, kl) into
+// rows[b]: a fixed-order tree.
+fn kl_and_rows(b: u32, t: u32, rec: f32) {
     var kl = 0.0;
     let hz = b * 2u * p.latent;
     for (var j = t; j < p.latent; j += 64u) {
@@ -108,7 +115,7 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         dhead[hz + j] = p.beta * mu * p.grad_scale;
         dhead[hz + p.latent + j] = select(0.0, p.beta * 0.5 * (ev - 1.0) * p.grad_scale, inside);
     }
-    red_rec[t] = rec * inv_m;
+    red_rec[t] = rec;
     red_kl[t] = kl;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
@@ -122,6 +129,50 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         rows[2u * b] = red_rec[0];
         rows[2u * b + 1u] = red_kl[0];
     }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.x;
+    let t = lid.x;
+    let inv_m = 1.0 / f32(p.samples);
+    let gscale = p.grad_scale * inv_m;
+    var rec = 0.0;
+    for (var m = 0u; m < p.samples; m++) {
+        let row = (m * p.batch + b) * p.dim;
+        for (var d = t; d < p.dim; d += 64u) {
+            let r = lik4(vec4<f32>(outp[row + d]), vec4<f32>(x[b * p.dim + d]), d);
+            rec += r.nll.x;
+            dout[row + d] = r.grad.x * gscale;
+        }
+    }
+    kl_and_rows(b, t, rec * inv_m);
+}
+
+// elbo over four pixels per invocation through vec4 views (bindings 10 out4, 11 x4, 12 dout4) when D
+// is a multiple of 4 and the views start on 16 bytes: a quarter of the loads and stores, which on
+// lavapipe are per-lane loops.
+@group(0) @binding(10) var<storage, read> out4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> dout4: array<vec4<f32>>;
+
+@compute @workgroup_size(64, 1, 1)
+fn elbo_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.x;
+    let t = lid.x;
+    let inv_m = 1.0 / f32(p.samples);
+    let gscale = p.grad_scale * inv_m;
+    let d4 = p.dim >> 2u;
+    var rec = 0.0;
+    for (var m = 0u; m < p.samples; m++) {
+        let row = (m * p.batch + b) * d4;
+        for (var q = t; q < d4; q += 64u) {
+            let r = lik4(out4[row + q], x4[b * d4 + q], 4u * q);
+            rec += (r.nll.x + r.nll.y) + (r.nll.z + r.nll.w);
+            dout4[row + q] = r.grad * gscale;
+        }
+    }
+    kl_and_rows(b, t, rec * inv_m);
 }
 
 @compute @workgroup_size(256, 1, 1)

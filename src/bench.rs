@@ -635,7 +635,7 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
         let bytes = match name.as_str() {
             "train gather" | "train gather_v4" => b * d * 5.0,
             "z sample" => 4.0 * (2.0 * b * z + 2.0 * mm * b * z),
-            "loss elbo" => 4.0 * (3.0 * mm * b * d + b * d + 4.0 * b * z),
+            "loss elbo" | "loss elbo_v4" => 4.0 * (3.0 * mm * b * d + b * d + 4.0 * b * z),
             "z sample_backward" => 4.0 * (4.0 * b * z + 2.0 * mm * b * z + 2.0 * b * z),
             "adam" => 4.0 * 7.0 * np,
             "sumsq_partial" => 4.0 * np,

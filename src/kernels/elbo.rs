@@ -191,13 +191,18 @@ impl Elbo {
         need_len(OP, "rows", &rows, self.batch * 2)?;
         let gaussian = self.likelihood == Likelihood::Gaussian;
         let (lv, mode, lv_min) = var_binding(OP, var, self.dim, gaussian, x)?;
+        // The likelihood as a pipeline constant: one branch compiled, not three.
+        let lik = if !gaussian { 0.0 } else if mode == 0 { 1.0 } else { 2.0 };
+        // Whole vec4s per row and 16-byte aligned views: four pixels per invocation (elbo_v4).
+        let v4 = self.dim % 4 == 0 && [&out, &x, &dout].iter().all(|v| v.offset % 16 == 0);
+        let (entry, [o, xb, d]) = if v4 { ("elbo_v4", [10, 11, 12]) } else { ("elbo", [1, 2, 4]) };
         gpu.launch(
-            format!("{label} elbo[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
+            format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "elbo",
-            "elbo",
-            &[],
+            entry,
+            &[("LIK", lik)],
             Some(&self.params(mode, lv_min, false)),
-            &[(1, out), (2, x), (3, head), (4, dout), (5, dhead), (6, rows), (7, lv)],
+            &[(o, out), (xb, x), (3, head), (d, dout), (5, dhead), (6, rows), (7, lv)],
             [self.batch as u32, 1, 1],
         )
     }

@@ -435,6 +435,9 @@ fn check_elbo(e: Elbo, seed: u64) {
             View::new(&rowsb, 0, 2 * b),
         )
         .unwrap();
+    // Four pixels per invocation where rows are whole vec4s.
+    let entry = if d % 4 == 0 { "elbo_v4[" } else { "elbo[" };
+    assert!(l.label.contains(entry), "{}", l.label);
     g.run(&l).unwrap();
     let what = format!("{e:?}");
     let dout: Vec<f32> = g.read(&doutb, 0, m * b * d).unwrap();
@@ -488,7 +491,7 @@ fn elbo_both_likelihoods() {
     let mut seed = 700;
     for likelihood in [Likelihood::Bernoulli, Likelihood::Gaussian] {
         for samples in [1, 3] {
-            for dim in [1, 7, 65, 784] {
+            for dim in [1, 7, 12, 65, 784] {
                 for latent in [1, 20, 70] {
                     for beta in [1.0, 0.5] {
                         seed += 3;

@@ -117,6 +117,14 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline("vq", entry, &[]).unwrap_or_else(|e| panic!("vq {entry}: {e}"));
         built += 1;
     }
+    // The ELBO kernels with each likelihood (LIK: Bernoulli, Gaussian with σ, Gaussian with the learned s).
+    for entry in ["elbo", "elbo_v4"] {
+        for lik in [0.0, 1.0, 2.0] {
+            let c = [("LIK", lik)];
+            gpu.pipeline("elbo", entry, &c).unwrap_or_else(|e| panic!("elbo {entry} {c:?}: {e}"));
+            built += 1;
+        }
+    }
     // A new vq entry point must be added to one of the lists above.
     let vq = naga::front::wgsl::parse_str(&shader_source("vq")).unwrap();
     let mut have: Vec<&str> = vq.entry_points.iter().map(|e| e.name.as_str()).collect();
