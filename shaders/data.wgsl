@@ -6,7 +6,8 @@
 //   non-finite steps up to the last one (the host stops a run when it reaches its limit), 7 unused.
 // gather: x[r, d] = pixel(perm[state[batch_word]·B + r], d) / 255, r < B, d < D. Rows past n_items
 //   (a partial last batch) repeat the last item; reduce.wgsl leaves them out of the metrics.
-//   With binarize != 0: x = 1 if u < pixel/255 else 0, u from philox((r·D + d, state[0], 2, 0), seed).
+//   With BINARIZE (an override: a pipeline per setting): x = 1 if u < pixel/255 else 0, u from
+//   philox((r·D + d, state[0], 2, 0), seed).
 //   Bindings: 0 uniform Params, 1 state (read), 2 data (read, packed u8), 3 perm (read, [n_items]),
 //   4 x (read_write, [B, D], =). Dispatch: 256 per workgroup, one pixel each, grid = (ceil(B·D/256), 1, 1).
 // gather_v4: gather for D a multiple of 4, where each row's pixels are whole data words: invocation
@@ -16,7 +17,7 @@
 //   (read_write, [B, D/4] vec4, =) instead of 4. Dispatch: 64 per workgroup, grid = (ceil(D / 256), B, 1).
 // gather_words: words[r, d] = data[perm[min(state[batch_word]·B + r, n_items − 1)]·D + d], the same
 //   cursor as gather over a dataset of n_items items of D full u32 words each (code maps), item-major.
-//   Bindings: 0 uniform Params (binarize unused), 1 state (read), 2 data (read, [n_items, D] u32),
+//   Bindings: 0 uniform Params, 1 state (read), 2 data (read, [n_items, D] u32),
 //   3 perm (read), 6 words (read_write, [B, D] u32, =). Dispatch: as gather.
 // advance: a finite step: state[0] += 1 (step), state[6] = 0; a non-finite one (state[5] != 0): state[6] += 1
 //   and the step counter stays. Either way state[1] += 1 (train cursor).
@@ -29,11 +30,11 @@ struct Params {
     dim: u32,
     n_items: u32,
     batch_word: u32,
-    binarize: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
+
+// gather, gather_v4: binarize, fixed per pipeline (lavapipe runs both sides of a branch it cannot
+// prove uniform: the Philox draws cost every pixel otherwise).
+override BINARIZE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
@@ -56,7 +57,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let at = item * p.dim + d;
     let px = (data[at >> 2u] >> ((at & 3u) * 8u)) & 0xffu;
     var v = f32(px) / 255.0;
-    if (p.binarize != 0u) {
+    if (BINARIZE) {
         let u = u32_to_unit(philox(vec4<u32>(i, state[0], 2u, 0u), vec2<u32>(state[3], state[4])).x);
         v = select(0.0, 1.0, u < v);
     }
@@ -75,7 +76,7 @@ fn gather_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let word = data[item * per_row + w];
     let px = vec4<u32>(word & 0xffu, (word >> 8u) & 0xffu, (word >> 16u) & 0xffu, word >> 24u);
     var v = vec4<f32>(px) / 255.0;
-    if (p.binarize != 0u) {
+    if (BINARIZE) {
         let i = r * p.dim + 4u * w;
         let key = vec2<u32>(state[3], state[4]);
         let u = vec4<f32>(u32_to_unit(philox(vec4<u32>(i, state[0], 2u, 0u), key).x),

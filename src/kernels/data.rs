@@ -22,8 +22,6 @@ struct Params {
     dim: u32,
     n_items: u32,
     batch_word: u32,
-    binarize: u32,
-    _pad: [u32; 3],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -47,8 +45,6 @@ impl Gather {
             dim: self.dim as u32,
             n_items: self.n_items as u32,
             batch_word: self.batch_word,
-            binarize: u32::from(self.binarize),
-            _pad: [0; 3],
         };
         // Whole words per row and a 16-byte aligned x: four pixels per invocation (gather_v4).
         let v4 = self.dim % 4 == 0 && x.offset % 16 == 0 && self.batch <= 65535;
@@ -61,7 +57,7 @@ impl Gather {
             format!("{label} {entry}[{}x{}]", self.batch, self.dim),
             "data",
             entry,
-            &[],
+            &[("BINARIZE", f64::from(u8::from(self.binarize)))],
             Some(&p),
             &[(1, state), (2, data), (3, perm), (out, x)],
             groups,
@@ -93,8 +89,6 @@ impl GatherWords {
             dim: self.dim as u32,
             n_items: self.n_items as u32,
             batch_word: self.batch_word,
-            binarize: 0,
-            _pad: [0; 3],
         };
         gpu.launch(
             format!("{label} gather_words[{}x{}]", self.batch, self.dim),

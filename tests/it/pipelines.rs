@@ -125,6 +125,11 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
+    // The gathers with binarize (the default constants built them without).
+    for entry in ["gather", "gather_v4"] {
+        gpu.pipeline("data", entry, &[("BINARIZE", 1.0)]).unwrap_or_else(|e| panic!("data {entry}: {e}"));
+        built += 1;
+    }
     // A new vq entry point must be added to one of the lists above.
     let vq = naga::front::wgsl::parse_str(&shader_source("vq")).unwrap();
     let mut have: Vec<&str> = vq.entry_points.iter().map(|e| e.name.as_str()).collect();
