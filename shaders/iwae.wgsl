@@ -41,6 +41,9 @@ const LOGVAR_MAX: f32 = 20.0;
 const HALF_LOG_2PI: f32 = 0.9189385332046727;
 const ROW_SPLIT: u32 = 32768u;
 const DEC_LOGVAR_MAX: f32 = 20.0;
+// logw_rows, logw_grad_out: the likelihood (0 Bernoulli, 1 Gaussian with σ, 2 Gaussian with the learned
+// s), fixed per pipeline.
+override LIK: u32 = 0u;
 
 struct Params {
     batch: u32,
@@ -82,14 +85,15 @@ var<workgroup> red_px: array<f32, 64>;
 var<workgroup> red_lat: array<f32, 64>;
 
 // (nll, d nll / d l) of pixel d.
+// LIK picks the likelihood at pipeline creation, as in elbo.wgsl (lavapipe would otherwise run all three).
 fn nll(l: f32, xv: f32, d: u32) -> vec2<f32> {
-    if (p.gaussian != 0u) {
-        if (p.var_mode != 0u) {
-            let s = clamp(logvar[select(0u, d, p.var_mode == 2u)], p.lv_min, DEC_LOGVAR_MAX);
-            let iv = exp(-s);
-            let diff = l - xv;
-            return vec2<f32>(0.5 * diff * diff * iv + 0.5 * s + HALF_LOG_2PI, diff * iv);
-        }
+    if (LIK == 2u) {
+        let s = clamp(logvar[select(0u, d, p.var_mode == 2u)], p.lv_min, DEC_LOGVAR_MAX);
+        let iv = exp(-s);
+        let diff = l - xv;
+        return vec2<f32>(0.5 * diff * diff * iv + 0.5 * s + HALF_LOG_2PI, diff * iv);
+    }
+    if (LIK == 1u) {
         let inv_var = 1.0 / (p.sigma * p.sigma);
         let diff = l - xv;
         return vec2<f32>(0.5 * diff * diff * inv_var + log(p.sigma) + HALF_LOG_2PI, diff * inv_var);

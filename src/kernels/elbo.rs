@@ -38,6 +38,19 @@ pub enum Likelihood {
     Gaussian,
 }
 
+/// The override LIK of elbo.wgsl and iwae.wgsl: 0 Bernoulli, 1 Gaussian with the fixed σ, 2 Gaussian
+/// with a learned s (`var_mode` 1 or 2). A pipeline constant, not a uniform: lavapipe runs both sides of
+/// a branch on a uniform, so all three likelihoods would cost every pixel.
+pub(crate) fn lik_constant(gaussian: bool, var_mode: u32) -> f64 {
+    if !gaussian {
+        0.0
+    } else if var_mode == 0 {
+        1.0
+    } else {
+        2.0
+    }
+}
+
 /// The checks every loss launch makes: a non-empty (B, D, Z, M) and σ > 0 for the Gaussian likelihood.
 pub(crate) fn check_loss(
     op: &'static str,
@@ -191,8 +204,6 @@ impl Elbo {
         need_len(OP, "rows", &rows, self.batch * 2)?;
         let gaussian = self.likelihood == Likelihood::Gaussian;
         let (lv, mode, lv_min) = var_binding(OP, var, self.dim, gaussian, x)?;
-        // The likelihood as a pipeline constant: one branch compiled, not three.
-        let lik = if !gaussian { 0.0 } else if mode == 0 { 1.0 } else { 2.0 };
         // Whole vec4s per row and 16-byte aligned views: four pixels per invocation (elbo_v4).
         let v4 = self.dim % 4 == 0 && [&out, &x, &dout].iter().all(|v| v.offset % 16 == 0);
         let (entry, [o, xb, d]) = if v4 { ("elbo_v4", [10, 11, 12]) } else { ("elbo", [1, 2, 4]) };
@@ -200,7 +211,7 @@ impl Elbo {
             format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "elbo",
             entry,
-            &[("LIK", lik)],
+            &[("LIK", lik_constant(gaussian, mode))],
             Some(&self.params(mode, lv_min, false)),
             &[(o, out), (xb, x), (3, head), (d, dout), (5, dhead), (6, rows), (7, lv)],
             [self.batch as u32, 1, 1],

@@ -2,7 +2,7 @@
 //! with their importance weights, the weighted output gradient, the latent backward, and the
 //! score-function gradient.
 
-use super::elbo::{check_loss, var_binding, LearnedVar, Likelihood};
+use super::elbo::{check_loss, lik_constant, var_binding, LearnedVar, Likelihood};
 use super::need_len;
 use crate::gpu::{Gpu, Launch, Result, View};
 
@@ -131,7 +131,7 @@ impl Weighted {
             format!("{label} logw_rows[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "iwae",
             "logw_rows",
-            &[],
+            &[("LIK", lik_constant(self.gaussian(), var_mode))],
             Some(&Params { var_mode, lv_min, ..self.params(row_offset, valid, false) }),
             &[(1, out), (2, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms), (15, lv)],
             grid(n),
@@ -193,7 +193,7 @@ impl Weighted {
             format!("{label} logw_grad_out[{}x{}x{}]", self.samples, self.batch, self.dim),
             "iwae",
             "logw_grad_out",
-            &[],
+            &[("LIK", lik_constant(self.gaussian(), var_mode))],
             Some(&Params { var_mode, lv_min, ..self.params(0, self.samples, false) }),
             &[(1, out), (2, x), (9, wt), (11, dout), (15, lv)],
             grid(n.div_ceil(256)),

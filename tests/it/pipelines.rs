@@ -117,11 +117,11 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline("vq", entry, &[]).unwrap_or_else(|e| panic!("vq {entry}: {e}"));
         built += 1;
     }
-    // The ELBO kernels with each likelihood (LIK: Bernoulli, Gaussian with σ, Gaussian with the learned s).
-    for entry in ["elbo", "elbo_v4"] {
+    // The likelihood kernels with each likelihood (LIK: Bernoulli, Gaussian with σ, with the learned s).
+    for (shader, entry) in [("elbo", "elbo"), ("elbo", "elbo_v4"), ("iwae", "logw_rows"), ("iwae", "logw_grad_out")] {
         for lik in [0.0, 1.0, 2.0] {
             let c = [("LIK", lik)];
-            gpu.pipeline("elbo", entry, &c).unwrap_or_else(|e| panic!("elbo {entry} {c:?}: {e}"));
+            gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
             built += 1;
         }
     }
