@@ -53,6 +53,10 @@ override GATHER_B: bool = false;
 override ONES: bool = false;
 override PRE_RELU: bool = false;
 override WG: u32 = 64u;
+// conv_wgrad(_v4) with C = 0 (the bias alone): every tile is a bias tile, so the loop sums G and
+// nothing else. A constant, since lavapipe runs both sides of a branch it cannot prove uniform (the
+// weight path's taps, divisions and A loads cost the bias-only launch 20x its sum).
+override BIAS_ONLY: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -210,6 +214,14 @@ fn conv_wgrad(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let rows = split_rows(gid.y);
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (BIAS_ONLY) {
+        // The bias tile's sum in the same order as the loop below (acc[0] += 1·G[m]).
+        for (var m = rows.x; m < rows.y; m++) {
+            acc[0] += load_g(i32(m), q.n);
+        }
+        write_tile(q, gid.y, acc);
+        return;
+    }
     var cur = cursor_at(rows.x);
     for (var m = rows.x; m < rows.y; m++) {
         let pp = pair(q, m, cur);
@@ -228,6 +240,13 @@ fn conv_wgrad_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let rows = split_rows(gid.y);
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (BIAS_ONLY) {
+        for (var m = rows.x; m < rows.y; m++) {
+            acc[0] += load_g4(i32(m), q.n);
+        }
+        write_tile(q, gid.y, acc);
+        return;
+    }
     var cur = cursor_at(rows.x);
     for (var m = rows.x; m < rows.y; m++) {
         let pp = pair(q, m, cur);
@@ -279,46 +298,57 @@ fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 //   layer's dW) is the gradient block itself.
 //   Transposed conv (GATHER_B): the output gradient, OUT[m·K·K·N + tap·N + n] = G[big(m, tap), n];
 //   then Aᵀ · OUT is [C, K·K·N], which `untap` reorders into the block's [K·K·C, N] rows.
-//   m < B·SH·SW small pixels. One invocation per (m, tap) copies its channels (vec4 loads and stores
-//   when the channel count is a multiple of 4): the index arithmetic (divisions, which AVX2 does lane
-//   by lane) is paid once per pixel and tap, not per element. A grid-stride loop over the P·K² pairs.
-//   grid = (min(ceil(P·K² / 256), 65535), 1, 1). Bindings 1 A, 2 G, 3 OUT, and vec4 views 4 A, 5 G,
-//   6 OUT.
+//   m < B·SH·SW small pixels. One invocation per small pixel m walks its K² taps (no division per
+//   tap: AVX2 divides lane by lane, and the old one-invocation-per-(m, tap) form spent most of its
+//   time there) and copies each tap's channels, with vec4 loads and stores when VEC4 (the channel
+//   count a multiple of 4; an override, since lavapipe runs both sides of a branch on a uniform).
+//   A grid-stride loop over the pixels. grid = (min(ceil(P / 256), 65535), 1, 1). Bindings 1 A, 2 G,
+//   3 OUT, and vec4 views 4 A, 5 G, 6 OUT.
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let taps = p.k * p.k;
-    let total = p.batch * p.sh * p.sw * taps;
+    let pixels = p.batch * p.sh * p.sw;
     let ch = select(p.c, p.n, GATHER_B);
-    for (var u = gid.x; u < total; u += nwg.x * 256u) {
-        let tap = u % taps;
-        let cur = cursor_at(u / taps);
-        let pix = big_pixel(cur.b, cur.sy, cur.sx, tap);
-        // Row m = u / taps, columns from tap·ch: element u·ch.
-        let dst = u * ch;
-        if (ch % 4u == 0u) {
-            for (var c = 0u; c < ch; c += 4u) {
-                if (GATHER_B) {
-                    out4[(dst + c) >> 2u] = load_g4(pix, c);
+    for (var m = gid.x; m < pixels; m += nwg.x * 256u) {
+        let cur = cursor_at(m);
+        let y0 = i32(cur.sy * p.stride) - i32(p.pad);
+        let x0 = i32(cur.sx * p.stride) - i32(p.pad);
+        // Row m, columns from tap·ch: element (m·K² + tap)·ch.
+        var dst = m * p.k * p.k * ch;
+        for (var ky = 0u; ky < p.k; ky++) {
+            let by = y0 + i32(ky);
+            for (var kx = 0u; kx < p.k; kx++) {
+                let bx = x0 + i32(kx);
+                var pix = -1;
+                if (by >= 0 && bx >= 0 && by < i32(p.bh) && bx < i32(p.bw)) {
+                    pix = (i32(cur.b * p.bh) + by) * i32(p.bw) + bx;
+                }
+                if (VEC4) {
+                    for (var c = 0u; c < ch; c += 4u) {
+                        if (GATHER_B) {
+                            out4[(dst + c) >> 2u] = load_g4(pix, c);
+                        } else {
+                            out4[(dst + c) >> 2u] = load_a4(pix, c);
+                        }
+                    }
                 } else {
-                    out4[(dst + c) >> 2u] = load_a4(pix, c);
-                }
-            }
-        } else {
-            for (var c = 0u; c < ch; c++) {
-                var v = 0.0;
-                if (pix >= 0) {
-                    if (GATHER_B) {
-                        v = g[u32(pix) * ch + c];
-                    } else {
-                        v = a[u32(pix) * ch + c];
+                    for (var c = 0u; c < ch; c++) {
+                        var v = 0.0;
+                        if (pix >= 0) {
+                            if (GATHER_B) {
+                                v = g[u32(pix) * ch + c];
+                            } else {
+                                v = a[u32(pix) * ch + c];
+                            }
+                            if (PRE_RELU && !GATHER_B) {
+                                v = max(v, 0.0);
+                            }
+                        }
+                        out[dst + c] = v;
                     }
-                    if (PRE_RELU && !GATHER_B) {
-                        v = max(v, 0.0);
-                    }
                 }
-                out[dst + c] = v;
+                dst += ch;
             }
         }
     }

@@ -804,6 +804,7 @@ impl ConvWgrad {
             ("ONES", f64::from(u8::from(self.ones))),
             ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
             ("WG", wg as f64),
+            ("BIAS_ONLY", f64::from(u8::from(self.c == 0))),
         ];
         let vec4 = !self.scalar && self.vec4_ok();
         let entry = if vec4 { "conv_wgrad_v4" } else { "conv_wgrad" };
@@ -890,9 +891,12 @@ impl ConvWgrad {
         let rows = self.im2col_rows();
         let taps = self.k * self.k;
         need_len("im2col", "scratch", &scratch, self.scratch_im2col())?;
-        let constants =
-            [("GATHER_B", f64::from(u8::from(self.gather_b))), ("PRE_RELU", f64::from(u8::from(self.pre_relu)))];
         let ch = if self.gather_b { self.n } else { self.c };
+        let constants = [
+            ("GATHER_B", f64::from(u8::from(self.gather_b))),
+            ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
+            ("VEC4", f64::from(u8::from(ch % 4 == 0))),
+        ];
         let shape = format!(
             "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}",
             self.batch,
@@ -904,8 +908,8 @@ impl ConvWgrad {
             self.pad,
             if self.gather_b { " T" } else { "" }
         );
-        let grid = [(rows * taps).div_ceil(256).min(65535) as u32, 1, 1];
-        // The vec4 views are bound whatever the channel count (the shader reads them only at multiples of 4).
+        let grid = [rows.div_ceil(256).min(65535) as u32, 1, 1];
+        // The vec4 views are bound whatever the channel count (the shader reads them only with VEC4).
         let bindings = [(1, a), (2, g), (3, scratch), (4, a), (5, g), (6, scratch)];
         gpu.launch(
             format!("{label} im2col[{shape}]"),

@@ -95,7 +95,15 @@ fn every_entry_point_and_variant_builds() {
         for gather_b in [0.0, 1.0] {
             for ones in [0.0, 1.0] {
                 for pre_relu in [0.0, 1.0] {
-                    let c = [("GATHER_B", gather_b), ("ONES", ones), ("PRE_RELU", pre_relu), ("WG", 64.0)];
+                    // The bias alone (C = 0) with the ones row, where the launcher sets it.
+                    let bias_only = ones * pre_relu;
+                    let c = [
+                        ("GATHER_B", gather_b),
+                        ("ONES", ones),
+                        ("PRE_RELU", pre_relu),
+                        ("WG", 64.0),
+                        ("BIAS_ONLY", bias_only),
+                    ];
                     gpu.pipeline("conv_grad", entry, &c).unwrap_or_else(|e| panic!("conv_grad {entry} {c:?}: {e}"));
                     built += 1;
                 }
@@ -122,6 +130,14 @@ fn every_entry_point_and_variant_builds() {
         for lik in [0.0, 1.0, 2.0] {
             let c = [("LIK", lik)];
             gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
+            built += 1;
+        }
+    }
+    // im2col: each layout with and without vec4 channels and relu-on-read.
+    for gather_b in [0.0, 1.0] {
+        for vec4 in [0.0, 1.0] {
+            let c = [("GATHER_B", gather_b), ("VEC4", vec4), ("PRE_RELU", 1.0 - gather_b)];
+            gpu.pipeline("conv_grad", "im2col", &c).unwrap_or_else(|e| panic!("conv_grad im2col {c:?}: {e}"));
             built += 1;
         }
     }
