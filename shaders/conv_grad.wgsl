@@ -410,6 +410,9 @@ override SLOPE: f32 = 0.01;
 override VEC4: bool = false;
 // The residual R added (conv.wgsl's codes): 1 before the activation, 2 after the act' factor.
 override RESID: u32 = 0u;
+// col2im: the stride as a constant (the launcher passes the layer's), so that its divisions and
+// remainders by S compile to shifts and multiplies instead of lane-by-lane divisions; 0 reads p.stride.
+override STRIDE: u32 = 0u;
 
 @group(0) @binding(7) var<storage, read> r: array<f32>;
 @group(0) @binding(8) var<storage, read> r4: array<vec4<f32>>;
@@ -441,6 +444,7 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let n4 = (p.n + 3u) / 4u;
     let total = p.batch * p.bh * p.bw * n4;
     let row = p.k * p.k * p.n;
+    let st = select(p.stride, STRIDE, STRIDE != 0u);
     for (var u = gid.x; u < total; u += nwg.x * 256u) {
         let n = (u % n4) * 4u;
         let pix = u / n4;
@@ -449,13 +453,13 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         let b = pix / (p.bw * p.bh);
         var acc = vec4<f32>(0.0);
         // ky runs over the taps of by's phase; sy = (by + P − ky) / S falls as ky rises.
-        for (var ky = (by + p.pad) % p.stride; ky < p.k && ky <= by + p.pad; ky += p.stride) {
-            let sy = (by + p.pad - ky) / p.stride;
+        for (var ky = (by + p.pad) % st; ky < p.k && ky <= by + p.pad; ky += st) {
+            let sy = (by + p.pad - ky) / st;
             if (sy >= p.sh) {
                 continue;
             }
-            for (var kx = (bx + p.pad) % p.stride; kx < p.k && kx <= bx + p.pad; kx += p.stride) {
-                let sx = (bx + p.pad - kx) / p.stride;
+            for (var kx = (bx + p.pad) % st; kx < p.k && kx <= bx + p.pad; kx += st) {
+                let sx = (bx + p.pad - kx) / st;
                 if (sx < p.sw) {
                     acc += load4(0u, ((b * p.sh + sy) * p.sw + sx) * row + (ky * p.k + kx) * p.n + n, n);
                 }

@@ -353,6 +353,7 @@ impl ConvGather {
             ("SLOPE", f64::from(Act::LEAKY_SLOPE)),
             ("VEC4", f64::from(u8::from(self.n % 4 == 0))),
             ("RESID", self.resid.code() as f64),
+            ("STRIDE", self.stride as f64),
         ];
         let second = if self.bias { w } else { z.unwrap_or(product) };
         let r = r.unwrap_or(product);

@@ -133,6 +133,12 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
+    // col2im at each stride the layers use (a constant: its divisions by S become shifts).
+    for (i, stride) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        let c = [("STRIDE", stride), ("VEC4", (i % 2) as f64), ("ONES", 1.0), ("ACT", 1.0)];
+        gpu.pipeline("conv_grad", "col2im", &c).unwrap_or_else(|e| panic!("conv_grad col2im {c:?}: {e}"));
+        built += 1;
+    }
     // im2col: each layout with and without vec4 channels and relu-on-read.
     for gather_b in [0.0, 1.0] {
         for vec4 in [0.0, 1.0] {
