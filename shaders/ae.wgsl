@@ -32,12 +32,21 @@
 // ae_kl_total: one workgroup of 64: P = weight·Σ_j stats[j] (a fixed-order tree), rows[2b + 1] = P for
 //   every b (the KL penalty is a batch quantity: each row carries it, so the batch mean of the rows is P).
 //   Bindings: 0, 9 stats (read), 6 rows.
+// ae_loss_v4: ae_loss over four values per invocation through vec4 views (bindings 10 out, 11 x, 12 dout)
+//   when D is a multiple of 4.
+// The mode (ae_corrupt, ae_loss), the activation and with_grad (ae_l1, ae_kl_columns) are override
+// constants MODE, ACT and WITH_GRAD, not uniforms: lavapipe runs both sides of a branch it cannot prove
+// uniform (every mode's Philox draws or loss, every activation's derivative).
 // Nothing uses float atomics: every result repeats bit for bit.
 
 //!include philox.wgsl
 //!include act.wgsl
 
 const KL_EPS: f32 = 1e-6;
+
+override MODE: u32 = 0u;
+override ACT: u32 = 0u;
+override WITH_GRAD: bool = false;
 
 struct Params {
     batch: u32,
@@ -85,15 +94,40 @@ fn ae_corrupt(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let v = x[i];
-    if (p.mode == 0u) {
+    if (MODE == 0u) {
         xin[i] = v;
         return;
     }
     let r = philox(vec4<u32>(i, state[p.counter_word], p.stream, 0u), vec2<u32>(state[3], state[4]));
-    if (p.mode == 1u) {
+    if (MODE == 1u) {
         xin[i] = v + p.level * box_muller(r.x, r.y);
     } else {
         xin[i] = select(v, 0.0, u32_to_unit(r.x) < p.level);
+    }
+}
+
+// The reconstruction terms of four values (the scalar entry uses component x): rec, d rec / d out.
+struct Rec4 {
+    rec: vec4<f32>,
+    grad: vec4<f32>,
+}
+
+fn rec4(l: vec4<f32>, xv: vec4<f32>) -> Rec4 {
+    if (MODE == 0u) {
+        let e = l - xv;
+        return Rec4(e * e, 2.0 * e);
+    }
+    let e = exp(-abs(l));
+    let s = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= vec4<f32>(0.0));
+    return Rec4(max(l, vec4<f32>(0.0)) - l * xv + log(1.0 + e), s - xv);
+}
+
+fn loss_rows(b: u32, t: u32, rec: f32) {
+    red[t] = rec;
+    reduce64(t);
+    if (t == 0u) {
+        rows[2u * b] = red[0];
+        rows[2u * b + 1u] = 0.0;
     }
 }
 
@@ -104,25 +138,30 @@ fn ae_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let row = b * p.dim;
     var rec = 0.0;
     for (var d = t; d < p.dim; d += 64u) {
-        let l = outp[row + d];
-        let xv = x[row + d];
-        if (p.mode == 0u) {
-            let e = l - xv;
-            rec += e * e;
-            dout[row + d] = 2.0 * e * p.grad_scale;
-        } else {
-            let e = exp(-abs(l));
-            rec += max(l, 0.0) - l * xv + log(1.0 + e);
-            let s = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
-            dout[row + d] = (s - xv) * p.grad_scale;
-        }
+        let r = rec4(vec4<f32>(outp[row + d]), vec4<f32>(x[row + d]));
+        rec += r.rec.x;
+        dout[row + d] = r.grad.x * p.grad_scale;
     }
-    red[t] = rec;
-    reduce64(t);
-    if (t == 0u) {
-        rows[2u * b] = red[0];
-        rows[2u * b + 1u] = 0.0;
+    loss_rows(b, t, rec);
+}
+
+@group(0) @binding(10) var<storage, read> out4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> dout4: array<vec4<f32>>;
+
+@compute @workgroup_size(64, 1, 1)
+fn ae_loss_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.x;
+    let t = lid.x;
+    let d4 = p.dim >> 2u;
+    let row = b * d4;
+    var rec = 0.0;
+    for (var q = t; q < d4; q += 64u) {
+        let r = rec4(out4[row + q], x4[row + q]);
+        rec += (r.rec.x + r.rec.y) + (r.rec.z + r.rec.w);
+        dout4[row + q] = r.grad * p.grad_scale;
     }
+    loss_rows(b, t, rec);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -135,8 +174,8 @@ fn ae_l1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
     for (var j = t; j < p.dim; j += 64u) {
         let a = acts[row + j];
         s += abs(a);
-        if (p.with_grad != 0u) {
-            grad[row + j] += g * sign(a) * act_grad_from_y(p.act, a, p.slope);
+        if (WITH_GRAD) {
+            grad[row + j] += g * sign(a) * act_grad_from_y(ACT, a, p.slope);
         }
     }
     red[t] = s;
@@ -161,12 +200,12 @@ fn ae_kl_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rho = p.level;
     stats[j] = rho * log(rho / rc) + (1.0 - rho) * log((1.0 - rho) / (1.0 - rc));
     stats[p.dim + j] = rho_hat;
-    if (p.with_grad != 0u) {
+    if (WITH_GRAD) {
         let inside = rho_hat >= KL_EPS && rho_hat <= 1.0 - KL_EPS;
         let d = select(0.0, p.grad_scale * p.weight * (-rho / rc + (1.0 - rho) / (1.0 - rc)), inside);
         for (var b = 0u; b < p.batch; b++) {
             let a = acts[b * p.dim + j];
-            grad[b * p.dim + j] += d * act_grad_from_y(p.act, a, p.slope);
+            grad[b * p.dim + j] += d * act_grad_from_y(ACT, a, p.slope);
         }
     }
 }

@@ -108,7 +108,7 @@ impl Corrupt {
             format!("{label} ae_corrupt[{}x{} {:?}]", self.batch, self.dim, self.noise),
             "ae",
             "ae_corrupt",
-            &[],
+            &[("MODE", f64::from(self.noise.code()))],
             Some(&p),
             &[(1, state), (2, x), (3, xin)],
             grid_1d(n.div_ceil(256) as u32),
@@ -141,13 +141,16 @@ impl AeLoss {
             grad_scale: 1.0 / self.batch as f32,
             ..Default::default()
         };
+        // Whole vec4s per row and 16-byte aligned views: four values per invocation.
+        let v4 = self.dim % 4 == 0 && [&out, &x, &dout].iter().all(|v| v.offset % 16 == 0);
+        let (entry, [o, xb, d]) = if v4 { ("ae_loss_v4", [10, 11, 12]) } else { ("ae_loss", [4, 2, 5]) };
         gpu.launch(
-            format!("{label} ae_loss[{}x{} {:?}]", self.batch, self.dim, self.loss),
+            format!("{label} {entry}[{}x{} {:?}]", self.batch, self.dim, self.loss),
             "ae",
-            "ae_loss",
-            &[],
+            entry,
+            &[("MODE", f64::from(p.mode))],
             Some(&p),
-            &[(4, out), (2, x), (5, dout), (6, rows)],
+            &[(o, out), (xb, x), (d, dout), (6, rows)],
             [self.batch as u32, 1, 1],
         )
     }
@@ -196,13 +199,14 @@ impl Sparse {
             ..Default::default()
         };
         let shape = format!("{}x{}", self.batch, self.units);
+        let constants = [("ACT", f64::from(p.act)), ("WITH_GRAD", f64::from(p.with_grad))];
         match self.kind {
             Sparsity::None => Ok(Vec::new()),
             Sparsity::L1 => Ok(vec![gpu.launch(
                 format!("{label} ae_l1[{shape}]"),
                 "ae",
                 "ae_l1",
-                &[],
+                &constants,
                 Some(&p),
                 &[(7, a), (8, grad), (6, rows)],
                 [self.batch as u32, 1, 1],
@@ -214,7 +218,7 @@ impl Sparse {
                     format!("{label} ae_kl_columns[{shape}]"),
                     "ae",
                     "ae_kl_columns",
-                    &[],
+                    &constants,
                     Some(&p),
                     &[(7, a), (8, grad), (9, stats)],
                     grid_1d(self.units.div_ceil(64) as u32),

@@ -77,7 +77,8 @@ fn x_ones(n: usize) -> Vec<f64> {
 #[test]
 fn loss_matches_reference() {
     let g = gpu();
-    for (batch, dim) in [(5, 37), (2, 130)] {
+    // (3, 264): whole vec4 rows (ae_loss_v4), more of them than the workgroup's 64 lanes.
+    for (batch, dim) in [(5, 37), (2, 130), (3, 264)] {
         let n = batch * dim;
         let out = f32_round(&uniform(2, n, -4.0, 4.0));
         let mut x = f32_round(&uniform(3, n, 0.0, 1.0));
@@ -92,11 +93,13 @@ fn loss_matches_reference() {
             let l = k
                 .launch(g, "t", (&ob).into(), (&xb).into(), View::new(&dout, 0, n), View::new(&rows, 0, 2 * batch))
                 .unwrap();
+            let entry = if dim % 4 == 0 { "ae_loss_v4[" } else { "ae_loss[" };
+            assert!(l.label.contains(entry), "{}", l.label);
             g.run(&l).unwrap();
             let want = rae::rec_loss(&out, &x, batch, dim, loss);
             let what = format!("ae_loss {loss:?} {batch}x{dim}");
             let want_rows: Vec<f64> = want.rec.iter().flat_map(|&r| [r, 0.0]).collect();
-            // f32 sums of ≤ 130 terms of size ≤ 16: relative 1e-5 plus a small absolute floor.
+            // f32 sums of ≤ 264 terms of size ≤ 16: relative 1e-5 plus a small absolute floor.
             Tol::new(1e-5, 1e-5)
                 .check(&format!("{what} rows"), &g.read(&rows, 0, 2 * batch).unwrap(), &want_rows)
                 .unwrap();

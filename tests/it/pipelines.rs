@@ -147,6 +147,24 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
+    // The autoencoder kernels with each mode, activation and gradient setting.
+    for (entry, name, values) in [
+        ("ae_corrupt", "MODE", &[1.0, 2.0][..]),
+        ("ae_loss", "MODE", &[1.0][..]),
+        ("ae_loss_v4", "MODE", &[1.0][..]),
+    ] {
+        for &v in values {
+            gpu.pipeline("ae", entry, &[(name, v)]).unwrap_or_else(|e| panic!("ae {entry} {name} {v}: {e}"));
+            built += 1;
+        }
+    }
+    for entry in ["ae_l1", "ae_kl_columns"] {
+        for act in 0..5 {
+            let c = [("ACT", act as f64), ("WITH_GRAD", 1.0)];
+            gpu.pipeline("ae", entry, &c).unwrap_or_else(|e| panic!("ae {entry} {c:?}: {e}"));
+            built += 1;
+        }
+    }
     // The gathers with binarize (the default constants built them without).
     for entry in ["gather", "gather_v4"] {
         gpu.pipeline("data", entry, &[("BINARIZE", 1.0)]).unwrap_or_else(|e| panic!("data {entry}: {e}"));
