@@ -4,7 +4,7 @@
 //   op(A)[m, k] = TRANS_A ? A[k * lda + m] : A[m * lda + k]      (A: M×K, or K×M when transposed)
 //   op(B)[k, n] = TRANS_B ? B[n * ldb + k] : B[k * ldb + n]      (B: K×N, or N×K when transposed)
 // Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write, M×N, row stride N, overwritten =),
-//           4 Z (read, M×N; only read when DACT != 0).
+//           4 Z (read, M×N; only read with DACT or RESID).
 // Overrides: BIAS    - B holds one more row (row K, i.e. B[K * ldb + n]) that is added to every row of C:
 //                      a Linear layer stores its weight [in, out] with the bias as row `in`.
 //            ONES_ROW - op(A)'s last row (m = M-1) is all ones instead of being read: with A = X (B×in,
@@ -12,6 +12,8 @@
 //            ACT     - activation applied to the result (act.wgsl codes).
 //            DACT    - multiply the result by act'(z) where z = Z[m, n] is an activation output:
 //                      dX_prev = (dY · Wᵀ) ⊙ act'(X_prev) in one launch.
+//            RESID   - add Z[m, n] before the activation (not with DACT): a residual block's 1×1 conv,
+//                      act(x + h · W1 + b1), in one launch.
 // Dispatch (matmul): workgroup = WG invocations along N; each invocation owns ONE column n and TM = 8
 //   consecutive rows, so grid = (ceil(N / WG), ceil(M / 8), 1). The 8 rows are the same for the whole
 //   workgroup: loads of op(A) are uniform (one scalar load broadcast to all lanes on SIMD-per-invocation
@@ -95,6 +97,9 @@ fn finish(m: u32, n: u32, acc: f32) {
     var v = acc;
     if (BIAS) {
         v += b[p.k * p.ldb + n];
+    }
+    if (RESID) {
+        v += z[m * p.n + n];
     }
     v = act_fwd(ACT, v, p.slope);
     if (DACT != 0u) {
@@ -187,6 +192,9 @@ fn store4(m: u32, n4: u32, acc: vec4<f32>) {
     let row4 = p.n >> 2u;
     if (BIAS) {
         v += b4[((p.k * p.ldb) >> 2u) + n4];
+    }
+    if (RESID) {
+        v += z4[m * row4 + n4];
     }
     v = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope), act_fwd(ACT, v.w, p.slope));
     if (DACT != 0u) {

@@ -21,6 +21,7 @@ override BIAS: bool = false;
 override ONES_ROW: bool = false;
 override ACT: u32 = 0u;
 override DACT: u32 = 0u;
+override RESID: bool = false;
 override WG: u32 = 64u;
 // matmul_sg only: groups of 8 rows per invocation (2, 4 or 8).
 override RG: u32 = 2u;

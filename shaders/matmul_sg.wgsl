@@ -136,9 +136,12 @@ fn epilogue(m: u32, n4: u32, acc: vec4<f32>, bias: vec4<f32>) {
         return;
     }
     var v = acc + bias;
+    let i = m * (p.n >> 2u) + n4;
+    if (RESID) {
+        v += z4[i];
+    }
     v = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope),
                   act_fwd(ACT, v.w, p.slope));
-    let i = m * (p.n >> 2u) + n4;
     if (DACT != 0u) {
         let zv = z4[i];
         v *= vec4<f32>(act_grad_from_y(DACT, zv.x, p.slope), act_grad_from_y(DACT, zv.y, p.slope),

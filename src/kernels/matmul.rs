@@ -52,6 +52,8 @@ pub struct Matmul {
     pub act: Act,
     /// Multiply by act'(Z) where Z (m×n) holds activation outputs.
     pub dact: Act,
+    /// Add Z (m×n) before the activation (a residual); not with `dact`.
+    pub resid: bool,
     /// Use the naive one-output-per-invocation kernel.
     pub naive: bool,
     /// Never use the vec4 kernel even where the shape allows it (tests, benchmarks).
@@ -126,8 +128,9 @@ impl Matmul {
         need_len(OP, "A", &a, a_len)?;
         need_len(OP, "B", &b, b_len)?;
         need_len(OP, "C", &c, self.m * self.n)?;
-        if self.dact != Act::Identity {
-            need(OP, z.is_some(), || "dact needs Z".into())?;
+        need(OP, !(self.resid && self.dact != Act::Identity), || "resid and dact together".into())?;
+        if self.dact != Act::Identity || self.resid {
+            need(OP, z.is_some(), || "dact and resid need Z".into())?;
             need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
         }
         let mut params = Params {
@@ -172,6 +175,7 @@ impl Matmul {
             ("ONES_ROW", f64::from(u8::from(self.ones_row))),
             ("ACT", self.act.code() as f64),
             ("DACT", self.dact.code() as f64),
+            ("RESID", f64::from(u8::from(self.resid))),
             ("WG", wg as f64),
             ("RG", (rows / 8) as f64),
         ];
@@ -206,12 +210,13 @@ impl Matmul {
             format!("grid {groups:?} exceeds {max} workgroups per dimension")
         })?;
         let label = format!(
-            "{label} {entry}[{}x{}x{}{}{}]",
+            "{label} {entry}[{}x{}x{}{}{}{}]",
             self.m,
             self.n,
             self.k,
             if self.trans_a { " At" } else { "" },
-            if self.trans_b { " Bt" } else { "" }
+            if self.trans_b { " Bt" } else { "" },
+            if self.resid { " +Z" } else { "" }
         );
         // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
         let z = z.unwrap_or(a);

@@ -198,11 +198,21 @@ impl GpuNet {
                     let w3 = block(params, &layout.layers[*conv3]);
                     let (sc, pr) = self.buffers(gpu, &k3);
                     out.extend(k3.launches(gpu, &name, x.into(), w3, h.into(), None, None, sc, pr)?);
-                    let mut k1 = ConvGather::forward(&g1, rows, s.h, s.w, l.act)?;
-                    k1.resid = Resid::BeforeAct;
+                    // The 1×1 conv, act(x + h · W1 + b1), is a matmul over the B·H·W pixels with a
+                    // residual epilogue (W1's block is [hidden, C] with the bias row after it).
+                    debug_assert!(g1.k == 1 && g1.stride == 1 && g1.pad == 0);
+                    let mm = Matmul {
+                        m: rows * s.h * s.w,
+                        n: s.c,
+                        k: *hidden,
+                        bias: true,
+                        act: l.act,
+                        resid: true,
+                        ..Default::default()
+                    };
                     let name = format!("{}.conv1", l.name);
                     let w1 = block(params, &layout.layers[*conv1]);
-                    out.push(k1.launch(gpu, &name, h.into(), w1, y.into(), None, Some(x.into()))?);
+                    out.push(mm.launch(gpu, &name, h.into(), w1, y.into(), Some(x.into()))?);
                 }
             }
             x = y;

@@ -33,14 +33,16 @@ fn check(mm: Matmul, seed: u64) -> String {
         a_op.extend(std::iter::repeat_n(1.0, mm.k));
     }
     let mut want = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias);
+    // The residual (Z raw: dact is Identity with it) joins before the activation.
     for (i, w) in want.iter_mut().enumerate() {
-        *w = act_forward(mm.act, *w) * act_grad_from_y(mm.dact, z[i]);
+        let r = if mm.resid { z[i] } else { 0.0 };
+        *w = act_forward(mm.act, *w + r) * act_grad_from_y(mm.dact, z[i]);
     }
     let ab = g.upload("a", &to_f32(&a_stored));
     let bb = g.upload("b", &to_f32(&b_stored));
     let zb = g.upload("z", &to_f32(&z));
     let cb = poisoned(g, "c", mm.m * mm.n);
-    let zv = if mm.dact != Act::Identity { Some((&zb).into()) } else { None };
+    let zv = if mm.dact != Act::Identity || mm.resid { Some((&zb).into()) } else { None };
     let l = mm.launch(g, "test", (&ab).into(), (&bb).into(), (&cb).into(), zv).unwrap();
     g.run(&l).unwrap();
     let got = g.read_f32(&cb).unwrap();
@@ -82,6 +84,40 @@ fn bias_activation_epilogues() {
             check(Matmul { m, n, k, trans_b: true, dact: act, ..Default::default() }, seed + 1);
         }
     }
+}
+
+/// The residual epilogue act(op(A)·B + bias + Z) (a residual block's 1×1 conv) on every kernel:
+/// scalar, vec4, subgroup where the adapter has it, naive, tiled 64×64 and 128×128.
+#[test]
+fn residual_epilogue_on_every_kernel() {
+    let g = gpu();
+    let mut seed = 3000;
+    for &(m, n, k) in &[(5, 67, 11), (70, 20, 32), (130, 132, 36)] {
+        for kind in 0..6 {
+            seed += 3;
+            let mm = Matmul { m, n, k, bias: true, act: Act::Relu, resid: true, ..Default::default() };
+            let mm = match kind {
+                0 => Matmul { register: true, scalar: true, ..mm },
+                1 => Matmul { register: true, ..mm },
+                2 => Matmul { subgroup: true, ..mm },
+                3 => Matmul { naive: true, ..mm },
+                4 => Matmul { tiled: true, ..mm },
+                _ => Matmul { tile128: true, ..mm },
+            };
+            let label = check(mm, seed);
+            assert!(label.contains(" +Z]"), "{label}");
+            if kind == 2 && g.subgroups && mm.vec4_ok() {
+                assert!(label.contains("matmul_sg["), "{label}");
+            }
+        }
+    }
+    // Without Z, or with act' as well: refused.
+    let buf = g.storage_f32("x", 64);
+    let mm = Matmul { m: 4, n: 4, k: 4, resid: true, ..Default::default() };
+    assert!(mm.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), None).is_err());
+    let both = Matmul { dact: Act::Relu, ..mm };
+    let err = both.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), Some((&buf).into())).err().unwrap();
+    assert!(err.to_string().contains("resid and dact"), "{err}");
 }
 
 /// [dW; db] = [X | 1]ᵀ · dY for X: rows×din stored row-major (TRANS_A with the ones row).

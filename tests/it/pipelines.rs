@@ -44,6 +44,8 @@ fn every_entry_point_and_variant_builds() {
                         ("ONES_ROW", ones),
                         ("ACT", fwd),
                         ("DACT", bwd),
+                        // The residual epilogue on some of the forward ones.
+                        ("RESID", if bwd == 0.0 && bias == 1.0 { 1.0 } else { 0.0 }),
                         ("WG", [64.0, 32.0, 16.0, 8.0][i % if shader == "matmul_sg" { 4 } else { 3 }]),
                         ("RG", [2.0, 4.0, 8.0][(i / 3) % 3]),
                     ];
