@@ -150,11 +150,9 @@ fn every_entry_point_and_variant_builds() {
         }
     }
     // The autoencoder kernels with each mode, activation and gradient setting.
-    for (entry, name, values) in [
-        ("ae_corrupt", "MODE", &[1.0, 2.0][..]),
-        ("ae_loss", "MODE", &[1.0][..]),
-        ("ae_loss_v4", "MODE", &[1.0][..]),
-    ] {
+    for (entry, name, values) in
+        [("ae_corrupt", "MODE", &[1.0, 2.0][..]), ("ae_loss", "MODE", &[1.0][..]), ("ae_loss_v4", "MODE", &[1.0][..])]
+    {
         for &v in values {
             gpu.pipeline("ae", entry, &[(name, v)]).unwrap_or_else(|e| panic!("ae {entry} {name} {v}: {e}"));
             built += 1;
