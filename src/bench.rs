@@ -648,6 +648,95 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
 
+/// One launch of a training step, timed alone.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaunchRow {
+    /// Its place in the step.
+    pub index: usize,
+    /// The launcher's label: layer, kernel entry point and shape.
+    pub label: String,
+    pub micros: f64,
+}
+
+/// Every launch of one training step of a model family, then the whole step.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaunchReport {
+    pub adapter: String,
+    pub model: String,
+    pub batch: usize,
+    pub launches: Vec<LaunchRow>,
+    /// The whole step, replayed as the launches are.
+    pub step_micros: f64,
+    /// The sum of the launches' times: what the step would take if each ran as fast as alone.
+    pub launches_micros: f64,
+}
+
+impl LaunchReport {
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "adapter: {}
+{} at batch {}
+",
+            self.adapter, self.model, self.batch
+        );
+        out += &format!(
+            "{:>4}  {:<72} {:>12}
+",
+            "#", "launch", "time (µs)"
+        );
+        for r in &self.launches {
+            out += &format!(
+                "{:>4}  {:<72} {:>12.1}
+",
+                r.index, r.label, r.micros
+            );
+        }
+        out += &format!(
+            "step: {:.1} µs ({:.1} steps/s); its launches alone add up to {:.1} µs\n",
+            self.step_micros,
+            1e6 / self.step_micros,
+            self.launches_micros
+        );
+        out
+    }
+}
+
+/// Every launch of one training step of `model` (a family the trainer takes: vae, conv-vae, ae,
+/// conv-ae, vq-vae, vq-vae-2) at `batch`, in step order, each timed alone (replayed `t.reps` times in
+/// one submission after the warm-up, the median of three), then the whole step the same way. The step
+/// is run once first and checked to leave a finite loss.
+pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing) -> Result<LaunchReport> {
+    use crate::kernels::data::W_TRAIN_BATCH;
+    use crate::train::{Session, TrainConfig};
+    let cfg = TrainConfig { model: model.into(), batch, ..TrainConfig::default() };
+    let data = synthetic_dataset(batch * 8, batch)?;
+    let s = Session::new(gpu, &cfg, &data, true)?;
+    let prog = s.train_step.as_ref().ok_or_else(|| Error::Config("no training program".into()))?;
+    let core = s.core();
+    core.set_cursor(gpu, W_TRAIN_BATCH, 0);
+    core.reset_metrics(gpu);
+    gpu.submit(prog, 1);
+    let m = core.read_metrics(gpu)?;
+    if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
+        return Err(Error::Output(format!("{model} at batch {batch}: the step produced no finite loss")));
+    }
+    let mut launches = Vec::new();
+    for (index, l) in prog.launches.iter().enumerate() {
+        let micros = time_launch(gpu, l, t)? * 1e6;
+        launches.push(LaunchRow { index, label: l.label.clone(), micros });
+    }
+    let step_micros = time_program(gpu, prog, t)? * 1e6;
+    let launches_micros = launches.iter().map(|r| r.micros).sum();
+    Ok(LaunchReport {
+        adapter: gpu.summary.to_string(),
+        model: model.into(),
+        batch,
+        launches,
+        step_micros,
+        launches_micros,
+    })
+}
+
 /// One point of the step sweep: a model family's whole training step replayed as the trainer does.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRow {

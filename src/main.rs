@@ -164,6 +164,10 @@ enum Cmd {
         /// at each of --batches and --submits
         #[arg(long)]
         steps: bool,
+        /// Time each launch of one training step of --model (a family --steps takes) alone, in step
+        /// order, then the whole step: where a step's time goes
+        #[arg(long, conflicts_with = "steps")]
+        launches: bool,
         /// --steps: batch sizes (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "128")]
         batches: Vec<usize>,
@@ -836,12 +840,34 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Info { gpu } => info(&gpu),
-        Cmd::Bench { json, batch, reps, warmup_ms, sizes, model, steps, batches, submits, min_seconds, gpu } => {
+        Cmd::Bench {
+            json,
+            batch,
+            reps,
+            warmup_ms,
+            sizes,
+            model,
+            steps,
+            launches,
+            batches,
+            submits,
+            min_seconds,
+            gpu,
+        } => {
             let gpu = gpu.open()?;
             if steps {
                 return bench_steps(&gpu, &model, &batches, &submits, min_seconds, json);
             }
             let t = vaegpu::bench::Timing { reps, warmup: std::time::Duration::from_millis(warmup_ms) };
+            if launches {
+                let r = vaegpu::bench::run_launches(&gpu, &model, batch, t)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
+                } else {
+                    print!("{}", r.table());
+                }
+                return Ok(());
+            }
             let report = match model.as_str() {
                 "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, t)?,
                 "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, t)?,

@@ -28,6 +28,29 @@ fn step_sweep_times_every_point_through_the_trainer_loop() {
 }
 
 #[test]
+fn launch_profile_times_every_launch_of_a_step_in_order() {
+    let gpu = test_gpu();
+    let t = vaegpu::bench::Timing { reps: 1, warmup: std::time::Duration::ZERO };
+    let r = vaegpu::bench::run_launches(&gpu, "ae", 16, t).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((r.model.as_str(), r.batch), ("ae", 16));
+    // Gather, forward, loss, backward, norm, Adam, metrics, cursor: each launch once, in step order.
+    assert!(r.launches.len() >= 10, "{}", r.table());
+    for (i, l) in r.launches.iter().enumerate() {
+        assert_eq!(l.index, i);
+        assert!(l.micros > 0.0 && l.micros.is_finite(), "{l:?}");
+    }
+    let first = &r.launches[0].label;
+    assert!(first.contains("gather"), "{first}");
+    assert!(r.launches.iter().any(|l| l.label.starts_with("adam[")), "{}", r.table());
+    assert!(r.step_micros > 0.0 && r.step_micros.is_finite());
+    let sum: f64 = r.launches.iter().map(|l| l.micros).sum();
+    assert!((r.launches_micros - sum).abs() <= 1e-9 * sum);
+    assert!(r.table().contains("its launches alone add up to"));
+    let err = vaegpu::bench::run_launches(&gpu, "gan", 2, t).expect_err("unknown model refused");
+    assert!(err.to_string().contains("unknown model 'gan'"), "{err}");
+}
+
+#[test]
 fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let dir = std::env::temp_dir().join(format!("vaegpu-tune-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
