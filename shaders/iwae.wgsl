@@ -85,22 +85,35 @@ var<workgroup> red_px: array<f32, 64>;
 var<workgroup> red_lat: array<f32, 64>;
 
 // (nll, d nll / d l) of pixel d.
-// LIK picks the likelihood at pipeline creation, as in elbo.wgsl (lavapipe would otherwise run all three).
-fn nll(l: f32, xv: f32, d: u32) -> vec2<f32> {
+// (nll, d nll / d l) of pixels d .. d+3 (the scalar entries use component x). LIK picks the likelihood
+// at pipeline creation, as in elbo.wgsl (lavapipe would otherwise run all three).
+struct Nll4 {
+    v: vec4<f32>,
+    g: vec4<f32>,
+}
+
+fn nll4(l: vec4<f32>, xv: vec4<f32>, d: u32) -> Nll4 {
     if (LIK == 2u) {
-        let s = clamp(logvar[select(0u, d, p.var_mode == 2u)], p.lv_min, DEC_LOGVAR_MAX);
+        let raw = vec4<f32>(logvar[select(0u, d, p.var_mode == 2u)], logvar[select(0u, d + 1u, p.var_mode == 2u)],
+                            logvar[select(0u, d + 2u, p.var_mode == 2u)], logvar[select(0u, d + 3u, p.var_mode == 2u)]);
+        let s = clamp(raw, vec4<f32>(p.lv_min), vec4<f32>(DEC_LOGVAR_MAX));
         let iv = exp(-s);
         let diff = l - xv;
-        return vec2<f32>(0.5 * diff * diff * iv + 0.5 * s + HALF_LOG_2PI, diff * iv);
+        return Nll4(0.5 * diff * diff * iv + 0.5 * s + HALF_LOG_2PI, diff * iv);
     }
     if (LIK == 1u) {
         let inv_var = 1.0 / (p.sigma * p.sigma);
         let diff = l - xv;
-        return vec2<f32>(0.5 * diff * diff * inv_var + log(p.sigma) + HALF_LOG_2PI, diff * inv_var);
+        return Nll4(0.5 * diff * diff * inv_var + log(p.sigma) + HALF_LOG_2PI, diff * inv_var);
     }
     let e = exp(-abs(l));
-    let s = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= 0.0);
-    return vec2<f32>(max(l, 0.0) - l * xv + log(1.0 + e), s - xv);
+    let s = select(e / (1.0 + e), 1.0 / (1.0 + e), l >= vec4<f32>(0.0));
+    return Nll4(max(l, vec4<f32>(0.0)) - l * xv + log(1.0 + e), s - xv);
+}
+
+fn nll(l: f32, xv: f32, d: u32) -> vec2<f32> {
+    let r = nll4(vec4<f32>(l), vec4<f32>(xv), d);
+    return vec2<f32>(r.v.x, r.g.x);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -116,6 +129,36 @@ fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     for (var d = t; d < p.dim; d += 64u) {
         px -= nll(outp[r * p.dim + d], x[b * p.dim + d], d).x;
     }
+    row_terms(r, b, t, px);
+}
+
+// logw_rows over four pixels per invocation through vec4 views (bindings 16 out, 17 x) when D is a
+// multiple of 4.
+@group(0) @binding(16) var<storage, read> out4: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(18) var<storage, read_write> dout4: array<vec4<f32>>;
+
+@compute @workgroup_size(64, 1, 1)
+fn logw_rows_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = wid.y * ROW_SPLIT + wid.x;
+    let t = lid.x;
+    let m = r / p.batch;
+    if (m >= p.samples || m >= p.valid) {
+        return;
+    }
+    let b = r % p.batch;
+    let d4 = p.dim >> 2u;
+    var px = 0.0;
+    for (var q = t; q < d4; q += 64u) {
+        let v = nll4(out4[r * d4 + q], x4[b * d4 + q], 4u * q).v;
+        px -= (v.x + v.y) + (v.z + v.w);
+    }
+    row_terms(r, b, t, px);
+}
+
+// Row r's latent terms (lanes t, t+64, ...), the workgroup's fixed-order tree over (px, lat), and the
+// row's (lpx_r, lat_r) into terms.
+fn row_terms(r: u32, b: u32, t: u32, px: f32) {
     var lat = 0.0;
     for (var j = t; j < p.latent; j += 64u) {
         let e = eps[r * p.latent + j];
@@ -200,6 +243,21 @@ fn logw_grad_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let d = i % p.dim;
     let b = r % p.batch;
     dout[i] = wt[r] * nll(outp[i], x[b * p.dim + d], d).y;
+}
+
+// logw_grad_out over four elements per invocation through the vec4 views (16 out, 17 x, 18 dout) when D
+// is a multiple of 4 (the four share a row): a quarter of the loads, stores and divisions.
+@compute @workgroup_size(256, 1, 1)
+fn logw_grad_out_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i4 = (wid.y * ROW_SPLIT + wid.x) * 256u + lid.x;
+    let d4 = p.dim >> 2u;
+    if (i4 >= p.samples * p.batch * d4) {
+        return;
+    }
+    let r = i4 / d4;
+    let q = i4 % d4;
+    let b = r % p.batch;
+    dout4[i4] = wt[r] * nll4(out4[i4], x4[b * d4 + q], 4u * q).g;
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -54,6 +54,12 @@ fn grid(groups: usize) -> [u32; 3] {
 }
 
 impl Weighted {
+    /// Whether the per-pixel launches take four pixels per invocation (the `_v4` entries): whole vec4s
+    /// per row and every view starting on 16 bytes.
+    fn v4(&self, views: &[&View]) -> bool {
+        self.dim % 4 == 0 && views.iter().all(|v| v.offset % 16 == 0)
+    }
+
     fn params(&self, row_offset: usize, valid: usize, write_weights: bool) -> Params {
         Params {
             batch: self.batch as u32,
@@ -127,13 +133,16 @@ impl Weighted {
         need_len(OP, "logpz", &logpz, if self.ext_prior { n } else { 1 })?;
         need_len(OP, "terms", &terms, 2 * (row_offset + n))?;
         let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
+        // Whole vec4s per row and 16-byte aligned views: four pixels per invocation.
+        let v4 = self.v4(&[&out, &x]);
+        let (entry, o, xb) = if v4 { ("logw_rows_v4", 16, 17) } else { ("logw_rows", 1, 2) };
         gpu.launch(
-            format!("{label} logw_rows[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
+            format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "iwae",
-            "logw_rows",
+            entry,
             &[("LIK", lik_constant(self.gaussian(), var_mode))],
             Some(&Params { var_mode, lv_min, ..self.params(row_offset, valid, false) }),
-            &[(1, out), (2, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms), (15, lv)],
+            &[(o, out), (xb, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms), (15, lv)],
             grid(n),
         )
     }
@@ -189,14 +198,17 @@ impl Weighted {
         need_len(OP, "wt", &wt, self.rows())?;
         need_len(OP, "dout", &dout, n)?;
         let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
+        let v4 = self.v4(&[&out, &x, &dout]);
+        let (entry, [o, xb, d], per) =
+            if v4 { ("logw_grad_out_v4", [16, 17, 18], 4) } else { ("logw_grad_out", [1, 2, 11], 1) };
         gpu.launch(
-            format!("{label} logw_grad_out[{}x{}x{}]", self.samples, self.batch, self.dim),
+            format!("{label} {entry}[{}x{}x{}]", self.samples, self.batch, self.dim),
             "iwae",
-            "logw_grad_out",
+            entry,
             &[("LIK", lik_constant(self.gaussian(), var_mode))],
             Some(&Params { var_mode, lv_min, ..self.params(0, self.samples, false) }),
-            &[(1, out), (2, x), (9, wt), (11, dout), (15, lv)],
-            grid(n.div_ceil(256)),
+            &[(o, out), (xb, x), (9, wt), (d, dout), (15, lv)],
+            grid((n / per).div_ceil(256)),
         )
     }
 

@@ -99,6 +99,9 @@ fn check_rows(c: &Case, offset: usize, valid: usize) -> Vec<f32> {
     let tb = poisoned(g, "terms", 2 * (offset + n) + 3);
     let views = ((&ob).into(), (&xb).into(), (&hb).into(), (&eb).into(), (&zb).into(), (&lb).into());
     let l = w.rows_launch(g, "test", views, View::new(&tb, 0, 2 * (offset + n)), offset, valid).unwrap();
+    // Four pixels per invocation where rows are whole vec4s.
+    let entry = if w.dim % 4 == 0 { "logw_rows_v4[" } else { "logw_rows[" };
+    assert!(l.label.contains(entry), "{}", l.label);
     g.run(&l).unwrap();
     let all = g.read_f32(&tb).unwrap();
     let what = format!("{w:?} offset {offset} valid {valid}");
@@ -245,7 +248,7 @@ fn grad_out_and_latent_backward_match_reference() {
     let g = gpu();
     let mut seed = 300;
     for likelihood in [Likelihood::Bernoulli, Likelihood::Gaussian] {
-        for (batch, dim, latent, samples) in [(5, 37, 3, 7), (1, 1, 1, 1), (4, 70, 66, 3)] {
+        for (batch, dim, latent, samples) in [(5, 37, 3, 7), (1, 1, 1, 1), (4, 70, 66, 3), (3, 132, 5, 2)] {
             for ext_prior in [false, true] {
                 seed += 1;
                 let w =
@@ -260,11 +263,12 @@ fn grad_out_and_latent_backward_match_reference() {
                 let want = iwae::grad_out(&s, &c.out, &c.x, &wt);
                 let (ob, xb, wb) = (up(g, "out", &c.out), up(g, "x", &c.x), up(g, "wt", &wt));
                 let db = poisoned(g, "dout", n * dim + 5);
-                g.run(
-                    &w.grad_out(g, "test", (&ob).into(), (&xb).into(), (&wb).into(), View::new(&db, 0, n * dim))
-                        .unwrap(),
-                )
-                .unwrap();
+                let l = w
+                    .grad_out(g, "test", (&ob).into(), (&xb).into(), (&wb).into(), View::new(&db, 0, n * dim))
+                    .unwrap();
+                let entry = if dim % 4 == 0 { "logw_grad_out_v4[" } else { "logw_grad_out[" };
+                assert!(l.label.contains(entry), "{}", l.label);
+                g.run(&l).unwrap();
                 let got: Vec<f32> = g.read(&db, 0, n * dim).unwrap();
                 // wt · (σ(l) − x): the difference cancels, so the error scales with wt, not the product.
                 let wmax = wt.iter().cloned().fold(0.0, f64::max);

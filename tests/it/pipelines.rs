@@ -128,7 +128,14 @@ fn every_entry_point_and_variant_builds() {
         built += 1;
     }
     // The likelihood kernels with each likelihood (LIK: Bernoulli, Gaussian with σ, with the learned s).
-    for (shader, entry) in [("elbo", "elbo"), ("elbo", "elbo_v4"), ("iwae", "logw_rows"), ("iwae", "logw_grad_out")] {
+    for (shader, entry) in [
+        ("elbo", "elbo"),
+        ("elbo", "elbo_v4"),
+        ("iwae", "logw_rows"),
+        ("iwae", "logw_grad_out"),
+        ("iwae", "logw_rows_v4"),
+        ("iwae", "logw_grad_out_v4"),
+    ] {
         for lik in [0.0, 1.0, 2.0] {
             let c = [("LIK", lik)];
             gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
