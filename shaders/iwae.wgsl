@@ -116,15 +116,20 @@ fn nll(l: f32, xv: f32, d: u32) -> vec2<f32> {
     return vec2<f32>(r.v.x, r.g.x);
 }
 
+// Whether row r = m·B + b is one to compute: a sample below M and below the chunk's valid count.
+fn row_valid(r: u32) -> bool {
+    let m = r / p.batch;
+    return m < p.samples && m < p.valid;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = wid.y * ROW_SPLIT + wid.x;
-    let t = lid.x;
-    let m = r / p.batch;
-    if (m >= p.samples || m >= p.valid) {
+    if (!row_valid(r)) {
         return;
     }
     let b = r % p.batch;
+    let t = lid.x;
     var px = 0.0;
     for (var d = t; d < p.dim; d += 64u) {
         px -= nll(outp[r * p.dim + d], x[b * p.dim + d], d).x;
@@ -141,12 +146,11 @@ fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 @compute @workgroup_size(64, 1, 1)
 fn logw_rows_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = wid.y * ROW_SPLIT + wid.x;
-    let t = lid.x;
-    let m = r / p.batch;
-    if (m >= p.samples || m >= p.valid) {
+    if (!row_valid(r)) {
         return;
     }
     let b = r % p.batch;
+    let t = lid.x;
     let d4 = p.dim >> 2u;
     var px = 0.0;
     for (var q = t; q < d4; q += 64u) {
