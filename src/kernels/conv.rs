@@ -235,6 +235,13 @@ impl ConvGather {
         }
     }
 
+    /// Whether this launch, on its matmul path, gathers the same im2col matrix as the weight gradient
+    /// `wgrad` on its own: both on the im2col path, same image, geometry and channels. A transposed
+    /// conv's input gradient gathers its output gradient exactly as the weight gradient does.
+    pub fn gathers_as(&self, gpu: &Gpu, wgrad: &ConvWgrad) -> bool {
+        self.uses_im2col(gpu) && wgrad.uses_im2col(gpu) && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad))
+    }
+
     /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
     /// a conv's input gradient (the big image written from the small one) as one matmul from the small
     /// image to every (pixel, tap) product, summed into place with the epilogue (a residual sum
@@ -651,7 +658,27 @@ impl ConvWgrad {
             return Ok(vec![(base, 0)]);
         }
         let bias = ConvWgrad { small_hw: big, c: 0, k: 1, stride: 1, pad: 0, ones: true, pre_relu: false, ..base };
-        Ok(vec![(base, 0), (bias, g.k * g.k * g.cin * g.cout)])
+        // The bias first: its split partials use the scratch, which the weights' im2col matrix then
+        // holds when the layer's input gradient runs (it gathers the same matrix: see
+        // `ConvGather::gathers_as`).
+        Ok(vec![(bias, g.k * g.k * g.cin * g.cout), (base, 0)])
+    }
+
+    /// Whether `other` gathers the same im2col matrix (the same image, geometry and channels).
+    pub fn same_im2col(&self, other: &ConvWgrad) -> bool {
+        let ch = |w: &ConvWgrad| if w.gather_b { w.n } else { w.c };
+        (self.batch, self.small_hw, self.big_hw, self.k, self.stride, self.pad, self.gather_b, self.pre_relu)
+            == (
+                other.batch,
+                other.small_hw,
+                other.big_hw,
+                other.k,
+                other.stride,
+                other.pad,
+                other.gather_b,
+                other.pre_relu,
+            )
+            && ch(self) == ch(other)
     }
 
     fn rows_out(&self) -> usize {

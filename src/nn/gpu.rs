@@ -330,7 +330,17 @@ impl GpuNet {
                         let name = format!("{}.dX", l.name);
                         let (sc, pr) = self.buffers(gpu, &k);
                         let w = block(params, p);
-                        out.extend(k.launches(gpu, &name, g.into(), w, dx.into(), z, r.map(Into::into), sc, pr)?);
+                        let mut dxl = k.launches(gpu, &name, g.into(), w, dx.into(), z, r.map(Into::into), sc, pr)?;
+                        // The weight gradient's last launches (a transposed conv's: bias, then weights)
+                        // left dY's im2col matrix in the scratch; the input gradient's first launch
+                        // would gather the same matrix into it again.
+                        let last = ConvWgrad::for_layer(geom, rows, s.h, s.w, false)?.pop();
+                        if last.is_some_and(|(wg, _)| k.gathers_as(gpu, &wg))
+                            && dxl.first().is_some_and(|f| f.label.contains(" im2col["))
+                        {
+                            dxl.remove(0);
+                        }
+                        out.extend(dxl);
                     }
                 }
                 Op::Res { conv3, conv1, hidden } => {
