@@ -1,7 +1,7 @@
 //! Launchers for shaders/ae.wgsl: input corruption, the reconstruction loss and the sparsity penalties
 //! of the autoencoder family (models::ae). The CPU twins are in reference::ae.
 
-use super::{need, need_len, Act};
+use super::{need, need_len, vec4_rows, Act};
 use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
 
 /// The Philox stream (third counter word) of the corruption noise.
@@ -142,7 +142,7 @@ impl AeLoss {
             ..Default::default()
         };
         // Whole vec4s per row and 16-byte aligned views: four values per invocation.
-        let v4 = self.dim % 4 == 0 && [&out, &x, &dout].iter().all(|v| v.offset % 16 == 0);
+        let v4 = vec4_rows(self.dim, &[&out, &x, &dout]);
         let (entry, [o, xb, d]) = if v4 { ("ae_loss_v4", [10, 11, 12]) } else { ("ae_loss", [4, 2, 5]) };
         gpu.launch(
             format!("{label} {entry}[{}x{} {:?}]", self.batch, self.dim, self.loss),

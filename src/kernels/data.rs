@@ -1,7 +1,7 @@
 //! Launchers for shaders/data.wgsl: batch gather from the GPU-resident dataset (u8 pixels, or u32 words
 //! for code maps), and the step counters.
 
-use super::{need, need_len};
+use super::{need, need_len, vec4_rows};
 use crate::gpu::{Gpu, Launch, Result, View};
 
 /// State words (u32) shared by every kernel that needs a per-step value.
@@ -47,7 +47,7 @@ impl Gather {
             batch_word: self.batch_word,
         };
         // Whole words per row and a 16-byte aligned x: four pixels per invocation (gather_v4).
-        let v4 = self.dim % 4 == 0 && x.offset % 16 == 0 && self.batch <= 65535;
+        let v4 = vec4_rows(self.dim, &[&x]) && self.batch <= 65535;
         let (entry, out, groups) = if v4 {
             ("gather_v4", 7, [self.dim.div_ceil(256) as u32, self.batch as u32, 1])
         } else {

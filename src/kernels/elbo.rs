@@ -1,7 +1,7 @@
 //! Launcher for shaders/elbo.wgsl: the fused negative ELBO (likelihood + β·KL) and its gradients, and
 //! the gradient of a learned Gaussian decoder variance (`logvar_grad`).
 
-use super::{need, need_len};
+use super::{need, need_len, vec4_rows};
 use crate::gpu::{Gpu, GpuError, Launch, Result, View};
 
 /// Upper clamp of a learned decoder log-variance s = log σ² (the lower one is 2·ln σ_min).
@@ -205,7 +205,7 @@ impl Elbo {
         let gaussian = self.likelihood == Likelihood::Gaussian;
         let (lv, mode, lv_min) = var_binding(OP, var, self.dim, gaussian, x)?;
         // Whole vec4s per row and 16-byte aligned views: four pixels per invocation (elbo_v4).
-        let v4 = self.dim % 4 == 0 && [&out, &x, &dout].iter().all(|v| v.offset % 16 == 0);
+        let v4 = vec4_rows(self.dim, &[&out, &x, &dout]);
         let (entry, [o, xb, d]) = if v4 { ("elbo_v4", [10, 11, 12]) } else { ("elbo", [1, 2, 4]) };
         gpu.launch(
             format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),

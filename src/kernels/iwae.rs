@@ -3,7 +3,7 @@
 //! score-function gradient.
 
 use super::elbo::{check_loss, lik_constant, var_binding, LearnedVar, Likelihood};
-use super::need_len;
+use super::{need_len, vec4_rows};
 use crate::gpu::{Gpu, Launch, Result, View};
 
 /// Rows per grid row of the 2-D dispatches (keeps every grid dimension under 65535).
@@ -54,12 +54,6 @@ fn grid(groups: usize) -> [u32; 3] {
 }
 
 impl Weighted {
-    /// Whether the per-pixel launches take four pixels per invocation (the `_v4` entries): whole vec4s
-    /// per row and every view starting on 16 bytes.
-    fn v4(&self, views: &[&View]) -> bool {
-        self.dim % 4 == 0 && views.iter().all(|v| v.offset % 16 == 0)
-    }
-
     fn params(&self, row_offset: usize, valid: usize, write_weights: bool) -> Params {
         Params {
             batch: self.batch as u32,
@@ -134,7 +128,7 @@ impl Weighted {
         need_len(OP, "terms", &terms, 2 * (row_offset + n))?;
         let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
         // Whole vec4s per row and 16-byte aligned views: four pixels per invocation.
-        let v4 = self.v4(&[&out, &x]);
+        let v4 = vec4_rows(self.dim, &[&out, &x]);
         let (entry, o, xb) = if v4 { ("logw_rows_v4", 16, 17) } else { ("logw_rows", 1, 2) };
         gpu.launch(
             format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
@@ -198,7 +192,7 @@ impl Weighted {
         need_len(OP, "wt", &wt, self.rows())?;
         need_len(OP, "dout", &dout, n)?;
         let (lv, var_mode, lv_min) = var_binding(OP, var, self.dim, self.gaussian(), x)?;
-        let v4 = self.v4(&[&out, &x, &dout]);
+        let v4 = vec4_rows(self.dim, &[&out, &x, &dout]);
         let (entry, [o, xb, d], per) =
             if v4 { ("logw_grad_out_v4", [16, 17, 18], 4) } else { ("logw_grad_out", [1, 2, 11], 1) };
         gpu.launch(

@@ -73,3 +73,9 @@ pub(crate) fn need(op: &'static str, ok: bool, msg: impl FnOnce() -> String) -> 
 pub(crate) fn need_len(op: &'static str, what: &str, v: &View<'_>, len: usize) -> Result<()> {
     need(op, v.len >= len, || format!("{what} holds {} elements, needs {len}", v.len))
 }
+
+/// Whether rows of `dim` values can be read four at a time through vec4 views of `views` (the `_v4`
+/// entries): whole vec4s per row and every view starting on 16 bytes.
+pub(crate) fn vec4_rows(dim: usize, views: &[&View<'_>]) -> bool {
+    dim % 4 == 0 && views.iter().all(|v| v.offset % 16 == 0)
+}
