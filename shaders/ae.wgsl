@@ -51,9 +51,10 @@ override WITH_GRAD: bool = false;
 struct Params {
     batch: u32,
     dim: u32,
-    mode: u32,
-    with_grad: u32,
-    act: u32,
+    // Unused: the mode, with_grad and the activation are the overrides MODE, WITH_GRAD and ACT.
+    _unused0: u32,
+    _unused1: u32,
+    _unused2: u32,
     counter_word: u32,
     stream: u32,
     _pad: u32,

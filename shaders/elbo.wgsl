@@ -39,7 +39,7 @@ struct Params {
     dim: u32,
     latent: u32,
     samples: u32,
-    gaussian: u32,
+    _lik: u32, // unused: the likelihood is the override LIK
     beta: f32,
     sigma: f32,
     grad_scale: f32,

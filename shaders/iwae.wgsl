@@ -50,7 +50,7 @@ struct Params {
     dim: u32,
     latent: u32,
     samples: u32,
-    gaussian: u32,
+    _lik: u32, // unused: the likelihood is the override LIK
     sigma: f32,
     grad_scale: f32,
     beta: f32,

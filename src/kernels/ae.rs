@@ -60,9 +60,8 @@ impl Noise {
 struct Params {
     batch: u32,
     dim: u32,
-    mode: u32,
-    with_grad: u32,
-    act: u32,
+    /// Unused: the mode, with_grad and the activation are the pipeline constants MODE, WITH_GRAD, ACT.
+    _unused: [u32; 3],
     counter_word: u32,
     stream: u32,
     _pad: u32,
@@ -98,7 +97,6 @@ impl Corrupt {
         let p = Params {
             batch: self.batch as u32,
             dim: self.dim as u32,
-            mode: self.noise.code(),
             counter_word: self.counter_word,
             stream: self.stream,
             level: self.level,
@@ -137,7 +135,6 @@ impl AeLoss {
         let p = Params {
             batch: self.batch as u32,
             dim: self.dim as u32,
-            mode: u32::from(self.loss == RecLoss::Bce),
             grad_scale: 1.0 / self.batch as f32,
             ..Default::default()
         };
@@ -148,7 +145,7 @@ impl AeLoss {
             format!("{label} {entry}[{}x{} {:?}]", self.batch, self.dim, self.loss),
             "ae",
             entry,
-            &[("MODE", f64::from(p.mode))],
+            &[("MODE", f64::from(u8::from(self.loss == RecLoss::Bce)))],
             Some(&p),
             &[(o, out), (xb, x), (d, dout), (6, rows)],
             [self.batch as u32, 1, 1],
@@ -190,8 +187,6 @@ impl Sparse {
         let p = Params {
             batch: self.batch as u32,
             dim: self.units as u32,
-            with_grad: u32::from(self.with_grad),
-            act: self.act.code(),
             weight: self.weight,
             level: self.target,
             grad_scale: 1.0 / self.batch as f32,
@@ -199,7 +194,7 @@ impl Sparse {
             ..Default::default()
         };
         let shape = format!("{}x{}", self.batch, self.units);
-        let constants = [("ACT", f64::from(p.act)), ("WITH_GRAD", f64::from(p.with_grad))];
+        let constants = [("ACT", f64::from(self.act.code())), ("WITH_GRAD", f64::from(u8::from(self.with_grad)))];
         match self.kind {
             Sparsity::None => Ok(Vec::new()),
             Sparsity::L1 => Ok(vec![gpu.launch(

@@ -17,7 +17,8 @@ struct Params {
     dim: u32,
     latent: u32,
     samples: u32,
-    gaussian: u32,
+    /// Unused (was the likelihood flag): the likelihood is the pipeline constant LIK.
+    _lik: u32,
     beta: f32,
     sigma: f32,
     grad_scale: f32,
@@ -148,7 +149,7 @@ impl Elbo {
             dim: self.dim as u32,
             latent: self.latent as u32,
             samples: self.samples as u32,
-            gaussian: u32::from(self.likelihood == Likelihood::Gaussian),
+            _lik: 0,
             beta: self.beta,
             sigma: self.sigma,
             grad_scale: 1.0 / self.batch as f32,

@@ -16,7 +16,8 @@ struct Params {
     dim: u32,
     latent: u32,
     samples: u32,
-    gaussian: u32,
+    /// Unused (was the likelihood flag): the likelihood is the pipeline constant LIK.
+    _lik: u32,
     sigma: f32,
     grad_scale: f32,
     beta: f32,
@@ -60,7 +61,7 @@ impl Weighted {
             dim: self.dim as u32,
             latent: self.latent as u32,
             samples: self.samples as u32,
-            gaussian: u32::from(self.likelihood == Likelihood::Gaussian),
+            _lik: 0,
             sigma: self.sigma,
             grad_scale: 1.0 / self.batch as f32,
             beta: self.beta,
