@@ -240,13 +240,16 @@ impl GpuNet {
         g: &wgpu::Buffer,
         dst: View,
         out: &mut Vec<Launch>,
-    ) -> Result<()> {
+    ) -> Result<Option<ConvWgrad>> {
+        let mut last = None;
         for (k, at) in ConvWgrad::for_layer(geom, self.rows, s.h, s.w, pre_relu)? {
             let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
             let product = (k.product_len(gpu) > 0).then(|| (&self.product).into());
             out.extend(k.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch, product)?);
+            last = Some(k);
         }
-        Ok(())
+        // The reduction whose launches came last: on the im2col path its matrix is still in the scratch.
+        Ok(last)
     }
 
     /// The backward pass from `d_output()` (already written): every parameter gradient into `grads`
@@ -319,7 +322,7 @@ impl GpuNet {
                 }
                 Op::Conv { block: b, geom } => {
                     let p = &layout.layers[*b];
-                    self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), &mut out)?;
+                    let dw = self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), &mut out)?;
                     if let Some((dx, prev_act)) = dx {
                         let mut k = ConvGather::input_grad(geom, rows, s.h, s.w, prev_act)?;
                         let z = (prev_act != Act::Identity).then(|| x.into());
@@ -333,11 +336,9 @@ impl GpuNet {
                         let mut dxl = k.launches(gpu, &name, g.into(), w, dx.into(), z, r.map(Into::into), sc, pr)?;
                         // The weight gradient's last launches (a transposed conv's: bias, then weights)
                         // left dY's im2col matrix in the scratch; the input gradient's first launch
-                        // would gather the same matrix into it again.
-                        let last = ConvWgrad::for_layer(geom, rows, s.h, s.w, false)?.pop();
-                        if last.is_some_and(|(wg, _)| k.gathers_as(gpu, &wg))
-                            && dxl.first().is_some_and(|f| f.label.contains(" im2col["))
-                        {
+                        // (its gather, on that path) would gather the same matrix into it again.
+                        if dw.is_some_and(|wg| k.gathers_as(gpu, &wg)) {
+                            debug_assert!(dxl[0].label.contains(" im2col["), "{}", dxl[0].label);
                             dxl.remove(0);
                         }
                         out.extend(dxl);
