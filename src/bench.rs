@@ -673,23 +673,10 @@ pub struct LaunchReport {
 
 impl LaunchReport {
     pub fn table(&self) -> String {
-        let mut out = format!(
-            "adapter: {}
-{} at batch {}
-",
-            self.adapter, self.model, self.batch
-        );
-        out += &format!(
-            "{:>4}  {:<72} {:>12}
-",
-            "#", "launch", "time (µs)"
-        );
+        let mut out = format!("adapter: {}\n{} at batch {}\n", self.adapter, self.model, self.batch);
+        out += &format!("{:>4}  {:<72} {:>12}\n", "#", "launch", "time (µs)");
         for r in &self.launches {
-            out += &format!(
-                "{:>4}  {:<72} {:>12.1}
-",
-                r.index, r.label, r.micros
-            );
+            out += &format!("{:>4}  {:<72} {:>12.1}\n", r.index, r.label, r.micros);
         }
         out += &format!(
             "step: {:.1} µs ({:.1} steps/s); its launches alone add up to {:.1} µs\n",
