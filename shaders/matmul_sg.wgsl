@@ -13,11 +13,17 @@
 // Tile: an invocation owns TM = 8·RG rows (RG = 2, 4 or 8: 16, 32 or 64 rows) × one vec4 column group
 // of C (32·RG accumulators). Per step of 4 in k it makes RG loads of op(A) (one per 8 rows), 4 vec4
 // loads of op(B) and 64·RG FMAs: 43 FMAs per load at 16 rows, 128 at 64. On lavapipe (default VAE's
-// products, benches/RESULTS.md) 64 rows ran 1.3-1.45x faster than 16. At 64 rows the loads no longer
-// bound it: with op(A)'s and op(B)'s loads taken out of the loop (a scratch experiment, wrong results)
-// it ran no faster; the FMAs and the accumulators, which fit no register file and live on the stack, do.
-// Two column groups per invocation (32 rows × 8 columns, or 64 × 8) were no faster and took lavapipe's
-// LLVM up to 1.7 s per pipeline to compile. The launcher picks RG per product (`sg_rows` in
+// products, benches/RESULTS.md) 64 rows ran 1.3-1.45x faster than 16. The loads still bound it at 64
+// rows: lavapipe compiles each one into a loop over the 8 lanes with a mask test, a bounds check and a
+// masked insert per component (~270 instructions for one vec4 per lane), and a profile (perf) of the
+// 128×784×400 product put half its samples in those loops. With op(A)'s loads taken out of the k loop
+// (a scratch experiment, wrong results) it ran 1.6-2.0x faster, with op(B)'s too 2.0-3.3x. 12 loads
+// per 1024 FMAs is the least for 64 vec4 accumulators (rows/8 + 4·groups per step, rows × groups = 64);
+// more accumulators (two column groups, or 128 rows) spill the op(B) values and ran 0.87-1.0x, as did
+// loading the next step's values early or stepping k by 8. Reading op(A) from a storage texture (a
+// branch-free gather) ran 1.25-1.33x, but packing op(A) into it costs most of that back
+// (benches/RESULTS.md, 2026-11-28, "where matmul_sg's time goes"). Two column groups also took
+// lavapipe's LLVM up to 1.7 s per pipeline to compile. The launcher picks RG per product (`sg_rows` in
 // src/kernels/matmul.rs): more rows pad M further.
 // Rows: m0 = wid.y · TM; rows m0 + 8h + r (h < RG, r < 8). Column group: n4 = wid.x · WG + lid.x,
 // clamped to the last one so that every lane takes part in every broadcast (subgroup operations
