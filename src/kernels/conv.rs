@@ -225,6 +225,7 @@ impl ConvGather {
             scalar: false,
             splits: None,
             im2col: Some(true),
+            gathered: false,
         };
         if !self.w_t && self.bias && self.dact == Act::Identity {
             Some(base)
@@ -624,6 +625,9 @@ pub struct ConvWgrad {
     /// Gather the input (im2col) and run the product as a matmul; None: the adapter's choice (see
     /// `uses_im2col`).
     pub im2col: Option<bool>,
+    /// On the im2col path, the scratch given to `launch` already holds the gathered matrix (the layer
+    /// forward's gather of the same matrix, or a 1×1 conv's input itself): no gather launch.
+    pub gathered: bool,
 }
 
 impl ConvWgrad {
@@ -653,6 +657,7 @@ impl ConvWgrad {
             scalar: false,
             splits: None,
             im2col: None,
+            gathered: false,
         };
         if !g.transposed {
             return Ok(vec![(base, 0)]);
@@ -793,6 +798,21 @@ impl ConvWgrad {
             as f64
     }
 
+    /// The shape and buffer checks of every path.
+    fn check(&self, a: &View, g: &View, out: &View, out_offset: usize) -> Result<()> {
+        const OP: &str = "conv_wgrad";
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        let big = self.batch * self.big_hw.0 * self.big_hw.1;
+        need(OP, pixels > 0 && big > 0 && self.n > 0 && self.k > 0 && self.stride > 0, || {
+            format!("empty shape {self:?}")
+        })?;
+        need(OP, self.c > 0 || self.ones, || "nothing to compute".into())?;
+        let (a_pix, g_pix) = if self.gather_b { (pixels, big) } else { (big, pixels) };
+        need_len(OP, "A", a, a_pix * self.c)?;
+        need_len(OP, "G", g, g_pix * self.n)?;
+        need_len(OP, "OUT", out, out_offset + self.rows_out() * self.n)
+    }
+
     /// Writes rows_out × N gradient values at `out[out_offset..]`, through `scratch` (`scratch_len`
     /// elements) when split or on the im2col path, and `product` (`product_len`, another buffer) on the
     /// im2col path.
@@ -809,20 +829,12 @@ impl ConvWgrad {
         product: Option<View>,
     ) -> Result<Vec<Launch>> {
         const OP: &str = "conv_wgrad";
-        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
-        let big = self.batch * self.big_hw.0 * self.big_hw.1;
-        need(OP, pixels > 0 && big > 0 && self.n > 0 && self.k > 0 && self.stride > 0, || {
-            format!("empty shape {self:?}")
-        })?;
-        need(OP, self.c > 0 || self.ones, || "nothing to compute".into())?;
-        let (a_pix, g_pix) = if self.gather_b { (pixels, big) } else { (big, pixels) };
-        need_len(OP, "A", &a, a_pix * self.c)?;
-        need_len(OP, "G", &g, g_pix * self.n)?;
+        self.check(&a, &g, &out, out_offset)?;
         let len = self.rows_out() * self.n;
-        need_len(OP, "OUT", &out, out_offset + len)?;
         if self.uses_im2col(gpu) {
             return self.launch_im2col(gpu, label, a, g, out, out_offset, scratch, product);
         }
+        need(OP, !self.gathered, || format!("a gathered matrix but not on the im2col path: {self:?}"))?;
         let splits = self.splits(gpu);
         let wg = 64usize;
         let tiles = self.tiles();
@@ -980,7 +992,7 @@ impl ConvWgrad {
         need_len(OP, "product", &product, plen)?;
         need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
         need(OP, plen.div_ceil(256) <= 65535, || format!("{plen} gradient values exceed one copy launch"))?;
-        let gather = self.im2col_launch(gpu, label, a, g, scratch)?;
+        let gather = if self.gathered { None } else { Some(self.im2col_launch(gpu, label, a, g, scratch)?) };
         let mut params = self.params(1);
         use super::matmul::Matmul;
         let (mm, ma, mb) = if self.gather_b {
@@ -1004,6 +1016,6 @@ impl ConvWgrad {
             &[(1, product), (3, out)],
             [plen.div_ceil(256) as u32, 1, 1],
         )?;
-        Ok(vec![gather, product_launch, copy])
+        Ok(gather.into_iter().chain([product_launch, copy]).collect())
     }
 }

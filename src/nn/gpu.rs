@@ -5,6 +5,8 @@
 //! input-gradient launch of layer i multiplies by act'(output of layer i−1) in its epilogue (DACT), so
 //! no separate elementwise pass is needed.
 
+use std::sync::Mutex;
+
 use super::net::{Layer, Net, Op};
 use super::{Linear, ParamLayout};
 use crate::gpu::{Gpu, GpuError, Launch, Result, View};
@@ -37,6 +39,27 @@ pub struct GpuNet {
     pub scratch: wgpu::Buffer,
     /// The im2col path's products before they are copied into place (shared the same way).
     pub product: wgpu::Buffer,
+    /// Per layer, for a conv (a residual block's 3×3 conv) whose forward and weight gradient gather
+    /// the same im2col matrix of the layer input: the forward gathers it here, and the weight gradient
+    /// reads it instead of gathering it again.
+    cols: Vec<Option<wgpu::Buffer>>,
+    /// Per layer: the input buffer whose matrix the forward built last gathered into `cols`. A
+    /// backward built for another input gathers its own (the launches replay in build order).
+    kept: Vec<Mutex<Option<wgpu::Buffer>>>,
+}
+
+/// The weight gradient of a conv layer (its last launch group: the weights) on `s`, and whether the
+/// forward `k` gathers the same im2col matrix as it does.
+fn kept_gradient(
+    gpu: &Gpu,
+    k: &ConvGather,
+    geom: &crate::kernels::conv::ConvGeom,
+    rows: usize,
+    s: super::Shape,
+    pre_relu: bool,
+) -> Result<Option<ConvWgrad>> {
+    let w = ConvWgrad::for_layer(geom, rows, s.h, s.w, pre_relu)?.pop().map(|(w, _)| w);
+    Ok(w.filter(|w| k.gathers_as(gpu, w)))
 }
 
 fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
@@ -72,6 +95,7 @@ impl GpuNet {
         let mut outs = Vec::new();
         let mut grads = Vec::new();
         let mut inner = Vec::new();
+        let mut cols = Vec::new();
         let (mut scratch, mut product) = (1usize, 1usize);
         for l in &net.layers {
             let n = rows * l.output.len();
@@ -79,7 +103,10 @@ impl GpuNet {
             grads.push(f(format!("{}.grad[{rows}x{}]", l.name, l.output), n));
             let i = l.input;
             match &l.op {
-                Op::Linear { .. } => inner.push(None),
+                Op::Linear { .. } => {
+                    inner.push(None);
+                    cols.push(None);
+                }
                 Op::Conv { geom, .. } => {
                     for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
                         scratch = scratch.max(k.scratch_len(gpu));
@@ -87,13 +114,13 @@ impl GpuNet {
                     }
                     // The im2col paths of the forward and the input gradient (their activations do
                     // not change the sizes).
-                    for k in [
-                        ConvGather::forward(geom, rows, i.h, i.w, Act::Identity)?,
-                        ConvGather::input_grad(geom, rows, i.h, i.w, Act::Identity)?,
-                    ] {
+                    let kf = ConvGather::forward(geom, rows, i.h, i.w, Act::Identity)?;
+                    for k in [kf, ConvGather::input_grad(geom, rows, i.h, i.w, Act::Identity)?] {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
                     }
+                    let kept = kept_gradient(gpu, &kf, geom, rows, i, false)?;
+                    cols.push(kept.map(|w| f(format!("{}.cols[{}]", l.name, w.scratch_len(gpu)), w.scratch_len(gpu))));
                     inner.push(None);
                 }
                 Op::Res { hidden, .. } => {
@@ -114,6 +141,9 @@ impl GpuNet {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
                     }
+                    let kept = kept_gradient(gpu, &k3, &g3, rows, i, true)?;
+                    let name = format!("{}.conv3.cols", l.name);
+                    cols.push(kept.map(|w| f(format!("{name}[{}]", w.scratch_len(gpu)), w.scratch_len(gpu))));
                     let n = rows * i.h * i.w * hidden;
                     inner.push(Some((
                         f(format!("{}.hidden[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
@@ -130,6 +160,8 @@ impl GpuNet {
             inner,
             scratch: f(format!("net.scratch[{scratch}]"), scratch),
             product: f(format!("net.product[{product}]"), product),
+            kept: cols.iter().map(|_| Mutex::new(None)).collect(),
+            cols,
         })
     }
 
@@ -187,6 +219,7 @@ impl GpuNet {
                     }
                     let w = block(params, &layout.layers[*b]);
                     let (sc, pr) = self.buffers(gpu, &k);
+                    let sc = self.keep_cols(gpu, i, &k, geom, s, false, x)?.or(sc);
                     out.extend(k.launches(gpu, &l.name, x.into(), w, y.into(), None, r.map(Into::into), sc, pr)?);
                 }
                 Op::Res { conv3, conv1, hidden } => {
@@ -197,6 +230,7 @@ impl GpuNet {
                     let name = format!("{}.conv3", l.name);
                     let w3 = block(params, &layout.layers[*conv3]);
                     let (sc, pr) = self.buffers(gpu, &k3);
+                    let sc = self.keep_cols(gpu, i, &k3, &g3, s, true, x)?.or(sc);
                     out.extend(k3.launches(gpu, &name, x.into(), w3, h.into(), None, None, sc, pr)?);
                     // The 1×1 conv, act(x + h · W1 + b1), is a matmul over the B·H·W pixels with a
                     // residual epilogue (W1's block is [hidden, C] with the bias row after it).
@@ -220,6 +254,33 @@ impl GpuNet {
         Ok(out)
     }
 
+    /// Layer `i`'s kept im2col buffer, for its forward `k` on input `x` where `k` gathers the matrix
+    /// the weight gradient reads (`cols`), else None; notes which input it holds.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_cols(
+        &self,
+        gpu: &Gpu,
+        i: usize,
+        k: &ConvGather,
+        geom: &crate::kernels::conv::ConvGeom,
+        s: super::Shape,
+        pre_relu: bool,
+        x: &wgpu::Buffer,
+    ) -> Result<Option<View<'_>>> {
+        let keep = match &self.cols[i] {
+            Some(c) if kept_gradient(gpu, k, geom, self.rows, s, pre_relu)?.is_some() => Some(c),
+            _ => None,
+        };
+        *self.kept[i].lock().unwrap() = keep.map(|_| x.clone());
+        Ok(keep.map(Into::into))
+    }
+
+    /// Layer `i`'s kept im2col matrix when the forward built last gathered it from `x`.
+    fn kept_cols(&self, i: usize, x: &wgpu::Buffer) -> Option<&wgpu::Buffer> {
+        let same = self.kept[i].lock().unwrap().as_ref() == Some(x);
+        self.cols[i].as_ref().filter(|_| same)
+    }
+
     /// The shared scratch and product buffers, for a conv launch that needs them (its im2col path).
     fn buffers(&self, gpu: &Gpu, k: &ConvGather) -> (Option<View<'_>>, Option<View<'_>>) {
         (
@@ -228,6 +289,9 @@ impl GpuNet {
         )
     }
 
+    /// The launches of a conv's parameter gradient into `dst`. With `cols` (the layer's kept im2col
+    /// matrix of `a`, or `a` itself for a 1×1 conv), the weights' gradient on the im2col path reads it
+    /// instead of gathering it.
     #[allow(clippy::too_many_arguments)]
     fn param_grad(
         &self,
@@ -239,16 +303,30 @@ impl GpuNet {
         a: &wgpu::Buffer,
         g: &wgpu::Buffer,
         dst: View,
+        cols: Option<&wgpu::Buffer>,
         out: &mut Vec<Launch>,
     ) -> Result<Option<ConvWgrad>> {
         let mut last = None;
-        for (k, at) in ConvWgrad::for_layer(geom, self.rows, s.h, s.w, pre_relu)? {
-            let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
+        let ks = ConvWgrad::for_layer(geom, self.rows, s.h, s.w, pre_relu)?;
+        let n = ks.len();
+        for (j, (k, at)) in ks.into_iter().enumerate() {
             let product = (k.product_len(gpu) > 0).then(|| (&self.product).into());
-            out.extend(k.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch, product)?);
+            let label = format!("{name}.dW");
+            match cols.filter(|_| j + 1 == n && k.uses_im2col(gpu)) {
+                // The kept matrix (the forward checked that it gathers this one).
+                Some(c) => {
+                    let k = ConvWgrad { gathered: true, ..k };
+                    out.extend(k.launch(gpu, &label, a.into(), g.into(), dst, at, Some(c.into()), product)?);
+                }
+                None => {
+                    let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
+                    out.extend(k.launch(gpu, &label, a.into(), g.into(), dst, at, scratch, product)?);
+                }
+            }
             last = Some(k);
         }
-        // The reduction whose launches came last: on the im2col path its matrix is still in the scratch.
+        // The reduction whose launches came last: on the im2col path its matrix is in the scratch (or,
+        // with `cols`, in the kept buffer).
         Ok(last)
     }
 
@@ -322,7 +400,8 @@ impl GpuNet {
                 }
                 Op::Conv { block: b, geom } => {
                     let p = &layout.layers[*b];
-                    let dw = self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), &mut out)?;
+                    let cols = self.kept_cols(i, x);
+                    let dw = self.param_grad(gpu, &l.name, geom, s, false, x, g, block(grads, p), cols, &mut out)?;
                     if let Some((dx, prev_act)) = dx {
                         let mut k = ConvGather::input_grad(geom, rows, s.h, s.w, prev_act)?;
                         let z = (prev_act != Act::Identity).then(|| x.into());
@@ -337,7 +416,7 @@ impl GpuNet {
                         // The weight gradient's last launches (a transposed conv's: bias, then weights)
                         // left dY's im2col matrix in the scratch; the input gradient's first launch
                         // (its gather, on that path) would gather the same matrix into it again.
-                        if dw.is_some_and(|wg| k.gathers_as(gpu, &wg)) {
+                        if cols.is_none() && dw.is_some_and(|wg| k.gathers_as(gpu, &wg)) {
                             debug_assert!(dxl[0].label.contains(" im2col["), "{}", dxl[0].label);
                             dxl.remove(0);
                         }
@@ -357,6 +436,8 @@ impl GpuNet {
                         h,
                         g,
                         block(grads, p1),
+                        // A 1×1 conv's im2col matrix is its input.
+                        Some(h),
                         &mut out,
                     )?;
                     let k1 = ConvGather::input_grad(&g1, rows, s.h, s.w, Act::Relu)?;
@@ -373,6 +454,7 @@ impl GpuNet {
                         x,
                         dh,
                         block(grads, p3),
+                        self.kept_cols(i, x),
                         &mut out,
                     )?;
                     if let Some((dx, prev_act)) = dx {

@@ -31,6 +31,7 @@ mod latent_prior;
 mod loglik;
 mod memory;
 mod model;
+mod nn_cols;
 mod nonfinite;
 mod pipelines;
 mod prior_cli;
