@@ -62,8 +62,56 @@ fn kept_gradient(
     Ok(w.filter(|w| k.gathers_as(gpu, w)))
 }
 
+/// A 1×1, stride-1, unpadded conv: a linear layer over the pixels (its block, [Cin + 1, Cout] with the
+/// bias row last, is laid out as a linear layer's), run as the linear layer's matmuls on every adapter.
+fn pointwise(g: &crate::kernels::conv::ConvGeom) -> bool {
+    g.k == 1 && g.stride == 1 && g.pad == 0 && !g.transposed
+}
+
 fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
     View::new(buf, (l.offset * 4) as u64, l.len())
+}
+
+/// A linear layer's forward over `m` rows (or a pointwise conv's over the pixels): act(x·W + b), with
+/// `r` added before the activation.
+#[allow(clippy::too_many_arguments)]
+fn dense_forward(
+    gpu: &Gpu,
+    name: &str,
+    m: usize,
+    p: &Linear,
+    act: Act,
+    x: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    r: Option<&wgpu::Buffer>,
+) -> Result<Launch> {
+    let mm = Matmul { m, n: p.dout, k: p.din, bias: true, act, resid: r.is_some(), ..Default::default() };
+    mm.launch(gpu, name, x.into(), block(params, p), y.into(), r.map(Into::into))
+}
+
+/// Its backward from `g`: [dW; db] into `grads`, and with `dx` the input gradient ⊙ act'(x) into it.
+#[allow(clippy::too_many_arguments)]
+fn dense_backward(
+    gpu: &Gpu,
+    name: &str,
+    m: usize,
+    p: &Linear,
+    x: &wgpu::Buffer,
+    g: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+    grads: &wgpu::Buffer,
+    dx: Option<(&wgpu::Buffer, Act)>,
+    out: &mut Vec<Launch>,
+) -> Result<()> {
+    let dw = Matmul { m: p.din + 1, n: p.dout, k: m, trans_a: true, ones_row: true, ..Default::default() };
+    out.push(dw.launch(gpu, &format!("{name}.dW"), x.into(), g.into(), block(grads, p), None)?);
+    if let Some((dx, prev_act)) = dx {
+        let mm = Matmul { m, n: p.din, k: p.dout, trans_b: true, dact: prev_act, ..Default::default() };
+        let w = View::new(params, (p.offset * 4) as u64, p.din * p.dout);
+        out.push(mm.launch(gpu, &format!("{name}.dX"), g.into(), w, dx.into(), Some(x.into()))?);
+    }
+    Ok(())
 }
 
 fn shape_err(e: String) -> GpuError {
@@ -119,7 +167,7 @@ impl GpuNet {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
                     }
-                    let kept = kept_gradient(gpu, &kf, geom, rows, i, false)?;
+                    let kept = if pointwise(geom) { None } else { kept_gradient(gpu, &kf, geom, rows, i, false)? };
                     cols.push(kept.map(|w| f(format!("{}.cols[{}]", l.name, w.scratch_len(gpu)), w.scratch_len(gpu))));
                     inner.push(None);
                 }
@@ -207,17 +255,19 @@ impl GpuNet {
             let s = l.input;
             match &l.op {
                 Op::Linear { block: b } => {
-                    let p = &layout.layers[*b];
-                    let mm = Matmul { m: rows, n: p.dout, k: p.din, bias: true, act: l.act, ..Default::default() };
-                    out.push(mm.launch(gpu, &l.name, x.into(), block(params, p), y.into(), None)?);
+                    out.push(dense_forward(gpu, &l.name, rows, &layout.layers[*b], l.act, x, params, y, None)?);
+                }
+                Op::Conv { block: b, geom } if pointwise(geom) => {
+                    let (p, r) = (&layout.layers[*b], add.filter(|_| i == last));
+                    out.push(dense_forward(gpu, &l.name, rows * s.h * s.w, p, l.act, x, params, y, r)?);
                 }
                 Op::Conv { block: b, geom } => {
-                    let mut k = ConvGather::forward(geom, rows, s.h, s.w, l.act)?;
                     let r = add.filter(|_| i == last);
+                    let w = block(params, &layout.layers[*b]);
+                    let mut k = ConvGather::forward(geom, rows, s.h, s.w, l.act)?;
                     if r.is_some() {
                         k.resid = Resid::BeforeAct;
                     }
-                    let w = block(params, &layout.layers[*b]);
                     let (sc, pr) = self.buffers(gpu, &k);
                     let sc = self.keep_cols(gpu, i, &k, geom, s, false, x)?.or(sc);
                     out.extend(k.launches(gpu, &l.name, x.into(), w, y.into(), None, r.map(Into::into), sc, pr)?);
@@ -375,28 +425,13 @@ impl GpuNet {
             let s = l.input;
             match &l.op {
                 Op::Linear { block: b } => {
-                    let p = &layout.layers[*b];
-                    let dw = Matmul {
-                        m: p.din + 1,
-                        n: p.dout,
-                        k: rows,
-                        trans_a: true,
-                        ones_row: true,
-                        ..Default::default()
-                    };
-                    out.push(dw.launch(gpu, &format!("{}.dW", l.name), x.into(), g.into(), block(grads, p), None)?);
-                    if let Some((dx, prev_act)) = dx {
-                        let mm = Matmul {
-                            m: rows,
-                            n: p.din,
-                            k: p.dout,
-                            trans_b: true,
-                            dact: prev_act,
-                            ..Default::default()
-                        };
-                        let w = View::new(params, (p.offset * 4) as u64, p.din * p.dout);
-                        out.push(mm.launch(gpu, &format!("{}.dX", l.name), g.into(), w, dx.into(), Some(x.into()))?);
-                    }
+                    dense_backward(gpu, &l.name, rows, &layout.layers[*b], x, g, params, grads, dx, &mut out)?;
+                }
+                // A pointwise conv, unless its input gradient takes a sum (the matmul's epilogue has
+                // act' or a residual, not both).
+                Op::Conv { block: b, geom } if pointwise(geom) && (i > 0 || opt.add_to_input.is_none()) => {
+                    let (p, px) = (&layout.layers[*b], rows * s.h * s.w);
+                    dense_backward(gpu, &l.name, px, p, x, g, params, grads, dx, &mut out)?;
                 }
                 Op::Conv { block: b, geom } => {
                     let p = &layout.layers[*b];
