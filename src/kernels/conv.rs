@@ -626,7 +626,7 @@ pub struct ConvWgrad {
     /// `uses_im2col`).
     pub im2col: Option<bool>,
     /// On the im2col path, the scratch given to `launch` already holds the gathered matrix (the layer
-    /// forward's gather of the same matrix, or a 1×1 conv's input itself): no gather launch.
+    /// forward's gather of the same matrix): no gather launch.
     pub gathered: bool,
 }
 
@@ -798,21 +798,6 @@ impl ConvWgrad {
             as f64
     }
 
-    /// The shape and buffer checks of every path.
-    fn check(&self, a: &View, g: &View, out: &View, out_offset: usize) -> Result<()> {
-        const OP: &str = "conv_wgrad";
-        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
-        let big = self.batch * self.big_hw.0 * self.big_hw.1;
-        need(OP, pixels > 0 && big > 0 && self.n > 0 && self.k > 0 && self.stride > 0, || {
-            format!("empty shape {self:?}")
-        })?;
-        need(OP, self.c > 0 || self.ones, || "nothing to compute".into())?;
-        let (a_pix, g_pix) = if self.gather_b { (pixels, big) } else { (big, pixels) };
-        need_len(OP, "A", a, a_pix * self.c)?;
-        need_len(OP, "G", g, g_pix * self.n)?;
-        need_len(OP, "OUT", out, out_offset + self.rows_out() * self.n)
-    }
-
     /// Writes rows_out × N gradient values at `out[out_offset..]`, through `scratch` (`scratch_len`
     /// elements) when split or on the im2col path, and `product` (`product_len`, another buffer) on the
     /// im2col path.
@@ -829,8 +814,17 @@ impl ConvWgrad {
         product: Option<View>,
     ) -> Result<Vec<Launch>> {
         const OP: &str = "conv_wgrad";
-        self.check(&a, &g, &out, out_offset)?;
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        let big = self.batch * self.big_hw.0 * self.big_hw.1;
+        need(OP, pixels > 0 && big > 0 && self.n > 0 && self.k > 0 && self.stride > 0, || {
+            format!("empty shape {self:?}")
+        })?;
+        need(OP, self.c > 0 || self.ones, || "nothing to compute".into())?;
+        let (a_pix, g_pix) = if self.gather_b { (pixels, big) } else { (big, pixels) };
+        need_len(OP, "A", &a, a_pix * self.c)?;
+        need_len(OP, "G", &g, g_pix * self.n)?;
         let len = self.rows_out() * self.n;
+        need_len(OP, "OUT", &out, out_offset + len)?;
         if self.uses_im2col(gpu) {
             return self.launch_im2col(gpu, label, a, g, out, out_offset, scratch, product);
         }

@@ -48,8 +48,8 @@ pub struct GpuNet {
     kept: Vec<Mutex<Option<wgpu::Buffer>>>,
 }
 
-/// The weight gradient of a conv layer (its last launch group: the weights) on `s`, and whether the
-/// forward `k` gathers the same im2col matrix as it does.
+/// The weight gradient of a conv layer (its last launch group: the weights) on `s` where the forward
+/// `k` gathers the same im2col matrix as it does, else None.
 fn kept_gradient(
     gpu: &Gpu,
     k: &ConvGather,
@@ -172,20 +172,18 @@ impl GpuNet {
                     inner.push(None);
                 }
                 Op::Res { hidden, .. } => {
-                    let (g3, g1) = Layer::res_geoms(i.c, *hidden);
-                    for g in [g3, g1] {
-                        for (k, _) in ConvWgrad::for_layer(&g, rows, i.h, i.w, false)? {
-                            scratch = scratch.max(k.scratch_len(gpu));
-                            product = product.max(k.product_len(gpu));
-                        }
+                    // The 3×3 conv's weight gradient, forward (im2col path) and input gradient (col2im
+                    // path); the 1×1 conv runs as a linear layer, with no scratch.
+                    let (g3, _) = Layer::res_geoms(i.c, *hidden);
+                    for (k, _) in ConvWgrad::for_layer(&g3, rows, i.h, i.w, true)? {
+                        scratch = scratch.max(k.scratch_len(gpu));
+                        product = product.max(k.product_len(gpu));
                     }
-                    // conv3's forward on the im2col path (conv1's reads the skip sum: a gather), and
-                    // both input gradients on the col2im path.
                     let mut k3 = ConvGather::forward(&g3, rows, i.h, i.w, Act::Relu)?;
                     k3.pre_relu = true;
                     let mut d3 = ConvGather::input_grad(&g3, rows, i.h, i.w, Act::Relu)?;
                     d3.resid = Resid::AfterDact;
-                    for k in [k3, d3, ConvGather::input_grad(&g1, rows, i.h, i.w, Act::Relu)?] {
+                    for k in [k3, d3] {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
                     }
@@ -284,7 +282,7 @@ impl GpuNet {
                     out.extend(k3.launches(gpu, &name, x.into(), w3, h.into(), None, None, sc, pr)?);
                     // The 1×1 conv, act(x + h · W1 + b1), is a matmul over the B·H·W pixels with a
                     // residual epilogue (W1's block is [hidden, C] with the bias row after it).
-                    debug_assert!(g1.k == 1 && g1.stride == 1 && g1.pad == 0);
+                    debug_assert!(pointwise(&g1));
                     let mm = Matmul {
                         m: rows * s.h * s.w,
                         n: s.c,
@@ -340,8 +338,7 @@ impl GpuNet {
     }
 
     /// The launches of a conv's parameter gradient into `dst`. With `cols` (the layer's kept im2col
-    /// matrix of `a`, or `a` itself for a 1×1 conv), the weights' gradient on the im2col path reads it
-    /// instead of gathering it.
+    /// matrix of `a`), the weights' gradient on the im2col path reads it instead of gathering it.
     #[allow(clippy::too_many_arguments)]
     fn param_grad(
         &self,
@@ -460,26 +457,13 @@ impl GpuNet {
                 }
                 Op::Res { conv3, conv1, hidden } => {
                     let (g3, g1) = Layer::res_geoms(s.c, *hidden);
+                    debug_assert!(pointwise(&g1));
                     let (h, dh) = self.inner[i].as_ref().unwrap();
                     let (p3, p1) = (&layout.layers[*conv3], &layout.layers[*conv1]);
-                    self.param_grad(
-                        gpu,
-                        &format!("{}.conv1", l.name),
-                        &g1,
-                        s,
-                        false,
-                        h,
-                        g,
-                        block(grads, p1),
-                        // A 1×1 conv's im2col matrix is its input.
-                        Some(h),
-                        &mut out,
-                    )?;
-                    let k1 = ConvGather::input_grad(&g1, rows, s.h, s.w, Act::Relu)?;
-                    let name = format!("{}.conv1.dX", l.name);
-                    let (sc, pr) = self.buffers(gpu, &k1);
-                    let w1 = block(params, p1);
-                    out.extend(k1.launches(gpu, &name, g.into(), w1, dh.into(), Some(h.into()), None, sc, pr)?);
+                    // The 1×1 conv as the linear layer it is (as in forward): dh = (g · W1ᵀ) ⊙ relu'(h).
+                    let name = format!("{}.conv1", l.name);
+                    let px = rows * s.h * s.w;
+                    dense_backward(gpu, &name, px, p1, h, g, params, grads, Some((dh, Act::Relu)), &mut out)?;
                     self.param_grad(
                         gpu,
                         &format!("{}.conv3", l.name),
