@@ -1,6 +1,6 @@
 //! A conv layer's weight gradient reads the im2col matrix its forward gathered (GpuNet keeps it per
 //! layer on the matmul path, CPU adapters) instead of gathering it again, and gives the same gradient
-//! bit for bit as the gather it replaces; a residual block's 1×1 conv reads its input as the matrix.
+//! bit for bit as the gather it replaces; a residual block's 1×1 conv gathers nothing (a linear layer).
 
 use vaegpu::gpu::{Gpu, Program};
 use vaegpu::kernels::Act;
@@ -69,7 +69,7 @@ fn conv_weight_gradient_reads_the_forward_matrix() {
     assert_eq!(bits(&kept), bits(&own), "the kept matrix and a fresh gather give the same gradient");
     if gpu.is_cpu() {
         // On the matmul path no weight gradient gathers when the forward's matrices are kept
-        // (r.conv1, 1×1, never does: its matrix is its input); from the copy, the first layer (whose
+        // (r.conv1, 1×1, never does: it runs as a linear layer); from the copy, the first layer (whose
         // input differs) gathers its own, and the later ones still read theirs.
         assert!(kept_gathers.is_empty(), "{kept_gathers:?}");
         assert_eq!(own_gathers.len(), 1, "{own_gathers:?}");
