@@ -144,6 +144,8 @@ impl GpuNet {
         let mut grads = Vec::new();
         let mut inner = Vec::new();
         let mut cols = Vec::new();
+        // A layer's kept im2col matrix: as large as its weight gradient's gathered one.
+        let keep = |name: String, w: &ConvWgrad| f(format!("{name}[{}]", w.scratch_len(gpu)), w.scratch_len(gpu));
         let (mut scratch, mut product) = (1usize, 1usize);
         for l in &net.layers {
             let n = rows * l.output.len();
@@ -168,7 +170,7 @@ impl GpuNet {
                         product = product.max(k.product_len(gpu));
                     }
                     let kept = if pointwise(geom) { None } else { kept_gradient(gpu, &kf, geom, rows, i, false)? };
-                    cols.push(kept.map(|w| f(format!("{}.cols[{}]", l.name, w.scratch_len(gpu)), w.scratch_len(gpu))));
+                    cols.push(kept.map(|w| keep(format!("{}.cols", l.name), &w)));
                     inner.push(None);
                 }
                 Op::Res { hidden, .. } => {
@@ -188,8 +190,7 @@ impl GpuNet {
                         product = product.max(k.product_len(gpu));
                     }
                     let kept = kept_gradient(gpu, &k3, &g3, rows, i, true)?;
-                    let name = format!("{}.conv3.cols", l.name);
-                    cols.push(kept.map(|w| f(format!("{name}[{}]", w.scratch_len(gpu)), w.scratch_len(gpu))));
+                    cols.push(kept.map(|w| keep(format!("{}.conv3.cols", l.name), &w)));
                     let n = rows * i.h * i.w * hidden;
                     inner.push(Some((
                         f(format!("{}.hidden[{rows}x{}x{}x{hidden}]", l.name, i.h, i.w), n),
@@ -358,18 +359,14 @@ impl GpuNet {
         let n = ks.len();
         for (j, (k, at)) in ks.into_iter().enumerate() {
             let product = (k.product_len(gpu) > 0).then(|| (&self.product).into());
-            let label = format!("{name}.dW");
-            match cols.filter(|_| j + 1 == n && k.uses_im2col(gpu)) {
-                // The kept matrix (the forward checked that it gathers this one).
-                Some(c) => {
-                    let k = ConvWgrad { gathered: true, ..k };
-                    out.extend(k.launch(gpu, &label, a.into(), g.into(), dst, at, Some(c.into()), product)?);
-                }
-                None => {
-                    let scratch = (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into());
-                    out.extend(k.launch(gpu, &label, a.into(), g.into(), dst, at, scratch, product)?);
-                }
-            }
+            // The kept matrix (the forward checked that it gathers this one) stands in for the scratch.
+            let kept = cols.filter(|_| j + 1 == n && k.uses_im2col(gpu));
+            let scratch = match kept {
+                Some(c) => Some(c.into()),
+                None => (k.scratch_len(gpu) > 0).then(|| (&self.scratch).into()),
+            };
+            let kg = ConvWgrad { gathered: kept.is_some(), ..k };
+            out.extend(kg.launch(gpu, &format!("{name}.dW"), a.into(), g.into(), dst, at, scratch, product)?);
             last = Some(k);
         }
         // The reduction whose launches came last: on the im2col path its matrix is in the scratch (or,
