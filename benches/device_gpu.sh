@@ -4,7 +4,9 @@
 # target/release/vaegpu) and writes its figures under $OUT (default ./bench-out):
 #   gpu.txt          nvidia-smi's name, driver and clocks
 #   kernels_vae.json bench --model vae (matmuls of the MLP VAE, both kernels, and the step's kernels)
-#   kernels_conv.json bench --model conv-vae
+#   kernels_conv.json bench --model conv-vae (with each conv kernel the adapter did not choose)
+#   kernels_conv1024.json the same at batch 1024
+#   conv_<k>.json    bench --steps --model conv-vae with --conv k forced (gather, tiled, matmul)
 #   matmul.json      bench --model matmul (square products, both kernels)
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
@@ -28,7 +30,13 @@ run() { # name, timeout, command...
     echo "== $name: rc $? in $((SECONDS - s)) s" >>"$LOG"
 }
 run kernels_vae.json 90 "$BIN" bench --model vae --reps 50 --json
-run kernels_conv.json 90 "$BIN" bench --model conv-vae --reps 50 --json
+# VAEGPU_LOG=info: the start-up timings of the matmul and conv kernels go to log.txt.
+VAEGPU_LOG=vaegpu=info run kernels_conv.json 90 "$BIN" bench --model conv-vae --reps 50 --json
+run kernels_conv1024.json 90 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
+for k in gather tiled matmul; do
+    run "conv_$k.json" 90 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
+        --min-seconds 0.5 --json
+done
 run matmul.json 90 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
 run steps.json 200 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
 run torch.jsonl 150 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1

@@ -22,7 +22,7 @@
 //   transposed conv's bias: 1 output channel, a split per 16 pixels) that chain of loads is the whole
 //   launch's time on a GPU. Folding by 16 until at most 64 splits remain keeps every pass parallel.
 //   grid = (min(ceil(len · ceil(splits / 16) / 256), 65535), 1, 1), a grid-stride loop beyond.
-// im2col, untap, retap, col2im: see their entries below (CPU adapters' matmul forms of conv layers).
+// im2col, im2col_flat, untap, retap, col2im: see their entries below (the matmul forms of conv layers).
 // Bindings: 0 uniform Params, 1 A (read; split_sum: PART), 2 G (read), 3 OUT (read_write, =),
 //   4 A as vec4, 5 G as vec4.
 
@@ -290,9 +290,9 @@ fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-// im2col (CPU adapters): the gathered operand laid out as a matrix, so that the weight gradient
-//   becomes one matmul (matmul.wgsl): on lavapipe the three launches beat conv_wgrad 2–6× on the conv
-//   VAE's layers (benches/RESULTS.md).
+// im2col (CPU adapters; GPUs run im2col_flat): the gathered operand laid out as a matrix, so that
+//   the weight gradient becomes one matmul (matmul.wgsl): on lavapipe the three launches beat
+//   conv_wgrad 2–6× on the conv VAE's layers (benches/RESULTS.md).
 //   Conv layer (not GATHER_B): the layer input, OUT[m·R + tap·C + c] = A[big(m, tap), c] (0 outside
 //   the image; max(·, 0) with PRE_RELU), R = K·K·C; then [dW; db] = OUTᵀ · G with a ones row (the dense
 //   layer's dW) is the gradient block itself.
@@ -354,6 +354,46 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// im2col_flat (GPUs): the same matrix, one invocation per vec4 of it (VEC4) or per value, in order:
+//   unit u is row m = u / (K²·W), tap (u / W) % K², channels from (u % W)·(4 or 1), W = C/4 (or C)
+//   units a tap. A warp's 32 invocations load and store consecutive channels, where im2col's one
+//   invocation per row puts their stores K²·C floats apart. The divisions per unit are cheap on a
+//   GPU (lavapipe divides lane by lane: it runs im2col). grid = (min(ceil(units / 256), 65535), 1, 1),
+//   a grid-stride loop beyond. Bindings as im2col.
+@compute @workgroup_size(256, 1, 1)
+fn im2col_flat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ch = select(p.c, p.n, GATHER_B);
+    let w = select(ch, ch / 4u, VEC4);
+    let taps = p.k * p.k;
+    let units = p.batch * p.sh * p.sw * taps * w;
+    for (var u = gid.x; u < units; u += nwg.x * 256u) {
+        let t = u / w;
+        let c = u % w;
+        let cur = cursor_at(t / taps);
+        let pix = big_pixel(cur.b, cur.sy, cur.sx, t % taps);
+        if (VEC4) {
+            if (GATHER_B) {
+                out4[u] = load_g4(pix, 4u * c);
+            } else {
+                out4[u] = load_a4(pix, 4u * c);
+            }
+        } else {
+            var v = 0.0;
+            if (pix >= 0) {
+                if (GATHER_B) {
+                    v = g[u32(pix) * ch + c];
+                } else {
+                    v = a[u32(pix) * ch + c];
+                }
+                if (PRE_RELU && !GATHER_B) {
+                    v = max(v, 0.0);
+                }
+            }
+            out[u] = v;
+        }
+    }
+}
+
 // untap (after im2col with GATHER_B and the matmul): OUT[out_offset + (tap·C + c)·N + n] =
 //   PART[c·K·K·N + tap·N + n], one invocation per element of the K·K·C × N block.
 //   grid = (ceil(K·K·C·N / 256), 1, 1) (at most 65535 groups: checked by the launcher).
@@ -389,8 +429,8 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[tap_major(i)] = a[i];
 }
 
-// col2im (CPU adapters: a transposed conv's forward and a conv's input gradient, which write the big
-//   image from the small one). First one matmul gives every (small pixel, tap) product,
+// col2im (the matmul forms, `--conv matmul`: a transposed conv's forward and a conv's input
+//   gradient, which write the big image from the small one). First one matmul gives every (small pixel, tap) product,
 //   PROD[m·K·K·N + tap·N + n] (m < B·SH·SW): a transposed conv's X · Wt with Wt from `retap`, a conv's
 //   dY · Wᵀ with its weight block read transposed. Then each big value sums the products that land
 //   on it, in tap order: OUT[b, by, bx, n] = act(Σ PROD[(b, sy, sx), (ky·K + kx)·N + n] + bias) over

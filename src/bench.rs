@@ -241,39 +241,33 @@ fn bench_conv(
         if g.transposed { "T" } else { "" }
     );
     let wrong = |e: String| Error::Output(format!("benchmark result wrong: {e}"));
-    // Launch shapes: the adapter's own choice; the conv kernel it did not choose (tiled or gather); the
-    // scalar gather kernel where a layer has one output channel (what conv_gather_n1 replaced); on a GPU
-    // a sweep of the gather kernels' pixels per invocation and of the invocations the parameter
-    // gradient's splits aim at (what the GPU's pixel count and GPU_WGRAD_INVOCATIONS were set from); on
-    // a CPU adapter the parameter gradient's split reduction ([split]) beside its im2col path, and the
-    // gather kernel ([gather]) beside the matmul forms of the forward and input gradient.
+    // Launch shapes: the adapter's own choice; each conv kernel it did not choose (gather, tiled,
+    // matmul), on the launches where that changes what runs; the scalar gather kernel where a layer has
+    // one output channel (what conv_gather_n1 replaced); on a GPU a sweep of the gather kernels' pixels
+    // per invocation and of the invocations the parameter gradient's splits aim at (what the GPU's
+    // pixel count and GPU_WGRAD_INVOCATIONS were set from); on a CPU adapter the parameter gradient's
+    // split reduction ([split]) beside its im2col path.
     struct Shape {
         suffix: String,
         pix: Option<usize>,
         target: Option<usize>,
         scalar: bool,
         kernel: Option<ConvKernel>,
-        /// Only the launches with 16+ output channels (those the conv kernel choice applies to).
-        wide: bool,
+        /// `kernel` is a conv kernel the adapter did not choose: only the launches it runs on and
+        /// changes (the tiled kernel: those with 16+ output channels; the matmul forms: those that
+        /// have one).
+        alt: bool,
         /// The parameter gradient's im2col path forced on or off.
         im2col: Option<bool>,
-        /// The forward and input gradient forced onto the gather kernel where the adapter runs them as
-        /// matmul forms (im2col or col2im; only those launches).
-        gather: bool,
     }
-    let plain = Shape {
-        suffix: String::new(),
-        pix: None,
-        target: None,
-        scalar: false,
-        kernel: None,
-        wide: false,
-        im2col: None,
-        gather: false,
-    };
-    let other = if gpu.conv == ConvKernel::Tiled { ConvKernel::Gather } else { ConvKernel::Tiled };
+    let plain =
+        Shape { suffix: String::new(), pix: None, target: None, scalar: false, kernel: None, alt: false, im2col: None };
     let mut shapes = vec![Shape { suffix: String::new(), ..plain }];
-    shapes.push(Shape { suffix: format!(" [{other}]"), kernel: Some(other), wide: true, ..plain });
+    for k in [ConvKernel::Gather, ConvKernel::Tiled, ConvKernel::Matmul] {
+        if k != gpu.conv {
+            shapes.push(Shape { suffix: format!(" [{k}]"), kernel: Some(k), alt: true, ..plain });
+        }
+    }
     let id = crate::kernels::Act::Identity;
     let n1 = |k: crate::gpu::Result<ConvGather>| k.is_ok_and(|k| k.n1_ok());
     if n1(ConvGather::forward(g, 1, h, w, id)) || n1(ConvGather::input_grad(g, 1, h, w, id)) {
@@ -281,10 +275,8 @@ fn bench_conv(
         shapes.push(Shape { suffix: " [scalar]".into(), scalar: true, kernel: gather, ..plain });
     }
     if gpu.is_cpu() {
-        // The split reduction the im2col path replaced on CPU adapters, and the gather kernel the matmul
-        // forms replaced in the forward and input gradient.
+        // The split reduction the im2col path replaced on CPU adapters.
         shapes.push(Shape { suffix: " [split]".into(), im2col: Some(false), ..plain });
-        shapes.push(Shape { suffix: " [gather]".into(), gather: true, ..plain });
     } else {
         let gather = Some(ConvKernel::Gather);
         shapes.extend([1, 2, 4, 8].map(|p| Shape {
@@ -306,10 +298,10 @@ fn bench_conv(
         let xb = gpu.upload("bench.x", &to_f32(&x));
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        for Shape { suffix, pix, target, scalar, kernel, wide, im2col, gather } in &shapes {
-            // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel, the
-            // scalar kernel or the gather kernel the forward and input gradient, a split target or the
-            // split reduction the parameter gradient.
+        for Shape { suffix, pix, target, scalar, kernel, alt, im2col } in &shapes {
+            // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel or
+            // the scalar kernel the forward and input gradient, a split target or the split reduction
+            // the parameter gradient.
             let mut timed = Vec::new();
             if target.is_none() && im2col.is_none() {
                 let yb = poisoned(gpu, "bench.y", b * oh * ow * g.cout);
@@ -319,12 +311,13 @@ fn bench_conv(
                 (fwd.pix, dx.pix) = (*pix, *pix);
                 (fwd.scalar, dx.scalar) = (*scalar, *scalar);
                 (fwd.kernel, dx.kernel) = (*kernel, *kernel);
-                for (what, mut k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
-                    if *wide && k.n < 16 || *gather && !k.uses_im2col(gpu) {
-                        continue;
-                    }
-                    if *gather {
-                        k.im2col = Some(false);
+                for (what, k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
+                    if *alt {
+                        let runs = k.runs(gpu);
+                        let chosen = ConvGather { kernel: None, ..k }.runs(gpu);
+                        if Some(runs) != *kernel || runs == chosen || runs == ConvKernel::Tiled && k.n < 16 {
+                            continue;
+                        }
                     }
                     // The launches as training records them (on CPU adapters the matmul forms where the
                     // launch has one), through scratch buffers of their own.
@@ -347,7 +340,7 @@ fn bench_conv(
                     }
                 }
             }
-            if pix.is_none() && !scalar && kernel.is_none() && !gather {
+            if pix.is_none() && !scalar && kernel.is_none() {
                 let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
                 let mut scratch = Vec::new();
                 let mut lw = Program::new("dW");

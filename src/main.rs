@@ -38,10 +38,10 @@ struct GpuArgs {
     /// auto (timed on the adapter the first time it is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_MATMUL", default_value = "auto")]
     matmul: vaegpu::gpu::MatmulKernel,
-    /// Conv kernel of the layers with 16+ output channels: gather (no workgroup memory, made for CPU
-    /// adapters, which run most conv launches as matmuls instead), tiled (an implicit GEMM through
-    /// workgroup memory, made for GPUs), or auto (gather on CPU adapters; on GPUs timed the first time
-    /// the adapter is seen, then cached)
+    /// Conv kernel: gather (no workgroup memory; every launch), tiled (an implicit GEMM through
+    /// workgroup memory, made for GPUs; layers with 16+ output channels), matmul (im2col or col2im
+    /// around one matmul, where a launch has that form), or auto (matmul on CPU adapters; on GPUs the
+    /// fastest of the three timed the first time the adapter is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_CONV", default_value = "auto")]
     conv: vaegpu::gpu::ConvKernel,
 }

@@ -52,9 +52,9 @@ pub struct GpuOptions {
     /// Which matmul kernel the dense layers use; `Auto` times both on the adapter the first time it
     /// is seen and caches the choice (see [`crate::kernels::tune::choose_matmul`]).
     pub matmul: MatmulKernel,
-    /// Which conv kernel the layers with 16+ output channels use; `Auto`: the gather kernel on CPU
-    /// adapters, on GPUs the faster of the two timed the first time the adapter is seen, then cached
-    /// (see [`crate::kernels::tune::choose_conv`]).
+    /// Which conv kernel the layers use (see [`ConvKernel`]); `Auto`: the matmul forms on CPU adapters,
+    /// on GPUs the fastest of the three timed the first time the adapter is seen, then cached (see
+    /// [`crate::kernels::tune::choose_conv`]).
     pub conv: ConvKernel,
 }
 
@@ -96,9 +96,11 @@ impl std::fmt::Display for MatmulKernel {
     }
 }
 
-/// The conv kernels' variants for the layers with 16 or more output channels: one gather per output
-/// element group without workgroup memory (made for CPU adapters such as lavapipe; the only one for
-/// fewer channels), or an implicit GEMM through workgroup-memory tiles (`conv_tiled`, made for GPUs).
+/// The conv kernels' variants: one gather per output element group without workgroup memory (the
+/// only one for a launch with no other form), an implicit GEMM through workgroup-memory tiles
+/// (`conv_tiled`, made for GPUs; layers with 16+ output channels), or the matmul forms (an im2col or
+/// col2im launch around one matmul, `ConvGather::launches`; where the launch has one: on a CPU adapter
+/// every such launch, on a GPU those with 16+ output channels).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvKernel {
@@ -106,6 +108,7 @@ pub enum ConvKernel {
     Auto,
     Gather,
     Tiled,
+    Matmul,
 }
 
 impl std::str::FromStr for ConvKernel {
@@ -115,7 +118,8 @@ impl std::str::FromStr for ConvKernel {
             "auto" => Ok(ConvKernel::Auto),
             "gather" => Ok(ConvKernel::Gather),
             "tiled" => Ok(ConvKernel::Tiled),
-            _ => Err(format!("unknown conv kernel '{s}' (auto, gather or tiled)")),
+            "matmul" => Ok(ConvKernel::Matmul),
+            _ => Err(format!("unknown conv kernel '{s}' (auto, gather, tiled or matmul)")),
         }
     }
 }
@@ -126,6 +130,7 @@ impl std::fmt::Display for ConvKernel {
             ConvKernel::Auto => "auto",
             ConvKernel::Gather => "gather",
             ConvKernel::Tiled => "tiled",
+            ConvKernel::Matmul => "matmul",
         })
     }
 }
@@ -271,8 +276,7 @@ pub struct Gpu {
     pub pipelines: PipelineCache,
     /// The matmul kernel dense layers use where a launch does not force one (never `Auto`).
     pub matmul: MatmulKernel,
-    /// The conv kernel of the layers with 16+ output channels where a launch does not force one (never
-    /// `Auto`).
+    /// The conv kernel where a launch does not force one (never `Auto`; see [`ConvKernel`]).
     pub conv: ConvKernel,
     /// The device has subgroup operations with subgroups of at least 8 invocations (the SUBGROUP
     /// feature was requested): shaders/matmul_sg.wgsl can run.
@@ -379,9 +383,11 @@ impl Gpu {
             });
         }
         tracing::info!("adapter: {summary}");
-        // Until `new` times them: the register kernel on CPU adapters, tiles elsewhere.
-        let matmul =
-            if info.device_type == wgpu::DeviceType::Cpu { MatmulKernel::Register } else { MatmulKernel::Tiled };
+        // Until `new` times them: the register matmul and the conv's matmul forms on CPU adapters, the
+        // tiled matmul and the gather conv elsewhere.
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let matmul = if cpu { MatmulKernel::Register } else { MatmulKernel::Tiled };
+        let conv = if cpu { ConvKernel::Matmul } else { ConvKernel::Gather };
         Ok(Gpu {
             adapter,
             device,
@@ -391,7 +397,7 @@ impl Gpu {
             errors,
             pipelines: PipelineCache::default(),
             matmul,
-            conv: ConvKernel::Gather,
+            conv,
             subgroups,
         })
     }

@@ -226,6 +226,7 @@ impl ConvGather {
             splits: None,
             im2col: Some(true),
             gathered: false,
+            flat: None,
         };
         if !self.w_t && self.bias && self.dact == Act::Identity {
             Some(base)
@@ -266,25 +267,39 @@ impl ConvGather {
     }
 
     /// Whether [`ConvGather::launches`] runs the launch as matmuls (im2col or col2im form): `im2col` if
-    /// set (where the launch has a form); else on CPU adapters wherever it has, unless the tiled conv
-    /// kernel is the adapter's choice (forced: `--conv tiled`), a gather kernel or its shape is forced,
-    /// or a scratch matrix outgrows a storage binding. On lavapipe it is the matmul kernel that reaches
-    /// the FMA units (benches/RESULTS.md).
+    /// set (where the launch has a form); else where `kernel` forces the matmul forms; else where the
+    /// adapter's choice is the matmul forms (`--conv matmul`; the choice on CPU adapters, where it is
+    /// the matmul kernel that reaches the FMA units: benches/RESULTS.md), on a GPU only for launches
+    /// with 16+ output channels (fewer have the gather and one-channel kernels, as for the tiled
+    /// kernel), unless a gather kernel or its shape is forced. Never where a scratch matrix outgrows a
+    /// storage binding, unless `im2col` forces it.
     pub fn uses_im2col(&self, gpu: &Gpu) -> bool {
         let Some((scratch, product)) = self.im2col_sizes() else {
             return false;
         };
-        match self.im2col {
-            Some(i) => i,
-            None => {
-                gpu.is_cpu()
-                    && gpu.conv != ConvKernel::Tiled
-                    && self.kernel.is_none()
+        let fits = (scratch.max(product) * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size;
+        match (self.im2col, self.kernel) {
+            (Some(i), _) => i,
+            (None, Some(k)) => k == ConvKernel::Matmul && fits,
+            (None, None) => {
+                gpu.conv == ConvKernel::Matmul
+                    && (gpu.is_cpu() || self.n >= 16)
                     && self.pix.is_none()
                     && self.tile.is_none()
                     && !self.scalar
-                    && (scratch.max(product) * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size
+                    && fits
             }
+        }
+    }
+
+    /// Which of the three kinds of kernel [`ConvGather::launches`] runs.
+    pub fn runs(&self, gpu: &Gpu) -> ConvKernel {
+        if self.uses_im2col(gpu) {
+            ConvKernel::Matmul
+        } else if self.uses_tiled(gpu) {
+            ConvKernel::Tiled
+        } else {
+            ConvKernel::Gather
         }
     }
 
@@ -628,6 +643,10 @@ pub struct ConvWgrad {
     /// On the im2col path, the scratch given to `launch` already holds the gathered matrix (the layer
     /// forward's gather of the same matrix): no gather launch.
     pub gathered: bool,
+    /// The im2col launch's shape: one invocation per value or vec4 of the matrix (`im2col_flat`, for
+    /// GPUs: a warp's loads and stores coalesce) or one per row (`im2col`, for CPU adapters: no
+    /// division per value); None: by the adapter (flat on GPUs).
+    pub flat: Option<bool>,
 }
 
 impl ConvWgrad {
@@ -658,6 +677,7 @@ impl ConvWgrad {
             splits: None,
             im2col: None,
             gathered: false,
+            flat: None,
         };
         if !g.transposed {
             return Ok(vec![(base, 0)]);
@@ -920,19 +940,23 @@ impl ConvWgrad {
     }
 
     /// The im2col launch alone: the layer input (conv) or the output gradient (transposed conv, GATHER_B)
-    /// gathered into the P × K·K·C (or P × K·K·N) matrix at `scratch` (`scratch_im2col` elements).
+    /// gathered into the P × K·K·C (or P × K·K·N) matrix at `scratch` (`scratch_im2col` elements), by
+    /// the per-row or the flat kernel (see `flat`).
     fn im2col_launch(&self, gpu: &Gpu, label: &str, a: View, g: View, scratch: View) -> Result<Launch> {
         let rows = self.im2col_rows();
         let taps = self.k * self.k;
         need_len("im2col", "scratch", &scratch, self.scratch_im2col())?;
         let ch = if self.gather_b { self.n } else { self.c };
+        let vec4 = ch % 4 == 0;
         let constants = [
             ("GATHER_B", f64::from(u8::from(self.gather_b))),
             ("PRE_RELU", f64::from(u8::from(self.pre_relu))),
-            ("VEC4", f64::from(u8::from(ch % 4 == 0))),
+            ("VEC4", f64::from(u8::from(vec4))),
         ];
+        let flat = self.flat.unwrap_or(!gpu.is_cpu());
+        let entry = if flat { "im2col_flat" } else { "im2col" };
         let shape = format!(
-            "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}",
+            "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}{}",
             self.batch,
             self.big_hw.0,
             self.big_hw.1,
@@ -940,15 +964,20 @@ impl ConvWgrad {
             self.k,
             self.stride,
             self.pad,
-            if self.gather_b { " T" } else { "" }
+            if self.gather_b { " T" } else { "" },
+            if flat { ", flat" } else { "" }
         );
-        let grid = [rows.div_ceil(256).min(65535) as u32, 1, 1];
+        // Flat: one invocation per vec4 (or value) of the matrix; per row: one per row. A grid-stride
+        // loop beyond 65535 workgroups.
+        let units = if flat { rows * taps * if vec4 { ch / 4 } else { ch } } else { rows };
+        need("im2col", units <= u32::MAX as usize, || format!("{units} im2col invocations overflow u32"))?;
+        let grid = [units.div_ceil(256).min(65535) as u32, 1, 1];
         // The vec4 views are bound whatever the channel count (the shader reads them only with VEC4).
         let bindings = [(1, a), (2, g), (3, scratch), (4, a), (5, g), (6, scratch)];
         gpu.launch(
             format!("{label} im2col[{shape}]"),
             "conv_grad",
-            "im2col",
+            entry,
             &constants,
             Some(&self.params(1)),
             &bindings,

@@ -3,7 +3,7 @@
 //! candidate set) under `$VAEGPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vaegpu`, else `~/.cache/vaegpu`:
 //! the matmul kernel (timed on the default VAE's dense products) in `tuning.json`, the conv kernel (on
 //! the conv VAE's 32/64-channel layers; GPUs only) in `tuning-conv.json`.
-//! `VAEGPU_MATMUL=register|subgroup|tiled` and `VAEGPU_CONV=gather|tiled` force a kernel without timing
+//! `VAEGPU_MATMUL=register|subgroup|tiled` and `VAEGPU_CONV=gather|tiled|matmul` force a kernel without timing
 //! (the CLI's `--matmul` and `--conv` do the same). A cache that cannot be read or written is only
 //! warned about.
 
@@ -34,9 +34,13 @@ pub struct Tuning {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConvTuning {
     pub conv: ConvKernel,
-    /// Microseconds of the timed layers with each kernel.
+    /// Microseconds of the timed layers with each kernel; None for a kernel not timed (the tiled one
+    /// where the device's limits do not fit it).
     pub gather_us: f64,
-    pub tiled_us: f64,
+    #[serde(default)]
+    pub tiled_us: Option<f64>,
+    #[serde(default)]
+    pub matmul_us: Option<f64>,
 }
 
 /// The cache folder, where one can be named.
@@ -155,27 +159,28 @@ fn time_programs(gpu: &Gpu, progs: &[&Program]) -> Result<Vec<f64>> {
 }
 
 /// Version of [`time_conv`]'s method and shapes: part of the conv cache key.
-const CONV_METHOD: u32 = 1;
+const CONV_METHOD: u32 = 2;
 
-/// The conv kernel for `gpu`: forced by `VAEGPU_CONV`; the gather kernel on CPU adapters, on devices
-/// whose limits do not fit conv_tiled, and where its timing fails (on lavapipe
-/// conv_tiled took 3.3–6× as long on the conv VAE's 32/64-channel layers and was faster on none:
-/// benches/RESULTS.md), else cached for this adapter, else timed now (see [`time_conv`]) and cached.
+/// The conv kernel for `gpu`: forced by `VAEGPU_CONV`; the matmul forms on CPU adapters (on lavapipe
+/// conv_tiled took 3.3–6× as long as the gather kernel on the conv VAE's 32/64-channel layers, and the
+/// matmul forms beat the gather kernel: benches/RESULTS.md); on GPUs cached for this adapter, else timed
+/// now (see [`time_conv`]) and cached, else, where the timing fails, the gather kernel.
 pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
     if let Some(k) = std::env::var("VAEGPU_CONV").ok().and_then(|v| v.parse::<ConvKernel>().ok()) {
         if k != ConvKernel::Auto {
             return Ok(k);
         }
     }
-    if gpu.is_cpu() || !ConvGather::tiled_fits(gpu) {
-        return Ok(ConvKernel::Gather);
+    if gpu.is_cpu() {
+        return Ok(ConvKernel::Matmul);
     }
-    let key = format!("{} | gather,tiled | conv timing {CONV_METHOD}", adapter_id(gpu));
+    let names = conv_candidates(gpu).iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+    let key = format!("{} | {names} | conv timing {CONV_METHOD}", adapter_id(gpu));
     let path = conv_cache_path();
     if let Some(t) = path.as_ref().and_then(|p| read_cache::<ConvTuning>(p).remove(&key)) {
         return Ok(t.conv);
     }
-    // A failed timing costs the tiled kernel, never the run.
+    // A failed timing costs the faster kernels, never the run.
     let t = match time_conv(gpu) {
         Ok(t) => t,
         Err(e) => {
@@ -183,20 +188,34 @@ pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
             return Ok(ConvKernel::Gather);
         }
     };
+    let us = |u: Option<f64>| u.map_or("-".to_string(), |u| format!("{u:.0}"));
     tracing::info!(
-        "conv kernel timed on {}: gather {:.0} µs, tiled {:.0} µs → {}",
+        "conv kernel timed on {}: gather {:.0} µs, tiled {} µs, matmul {} µs → {}",
         gpu.summary.name,
         t.gather_us,
-        t.tiled_us,
+        us(t.tiled_us),
+        us(t.matmul_us),
         t.conv
     );
     store(path, key, t.clone());
     Ok(t.conv)
 }
 
-/// Times the gather and tiled conv kernels on the conv VAE's layers with 32 and 64 channels at batch 256
-/// (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1, forward and input gradient; dec.deconv2 64→32, 7×7 → 14×14,
-/// forward and input gradient), as [`time_programs`] does. Zeros in, as in [`time_matmul`].
+/// The conv kernels [`time_conv`] times on `gpu`: the gather kernel and the matmul forms, and the tiled
+/// kernel where the device's limits fit it.
+fn conv_candidates(gpu: &Gpu) -> Vec<ConvKernel> {
+    let mut k = vec![ConvKernel::Gather];
+    if ConvGather::tiled_fits(gpu) {
+        k.push(ConvKernel::Tiled);
+    }
+    k.push(ConvKernel::Matmul);
+    k
+}
+
+/// Times the conv kernels (see `conv_candidates`) on the conv VAE's layers with 32 and 64 channels at
+/// batch 256 (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1, forward and input gradient; dec.deconv2 64→32,
+/// 7×7 → 14×14, forward and input gradient), as [`time_programs`] does; the matmul forms with their
+/// im2col or col2im launches and the matmul kernel the adapter chose. Zeros in, as in [`time_matmul`].
 pub fn time_conv(gpu: &Gpu) -> Result<ConvTuning> {
     time_conv_at(gpu, 256)
 }
@@ -211,25 +230,39 @@ pub fn time_conv_at(gpu: &Gpu, batch: usize) -> Result<ConvTuning> {
         ConvGather::forward(&deconv, batch, 7, 7, crate::kernels::Act::Relu)?,
         ConvGather::input_grad(&deconv, batch, 7, 7, crate::kernels::Act::Identity)?,
     ];
+    let kernels = conv_candidates(gpu);
+    let forced = |l: &ConvGather, k: ConvKernel| ConvGather { kernel: Some(k), ..*l };
+    let most = |f: &dyn Fn(&ConvGather) -> usize| {
+        kernels.iter().flat_map(|&k| layers.iter().map(move |l| f(&forced(l, k)))).max().unwrap_or(0).max(1)
+    };
     let len = batch * 14 * 14 * 32;
     let x = gpu.storage_f32("tune.x", len);
     let w = gpu.storage_f32("tune.w", 16 * 32 * 64 + 64);
     let y = gpu.storage_f32("tune.y", len);
+    let scratch = gpu.storage_f32("tune.scratch", most(&|l| l.scratch_len(gpu)));
+    let product = gpu.storage_f32("tune.product", most(&|l| l.product_len(gpu)));
     let mut progs = Vec::new();
-    for kernel in [ConvKernel::Gather, ConvKernel::Tiled] {
-        let launches = layers
-            .iter()
-            .map(|l| {
-                let l = ConvGather { kernel: Some(kernel), ..*l };
-                l.launch(gpu, "tune", (&x).into(), (&w).into(), (&y).into(), None, None)
-            })
-            .collect::<Result<Vec<_>>>()?;
+    for &kernel in &kernels {
+        let mut launches = Vec::new();
+        for l in &layers {
+            let l = forced(l, kernel);
+            let (s, p) = (
+                (l.scratch_len(gpu) > 0).then(|| (&scratch).into()),
+                (l.product_len(gpu) > 0).then(|| (&product).into()),
+            );
+            launches.extend(l.launches(gpu, "tune", (&x).into(), (&w).into(), (&y).into(), None, None, s, p)?);
+        }
         progs.push(Program { label: "tune".into(), launches });
     }
-    let best = time_programs(gpu, &[&progs[0], &progs[1]])?;
-    let (gather_us, tiled_us) = (best[0] * 1e6, best[1] * 1e6);
-    let conv = if tiled_us < gather_us { ConvKernel::Tiled } else { ConvKernel::Gather };
-    Ok(ConvTuning { conv, gather_us, tiled_us })
+    let best = time_programs(gpu, &progs.iter().collect::<Vec<_>>())?;
+    let us = |k: ConvKernel| kernels.iter().position(|&c| c == k).map(|i| best[i] * 1e6);
+    let fastest = (0..kernels.len()).min_by(|&i, &j| best[i].total_cmp(&best[j])).unwrap();
+    Ok(ConvTuning {
+        conv: kernels[fastest],
+        gather_us: us(ConvKernel::Gather).unwrap(),
+        tiled_us: us(ConvKernel::Tiled),
+        matmul_us: us(ConvKernel::Matmul),
+    })
 }
 
 /// Times the matmul kernels (the subgroup one where the device has subgroups) on the default VAE's three

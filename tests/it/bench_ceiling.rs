@@ -34,11 +34,14 @@ fn conv_bench_checks_and_times_every_layer() {
             assert!(names.contains(&format!("{layer} {what}").as_str()), "{layer} {what} missing: {names:?}");
         }
     }
-    // The conv kernel the adapter did not choose, beside the one it did, on every launch with 16+
-    // output channels (lavapipe: conv_tiled, checked against the reference at batch 2 before it is
-    // timed), and not on the one-channel ones.
-    let other = if gpu.conv == vaegpu::gpu::ConvKernel::Tiled { "gather" } else { "tiled" };
-    for (row, present) in [
+    // Each conv kernel the adapter did not choose, beside the one it did, on the launches where it
+    // changes what runs (checked against the reference at batch 2 before it is timed): the tiled kernel
+    // on every launch with 16+ output channels; the gather kernel where the chosen one is not it (on a
+    // CPU adapter, whose choice is the matmul forms, every launch: each has an im2col or col2im form;
+    // on a GPU the one-channel launches keep their own kernel whatever the choice); the matmul forms
+    // on every launch.
+    use vaegpu::gpu::ConvKernel;
+    let wide_launches = [
         ("enc.conv1 fwd", true),
         ("enc.conv1 dX", false),
         ("enc.conv2 fwd", true),
@@ -47,19 +50,17 @@ fn conv_bench_checks_and_times_every_layer() {
         ("dec.deconv2 dX", true),
         ("dec.deconv1 fwd", false),
         ("dec.deconv1 dX", true),
-    ] {
-        let row = format!("{row} [{other}]");
-        assert_eq!(names.contains(&row.as_str()), present, "{row}: {names:?}");
-    }
-    // On CPU adapters (which keep the gather kernel, so `other` is tiled there) the gather kernel beside
-    // the matmul forms that replaced it on every launch (im2col where the small image is written,
-    // col2im where the big one is).
-    if gpu.is_cpu() {
-        for layer in ["enc.conv1", "enc.conv2", "dec.deconv2", "dec.deconv1"] {
-            for what in ["fwd", "dX"] {
-                let row = format!("{layer} {what} [gather]");
-                assert!(names.contains(&row.as_str()), "{row} missing: {names:?}");
-            }
+    ];
+    for k in [ConvKernel::Gather, ConvKernel::Tiled, ConvKernel::Matmul] {
+        for (launch, wide) in wide_launches {
+            let row = format!("{launch} [{k}]");
+            let present = k != gpu.conv
+                && match k {
+                    ConvKernel::Tiled => wide,
+                    ConvKernel::Gather => wide || gpu.is_cpu() && gpu.conv == ConvKernel::Matmul,
+                    _ => true,
+                };
+            assert_eq!(names.contains(&row.as_str()), present, "{row}: {names:?}");
         }
     }
     // The one-output-channel layers: enc.conv1's input gradient, dec.deconv1's forward.

@@ -87,15 +87,16 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let out = run(Some("--matmul fastest"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown matmul kernel 'fastest'"));
-    // The conv kernel: a CPU adapter takes the gathers untimed (nothing cached); a GPU times both once.
+    // The conv kernel: a CPU adapter takes the matmul forms untimed (nothing cached); a GPU times each
+    // kind once.
     let conv_cache = dir.join("tuning-conv.json");
     if gpu_is_cpu() {
-        assert!(stderr.contains("conv kernel: gather"), "{stderr}");
+        assert!(stderr.contains("conv kernel: matmul"), "{stderr}");
         assert!(!conv_cache.exists(), "a CPU adapter's conv kernel was timed");
     } else {
         let cache = std::fs::read_to_string(&conv_cache).expect("the conv choice is cached");
         assert!(stderr.contains("conv kernel: "), "{stderr}");
-        assert!(cache.contains("gather_us") && cache.contains("tiled_us"), "{cache}");
+        assert!(cache.contains("gather_us") && cache.contains("matmul_us"), "{cache}");
     }
     // --conv forces one; a wrong name is refused.
     let stderr = String::from_utf8_lossy(&run(Some("--conv tiled")).stderr).to_string();
@@ -110,13 +111,18 @@ fn gpu_is_cpu() -> bool {
     vaegpu::testing::shared_gpu().is_cpu()
 }
 
-/// The conv start-up timing (which runs on GPUs only) runs here too, at batch 2.
+/// The conv start-up timing (which runs on GPUs only) runs here too, at batch 2: every kernel the
+/// device fits (lavapipe: all three), the fastest chosen.
 #[test]
-fn both_conv_kernels_time_on_this_adapter() {
+fn every_conv_kernel_times_on_this_adapter() {
     let gpu = vaegpu::testing::shared_gpu();
     let t = vaegpu::kernels::tune::time_conv_at(gpu, 2).unwrap_or_else(|e| panic!("{e}"));
-    assert!(t.gather_us > 0.0 && t.tiled_us > 0.0, "{t:?}");
-    let fastest = if t.tiled_us < t.gather_us { ConvKernel::Tiled } else { ConvKernel::Gather };
+    let tiled = vaegpu::kernels::conv::ConvGather::tiled_fits(gpu);
+    assert_eq!(t.tiled_us.is_some(), tiled, "{t:?}");
+    let mut times = vec![(ConvKernel::Gather, t.gather_us), (ConvKernel::Matmul, t.matmul_us.expect("matmul timed"))];
+    times.extend(t.tiled_us.map(|u| (ConvKernel::Tiled, u)));
+    assert!(times.iter().all(|(_, u)| *u > 0.0), "{t:?}");
+    let fastest = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
     assert_eq!(t.conv, fastest, "{t:?}");
 }
 

@@ -66,6 +66,8 @@ struct Shape {
     /// Force the parameter gradient's im2col path on or off (None: the adapter's choice: on for conv
     /// layers on CPU adapters unless splits are forced).
     im2col: Option<bool>,
+    /// Force the flat im2col kernel (GPUs' choice) or the per-row one (CPU adapters').
+    flat: Option<bool>,
 }
 
 /// Forward (with each activation and the residual add), input gradient (with dact and resid) and
@@ -161,6 +163,7 @@ fn check_shaped(c: &Case, seed: u64, shape: Shape) {
                 k.scalar = scalar;
                 k.splits = shape.splits;
                 k.im2col = shape.im2col;
+                k.flat = shape.flat;
                 let (n, np) = (k.scratch_len(gpu), k.product_len(gpu));
                 scratch_bufs.push(poisoned(gpu, "scratch", n.max(1)));
                 scratch_bufs.push(poisoned(gpu, "product", np.max(1)));
@@ -168,6 +171,8 @@ fn check_shaped(c: &Case, seed: u64, shape: Shape) {
                 let (sv, pv) = ((n > 0).then(|| s.into()), (np > 0).then(|| pb.into()));
                 let ls = k.launch(gpu, "t", (&xb).into(), (&dyb).into(), (&out).into(), off + at, sv, pv).unwrap();
                 assert_eq!(ls.iter().any(|l| l.label.contains(" im2col[")), k.uses_im2col(gpu));
+                let flat = shape.flat.unwrap_or(!gpu.is_cpu());
+                assert!(ls.iter().all(|l| !l.label.contains(" im2col[") || l.label.contains(", flat]") == flat));
                 launches.extend(ls);
             }
             for l in &launches {
@@ -268,8 +273,10 @@ fn tiled_kernel_matches_reference() {
 }
 
 /// The parameter gradient through im2col and a matmul (what CPU adapters run; the awkward-shape tests
-/// cover it here, and this one wherever the suite runs): conv and transposed conv, odd channel counts,
-/// a 1×1 kernel, padding 2, relu on read; one forward and input-gradient variant each.
+/// cover it here, and this one wherever the suite runs), with the im2col kernel the adapter does not
+/// choose (flat on a CPU adapter, per row on a GPU; the other is the default everywhere else): conv and
+/// transposed conv, odd channel counts, a 1×1 kernel, padding 2, relu on read; one forward and
+/// input-gradient variant each.
 #[test]
 fn im2col_weight_gradient_matches_reference() {
     let cases = [
@@ -284,7 +291,8 @@ fn im2col_weight_gradient_matches_reference() {
         Case::new(2, 4, 6, 1, 5, 3, 1, 1, true),
     ];
     for (i, c) in cases.iter().enumerate() {
-        check_shaped(c, 1700 + 10 * i as u64, Shape { im2col: Some(true), variant: Some(i), ..Default::default() });
+        let shape = Shape { im2col: Some(true), flat: Some(gpu().is_cpu()), variant: Some(i), ..Default::default() };
+        check_shaped(c, 1700 + 10 * i as u64, shape);
     }
 }
 

@@ -208,6 +208,16 @@ fn gpu_conv_vae_step_with_tiled_conv_matches_reference_model() {
     check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_tiled["));
 }
 
+/// The conv VAE step with the gather kernels as the adapter's conv kernel (a GPU's choice until it has
+/// timed the others; on a CPU adapter `--conv gather`): no launch takes its matmul form.
+#[test]
+fn gpu_conv_vae_step_with_gather_conv_matches_reference_model() {
+    let gpu = Gpu::new(&GpuOptions { conv: ConvKernel::Gather, ..Default::default() }).unwrap();
+    assert_eq!(gpu.conv, ConvKernel::Gather);
+    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
+    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_gather_v4["));
+}
+
 /// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with
 /// restarts or the codebook gradient) against reference::vq::vq_step.
 fn check_vq(cfg: vaegpu::models::vq::VqConfig, batch: usize) {

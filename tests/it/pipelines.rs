@@ -148,12 +148,14 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline("conv_grad", "col2im", &c).unwrap_or_else(|e| panic!("conv_grad col2im {c:?}: {e}"));
         built += 1;
     }
-    // im2col: each layout with and without vec4 channels and relu-on-read.
-    for gather_b in [0.0, 1.0] {
-        for vec4 in [0.0, 1.0] {
-            let c = [("GATHER_B", gather_b), ("VEC4", vec4), ("PRE_RELU", 1.0 - gather_b)];
-            gpu.pipeline("conv_grad", "im2col", &c).unwrap_or_else(|e| panic!("conv_grad im2col {c:?}: {e}"));
-            built += 1;
+    // im2col, per row and flat: each layout with and without vec4 channels and relu-on-read.
+    for entry in ["im2col", "im2col_flat"] {
+        for gather_b in [0.0, 1.0] {
+            for vec4 in [0.0, 1.0] {
+                let c = [("GATHER_B", gather_b), ("VEC4", vec4), ("PRE_RELU", 1.0 - gather_b)];
+                gpu.pipeline("conv_grad", entry, &c).unwrap_or_else(|e| panic!("conv_grad {entry} {c:?}: {e}"));
+                built += 1;
+            }
         }
     }
     // The autoencoder kernels with each mode, activation and gradient setting.
