@@ -43,9 +43,9 @@ struct Params {
     tiles: u32,
     // Element offset of row 0 of split 0 in OUT (split_sum: of the first output).
     out_offset: u32,
-    // split_sum: elements per split.
+    // split_sum, split_fold, untap: elements per split.
     len: u32,
-    // split_sum, split_fold: element offset of split 0's partials.
+    // split_sum, split_fold, untap: element offset of split 0's partials.
     in_offset: u32,
 }
 
@@ -395,7 +395,8 @@ fn im2col_flat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // untap (after im2col with GATHER_B and the matmul): OUT[out_offset + (tap·C + c)·N + n] =
-//   PART[c·K·K·N + tap·N + n], one invocation per element of the K·K·C × N block.
+//   Σ_{s < splits} PART[in_offset + s·len + c·K·K·N + tap·N + n] (in order of s; one split unless the
+//   matmul split K), one invocation per element of the K·K·C × N block.
 //   grid = (ceil(K·K·C·N / 256), 1, 1) (at most 65535 groups: checked by the launcher).
 @compute @workgroup_size(256, 1, 1)
 fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -403,7 +404,12 @@ fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.k * p.k * p.c * p.n) {
         return;
     }
-    out[p.out_offset + i] = a[tap_major(i)];
+    let src = p.in_offset + tap_major(i);
+    var acc = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        acc += a[src + s * p.len];
+    }
+    out[p.out_offset + i] = acc;
 }
 
 // Where element i = (tap·C + c)·N + n of the K·K·C × N block stands in the [C, K·K·N] matrix.

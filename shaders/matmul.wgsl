@@ -37,7 +37,12 @@
 //   rows m0 + ty + 16i and columns n0 + tx + 16j (i, j < 4): reads of tile_b and stores of C are
 //   contiguous across tx, reads of tile_a are broadcasts. Every invocation takes part in every load and
 //   barrier; those past M or N only skip the store. Any M, N, K; scalar bindings 1..4 like matmul.
-//   Grid = (ceil(N / 64), ceil(M / 64), 1). WG is not used.
+//   Grid = (ceil(N / 64), ceil(M / 64), S). WG is not used.
+//   Split K (Params.k_split != 0; S splits): workgroup z sums only k in [z·k_split, (z+1)·k_split) and
+//   stores its partial product, without epilogue, as block z of C: C[(z·M + m)·N + n] (S blocks of
+//   M×N). The launcher allows no BIAS, ACT, DACT or RESID with it (ONES_ROW is fine) and sums the
+//   blocks afterwards (conv_grad.wgsl's split_fold and split_sum, in a fixed order). For products with
+//   few tiles of C and a long K: a conv's weight gradient over every pixel of a batch.
 // Dispatch (matmul_tiled128): the large-tile configuration of matmul_tiled, for products big enough to
 //   fill a large GPU with 128×128 tiles. 256 invocations (1-D, tx = tid % 16, ty = tid / 16) own a
 //   128×128 tile of C, each 8×8 outputs in registers: rows m0 + 4ty + i and m0 + 64 + 4ty + i, columns
@@ -296,7 +301,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var i = 0u; i < 4u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    // This workgroup's k range: all of K, or split z's.
+    let split = p.k_split != 0u;
+    let kb = select(0u, wid.z * p.k_split, split);
+    let ke = select(p.k, min(p.k, kb + p.k_split), split);
+    for (var k0 = kb; k0 < ke; k0 += BK) {
         for (var r = 0u; r < 4u; r++) {
             let idx = r * 256u + tid;
             // Consecutive invocations walk the contiguous direction of each stored matrix.
@@ -309,7 +318,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 ak = idx % BK;
                 am = idx / BK;
             }
-            tile_a[ak * TS + am] = load_a_or_zero(m0 + am, k0 + ak);
+            var va = 0.0;
+            if (k0 + ak < ke) {
+                va = load_a_or_zero(m0 + am, k0 + ak);
+            }
+            tile_a[ak * TS + am] = va;
             var bk: u32;
             var bn: u32;
             if (TRANS_B) {
@@ -319,7 +332,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 bn = idx % TILE;
                 bk = idx / TILE;
             }
-            tile_b[bk * TS + bn] = load_b_or_zero(k0 + bk, n0 + bn);
+            var vb = 0.0;
+            if (k0 + bk < ke) {
+                vb = load_b_or_zero(k0 + bk, n0 + bn);
+            }
+            tile_b[bk * TS + bn] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -336,9 +353,14 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
+            let m = m0 + ty + 16u * i;
             let n = n0 + tx + 16u * j;
-            if (n < p.n) {
-                finish(m0 + ty + 16u * i, n, acc[i][j]);
+            if (split) {
+                if (m < p.m && n < p.n) {
+                    c[(wid.z * p.m + m) * p.n + n] = acc[i][j];
+                }
+            } else if (n < p.n) {
+                finish(m, n, acc[i][j]);
             }
         }
     }

@@ -12,7 +12,8 @@ struct Params {
     slope: f32,
     // matmul_tiled128 only: bit 0 (1) A may be read through a4, bit 1 (2) B through b4.
     vec_ok: u32,
-    _pad1: u32,
+    // matmul_tiled only: k per split of K (workgroup z), a multiple of 16; 0: no split.
+    k_split: u32,
 }
 
 override TRANS_A: bool = false;

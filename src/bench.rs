@@ -340,14 +340,17 @@ fn bench_conv(
                     }
                 }
             }
-            if pix.is_none() && !scalar && kernel.is_none() {
+            // The parameter gradient: the adapter's; a split target's or the split reduction's; on a GPU
+            // the matmul forms' (im2col and a split-K matmul) beside its own.
+            let wmatmul = *kernel == Some(ConvKernel::Matmul) && !gpu.is_cpu();
+            if pix.is_none() && !scalar && (kernel.is_none() || wmatmul) {
                 let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
                 let mut scratch = Vec::new();
                 let mut lw = Program::new("dW");
                 let mut wflops = 0.0;
                 for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
                     k.splits = target.map(|t| k.splits_for(t));
-                    k.im2col = *im2col;
+                    k.im2col = if wmatmul { Some(true) } else { *im2col };
                     scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
                     scratch.push(poisoned(gpu, "bench.product", k.product_len(gpu).max(1)));
                     let [.., sb, pb] = &scratch[..] else { unreachable!() };

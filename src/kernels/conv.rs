@@ -733,7 +733,8 @@ impl ConvWgrad {
     }
 
     /// Whether the gradient runs as im2col, a matmul and a copy: `im2col` if set (where the launch is
-    /// one `im2col_ok` allows); else on CPU adapters wherever it is allowed, unless the gathered matrix
+    /// one `im2col_ok` allows); else on CPU adapters, and on GPUs whose conv kernel is the matmul forms
+    /// (where the matmul splits K: `im2col_splits`), wherever it is allowed, unless the gathered matrix
     /// outgrows a storage binding or `splits` forces the split reduction. On lavapipe it was 2.0–6.1×
     /// faster than the split reduction on each of the conv VAE's four layers at batch 128 (best of
     /// interleaved runs; enc.conv2 37 against 226 ms: benches/RESULTS.md).
@@ -741,10 +742,40 @@ impl ConvWgrad {
         if let Some(i) = self.im2col {
             return i && self.im2col_ok();
         }
-        gpu.is_cpu()
+        (gpu.is_cpu() || gpu.conv == ConvKernel::Matmul)
             && self.im2col_ok()
             && self.splits.is_none()
             && (self.scratch_im2col() * 4) as u64 <= gpu.limits.max_storage_buffer_binding_size
+    }
+
+    /// The im2col path's matmul: (M, N, splits of K asked). M × N = (K·K·C + 1) × N for a conv layer
+    /// (the ones row gives the bias), C × K·K·N for a transposed conv; K = the pixels. The splits:
+    /// `splits` if set (only with `im2col` forced: tests); 1 on a CPU adapter; on a GPU enough for the
+    /// 64×64 tiles of the product to reach GPU_WGRAD_INVOCATIONS invocations (256 a tile), each split at
+    /// least 256 pixels long (a GPU's product has a few tiles and K in the tens of thousands).
+    fn im2col_matmul(&self, gpu: &Gpu) -> (usize, usize, usize) {
+        let (m, n) =
+            if self.gather_b { (self.c, self.k * self.k * self.n) } else { (self.k * self.k * self.c + 1, self.n) };
+        let pixels = self.im2col_rows();
+        let splits = match self.splits {
+            Some(s) => s,
+            None if gpu.is_cpu() => 1,
+            None => {
+                let tiles = m.div_ceil(64) * n.div_ceil(64);
+                (GPU_WGRAD_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (pixels / 256).max(1))
+            }
+        };
+        (m, n, splits)
+    }
+
+    /// Splits of K the im2col path's matmul runs (see `im2col_matmul`; 1: none).
+    pub fn im2col_splits(&self, gpu: &Gpu) -> usize {
+        let (_, _, s) = self.im2col_matmul(gpu);
+        if s > 1 {
+            super::matmul::split_k(self.im2col_rows(), s).1
+        } else {
+            1
+        }
     }
 
     /// The launches the im2col path computes: a conv layer's weights and bias together (the layer input
@@ -763,14 +794,14 @@ impl ConvWgrad {
         self.im2col_rows() * self.k * self.k * if self.gather_b { self.n } else { self.c }
     }
 
-    /// Elements of the second scratch buffer: the im2col path's product, before it is copied into place
-    /// (0 on the split path).
+    /// Elements of the second scratch buffer: the im2col path's product before it is copied into place,
+    /// with a split K its partial products and each split_fold level's sums (0 on the split path).
     pub fn product_len(&self, gpu: &Gpu) -> usize {
-        if self.uses_im2col(gpu) {
-            self.rows_out() * self.n
-        } else {
-            0
+        if !self.uses_im2col(gpu) {
+            return 0;
         }
+        let s = self.im2col_splits(gpu);
+        (s + Self::fold_levels(s).iter().sum::<usize>()) * self.rows_out() * self.n
     }
 
     /// Scratch elements the launches need (0 when one split writes the result directly): on the im2col
@@ -890,20 +921,7 @@ impl ConvWgrad {
         params.out_offset = 0;
         let mut launches =
             vec![gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?];
-        // Fold the partials in the scratch buffer while there are too many splits for one serial sum.
-        let (mut src, mut n) = (0usize, splits);
-        for groups in Self::fold_levels(splits) {
-            let dst = src + n * len;
-            params.splits = n as u32;
-            params.in_offset = src as u32;
-            params.out_offset = dst as u32;
-            let grid = [(groups * len).div_ceil(256).min(65535) as u32, 1, 1];
-            let name = format!("{label} split_fold/{n}");
-            launches.push(gpu.launch(name, "conv_grad", "split_fold", &[], Some(&params), &[(3, scratch)], grid)?);
-            (src, n) = (dst, groups);
-        }
-        params.splits = n as u32;
-        params.in_offset = src as u32;
+        launches.extend(Self::fold(gpu, &label, &mut params, scratch, splits)?);
         params.out_offset = out_offset as u32;
         launches.push(gpu.launch(
             format!("{label} split_sum"),
@@ -914,6 +932,28 @@ impl ConvWgrad {
             &[(1, scratch), (3, out)],
             [len.div_ceil(256) as u32, 1, 1],
         )?);
+        Ok(launches)
+    }
+
+    /// The split_fold launches over `splits` partials of `params.len` values at the start of `buf`:
+    /// folding by 16 while there are too many splits for one serial sum (see `fold_levels`). Leaves
+    /// `params.splits` and `params.in_offset` at the partials that remain, for split_sum or untap.
+    fn fold(gpu: &Gpu, label: &str, params: &mut GradParams, buf: View, splits: usize) -> Result<Vec<Launch>> {
+        let len = params.len as usize;
+        let mut launches = Vec::new();
+        let (mut src, mut n) = (0usize, splits);
+        for groups in Self::fold_levels(splits) {
+            let dst = src + n * len;
+            params.splits = n as u32;
+            params.in_offset = src as u32;
+            params.out_offset = dst as u32;
+            let grid = [(groups * len).div_ceil(256).min(65535) as u32, 1, 1];
+            let name = format!("{label} split_fold/{n}");
+            launches.push(gpu.launch(name, "conv_grad", "split_fold", &[], Some(params), &[(3, buf)], grid)?);
+            (src, n) = (dst, groups);
+        }
+        params.splits = n as u32;
+        params.in_offset = src as u32;
         Ok(launches)
     }
 
@@ -986,8 +1026,9 @@ impl ConvWgrad {
     }
 
     /// The im2col path: the gathered matrix I into `scratch`; then for a conv layer [dW; db] = Iᵀ · G (+ the
-    /// ones row) into `product`, copied to `out[out_offset..]` by split_sum over one split; for a
-    /// transposed conv Aᵀ · I ([C, K·K·N]) into `product`, reordered into place by untap.
+    /// ones row) into `product`, copied to `out[out_offset..]` by split_sum; for a transposed conv Aᵀ · I
+    /// ([C, K·K·N]) into `product`, reordered into place by untap. With a split K (`im2col_splits`) the
+    /// matmul writes one partial product per split, folded by split_fold and summed by that last launch.
     #[allow(clippy::too_many_arguments)]
     fn launch_im2col(
         &self,
@@ -1003,8 +1044,7 @@ impl ConvWgrad {
         const OP: &str = "conv_wgrad";
         need(OP, self.im2col_ok(), || format!("no im2col path for {self:?}"))?;
         let rows = self.im2col_rows();
-        let taps = self.k * self.k;
-        let (ilen, plen) = (self.scratch_im2col(), self.rows_out() * self.n);
+        let (ilen, plen) = (self.scratch_im2col(), self.product_len(gpu));
         let missing = |what: &str, n: usize| crate::gpu::GpuError::Shape {
             op: OP,
             message: format!("the im2col path needs a {what} buffer of {n} floats"),
@@ -1014,31 +1054,28 @@ impl ConvWgrad {
         need_len(OP, "scratch", &scratch, ilen)?;
         need_len(OP, "product", &product, plen)?;
         need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
-        need(OP, plen.div_ceil(256) <= 65535, || format!("{plen} gradient values exceed one copy launch"))?;
+        let len = self.rows_out() * self.n;
+        need(OP, len.div_ceil(256) <= 65535, || format!("{len} gradient values exceed one copy launch"))?;
         let gather = if self.gathered { None } else { Some(self.im2col_launch(gpu, label, a, g, scratch)?) };
         let mut params = self.params(1);
+        let (m, n, splits) = self.im2col_matmul(gpu);
         use super::matmul::Matmul;
-        let (mm, ma, mb) = if self.gather_b {
-            (Matmul { m: self.c, n: taps * self.n, k: rows, trans_a: true, ..Default::default() }, a, scratch)
-        } else {
-            (
-                Matmul { m: plen / self.n, n: self.n, k: rows, trans_a: true, ones_row: true, ..Default::default() },
-                scratch,
-                g,
-            )
-        };
-        let product_launch = mm.launch(gpu, label, ma, mb, product, None)?;
+        let mm = Matmul { m, n, k: rows, trans_a: true, ones_row: !self.gather_b, splits, ..Default::default() };
+        let (ma, mb) = if self.gather_b { (a, scratch) } else { (scratch, g) };
+        let mut launches: Vec<Launch> = gather.into_iter().collect();
+        launches.push(mm.launch(gpu, label, ma, mb, product, None)?);
+        launches.extend(Self::fold(gpu, label, &mut params, product, self.im2col_splits(gpu))?);
         params.out_offset = out_offset as u32;
         let entry = if self.gather_b { "untap" } else { "split_sum" };
-        let copy = gpu.launch(
+        launches.push(gpu.launch(
             format!("{label} {entry}"),
             "conv_grad",
             entry,
             &[],
             Some(&params),
             &[(1, product), (3, out)],
-            [plen.div_ceil(256) as u32, 1, 1],
-        )?;
-        Ok(gather.into_iter().chain([product_launch, copy]).collect())
+            [len.div_ceil(256) as u32, 1, 1],
+        )?);
+        Ok(launches)
     }
 }

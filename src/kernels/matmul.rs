@@ -14,7 +14,8 @@ struct Params {
     slope: f32,
     /// matmul_tiled128 only: bit 0 A may be read through its vec4 view (binding 5), bit 1 B (binding 6).
     vec_ok: u32,
-    _pad: u32,
+    /// matmul_tiled only: k per split of K (workgroup z); 0: no split.
+    k_split: u32,
 }
 
 /// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
@@ -59,7 +60,7 @@ pub struct Matmul {
     /// Never use the vec4 kernel even where the shape allows it (tests, benchmarks).
     pub scalar: bool,
     /// Use the workgroup-memory tiled kernel (discrete GPUs); any shape. `naive` wins if both are set.
-    /// Its 128×128 configuration is used where it gives at least [`TILE128_MIN_GROUPS`] workgroups.
+    /// Its 128×128 configuration is used where the product fills them ([`Matmul::fills_tile128`]).
     pub tiled: bool,
     /// Use the tiled kernel's 128×128 configuration whatever the shape (implies `tiled`; tests).
     pub tile128: bool,
@@ -74,6 +75,17 @@ pub struct Matmul {
     /// Rows of C per invocation of the subgroup kernel (16, 32 or 64) instead of the launcher's choice
     /// ([`sg_rows`]; tests, benchmarks).
     pub sg_rows: Option<usize>,
+    /// Split K this many ways (0 or 1: no split; see [`split_k`] for the count that runs): the tiled
+    /// kernel writes [`split_k`]`.1` partial M×N products, block after block, into C, for the caller to
+    /// sum; no bias, activation or residual epilogue.
+    pub splits: usize,
+}
+
+/// (k per split, splits) of a K-long reduction asked to split `splits` ways: each split a multiple of
+/// matmul_tiled's BK = 16, so that fewer splits may run than asked.
+pub fn split_k(k: usize, splits: usize) -> (usize, usize) {
+    let chunk = k.div_ceil(splits.max(1)).next_multiple_of(16);
+    (chunk, k.div_ceil(chunk))
 }
 
 /// Rows of C per invocation of the subgroup kernel for an M-row product: the least time by
@@ -112,6 +124,15 @@ impl Matmul {
         (lda, a_len, ldb, b_len)
     }
 
+    /// Whether the 128×128 tiles suit this product: at least [`TILE128_MIN_GROUPS`] of them, padding M×N
+    /// at most 1.25× as much as 64×64 tiles do. On an H100 the 128 tiles ran about 1.4× the 64 ones'
+    /// rate on full tiles (27.5 against 19.6 TFLOP/s, benches/RESULTS.md), which a product 64 wide (a
+    /// conv's im2col forward at 64 output channels: half of every 128 tile idle) loses.
+    pub fn fills_tile128(&self) -> bool {
+        let pad = |t: usize| self.m.next_multiple_of(t) * self.n.next_multiple_of(t);
+        self.m.div_ceil(128) * self.n.div_ceil(128) >= TILE128_MIN_GROUPS && pad(128) * 4 <= pad(64) * 5
+    }
+
     /// Whether the vec4 kernel can run this shape: every leading dimension, K and N multiples of 4.
     pub fn vec4_ok(&self) -> bool {
         let (lda, _, ldb, _) = self.dims();
@@ -127,8 +148,13 @@ impl Matmul {
         let (lda, a_len, ldb, b_len) = self.dims();
         need_len(OP, "A", &a, a_len)?;
         need_len(OP, "B", &b, b_len)?;
-        need_len(OP, "C", &c, self.m * self.n)?;
+        let (k_chunk, splits) = if self.splits > 1 { split_k(self.k, self.splits) } else { (0, 1) };
+        need_len(OP, "C", &c, splits * self.m * self.n)?;
         need(OP, !(self.resid && self.dact != Act::Identity), || "resid and dact together".into())?;
+        let epilogue = self.bias || self.resid || self.act != Act::Identity || self.dact != Act::Identity;
+        need(OP, splits == 1 || !epilogue && !self.naive, || {
+            "a split K has no epilogue and needs the tiled kernel".into()
+        })?;
         if self.dact != Act::Identity || self.resid {
             need(OP, z.is_some(), || "dact and resid need Z".into())?;
             need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
@@ -141,18 +167,18 @@ impl Matmul {
             ldb: ldb as u32,
             slope: Act::LEAKY_SLOPE,
             vec_ok: 0,
-            _pad: 0,
+            k_split: k_chunk as u32,
         };
         let tiled = !self.naive
             && (self.tiled
                 || self.tile128
+                || splits > 1
                 || (!self.register && !self.subgroup && !self.scalar && gpu.matmul == MatmulKernel::Tiled));
         // 256 invocations and two double-buffered 8×128-float tiles (shaders/matmul.wgsl).
         let (inv, smem) =
             (gpu.limits.max_compute_invocations_per_workgroup, gpu.limits.max_compute_workgroup_storage_size);
         let fits128 = inv >= 256 && smem >= TILE128_SMEM;
-        let tile128 =
-            tiled && (self.tile128 || (fits128 && self.m.div_ceil(128) * self.n.div_ceil(128) >= TILE128_MIN_GROUPS));
+        let tile128 = tiled && splits == 1 && (self.tile128 || fits128 && self.fills_tile128());
         let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
         let big = self.m * self.n * self.k >= SUBGROUP_MIN_MACS;
         let sg =
@@ -184,7 +210,7 @@ impl Matmul {
         } else if tile128 {
             ("matmul_tiled128", [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, 1])
         } else if tiled {
-            ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, 1])
+            ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, splits as u32])
         } else if sg {
             ("matmul_sg", [cols.div_ceil(wg) as u32, self.m.div_ceil(rows) as u32, 1])
         } else if vec4 {
@@ -206,17 +232,18 @@ impl Matmul {
             })?;
         }
         let max = gpu.limits.max_compute_workgroups_per_dimension;
-        need(OP, groups[0] <= max && groups[1] <= max, || {
+        need(OP, groups.iter().all(|&g| g <= max), || {
             format!("grid {groups:?} exceeds {max} workgroups per dimension")
         })?;
         let label = format!(
-            "{label} {entry}[{}x{}x{}{}{}{}]",
+            "{label} {entry}[{}x{}x{}{}{}{}{}]",
             self.m,
             self.n,
             self.k,
             if self.trans_a { " At" } else { "" },
             if self.trans_b { " Bt" } else { "" },
-            if self.resid { " +Z" } else { "" }
+            if self.resid { " +Z" } else { "" },
+            if splits > 1 { format!(" /{splits}") } else { String::new() }
         );
         // Z is always bound (the layout is fixed); A stands in when the epilogue does not read it.
         let z = z.unwrap_or(a);

@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::conv::{ConvGather, ConvGeom};
+use super::conv::{ConvGather, ConvGeom, ConvWgrad};
 use super::matmul::Matmul;
 use crate::gpu::{ConvKernel, Gpu, MatmulKernel, Program, Result};
 
@@ -213,9 +213,11 @@ fn conv_candidates(gpu: &Gpu) -> Vec<ConvKernel> {
 }
 
 /// Times the conv kernels (see `conv_candidates`) on the conv VAE's layers with 32 and 64 channels at
-/// batch 256 (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1, forward and input gradient; dec.deconv2 64→32,
-/// 7×7 → 14×14, forward and input gradient), as [`time_programs`] does; the matmul forms with their
-/// im2col or col2im launches and the matmul kernel the adapter chose. Zeros in, as in [`time_matmul`].
+/// batch 256 (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1; dec.deconv2 64→32, 7×7 → 14×14): each one's
+/// forward, input gradient and parameter gradient, as [`time_programs`] does. The matmul forms run with
+/// their im2col or col2im launches on the adapter's matmul kernel, and the parameter gradients through
+/// im2col and a split-K matmul; the other two kinds with the split reduction, as in training. Zeros in,
+/// as in [`time_matmul`].
 pub fn time_conv(gpu: &Gpu) -> Result<ConvTuning> {
     time_conv_at(gpu, 256)
 }
@@ -230,27 +232,36 @@ pub fn time_conv_at(gpu: &Gpu, batch: usize) -> Result<ConvTuning> {
         ConvGather::forward(&deconv, batch, 7, 7, crate::kernels::Act::Relu)?,
         ConvGather::input_grad(&deconv, batch, 7, 7, crate::kernels::Act::Identity)?,
     ];
+    let mut wgrads = ConvWgrad::for_layer(&conv, batch, 14, 14, false)?;
+    wgrads.extend(ConvWgrad::for_layer(&deconv, batch, 7, 7, false)?);
     let kernels = conv_candidates(gpu);
     let forced = |l: &ConvGather, k: ConvKernel| ConvGather { kernel: Some(k), ..*l };
-    let most = |f: &dyn Fn(&ConvGather) -> usize| {
-        kernels.iter().flat_map(|&k| layers.iter().map(move |l| f(&forced(l, k)))).max().unwrap_or(0).max(1)
+    let forced_w = |w: &ConvWgrad, k: ConvKernel| ConvWgrad { im2col: Some(k == ConvKernel::Matmul), ..*w };
+    let most = |f: &dyn Fn(&ConvGather) -> usize, fw: &dyn Fn(&ConvWgrad) -> usize| {
+        let launches = kernels.iter().flat_map(|&k| layers.iter().map(move |l| f(&forced(l, k))));
+        let grads = kernels.iter().flat_map(|&k| wgrads.iter().map(move |(w, _)| fw(&forced_w(w, k))));
+        launches.chain(grads).max().unwrap_or(0).max(1)
     };
     let len = batch * 14 * 14 * 32;
     let x = gpu.storage_f32("tune.x", len);
     let w = gpu.storage_f32("tune.w", 16 * 32 * 64 + 64);
     let y = gpu.storage_f32("tune.y", len);
-    let scratch = gpu.storage_f32("tune.scratch", most(&|l| l.scratch_len(gpu)));
-    let product = gpu.storage_f32("tune.product", most(&|l| l.product_len(gpu)));
+    let dw = gpu.storage_f32("tune.dw", 17 * 32 * 64 + 64);
+    let scratch = gpu.storage_f32("tune.scratch", most(&|l| l.scratch_len(gpu), &|w| w.scratch_len(gpu)));
+    let product = gpu.storage_f32("tune.product", most(&|l| l.product_len(gpu), &|w| w.product_len(gpu)));
+    let bufs = |s: usize, p: usize| ((s > 0).then(|| (&scratch).into()), (p > 0).then(|| (&product).into()));
     let mut progs = Vec::new();
     for &kernel in &kernels {
         let mut launches = Vec::new();
         for l in &layers {
             let l = forced(l, kernel);
-            let (s, p) = (
-                (l.scratch_len(gpu) > 0).then(|| (&scratch).into()),
-                (l.product_len(gpu) > 0).then(|| (&product).into()),
-            );
+            let (s, p) = bufs(l.scratch_len(gpu), l.product_len(gpu));
             launches.extend(l.launches(gpu, "tune", (&x).into(), (&w).into(), (&y).into(), None, None, s, p)?);
+        }
+        for (wg, at) in &wgrads {
+            let wg = forced_w(wg, kernel);
+            let (s, p) = bufs(wg.scratch_len(gpu), wg.product_len(gpu));
+            launches.extend(wg.launch(gpu, "tune", (&x).into(), (&y).into(), (&dw).into(), *at, s, p)?);
         }
         progs.push(Program { label: "tune".into(), launches });
     }

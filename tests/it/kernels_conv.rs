@@ -171,6 +171,11 @@ fn check_shaped(c: &Case, seed: u64, shape: Shape) {
                 let (sv, pv) = ((n > 0).then(|| s.into()), (np > 0).then(|| pb.into()));
                 let ls = k.launch(gpu, "t", (&xb).into(), (&dyb).into(), (&out).into(), off + at, sv, pv).unwrap();
                 assert_eq!(ls.iter().any(|l| l.label.contains(" im2col[")), k.uses_im2col(gpu));
+                if k.uses_im2col(gpu) && k.im2col_splits(gpu) > 1 {
+                    assert!(ls.iter().any(|l| l.label.contains("matmul_tiled[") && l.label.contains(" /")));
+                    let folds = ls.iter().any(|l| l.label.contains(" split_fold/"));
+                    assert_eq!(folds, k.im2col_splits(gpu) > 64, "{}", c.name());
+                }
                 let flat = shape.flat.unwrap_or(!gpu.is_cpu());
                 assert!(ls.iter().all(|l| !l.label.contains(" im2col[") || l.label.contains(", flat]") == flat));
                 launches.extend(ls);
@@ -293,6 +298,24 @@ fn im2col_weight_gradient_matches_reference() {
     for (i, c) in cases.iter().enumerate() {
         let shape = Shape { im2col: Some(true), flat: Some(gpu().is_cpu()), variant: Some(i), ..Default::default() };
         check_shaped(c, 1700 + 10 * i as u64, shape);
+    }
+}
+
+/// The parameter gradient through im2col and a matmul with K (the pixels) split over workgroups, what
+/// GPUs run when their conv kernel is the matmul forms: the tiled matmul's partial products, folded
+/// (more than 64 splits: 1200 pixels split 75 ways) and summed by split_sum, or by untap for a
+/// transposed conv.
+#[test]
+fn im2col_weight_gradient_split_k_matches_reference() {
+    let cases = [
+        (Case::new(3, 9, 9, 8, 4, 3, 1, 1, false), 5),
+        (Case::new(4, 15, 20, 3, 5, 3, 1, 1, false), 75),
+        (Case::new(3, 7, 7, 8, 4, 4, 2, 1, true), 2),
+        (Case::new(4, 15, 20, 4, 3, 3, 1, 1, true), 100),
+    ];
+    for (i, (c, splits)) in cases.iter().enumerate() {
+        let shape = Shape { im2col: Some(true), splits: Some(*splits), variant: Some(i), ..Default::default() };
+        check_shaped(c, 3900 + 10 * i as u64, shape);
     }
 }
 

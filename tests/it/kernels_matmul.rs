@@ -1,7 +1,7 @@
 //! matmul.wgsl against reference/matmul.rs on awkward shapes, outputs poisoned with NaN.
 
 use vaegpu::gpu::Gpu;
-use vaegpu::kernels::matmul::Matmul;
+use vaegpu::kernels::matmul::{split_k, Matmul};
 use vaegpu::kernels::Act;
 use vaegpu::reference::elementwise::{act_forward, act_grad_from_y};
 use vaegpu::reference::matmul::{matmul, transpose};
@@ -41,12 +41,18 @@ fn check(mm: Matmul, seed: u64) -> String {
     let ab = g.upload("a", &to_f32(&a_stored));
     let bb = g.upload("b", &to_f32(&b_stored));
     let zb = g.upload("z", &to_f32(&z));
-    let cb = poisoned(g, "c", mm.m * mm.n);
+    // A split K writes its partial products block after block: summed here in order, as the conv
+    // weight gradient's split_sum does; past the last block C stays poisoned.
+    let splits = if mm.splits > 1 { split_k(mm.k, mm.splits).1 } else { 1 };
+    let len = mm.m * mm.n;
+    let cb = poisoned(g, "c", splits * len + 5);
     let zv = if mm.dact != Act::Identity || mm.resid { Some((&zb).into()) } else { None };
     let l = mm.launch(g, "test", (&ab).into(), (&bb).into(), (&cb).into(), zv).unwrap();
     g.run(&l).unwrap();
     let got = g.read_f32(&cb).unwrap();
-    tol(mm.k).check(&format!("{mm:?}"), &got[..mm.m * mm.n], &want).unwrap();
+    let sum: Vec<f32> = (0..len).map(|i| (0..splits).map(|s| got[s * len + i]).sum()).collect();
+    tol(mm.k).check(&format!("{mm:?}"), &sum, &want).unwrap();
+    assert!(got[splits * len..].iter().all(|v| v.is_nan()), "{mm:?}: wrote past its {splits} blocks");
     l.label
 }
 
@@ -134,6 +140,32 @@ fn ones_row_computes_bias_gradient() {
             check(mm, din as u64);
         }
     }
+}
+
+/// The tiled kernel with K split over workgroups (a conv's weight gradient on GPUs): the partial products
+/// of every layout, with the ones row, on sizes that leave a short last split, a split count that
+/// rounds to fewer (k per split a multiple of 16), and more splits asked than K has steps.
+#[test]
+fn tiled_kernel_split_k() {
+    assert_eq!(split_k(1000, 7), (144, 7));
+    assert_eq!(split_k(100, 6), (32, 4));
+    assert_eq!(split_k(20, 50), (16, 2));
+    let cases = [
+        (Matmul { m: 70, n: 33, k: 1000, splits: 7, ..Default::default() }, 3100),
+        (Matmul { splits: 6, ..bias_grad(29, 65, 100) }, 3110),
+        (Matmul { m: 17, n: 9, k: 20, trans_b: true, splits: 50, ..Default::default() }, 3120),
+        (Matmul { m: 65, n: 64, k: 333, trans_a: true, trans_b: true, splits: 3, ..Default::default() }, 3130),
+    ];
+    for (mm, seed) in cases {
+        let label = check(mm, seed);
+        assert!(label.contains("matmul_tiled[") && label.contains(" /"), "{label}");
+    }
+    // No epilogue with a split.
+    let g = gpu();
+    let buf = g.storage_f32("c", 4096);
+    let mm = Matmul { m: 4, n: 4, k: 64, bias: true, splits: 2, ..Default::default() };
+    let err = mm.launch(g, "bad", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
+    assert!(err.to_string().contains("no epilogue"), "{err}");
 }
 
 #[test]
@@ -338,6 +370,12 @@ fn tiled_uses_128_tiles_only_on_a_full_grid() {
     assert!(label(full).contains("matmul_tiled128["), "{}", label(full));
     let short = Matmul { m: 10 * 128, ..full };
     assert!(label(short).contains("matmul_tiled["), "{}", label(short));
+    // A product 64 wide (a conv's im2col forward) would leave half of every 128 tile idle: 64×64 tiles,
+    // however many rows. A full grid 1520 wide pads to 1536 either way: 128 tiles.
+    let narrow = Matmul { m: 400 * 128, n: 64, k: 512, bias: true, tiled: true, ..Default::default() };
+    assert!(!narrow.fills_tile128() && label(narrow).contains("matmul_tiled["), "{}", label(narrow));
+    let wide = Matmul { m: 12 * 128, n: 11 * 128 + 112, ..full };
+    assert!(wide.fills_tile128(), "{wide:?}");
     // The default model's products stay on the 64×64 configuration.
     let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, tiled: true, ..Default::default() };
     assert!(label(fwd).contains("matmul_tiled["), "{}", label(fwd));
