@@ -10,8 +10,13 @@
 #   matmul.json      bench --model matmul (square products, both kernels)
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
+#   tests_<k>.txt    with IT set (the integration-test binary of `cargo test --tests --no-run`): the
+#                    conv and matmul kernel tests and the conv VAE step against the reference with
+#                    each conv kernel forced (VAEGPU_CONV=k), so that the GPU's own paths (im2col_flat,
+#                    the split-K weight gradient, conv_tiled) run against the reference there
 #   log.txt          everything printed on stderr
-# Usage: BIN=... OUT=... benches/device_gpu.sh
+# Usage: BIN=... IT=... OUT=... benches/device_gpu.sh (the device tool returns at most 8 files: write
+# OUT outside $OUT and tar it into $OUT).
 set -u
 BIN=${BIN:-target/release/vaegpu}
 OUT=${OUT:-bench-out}
@@ -29,6 +34,12 @@ run() { # name, timeout, command...
     timeout "$t" "$@" >"$OUT/$name" 2>>"$LOG"
     echo "== $name: rc $? in $((SECONDS - s)) s" >>"$LOG"
 }
+if [ -n "${IT:-}" ]; then
+    for k in matmul tiled gather; do
+        VAEGPU_CONV=$k run "tests_$k.txt" 240 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model::gpu_conv \
+            nn_cols bench_ceiling::conv
+    done
+fi
 run kernels_vae.json 90 "$BIN" bench --model vae --reps 50 --json
 # VAEGPU_LOG=info: the start-up timings of the matmul and conv kernels go to log.txt.
 VAEGPU_LOG=vaegpu=info run kernels_conv.json 90 "$BIN" bench --model conv-vae --reps 50 --json

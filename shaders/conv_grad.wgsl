@@ -306,6 +306,26 @@ fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 //   3 OUT, and vec4 views 4 A, 5 G, 6 OUT.
 @group(0) @binding(6) var<storage, read_write> out4: array<vec4<f32>>;
 
+// One value of the gathered operand (G with GATHER_B, else A, relu'd with PRE_RELU) at channel c of
+// pixel pix (0 outside the image: pix < 0), ch channels a pixel; gathered4: 4 channels from c (VEC4).
+fn gathered1(pix: i32, ch: u32, c: u32) -> f32 {
+    if (pix < 0) {
+        return 0.0;
+    }
+    if (GATHER_B) {
+        return g[u32(pix) * ch + c];
+    }
+    let v = a[u32(pix) * ch + c];
+    return select(v, max(v, 0.0), PRE_RELU);
+}
+
+fn gathered4(pix: i32, c: u32) -> vec4<f32> {
+    if (GATHER_B) {
+        return load_g4(pix, c);
+    }
+    return load_a4(pix, c);
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let pixels = p.batch * p.sh * p.sw;
@@ -326,26 +346,11 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 }
                 if (VEC4) {
                     for (var c = 0u; c < ch; c += 4u) {
-                        if (GATHER_B) {
-                            out4[(dst + c) >> 2u] = load_g4(pix, c);
-                        } else {
-                            out4[(dst + c) >> 2u] = load_a4(pix, c);
-                        }
+                        out4[(dst + c) >> 2u] = gathered4(pix, c);
                     }
                 } else {
                     for (var c = 0u; c < ch; c++) {
-                        var v = 0.0;
-                        if (pix >= 0) {
-                            if (GATHER_B) {
-                                v = g[u32(pix) * ch + c];
-                            } else {
-                                v = a[u32(pix) * ch + c];
-                            }
-                            if (PRE_RELU && !GATHER_B) {
-                                v = max(v, 0.0);
-                            }
-                        }
-                        out[dst + c] = v;
+                        out[dst + c] = gathered1(pix, ch, c);
                     }
                 }
                 dst += ch;
@@ -372,24 +377,9 @@ fn im2col_flat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         let cur = cursor_at(t / taps);
         let pix = big_pixel(cur.b, cur.sy, cur.sx, t % taps);
         if (VEC4) {
-            if (GATHER_B) {
-                out4[u] = load_g4(pix, 4u * c);
-            } else {
-                out4[u] = load_a4(pix, 4u * c);
-            }
+            out4[u] = gathered4(pix, 4u * c);
         } else {
-            var v = 0.0;
-            if (pix >= 0) {
-                if (GATHER_B) {
-                    v = g[u32(pix) * ch + c];
-                } else {
-                    v = a[u32(pix) * ch + c];
-                }
-                if (PRE_RELU && !GATHER_B) {
-                    v = max(v, 0.0);
-                }
-            }
-            out[u] = v;
+            out[u] = gathered1(pix, ch, c);
         }
     }
 }
