@@ -94,6 +94,14 @@ pub const CONV_TILE128_MIN_GROUPS: usize = super::matmul::TILE128_MIN_GROUPS;
 /// against 77 µs at 2^18, each invocation walking hundreds of pixels one dependent load after another.
 pub const GPU_WGRAD_INVOCATIONS: usize = 1 << 18;
 
+/// Splits of K a GPU's M×N×K product with few output tiles asks for (the im2col weight gradient, K the
+/// pixels): enough for its 64×64 tiles to reach GPU_WGRAD_INVOCATIONS invocations (256 a tile), each
+/// split at least 256 long; 1 where the tiles alone reach it.
+pub fn gpu_k_splits(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    (GPU_WGRAD_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / 256).max(1))
+}
+
 /// Most splits summed by one serial split_sum pass; more are folded by 16 first (conv_grad.wgsl).
 pub const SUM_MAX_SPLITS: usize = 64;
 
@@ -756,14 +764,10 @@ impl ConvWgrad {
     fn im2col_matmul(&self, gpu: &Gpu) -> (usize, usize, usize) {
         let (m, n) =
             if self.gather_b { (self.c, self.k * self.k * self.n) } else { (self.k * self.k * self.c + 1, self.n) };
-        let pixels = self.im2col_rows();
         let splits = match self.splits {
             Some(s) => s,
             None if gpu.is_cpu() => 1,
-            None => {
-                let tiles = m.div_ceil(64) * n.div_ceil(64);
-                (GPU_WGRAD_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (pixels / 256).max(1))
-            }
+            None => gpu_k_splits(m, n, self.im2col_rows()),
         };
         (m, n, splits)
     }

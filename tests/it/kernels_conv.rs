@@ -319,6 +319,21 @@ fn im2col_weight_gradient_split_k_matches_reference() {
     }
 }
 
+/// The K splits a GPU's im2col weight gradient asks for, at the conv VAE's batch-1024 shapes.
+#[test]
+fn gpu_weight_gradient_splits_fill_the_device() {
+    use vaegpu::kernels::conv::gpu_k_splits;
+    use vaegpu::kernels::matmul::split_k;
+    // enc.conv2: 513 × 64 (9 tiles) over 50176 pixels: 114 asked, 112 of 448 pixels run.
+    assert_eq!(gpu_k_splits(513, 64, 50176), 114);
+    assert_eq!(split_k(50176, 114), (448, 112));
+    // enc.conv1: 17 × 32 (one tile) over 200704 pixels: splits of 256 pixels, the shortest allowed.
+    assert_eq!(gpu_k_splits(17, 32, 200704), 784);
+    // Tiles that fill the device alone; too few pixels to split.
+    assert_eq!(gpu_k_splits(4096, 4096, 100000), 1);
+    assert_eq!(gpu_k_splits(17, 32, 300), 1);
+}
+
 #[test]
 fn uneven_sizes_are_refused() {
     let g = ConvGeom { k: 4, stride: 2, pad: 1, cin: 1, cout: 4, transposed: false };
