@@ -15,14 +15,26 @@
 #                    each conv kernel forced (VAEGPU_CONV=k), so that the GPU's own paths (im2col_flat,
 #                    the split-K weight gradient, conv_tiled) run against the reference there
 #   log.txt          everything printed on stderr
+# Each command has its own time limit; together at most 580 s, within one 600-s device call (on an
+# H100 they took seconds to tens of seconds each).
 # Usage: BIN=... IT=... OUT=... benches/device_gpu.sh (the device tool returns at most 8 files: write
 # OUT outside $OUT and tar it into $OUT).
+# Through the device tool (its README: the Vulkan loader as .gl/): here, build and strip the two
+# binaries into an ignored folder (about 10 + 25 MB):
+#   cargo build --release --locked && cargo test --locked --tests --no-run
+#   mkdir -p .devbin && strip -o .devbin/vaegpu target/release/vaegpu
+#   strip -o .devbin/it $(ls -t target/debug/deps/it-* | grep -v '\.d$' | head -1)
+# then run, carrying .gl and .devbin:
+#   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; BIN=.devbin/vaegpu IT=.devbin/it OUT=/tmp/b \
+#   benches/device_gpu.sh; tar czf $OUT/bench.tgz -C /tmp/b .
 set -u
 BIN=${BIN:-target/release/vaegpu}
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 export WGPU_BACKEND=${WGPU_BACKEND:-vulkan} VAEGPU_CACHE_DIR=${VAEGPU_CACHE_DIR:-$OUT/.cache}
+# The start-up timings of the matmul and conv kernels (info) go to log.txt.
+export VAEGPU_LOG=${VAEGPU_LOG:-vaegpu=info}
 BATCHES=${BATCHES:-32,128,512,1024}
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv; date -u; } \
     >"$OUT/gpu.txt" 2>&1
@@ -36,19 +48,18 @@ run() { # name, timeout, command...
 }
 if [ -n "${IT:-}" ]; then
     for k in matmul tiled gather; do
-        VAEGPU_CONV=$k run "tests_$k.txt" 240 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model::gpu_conv \
+        VAEGPU_CONV=$k run "tests_$k.txt" 40 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model::gpu_conv \
             nn_cols bench_ceiling::conv
     done
 fi
-run kernels_vae.json 90 "$BIN" bench --model vae --reps 50 --json
-# VAEGPU_LOG=info: the start-up timings of the matmul and conv kernels go to log.txt.
-VAEGPU_LOG=vaegpu=info run kernels_conv.json 90 "$BIN" bench --model conv-vae --reps 50 --json
-run kernels_conv1024.json 90 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
+run kernels_vae.json 50 "$BIN" bench --model vae --reps 50 --json
+run kernels_conv.json 50 "$BIN" bench --model conv-vae --reps 50 --json
+run kernels_conv1024.json 50 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
 for k in gather tiled matmul; do
-    run "conv_$k.json" 90 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
+    run "conv_$k.json" 40 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
         --min-seconds 0.5 --json
 done
-run matmul.json 90 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
-run steps.json 200 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
-run torch.jsonl 150 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
+run matmul.json 40 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
+run steps.json 90 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
+run torch.jsonl 60 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
 tail -n 3 "$LOG"
