@@ -281,6 +281,11 @@ pub struct Gpu {
     /// The device has subgroup operations with subgroups of at least 8 invocations (the SUBGROUP
     /// feature was requested): shaders/matmul_sg.wgsl can run.
     pub subgroups: bool,
+    /// Weight gradients split the K of their products (the batch's rows or pixels) over workgroups
+    /// where their few output tiles would leave the device idle ([`crate::kernels::matmul::k_splits`]):
+    /// true on GPUs, false on CPU adapters, whose few cores the tiles already fill. Settable (tests run
+    /// the GPUs' launches on lavapipe).
+    pub split_k: bool,
 }
 
 impl Gpu {
@@ -399,6 +404,7 @@ impl Gpu {
             matmul,
             conv,
             subgroups,
+            split_k: !cpu,
         })
     }
 

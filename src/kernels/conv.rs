@@ -94,16 +94,46 @@ pub const CONV_TILE128_MIN_GROUPS: usize = super::matmul::TILE128_MIN_GROUPS;
 /// against 77 µs at 2^18, each invocation walking hundreds of pixels one dependent load after another.
 pub const GPU_WGRAD_INVOCATIONS: usize = 1 << 18;
 
-/// Splits of K a GPU's M×N×K product with few output tiles asks for (the im2col weight gradient, K the
-/// pixels): enough for its 64×64 tiles to reach GPU_WGRAD_INVOCATIONS invocations (256 a tile), each
-/// split at least 256 long; 1 where the tiles alone reach it.
-pub fn gpu_k_splits(m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(64) * n.div_ceil(64);
-    (GPU_WGRAD_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / 256).max(1))
-}
-
 /// Most splits summed by one serial split_sum pass; more are folded by 16 first (conv_grad.wgsl).
 pub const SUM_MAX_SPLITS: usize = 64;
+
+/// Elements a buffer needs for `splits` partial blocks of `len` values and the folds that sum them
+/// ([`sum_partials`]).
+pub fn partials_len(splits: usize, len: usize) -> usize {
+    (splits + ConvWgrad::fold_levels(splits).iter().sum::<usize>()) * len
+}
+
+/// The launches that add `splits` partial blocks of `len` values, stored one after another at the
+/// start of `partials` (which has [`partials_len`] elements), into `out[out_offset..]`, in a fixed
+/// order: split_fold by 16 while more than SUM_MAX_SPLITS remain, then split_sum.
+pub fn sum_partials(
+    gpu: &Gpu,
+    label: &str,
+    partials: View,
+    out: View,
+    out_offset: usize,
+    splits: usize,
+    len: usize,
+) -> Result<Vec<Launch>> {
+    const OP: &str = "sum_partials";
+    need_len(OP, "partials", &partials, partials_len(splits, len))?;
+    need_len(OP, "out", &out, out_offset + len)?;
+    need(OP, !std::ptr::eq(partials.buffer, out.buffer), || "partials and out share a buffer".into())?;
+    need(OP, len.div_ceil(256) <= 65535, || format!("{len} values exceed one sum launch"))?;
+    let mut params = GradParams { len: len as u32, ..bytemuck::Zeroable::zeroed() };
+    let mut launches = ConvWgrad::fold(gpu, label, &mut params, partials, splits)?;
+    params.out_offset = out_offset as u32;
+    launches.push(gpu.launch(
+        format!("{label} split_sum"),
+        "conv_grad",
+        "split_sum",
+        &[],
+        Some(&params),
+        &[(1, partials), (3, out)],
+        [len.div_ceil(256) as u32, 1, 1],
+    )?);
+    Ok(launches)
+}
 
 impl ConvGather {
     /// The forward pass of a layer with geometry `g` on `batch` images of h×w: y = act(layer(x) + b).
@@ -758,17 +788,12 @@ impl ConvWgrad {
 
     /// The im2col path's matmul: (M, N, splits of K asked). M × N = (K·K·C + 1) × N for a conv layer
     /// (the ones row gives the bias), C × K·K·N for a transposed conv; K = the pixels. The splits:
-    /// `splits` if set (only with `im2col` forced: tests); 1 on a CPU adapter; on a GPU enough for the
-    /// 64×64 tiles of the product to reach GPU_WGRAD_INVOCATIONS invocations (256 a tile), each split at
-    /// least 256 pixels long (a GPU's product has a few tiles and K in the tens of thousands).
+    /// `splits` if set (only with `im2col` forced: tests); else [`super::matmul::k_splits`] (1 on CPU
+    /// adapters; on a GPU's few tiles and K in the tens of thousands, many).
     fn im2col_matmul(&self, gpu: &Gpu) -> (usize, usize, usize) {
         let (m, n) =
             if self.gather_b { (self.c, self.k * self.k * self.n) } else { (self.k * self.k * self.c + 1, self.n) };
-        let splits = match self.splits {
-            Some(s) => s,
-            None if gpu.is_cpu() => 1,
-            None => gpu_k_splits(m, n, self.im2col_rows()),
-        };
+        let splits = self.splits.unwrap_or_else(|| super::matmul::k_splits(gpu, m, n, self.im2col_rows()));
         (m, n, splits)
     }
 
@@ -804,8 +829,7 @@ impl ConvWgrad {
         if !self.uses_im2col(gpu) {
             return 0;
         }
-        let s = self.im2col_splits(gpu);
-        (s + Self::fold_levels(s).iter().sum::<usize>()) * self.rows_out() * self.n
+        partials_len(self.im2col_splits(gpu), self.rows_out() * self.n)
     }
 
     /// Scratch elements the launches need (0 when one split writes the result directly): on the im2col
@@ -819,7 +843,7 @@ impl ConvWgrad {
         if s == 1 {
             0
         } else {
-            (s + Self::fold_levels(s).iter().sum::<usize>()) * self.rows_out() * self.n
+            partials_len(s, self.rows_out() * self.n)
         }
     }
 
@@ -925,17 +949,7 @@ impl ConvWgrad {
         params.out_offset = 0;
         let mut launches =
             vec![gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?];
-        launches.extend(Self::fold(gpu, &label, &mut params, scratch, splits)?);
-        params.out_offset = out_offset as u32;
-        launches.push(gpu.launch(
-            format!("{label} split_sum"),
-            "conv_grad",
-            "split_sum",
-            &[],
-            Some(&params),
-            &[(1, scratch), (3, out)],
-            [len.div_ceil(256) as u32, 1, 1],
-        )?);
+        launches.extend(sum_partials(gpu, &label, scratch, out, out_offset, splits, len)?);
         Ok(launches)
     }
 
@@ -1068,13 +1082,17 @@ impl ConvWgrad {
         let (ma, mb) = if self.gather_b { (a, scratch) } else { (scratch, g) };
         let mut launches: Vec<Launch> = gather.into_iter().collect();
         launches.push(mm.launch(gpu, label, ma, mb, product, None)?);
-        launches.extend(Self::fold(gpu, label, &mut params, product, self.im2col_splits(gpu))?);
+        let splits = self.im2col_splits(gpu);
+        if !self.gather_b {
+            launches.extend(sum_partials(gpu, label, product, out, out_offset, splits, len)?);
+            return Ok(launches);
+        }
+        launches.extend(Self::fold(gpu, label, &mut params, product, splits)?);
         params.out_offset = out_offset as u32;
-        let entry = if self.gather_b { "untap" } else { "split_sum" };
         launches.push(gpu.launch(
-            format!("{label} {entry}"),
+            format!("{label} untap"),
             "conv_grad",
-            entry,
+            "untap",
             &[],
             Some(&params),
             &[(1, product), (3, out)],

@@ -81,6 +81,28 @@ pub struct Matmul {
     pub splits: usize,
 }
 
+/// Invocations a split K aims at on a GPU: an H100 holds 132 SMs × 2048 resident invocations
+/// ([`crate::kernels::conv::GPU_WGRAD_INVOCATIONS`], from the conv weight gradient's measured sweep).
+pub const K_SPLIT_INVOCATIONS: usize = super::conv::GPU_WGRAD_INVOCATIONS;
+
+/// Splits of K asked for an M×N×K product with few output tiles (a weight gradient, K the batch's rows
+/// or pixels) where the adapter splits K ([`Gpu::split_k`], else 1): enough for its 64×64 tiles (256
+/// invocations each) to reach [`K_SPLIT_INVOCATIONS`], each split at least 256 long; 1 where the tiles
+/// alone reach it or K is under 512.
+pub fn k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
+    if gpu.split_k {
+        gpu_k_splits(m, n, k)
+    } else {
+        1
+    }
+}
+
+/// [`k_splits`] on an adapter that splits K.
+pub fn gpu_k_splits(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / 256).max(1))
+}
+
 /// (k per split, splits) of a K-long reduction asked to split `splits` ways: each split a multiple of
 /// matmul_tiled's BK = 16, so that fewer splits may run than asked.
 pub fn split_k(k: usize, splits: usize) -> (usize, usize) {

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use super::net::{Layer, Net, Op};
 use super::{Linear, ParamLayout};
 use crate::gpu::{Gpu, GpuError, Launch, Result, View};
-use crate::kernels::conv::{ConvGather, ConvWgrad, Resid};
-use crate::kernels::matmul::Matmul;
+use crate::kernels::conv::{partials_len, sum_partials, ConvGather, ConvWgrad, Resid};
+use crate::kernels::matmul::{k_splits, split_k, Matmul};
 use crate::kernels::Act;
 
 /// Options of [`GpuNet::backward_with`].
@@ -90,7 +90,21 @@ fn dense_forward(
     mm.launch(gpu, name, x.into(), block(params, p), y.into(), r.map(Into::into))
 }
 
-/// Its backward from `g`: [dW; db] into `grads`, and with `dx` the input gradient ⊙ act'(x) into it.
+/// Splits of the rows (K) of a dense layer's weight gradient over `m` rows, din → dout ([`k_splits`]:
+/// on GPUs, where a large batch's few output tiles would leave the device idle), and the elements
+/// their partial products need (0 without a split).
+fn dense_dw_splits(gpu: &Gpu, m: usize, din: usize, dout: usize) -> (usize, usize) {
+    let s = k_splits(gpu, din + 1, dout, m);
+    if s > 1 {
+        let s = split_k(m, s).1;
+        (s, partials_len(s, (din + 1) * dout))
+    } else {
+        (1, 0)
+    }
+}
+
+/// Its backward from `g`: [dW; db] into `grads` (split over the rows through `partials` where
+/// [`dense_dw_splits`] says), and with `dx` the input gradient ⊙ act'(x) into it.
 #[allow(clippy::too_many_arguments)]
 fn dense_backward(
     gpu: &Gpu,
@@ -102,10 +116,20 @@ fn dense_backward(
     params: &wgpu::Buffer,
     grads: &wgpu::Buffer,
     dx: Option<(&wgpu::Buffer, Act)>,
+    partials: &wgpu::Buffer,
     out: &mut Vec<Launch>,
 ) -> Result<()> {
     let dw = Matmul { m: p.din + 1, n: p.dout, k: m, trans_a: true, ones_row: true, ..Default::default() };
-    out.push(dw.launch(gpu, &format!("{name}.dW"), x.into(), g.into(), block(grads, p), None)?);
+    let label = format!("{name}.dW");
+    let (splits, _) = dense_dw_splits(gpu, m, p.din, p.dout);
+    if splits > 1 {
+        let dw = Matmul { splits, ..dw };
+        out.push(dw.launch(gpu, &label, x.into(), g.into(), partials.into(), None)?);
+        let len = (p.din + 1) * p.dout;
+        out.extend(sum_partials(gpu, &label, partials.into(), block(grads, p), 0, splits, len)?);
+    } else {
+        out.push(dw.launch(gpu, &label, x.into(), g.into(), block(grads, p), None)?);
+    }
     if let Some((dx, prev_act)) = dx {
         let mm = Matmul { m, n: p.din, k: p.dout, trans_b: true, dact: prev_act, ..Default::default() };
         let w = View::new(params, (p.offset * 4) as u64, p.din * p.dout);
@@ -152,12 +176,17 @@ impl GpuNet {
             outs.push(f(format!("{}.out[{rows}x{}]", l.name, l.output), n));
             grads.push(f(format!("{}.grad[{rows}x{}]", l.name, l.output), n));
             let i = l.input;
+            let px = rows * i.h * i.w;
             match &l.op {
                 Op::Linear { .. } => {
+                    product = product.max(dense_dw_splits(gpu, rows, i.len(), l.output.len()).1);
                     inner.push(None);
                     cols.push(None);
                 }
                 Op::Conv { geom, .. } => {
+                    if pointwise(geom) {
+                        product = product.max(dense_dw_splits(gpu, px, geom.cin, geom.cout).1);
+                    }
                     for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
@@ -175,8 +204,10 @@ impl GpuNet {
                 }
                 Op::Res { hidden, .. } => {
                     // The 3×3 conv's weight gradient, forward (im2col path) and input gradient (col2im
-                    // path); the 1×1 conv runs as a linear layer, with no scratch.
-                    let (g3, _) = Layer::res_geoms(i.c, *hidden);
+                    // path); the 1×1 conv runs as a linear layer (its weight gradient's partials where
+                    // split).
+                    let (g3, g1) = Layer::res_geoms(i.c, *hidden);
+                    product = product.max(dense_dw_splits(gpu, px, g1.cin, g1.cout).1);
                     for (k, _) in ConvWgrad::for_layer(&g3, rows, i.h, i.w, true)? {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
@@ -419,13 +450,14 @@ impl GpuNet {
             let s = l.input;
             match &l.op {
                 Op::Linear { block: b } => {
-                    dense_backward(gpu, &l.name, rows, &layout.layers[*b], x, g, params, grads, dx, &mut out)?;
+                    let p = &layout.layers[*b];
+                    dense_backward(gpu, &l.name, rows, p, x, g, params, grads, dx, &self.product, &mut out)?;
                 }
                 // A pointwise conv, unless its input gradient takes a sum (the matmul's epilogue has
                 // act' or a residual, not both).
                 Op::Conv { block: b, geom } if pointwise(geom) && (i > 0 || opt.add_to_input.is_none()) => {
                     let (p, px) = (&layout.layers[*b], rows * s.h * s.w);
-                    dense_backward(gpu, &l.name, px, p, x, g, params, grads, dx, &mut out)?;
+                    dense_backward(gpu, &l.name, px, p, x, g, params, grads, dx, &self.product, &mut out)?;
                 }
                 Op::Conv { block: b, geom } => {
                     let p = &layout.layers[*b];
@@ -460,7 +492,8 @@ impl GpuNet {
                     // The 1×1 conv as the linear layer it is (as in forward): dh = (g · W1ᵀ) ⊙ relu'(h).
                     let name = format!("{}.conv1", l.name);
                     let px = rows * s.h * s.w;
-                    dense_backward(gpu, &name, px, p1, h, g, params, grads, Some((dh, Act::Relu)), &mut out)?;
+                    let d = Some((dh, Act::Relu));
+                    dense_backward(gpu, &name, px, p1, h, g, params, grads, d, &self.product, &mut out)?;
                     self.param_grad(
                         gpu,
                         &format!("{}.conv3", l.name),

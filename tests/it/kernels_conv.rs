@@ -322,8 +322,7 @@ fn im2col_weight_gradient_split_k_matches_reference() {
 /// The K splits a GPU's im2col weight gradient asks for, at the conv VAE's batch-1024 shapes.
 #[test]
 fn gpu_weight_gradient_splits_fill_the_device() {
-    use vaegpu::kernels::conv::gpu_k_splits;
-    use vaegpu::kernels::matmul::split_k;
+    use vaegpu::kernels::matmul::{gpu_k_splits, split_k};
     // enc.conv2: 513 × 64 (9 tiles) over 50176 pixels: 114 asked, 112 of 448 pixels run.
     assert_eq!(gpu_k_splits(513, 64, 50176), 114);
     assert_eq!(split_k(50176, 114), (448, 112));

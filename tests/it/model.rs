@@ -218,6 +218,19 @@ fn gpu_conv_vae_step_with_gather_conv_matches_reference_model() {
     check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_gather_v4["));
 }
 
+/// The VAE steps with the weight gradients' K split over workgroups, as on a GPU (`Gpu::split_k`, here
+/// forced on lavapipe): an MLP at 600 rows, whose dense weight gradients split in two; a conv VAE at 40
+/// images, whose first conv's im2col weight gradient (640 pixels) splits in two, the others too short.
+#[test]
+fn gpu_steps_with_split_k_weight_gradients_match_reference_model() {
+    let mut gpu = Gpu::new(&GpuOptions::default()).unwrap();
+    gpu.split_k = true;
+    let cfg = VaeConfig { input_dim: 37, hidden: vec![29, 13], latent: 5, act: Act::Tanh, ..Default::default() };
+    check_on(&gpu, cfg, 600, Some(".dW matmul_tiled[38x29x600 At /2]"));
+    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
+    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 40, Some(" At /2]"));
+}
+
 /// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with
 /// restarts or the codebook gradient) against reference::vq::vq_step.
 fn check_vq(cfg: vaegpu::models::vq::VqConfig, batch: usize) {
