@@ -11,7 +11,7 @@
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
 #   tests_<k>.txt    with IT set (the integration-test binary of `cargo test --tests --no-run`): the
-#                    conv and matmul kernel tests and the conv VAE step against the reference with
+#                    conv and matmul kernel tests and the model steps against the reference with
 #                    each conv kernel forced (VAEGPU_CONV=k), so that the GPU's own paths (im2col_flat,
 #                    the split-K weight gradient, conv_tiled) run against the reference there
 #   log.txt          everything printed on stderr
@@ -48,7 +48,7 @@ run() { # name, timeout, command...
 }
 if [ -n "${IT:-}" ]; then
     for k in matmul tiled gather; do
-        VAEGPU_CONV=$k run "tests_$k.txt" 40 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model::gpu_conv \
+        VAEGPU_CONV=$k run "tests_$k.txt" 40 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model:: \
             nn_cols bench_ceiling::conv
     done
 fi
