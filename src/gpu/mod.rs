@@ -21,7 +21,10 @@ pub enum GpuError {
     Limit { adapter: String, limit: &'static str, have: u64, need: u64 },
     #[error("GPU validation error on '{adapter}': {message}")]
     Validation { adapter: String, message: String },
-    #[error("GPU out of memory on '{adapter}': {message}")]
+    #[error(
+        "GPU out of memory on '{adapter}': {message} (a smaller --batch needs less; so does --conv gather, whose \
+         conv launches keep no im2col matrices)"
+    )]
     OutOfMemory { adapter: String, message: String },
     #[error("GPU device lost on '{adapter}': {message}")]
     DeviceLost { adapter: String, message: String },
