@@ -7,6 +7,7 @@
 #   kernels_conv.json bench --model conv-vae (with each conv kernel the adapter did not choose)
 #   kernels_conv1024.json the same at batch 1024
 #   conv_<k>.json    bench --steps --model conv-vae with --conv k forced (gather, tiled, matmul)
+#   vae_split_<b>.json bench --steps --model vae at batches 512 and 1024 with --split-k b (true, false)
 #   matmul.json      bench --model matmul (square products, both kernels)
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
@@ -15,7 +16,7 @@
 #                    each conv kernel forced (VAEGPU_CONV=k), so that the GPU's own paths (im2col_flat,
 #                    the split-K weight gradient, conv_tiled) run against the reference there
 #   log.txt          everything printed on stderr
-# Each command has its own time limit; together at most 580 s, within one 600-s device call (on an
+# Each command has its own time limit; together at most 590 s, within one 600-s device call (on an
 # H100 they took seconds to tens of seconds each).
 # Usage: BIN=... IT=... OUT=... benches/device_gpu.sh (the device tool returns at most 8 files: write
 # OUT outside $OUT and tar it into $OUT).
@@ -52,14 +53,18 @@ if [ -n "${IT:-}" ]; then
             nn_cols bench_ceiling::conv
     done
 fi
-run kernels_vae.json 50 "$BIN" bench --model vae --reps 50 --json
-run kernels_conv.json 50 "$BIN" bench --model conv-vae --reps 50 --json
-run kernels_conv1024.json 50 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
+run kernels_vae.json 40 "$BIN" bench --model vae --reps 50 --json
+run kernels_conv.json 40 "$BIN" bench --model conv-vae --reps 50 --json
+run kernels_conv1024.json 40 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
 for k in gather tiled matmul; do
     run "conv_$k.json" 40 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
         --min-seconds 0.5 --json
 done
+for k in true false; do
+    run "vae_split_$k.json" 30 "$BIN" bench --steps --split-k "$k" --model vae --batches 512,1024 --submits 1,16 \
+        --min-seconds 0.5 --json
+done
 run matmul.json 40 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
-run steps.json 90 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
-run torch.jsonl 60 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
+run steps.json 80 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
+run torch.jsonl 50 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
 tail -n 3 "$LOG"

@@ -44,6 +44,10 @@ struct GpuArgs {
     /// fastest of the three timed the first time the adapter is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_CONV", default_value = "auto")]
     conv: vaegpu::gpu::ConvKernel,
+    /// Split the K (the batch's rows or pixels) of weight gradients with few output tiles over
+    /// workgroups: true or false (default: true on GPUs, false on CPU adapters)
+    #[arg(long, global = true, env = "VAEGPU_SPLIT_K")]
+    split_k: Option<bool>,
 }
 
 impl GpuArgs {
@@ -54,8 +58,10 @@ impl GpuArgs {
             cpu: self.cpu,
             matmul: self.matmul,
             conv: self.conv,
+            split_k: self.split_k,
         })?;
-        eprintln!("adapter: {} (matmul kernel: {}, conv kernel: {})", g.summary, g.matmul, g.conv);
+        let split = if g.split_k { "on" } else { "off" };
+        eprintln!("adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {split})", g.summary, g.matmul, g.conv);
         Ok(g)
     }
 }

@@ -59,6 +59,9 @@ pub struct GpuOptions {
     /// on GPUs the fastest of the three timed the first time the adapter is seen, then cached (see
     /// [`crate::kernels::tune::choose_conv`]).
     pub conv: ConvKernel,
+    /// Split the K of weight gradients over workgroups ([`Gpu::split_k`]); None: on GPUs, not on CPU
+    /// adapters.
+    pub split_k: Option<bool>,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -316,6 +319,10 @@ impl Gpu {
             forced => forced,
         };
         tracing::info!("matmul kernel: {}", gpu.matmul);
+        // Before the conv timing, which times the weight gradients as they will run.
+        if let Some(s) = opts.split_k {
+            gpu.split_k = s;
+        }
         gpu.conv = match opts.conv {
             ConvKernel::Auto => crate::kernels::tune::choose_conv(&gpu)?,
             forced => forced,

@@ -175,7 +175,8 @@ pub fn choose_conv(gpu: &Gpu) -> Result<ConvKernel> {
         return Ok(ConvKernel::Matmul);
     }
     let names = conv_candidates(gpu).iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
-    let key = format!("{} | {names} | conv timing {CONV_METHOD}", adapter_id(gpu));
+    let split = if gpu.split_k { "" } else { " | no split-k" };
+    let key = format!("{} | {names} | conv timing {CONV_METHOD}{split}", adapter_id(gpu));
     let path = conv_cache_path();
     if let Some(t) = path.as_ref().and_then(|p| read_cache::<ConvTuning>(p).remove(&key)) {
         return Ok(t.conv);

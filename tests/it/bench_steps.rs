@@ -58,7 +58,7 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let run = |forced: Option<&str>| {
         let mut c = Command::new(bin);
         c.args(["bench", "--steps", "--batches", "0"]).env("VAEGPU_CACHE_DIR", &dir);
-        c.env_remove("VAEGPU_MATMUL").env_remove("VAEGPU_CONV");
+        c.env_remove("VAEGPU_MATMUL").env_remove("VAEGPU_CONV").env_remove("VAEGPU_SPLIT_K");
         if let Some(f) = forced {
             c.args(f.split(' '));
         }
@@ -104,6 +104,13 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     let out = run(Some("--conv fastest"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown conv kernel 'fastest'"));
+    // The split K of weight gradients: on GPUs by default, off on CPU adapters; --split-k forces it.
+    let default = if gpu_is_cpu() { "split K: off" } else { "split K: on" };
+    assert!(stderr.contains(default), "{stderr}");
+    let stderr = String::from_utf8_lossy(&run(Some("--split-k true")).stderr).to_string();
+    assert!(stderr.contains("split K: on"), "{stderr}");
+    let out = run(Some("--split-k sometimes"));
+    assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
