@@ -239,7 +239,7 @@ pub struct GradientVariance {
     /// Σ_i Var(g_i) over the encoder parameters (the trace of the covariance), and its mean per parameter.
     pub total_variance: f64,
     pub mean_variance: f64,
-    /// ‖E[g]‖² over the same parameters (the squared norm of the mean gradient).
+    /// ‖E\[g\]‖² over the same parameters (the squared norm of the mean gradient).
     pub mean_gradient_norm_sq: f64,
 }
 

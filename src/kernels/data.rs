@@ -65,7 +65,7 @@ impl Gather {
     }
 }
 
-/// The u32 twin of [`Gather`] for datasets of code maps: out[r, d] = data[perm[min(state[batch_word]·B + r,
+/// The u32 twin of [`Gather`] for datasets of code maps: out[r, d] = data[perm[min(state\[batch_word\]·B + r,
 /// n_items − 1)]·dim + d], data [n_items, dim] u32 words, out [B, dim] u32.
 #[derive(Clone, Copy, Debug)]
 pub struct GatherWords {
@@ -102,7 +102,7 @@ impl GatherWords {
     }
 }
 
-/// state[step] += 1 and state[non-finite run] = 0 after a finite step, state[non-finite run] += 1 after
+/// state\[step\] += 1 and state[non-finite run] = 0 after a finite step, state[non-finite run] += 1 after
 /// a non-finite one; state[train batch] += 1.
 pub fn advance(gpu: &Gpu, state: View) -> Result<Launch> {
     gpu.launch::<u32>("advance".into(), "data", "advance", &[], None, &[(5, state)], [1, 1, 1])

@@ -221,7 +221,7 @@ impl Elbo {
 
     /// d loss / d s (=) into `dlogvar` (the parameter's block of the gradient buffer, as long as
     /// `var.logvar`): Σ_r w_r·½(1 − (x_{b(r),d} − out_{r,d})²·e^{−s_d}) over the M·B rows (and over d
-    /// for a global s), 0 outside the clamp; w_r = `wt`[r] when given (the weighted objectives), else
+    /// for a global s), 0 outside the clamp; w_r = `wt`\[r\] when given (the weighted objectives), else
     /// 1/(B·M) (this kernel's ELBO).
     #[allow(clippy::too_many_arguments)]
     pub fn logvar_grad(

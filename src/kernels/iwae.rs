@@ -142,7 +142,7 @@ impl Weighted {
         )
     }
 
-    /// rows[b] = (−mean lpx, −mean lat, −L_b); with `write_weights` also the gradient weights wt_r
+    /// rows\[b\] = (−mean lpx, −mean lat, −L_b); with `write_weights` also the gradient weights wt_r
     /// (including 1/B) into `wt` and β·wt_r into `wtp`.
     pub fn combine(
         &self,

@@ -4,15 +4,15 @@
 //! responsibilities, gradients with respect to z and to its parameter block, sampling).
 //!
 //! Shapes: n rows of Z latent values ([n, Z]); the coupling MLP output st [n, 2Z] (ŝ | t); the row
-//! weights c [n]; the mixture block [K, 2Z + 1] (μ_c | logσ²_c | logit_c per row c). A coupling layer
+//! weights c \[n\]; the mixture block [K, 2Z + 1] (μ_c | logσ²_c | logit_c per row c). A coupling layer
 //! with `parity` passes through (conditions on) the dimensions j with j % 2 == parity and transforms
 //! the others. See the shader's header for the formulas.
 
 use super::{need, need_len};
 use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
 
-/// Philox stream (third counter word) of the mixture's component draws: counter (r, state[counter_word],
-/// 14, 0) with key (state[3], state[4]); kernels::sample uses 0..=2, kernels::vq 11 and kernels::prior
+/// Philox stream (third counter word) of the mixture's component draws: counter (r, state\[counter_word\],
+/// 14, 0) with key (state\[3\], state\[4\]); kernels::sample uses 0..=2, kernels::vq 11 and kernels::prior
 /// puts its stream 12 in the fourth word, so no counter is shared with them.
 pub const STREAM_LATENT_PRIOR: u32 = 14;
 
@@ -70,7 +70,7 @@ pub fn mask(gpu: &Gpu, label: &str, n: usize, z: usize, parity: usize, x: View, 
     per_item(gpu, format!("{label} lp_mask[{n}x{z}]"), "lp_mask", &p, &[(1, x), (3, h)], n * z)
 }
 
-/// y [n, Z] = m⊙x + (1 − m)⊙(x⊙exp(tanh ŝ) + t) for st [n, 2Z] = (ŝ | t); logp [n] = (first) or +=
+/// y [n, Z] = m⊙x + (1 − m)⊙(x⊙exp(tanh ŝ) + t) for st [n, 2Z] = (ŝ | t); logp \[n\] = (first) or +=
 /// (otherwise) the log-determinant Σ_j (1 − m_j)·tanh(ŝ_j).
 #[allow(clippy::too_many_arguments)]
 pub fn coupling_forward(
@@ -160,7 +160,7 @@ pub fn coupling_inverse(
     per_item(gpu, format!("{label} flow_coupling_inverse[{n}x{z}]"), "flow_coupling_inverse", &p, &b, n * z)
 }
 
-/// logp [n] = (first) or += (otherwise) log N(u_r; 0, I) for u [n, Z].
+/// logp \[n\] = (first) or += (otherwise) log N(u_r; 0, I) for u [n, Z].
 pub fn base_forward(gpu: &Gpu, label: &str, n: usize, z: usize, first: bool, u: View, logp: View) -> Result<Launch> {
     shape(n, z)?;
     need_len(OP, "u", &u, n * z)?;
@@ -217,7 +217,7 @@ impl Mog {
         format!("{label} {entry}[{}x{} k{}]", self.rows, self.latent, self.components)
     }
 
-    /// logp [n] (=) = log p(z_r); gamma [n, K] (=) the responsibilities γ_rc.
+    /// logp \[n\] (=) = log p(z_r); gamma [n, K] (=) the responsibilities γ_rc.
     pub fn forward(&self, gpu: &Gpu, label: &str, z: View, block: View, logp: View, gamma: View) -> Result<Launch> {
         let p = self.check(&z, &block)?;
         need_len(OP, "logp", &logp, self.rows)?;

@@ -3,7 +3,7 @@
 //! gradient and per-image sums, categorical sampling of one position per image, and the weight mask.
 //!
 //! Rows are r = b·P + p for B images of P positions (n = B·P). The cross-entropy writes its per-row
-//! results into one `stats` buffer [n, 2]: stats[2r] = nll, stats[2r + 1] = correct (1.0 when the
+//! results into one `stats` buffer [n, 2]: stats\[2r\] = nll, stats[2r + 1] = correct (1.0 when the
 //! lowest-index argmax of the logits is the target); [`ce_rows`] sums them per image into the `rows`
 //! layout [B, 2] that `kernels::reduce::metrics_accumulate` takes.
 
@@ -11,7 +11,7 @@ use super::{need, need_len};
 use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
 
 /// Philox stream of the categorical draws (shaders/prior.wgsl holds the same constant): the fourth counter
-/// word, counter = (b, pos, state[0], 12) with key (state[3], state[4]). The other generators put their
+/// word, counter = (b, pos, state\[0\], 12) with key (state\[3\], state\[4\]). The other generators put their
 /// stream in the third word (kernels::sample 0..=2, kernels::vq 11) and 0 in the fourth, so no counter
 /// is shared with them.
 pub const STREAM_PRIOR_SAMPLE: u32 = 12;
@@ -93,7 +93,7 @@ pub enum Rows {
     Position { per_row: usize, pos: usize },
 }
 
-/// out[r, :] = table[idx[r], :] for idx [n] (u32) and table [K, D]; a row whose index is >= K is
+/// out[r, :] = table[idx\[r\], :] for idx \[n\] (u32) and table [K, D]; a row whose index is >= K is
 /// filled with NaN.
 #[allow(clippy::too_many_arguments)]
 pub fn code_lookup(
@@ -130,7 +130,7 @@ pub fn code_lookup(
     elementwise(gpu, label, "code_lookup", &p, &[(5, idx), (6, table), (7, out)], written * d)
 }
 
-/// The fused softmax cross-entropy of logits [n, K] against target [n] (u32): dlogits [n, K] =
+/// The fused softmax cross-entropy of logits [n, K] against target \[n\] (u32): dlogits [n, K] =
 /// scale·(softmax − onehot(target)); stats [n, 2] = (nll, correct) per row (see the module docs). A
 /// target >= K gives nll = NaN.
 #[allow(clippy::too_many_arguments)]
@@ -181,9 +181,9 @@ pub struct Categorical {
 
 impl Categorical {
     /// For each image b: k ~ softmax(logits[b, pos, :] / τ) by inverse CDF in index order, with
-    /// u = u32_to_unit(philox((b, pos, state[0], STREAM_PRIOR_SAMPLE), (state[3], state[4])).x);
+    /// u = u32_to_unit(philox((b, pos, state\[0\], STREAM_PRIOR_SAMPLE), (state\[3\], state\[4\])).x);
     /// idx[b·P + pos] = k (other entries untouched). With `lookup = Some((d, table, out))` also
-    /// out[(b·P + pos)·D ..][..D] = table[k, :] (table [K, D], out [B·P, D]), fused in the same launch.
+    /// out[(b·P + pos)·D ..]\[..D\] = table[k, :] (table [K, D], out [B·P, D]), fused in the same launch.
     #[allow(clippy::too_many_arguments)]
     pub fn launch(
         &self,
@@ -229,7 +229,7 @@ impl Categorical {
     }
 }
 
-/// x[i] *= mask[i] for i < n (keeps masked-conv weights and their gradients at zero).
+/// x\[i\] *= mask\[i\] for i < n (keeps masked-conv weights and their gradients at zero).
 pub fn mask_mul(gpu: &Gpu, label: &str, n: usize, mask: View, x: View) -> Result<Launch> {
     need(OP, n > 0, || "empty mask".into())?;
     fits("x", n)?;

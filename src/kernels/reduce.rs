@@ -29,7 +29,7 @@ struct Params {
     cols: u32,
 }
 
-/// metrics[slot] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1); rows [B, 2].
+/// metrics\[slot\] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1); rows [B, 2].
 #[allow(clippy::too_many_arguments)]
 pub fn metrics_accumulate(
     gpu: &Gpu,
@@ -46,7 +46,7 @@ pub fn metrics_accumulate(
     metrics_launch(gpu, label, (batch, n_items, batch_word, slot), beta, 2, state, rows, metrics)
 }
 
-/// metrics[slot] += Σ over the valid rows of (rec, kl, loss, 1) from rows [B, 3] = (rec, kl, loss).
+/// metrics\[slot\] += Σ over the valid rows of (rec, kl, loss, 1) from rows [B, 3] = (rec, kl, loss).
 pub fn metrics_accumulate3(
     gpu: &Gpu,
     label: &str,

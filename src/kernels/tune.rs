@@ -215,7 +215,7 @@ fn conv_candidates(gpu: &Gpu) -> Vec<ConvKernel> {
 
 /// Times the conv kernels (see `conv_candidates`) on the conv VAE's layers with 32 and 64 channels at
 /// batch 256 (enc.conv2 32→64, 14×14 → 7×7, k4 s2 p1; dec.deconv2 64→32, 7×7 → 14×14): each one's
-/// forward, input gradient and parameter gradient, as [`time_programs`] does. The matmul forms run with
+/// forward, input gradient and parameter gradient, as `time_programs` does. The matmul forms run with
 /// their im2col or col2im launches on the adapter's matmul kernel, and the parameter gradients through
 /// im2col and a split-K matmul; the other two kinds with the split reduction, as in training. Zeros in,
 /// as in [`time_matmul`].

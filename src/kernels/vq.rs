@@ -49,7 +49,7 @@ struct Params {
 }
 
 /// Where the EMA state and the codebook sit inside one slice ("table") of the parameter buffer, in f32
-/// elements from the start of that slice: count N [K], sum m [K, D], codebook e [K, D].
+/// elements from the start of that slice: count N \[K\], sum m [K, D], codebook e [K, D].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableLayout {
     pub count: usize,
@@ -112,12 +112,12 @@ impl Vq {
         gpu.launch(label, "vq", entry, &[], Some(p), b, [1, 1, 1])
     }
 
-    /// f32 elements of the assignment's scratch: ‖e_k‖² [K] (padded to 64), then z·eᵀ [N, K].
+    /// f32 elements of the assignment's scratch: ‖e_k‖² \[K\] (padded to 64), then z·eᵀ [N, K].
     pub fn scratch_len(&self) -> usize {
         self.k.next_multiple_of(64) + self.n * self.k
     }
 
-    /// u32 elements of the sorted membership: starts [K] (padded to 64), then order [N].
+    /// u32 elements of the sorted membership: starts \[K\] (padded to 64), then order \[N\].
     pub fn members_len(&self) -> usize {
         self.k.next_multiple_of(64) + self.n
     }
@@ -127,7 +127,7 @@ impl Vq {
         (View::new(v.buffer, v.offset, first), View::new(v.buffer, v.offset + (k64 * 4) as u64, v.len - k64))
     }
 
-    /// idx[n], zq[n, :] = code[idx[n], :] and dist[n] = ‖z_n − e_idx‖² for the nearest code of each
+    /// idx\[n\], zq[n, :] = code[idx\[n\], :] and dist\[n\] = ‖z_n − e_idx‖² for the nearest code of each
     /// z[n, :] (ties to the lowest index): ‖e‖², the matmul z·eᵀ into `scratch`, then argmin and gather.
     #[allow(clippy::too_many_arguments)]
     pub fn assign(
@@ -189,8 +189,8 @@ impl Vq {
         Ok(vec![a, b])
     }
 
-    /// dz = dzq + scale·(z − code[idx]): the straight-through gradient plus the commitment gradient
-    /// (scale = 2β / (N·D) for the loss β·mean((z − sg[e])²)).
+    /// dz = dzq + scale·(z − code\[idx\]): the straight-through gradient plus the commitment gradient
+    /// (scale = 2β / (N·D) for the loss β·mean((z − sg\[e\])²)).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -214,7 +214,7 @@ impl Vq {
         self.go(gpu, label, "vq_backward", &p, &[(1, z), (2, code), (6, idx), (7, dzq), (8, dz)], self.n * self.d)
     }
 
-    /// counts[k] = number of vectors assigned to code k (only those of valid rows when `valid` is given).
+    /// counts\[k\] = number of vectors assigned to code k (only those of valid rows when `valid` is given).
     pub fn counts(
         &self,
         gpu: &Gpu,
@@ -264,7 +264,7 @@ impl Vq {
         self.go(gpu, label, "vq_stats_ema", &p, &b, self.k * self.d)
     }
 
-    /// After [`Vq::sort`]: gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg[z] − e)²)).
+    /// After [`Vq::sort`]: gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg\[z\] − e)²)).
     #[allow(clippy::too_many_arguments)]
     pub fn stats_grad(
         &self,

@@ -236,7 +236,7 @@ pub struct Ae {
     pub dec: GpuNet,
     /// [B, 2] = (rec_b, pen_b).
     pub rows: wgpu::Buffer,
-    /// The KL penalty's per-unit values [U] then ρ̂ [U] (written by `penalty` with sparsity = kl).
+    /// The KL penalty's per-unit values \[U\] then ρ̂ \[U\] (written by `penalty` with sparsity = kl).
     pub stats: wgpu::Buffer,
 }
 

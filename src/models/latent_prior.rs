@@ -1,5 +1,5 @@
 //! Learnable priors p_λ(z) over a VAE's latent space, as GPU modules: the VAE draws z_r [N, Z]
-//! (N = M·B rows), and its loss holds Σ_r c_r·(−log p_λ(z_r)) with per-row weights c [N] on the GPU.
+//! (N = M·B rows), and its loss holds Σ_r c_r·(−log p_λ(z_r)) with per-row weights c \[N\] on the GPU.
 //! [`LatentPrior`] gives log p_λ(z_r) per row ([`LatentPrior::forward`]), the gradient with respect
 //! to z and the gradient with respect to λ written into the VAE's flat gradient buffer at the prior's
 //! blocks ([`LatentPrior::backward`]), and draws z ~ p_λ from standard normals ([`LatentPrior::sample`]).
@@ -16,10 +16,10 @@
 //!   reverse: x = m⊙y + (1 − m)⊙((y − t)⊙exp(−s)). The out layers start at zero: f starts as the
 //!   identity and p as N(0, I).
 //! - `mog`: p(z) = Σ_c π_c N(z; μ_c, diag σ²_c), π = softmax(logits), one block `prior.mog`
-//!   [K, 2Z + 1] with row c = (μ_c [Z], logσ²_c [Z], logit_c) (logσ² clamped to [−30, 20] where used,
+//!   [K, 2Z + 1] with row c = (μ_c \[Z\], logσ²_c \[Z\], logit_c) (logσ² clamped to [−30, 20] where used,
 //!   as the encoder's). It starts with μ_c ~ N(0, I) (a fixed seeded draw), logσ² = 0, logits = 0.
 //!
-//! Buffers of a [`LatentPrior`] for N rows: `logp` [N] (forward, =), `dz` [N, Z] (backward, =); a flow
+//! Buffers of a [`LatentPrior`] for N rows: `logp` \[N\] (forward, =), `dz` [N, Z] (backward, =); a flow
 //! keeps per layer its masked input, output and output gradient [N, Z] and its MLP's activations; a
 //! mixture keeps the responsibilities γ [N, K]. Order of launches in a training step:
 //! `forward(z)` (then the loss may read `logp()`) … `backward(z, c)` (needs the forward's buffers:
@@ -156,7 +156,7 @@ impl LatentPriorNets {
     }
 
     /// Checkpoint tensors: the flow MLPs as dense layers (`prior.flow{l}.fc1.weight` [out, in], ...);
-    /// the mixture as `prior.mog.mu` [K, Z], `prior.mog.logvar` [K, Z] and `prior.mog.logits` [K].
+    /// the mixture as `prior.mog.mu` [K, Z], `prior.mog.logvar` [K, Z] and `prior.mog.logits` \[K\].
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
         let nets: Vec<&Net> = self.flows.iter().collect();
         let mut out = if nets.is_empty() { Vec::new() } else { super::vae::net_tensors(layout, &nets, None) };
@@ -291,7 +291,7 @@ impl LatentPrior {
         Ok(prior)
     }
 
-    /// log p(z_r) [N], written by [`LatentPrior::forward`].
+    /// log p(z_r) \[N\], written by [`LatentPrior::forward`].
     pub fn logp(&self) -> &wgpu::Buffer {
         &self.logp
     }
@@ -374,7 +374,7 @@ impl LatentPrior {
         Ok(out)
     }
 
-    /// The backward of Σ_r c_r·(−log p(z_r)) for the weights c [N]: `dz()` (=) = c_r·∂(−log p(z_r))/∂z_r,
+    /// The backward of Σ_r c_r·(−log p(z_r)) for the weights c \[N\]: `dz()` (=) = c_r·∂(−log p(z_r))/∂z_r,
     /// and the gradient with respect to the prior's parameters into its blocks of `grads` (=). Needs
     /// the buffers of a [`LatentPrior::forward`] on the same z and params.
     #[allow(clippy::too_many_arguments)]
@@ -433,7 +433,7 @@ impl LatentPrior {
 
     /// Draws z ~ p_λ into `out` [N, Z] from standard normals `u` [N, Z]: standard: z = u; flow: the
     /// inverse map z = f⁻¹(u); mixture: z = μ_c + σ_c⊙u with the component c of row r drawn by Philox
-    /// (stream [`k::STREAM_LATENT_PRIOR`], counter (r, state[counter_word], 14, 0), key state[3..5]).
+    /// (stream [`k::STREAM_LATENT_PRIOR`], counter (r, state\[counter_word\], 14, 0), key state[3..5]).
     /// `u` and `out` must be distinct buffers of the caller's; the flow reuses its intermediate buffers.
     #[allow(clippy::too_many_arguments)]
     pub fn sample(

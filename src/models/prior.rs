@@ -6,7 +6,7 @@
 //! Layer l = 0..L, with k×k convs (padding k/2) whose weights are masked (c = k/2 the centre tap):
 //!   v_pre = convV_l(v_{l−1}) (+ cond(E_top) at l = 0)   vertical stack, 2C channels
 //!           mask: rows kh < c at l = 0 (strictly above), kh ≤ c after
-//!   v_l   = gate(v_pre) = tanh(v_pre[:C]) · σ(v_pre[C:])      (not computed for the last layer)
+//!   v_l   = gate(v_pre) = tanh(v_pre\[:C\]) · σ(v_pre\[C:\])      (not computed for the last layer)
 //!   h_pre = convH_l(h_{l−1}) + v2h_l(v_pre)              horizontal stack, 2C channels; v2h is 1×1
 //!           mask: row kh = c and kw < c at l = 0 (strictly left), kw ≤ c after
 //!   h_l   = res_l(gate(h_pre)) (+ h_{l−1} for l > 0)      res is 1×1, C → C
@@ -303,7 +303,7 @@ impl Prior {
         self.head.output()
     }
 
-    /// E = codebook[idx] (and the conditioning embedding), then the stacks and the head.
+    /// E = codebook\[idx\] (and the conditioning embedding), then the stacks and the head.
     pub fn forward(&self, gpu: &Gpu) -> Result<Vec<Launch>> {
         let (k, d) = (self.cfg.codes, self.cfg.dim);
         let mut out = vec![prior::code_lookup(
@@ -483,7 +483,7 @@ impl Prior {
 
     /// Draws a batch of code maps into `idx`, position by position in raster order, each from the
     /// logits of the stacks over the codes drawn so far (`cond.idx` must hold the top codes). The
-    /// caller zeroes `emb` first; the draws use Philox stream 12 with the step counter in state[0].
+    /// caller zeroes `emb` first; the draws use Philox stream 12 with the step counter in state\[0\].
     pub fn sample_program(&self, gpu: &Gpu, temperature: f32) -> Result<Program> {
         let mut prog = Program::new("prior_sample");
         let (k, d) = (self.cfg.codes, self.cfg.dim);

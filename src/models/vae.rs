@@ -89,8 +89,8 @@ pub enum Gradient {
 
 /// The conv VAE's encoder; the decoder mirrors it with transposed convs.
 ///
-/// Encoder: per stage i, a conv (kernel strides[i] + 2, padding 1: the size is divided by the stride)
-/// to channels[i], then `blocks` residual blocks; the features are flattened (NHWC) into the dense
+/// Encoder: per stage i, a conv (kernel strides\[i\] + 2, padding 1: the size is divided by the stride)
+/// to channels\[i\], then `blocks` residual blocks; the features are flattened (NHWC) into the dense
 /// layers `fc` and the head (μ | logσ²). Decoder: dense layers back to the last stage's feature map,
 /// then per stage in reverse `blocks` residual blocks and a transposed conv (the size is multiplied by
 /// the stride), the last one to the image's channels (logits or means, no activation).
@@ -142,7 +142,7 @@ pub struct VaeNets {
     pub decoder: Net,
     /// A learned prior's networks (their blocks come after the decoder's in the layout).
     pub prior: Option<LatentPriorNets>,
-    /// The block `dec.logvar` of a learned decoder variance ([1] or [D] values; the last block).
+    /// The block `dec.logvar` of a learned decoder variance (\[1\] or \[D\] values; the last block).
     pub logvar: Option<usize>,
 }
 
@@ -816,8 +816,8 @@ pub fn net_tensors(layout: &ParamLayout, nets: &[&Net], split_head: Option<usize
 impl VaeConfig {
     /// `enc.fc1.weight` [400, 784], ..., `enc.mu.*`, `enc.logvar.*` (the two halves of enc.head),
     /// `dec.fc1.*`, ..., `dec.out.*`: the names of the fixtures and of a PyTorch VAE; conv blocks as in
-    /// [`net_tensors`]; a learned prior's tensors, then a learned decoder variance's `dec.logvar` [1] or
-    /// [D] (s = log σ², unclamped).
+    /// [`net_tensors`]; a learned prior's tensors, then a learned decoder variance's `dec.logvar` \[1\] or
+    /// \[D\] (s = log σ², unclamped).
     pub fn named_tensors(&self, layout: &ParamLayout) -> Vec<NamedTensor> {
         match self.nets() {
             Ok(n) => {

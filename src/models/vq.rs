@@ -7,12 +7,12 @@
 //!   gather → encoder → assign (argmin + gather of the codes) → decoder → recon MSE → decoder backward →
 //!   straight-through + commitment → code counts → EMA statistics and finish (or codebook gradient) →
 //!   usage (perplexity, used codes) → encoder backward → gradient norm → Adam → metrics → advance
-//! The loss is mse / var(data) + β·mean((z_e − sg[e])²) (+ mean((sg[z_e] − e)²) for a gradient-trained
+//! The loss is mse / var(data) + β·mean((z_e − sg\[e\])²) (+ mean((sg\[z_e\] − e)²) for a gradient-trained
 //! codebook). Images are zero-padded to a multiple of the total stride; the loss ignores the padding.
 //!
 //! Parameters, in one flat layout: the conv blocks, then the codebook `vq.embed` [K, D] (trained by
 //! Adam only without EMA; two levels: `vq.bottom.embed`, `vq.top.embed`), then the EMA state
-//! `vq.cluster_size` [K] and `vq.embed_avg` [K, D] per level (never touched by Adam). The EMA state starts at N = 1, m = e, so e = m / N holds from step 0.
+//! `vq.cluster_size` \[K\] and `vq.embed_avg` [K, D] per level (never touched by Adam). The EMA state starts at N = 1, m = e, so e = m / N holds from step 0.
 
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,7 @@ use crate::kernels::Act;
 use crate::models::ae::AeConfig;
 use crate::nn::ParamLayout;
 
-/// x̃[i] for x [B·D] values: the draws of ae_corrupt for counter (i, c1, stream, 0) and `key`.
+/// x̃\[i\] for x [B·D] values: the draws of ae_corrupt for counter (i, c1, stream, 0) and `key`.
 /// Gaussian: x + level·n (n from Box–Muller on words 0 and 1); mask: 0 where u32_to_unit(word 0) < level
 /// (the same comparison as the GPU's in f32: u is exact in f32 and level is an f32).
 pub fn corrupt(x: &[f64], noise: Noise, level: f32, c1: u32, stream: u32, key: [u32; 2]) -> Vec<f64> {

@@ -27,7 +27,7 @@ impl Var<'_> {
 }
 
 pub struct ElboOut {
-    /// d loss / d s of a learned variance ([1] or [D]; empty when fixed).
+    /// d loss / d s of a learned variance (\[1\] or \[D\]; empty when fixed).
     pub dlogvar: Vec<f64>,
     /// Per example: (rec_b, kl_b).
     pub rows: Vec<(f64, f64)>,

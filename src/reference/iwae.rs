@@ -91,7 +91,7 @@ pub fn log_mean_exp(v: &[f64]) -> f64 {
     mx + (v.iter().map(|a| (a - mx).exp()).sum::<f64>() / v.len() as f64).ln()
 }
 
-/// (rows [B] = (−mean lpx, −mean lat, −L_b), wt [M·B] = w̃_r / B).
+/// (rows \[B\] = (−mean lpx, −mean lat, −L_b), wt [M·B] = w̃_r / B).
 pub fn combine(s: &Shape, terms: &[(f64, f64)]) -> (Vec<[f64; 3]>, Vec<f64>) {
     let (bs, m) = (s.batch, s.samples);
     let mut rows = Vec::with_capacity(bs);

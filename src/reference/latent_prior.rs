@@ -21,7 +21,7 @@ pub fn mask(x: &[f64], z: usize, parity: usize) -> Vec<f64> {
     x.iter().enumerate().map(|(i, &v)| if conditioning(i % z, parity) { v } else { 0.0 }).collect()
 }
 
-/// One coupling layer forward: (y [n, Z], log-determinant [n]) from x and st [n, 2Z] = (ŝ | t).
+/// One coupling layer forward: (y [n, Z], log-determinant \[n\]) from x and st [n, 2Z] = (ŝ | t).
 pub fn coupling_forward(x: &[f64], st: &[f64], n: usize, z: usize, parity: usize) -> (Vec<f64>, Vec<f64>) {
     let mut y = vec![0.0; n * z];
     let mut ld = vec![0.0; n];
@@ -191,7 +191,7 @@ pub fn mog_params(block: &[f64], k: usize, z: usize) -> MogParams {
     }
 }
 
-/// (log p(z_r) [n], responsibilities γ [n, K]) of the mixture with block [K, 2Z + 1].
+/// (log p(z_r) \[n\], responsibilities γ [n, K]) of the mixture with block [K, 2Z + 1].
 pub fn mog_forward(block: &[f64], k: usize, zd: usize, z: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let p = mog_params(block, k, zd);
     let mut logp = vec![0.0; n];
@@ -295,7 +295,7 @@ fn mog_block<'a>(nets: &LatentPriorNets, layout: &ParamLayout, params: &'a [f64]
     &params[l.offset..l.offset + l.len()]
 }
 
-/// log p(z_r) [n] for any kind of prior; `params` is the whole layout.
+/// log p(z_r) \[n\] for any kind of prior; `params` is the whole layout.
 pub fn logp(nets: &LatentPriorNets, layout: &ParamLayout, params: &[f64], z: &[f64], n: usize) -> Vec<f64> {
     match nets.kind {
         PriorKind::Standard => base_logp(z, n, nets.latent),
@@ -309,7 +309,7 @@ pub fn loss(nets: &LatentPriorNets, layout: &ParamLayout, params: &[f64], z: &[f
     logp(nets, layout, params, z, n).iter().zip(c).map(|(l, w)| -w * l).sum()
 }
 
-/// (log p [n], dz [n, Z]) and the prior's blocks of `grads` (=): the gradients of Σ_r c_r·(−log p(z_r)).
+/// (log p \[n\], dz [n, Z]) and the prior's blocks of `grads` (=): the gradients of Σ_r c_r·(−log p(z_r)).
 pub fn backward(
     nets: &LatentPriorNets,
     layout: &ParamLayout,

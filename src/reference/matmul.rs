@@ -4,7 +4,7 @@
 use super::elementwise::{act_forward, act_grad_from_y};
 use crate::kernels::Act;
 
-/// C[m×n] = A[m×k]·B[k×n] (+ bias row B[k] when `bias`).
+/// C[m×n] = A[m×k]·B[k×n] (+ bias row B\[k\] when `bias`).
 pub fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, k: usize, bias: bool) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {

@@ -40,7 +40,7 @@ pub fn gate_backward(pre: &[f64], dy: &[f64], n: usize, c: usize) -> Vec<f64> {
     d
 }
 
-/// out[r, :] = table[idx[r], :] (NaN when idx[r] >= K) for the rows r < idx.len(), or with
+/// out[r, :] = table[idx\[r\], :] (NaN when idx\[r\] >= K) for the rows r < idx.len(), or with
 /// `position = Some((P, pos))` only the rows r = b·P + pos; the other rows of `out` are left alone.
 pub fn code_lookup(idx: &[u32], table: &[f64], k: usize, d: usize, position: Option<(usize, usize)>, out: &mut [f64]) {
     for (r, &i) in idx.iter().enumerate() {
@@ -56,7 +56,7 @@ pub fn code_lookup(idx: &[u32], table: &[f64], k: usize, d: usize, position: Opt
 /// Per-row results of the softmax cross-entropy.
 #[derive(Clone, Debug)]
 pub struct Ce {
-    /// −log softmax(l)[target] per row (NaN for a target >= K).
+    /// −log softmax(l)\[target\] per row (NaN for a target >= K).
     pub nll: Vec<f64>,
     /// 1 when the lowest-index argmax is the target, else 0.
     pub correct: Vec<f64>,
@@ -64,7 +64,7 @@ pub struct Ce {
     pub dlogits: Vec<f64>,
 }
 
-/// The softmax cross-entropy of logits [n, K] against target [n], max-subtracted.
+/// The softmax cross-entropy of logits [n, K] against target \[n\], max-subtracted.
 pub fn ce(logits: &[f64], target: &[u32], n: usize, k: usize, scale: f64) -> Ce {
     let mut out = Ce { nll: vec![0.0; n], correct: vec![0.0; n], dlogits: vec![0.0; n * k] };
     for r in 0..n {
@@ -143,7 +143,7 @@ pub fn inverse_cdf(l: &[f64], temperature: f64, u: f64) -> u32 {
 }
 
 /// For each image b of logits [B, P, K]: k ~ softmax(logits[b, pos, :] / τ) with the kernel's uniform
-/// (step = state[0], key = (state[3], state[4])). Returns the B indices.
+/// (step = state\[0\], key = (state\[3\], state\[4\])). Returns the B indices.
 #[allow(clippy::too_many_arguments)]
 pub fn categorical_sample(
     logits: &[f64],
@@ -196,7 +196,7 @@ struct LayerActs {
 /// The prior's forward and backward pass on `batch` code maps: codebook [K, D] embeds idx [B·P]
 /// (row-major code maps, P = H·W); cond = (top codebook [K_top, D], top idx [B·h·w]) for a prior with
 /// a conditioning map. The parameters are used as given (the caller zeroes the masked taps); the loss
-/// is the mean over the B·P positions of −log softmax(logits)[idx].
+/// is the mean over the B·P positions of −log softmax(logits)\[idx\].
 pub fn prior_step(
     cfg: &crate::models::prior::PriorConfig,
     params: &[f64],

@@ -26,12 +26,12 @@ pub fn assign(z: &[f64], code: &[f64], n: usize, d: usize, k: usize) -> (Vec<u32
     (idx, zq, dist)
 }
 
-/// Squared distances of z[r] to every code (for near-tie checks).
+/// Squared distances of z\[r\] to every code (for near-tie checks).
 pub fn distances(z: &[f64], code: &[f64], r: usize, d: usize, k: usize) -> Vec<f64> {
     (0..k).map(|c| (0..d).map(|j| (z[r * d + j] - code[c * d + j]).powi(2)).sum()).collect()
 }
 
-/// dz = dzq + scale·(z − code[idx]).
+/// dz = dzq + scale·(z − code\[idx\]).
 pub fn backward(z: &[f64], code: &[f64], idx: &[u32], dzq: &[f64], d: usize, scale: f64) -> Vec<f64> {
     (0..z.len()).map(|i| dzq[i] + scale * (z[i] - code[idx[i / d] as usize * d + i % d])).collect()
 }
@@ -65,7 +65,7 @@ pub struct Ema {
 }
 
 /// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz; then e = m / Ns with Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart =
-/// Some(threshold)) for a code with N < threshold: e = m = z[r], N = 1, r drawn as the kernel does.
+/// Some(threshold)) for a code with N < threshold: e = m = z\[r\], N = 1, r drawn as the kernel does.
 /// Returns the codes reset.
 #[allow(clippy::too_many_arguments)]
 pub fn ema_update(

@@ -14,8 +14,8 @@ use crate::models::vq::VqConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Model family: "vae" (the MLP VAE; also "mlp-vae"), "conv-vae" (vae.conv, defaults if absent),
-    /// "vq-vae" or "vq-vae-2" (the [vq] table; vq-vae-2 sets its levels = 2), or the autoencoders "ae"
-    /// (MLP; also "mlp-ae") and "conv-ae" (the [ae] table; ae.conv, defaults if absent).
+    /// "vq-vae" or "vq-vae-2" (the \[vq\] table; vq-vae-2 sets its levels = 2), or the autoencoders "ae"
+    /// (MLP; also "mlp-ae") and "conv-ae" (the \[ae\] table; ae.conv, defaults if absent).
     pub model: String,
     pub epochs: usize,
     pub batch: usize,

@@ -4,7 +4,7 @@
 //! with the VQ model, the priors are trained on the GPU (the whole step recorded once, as for the
 //! other models), and their test NLL is reported in bits per code.
 //!
-//! Output folder (default: the VQ run's folder): prior/<name>/{model.safetensors, meta.json} per prior,
+//! Output folder (default: the VQ run's folder): `prior/<name>/{model.safetensors, meta.json}` per prior,
 //! prior_metrics.jsonl (one line per prior and epoch) and samples.png (prior samples decoded).
 
 use std::collections::HashMap;

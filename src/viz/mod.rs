@@ -356,7 +356,7 @@ fn nice_ceil(v: f64) -> f64 {
 }
 
 /// Writes a `size`×`size` PNG scatter plot of the 2-D points `points` ([N, 2], e.g. latent means)
-/// coloured by `labels` ([N]; [`TAB10`] for 0..=9, [`OTHER_LABEL_COLOUR`] for the rest), on white:
+/// coloured by `labels` (\[N\]; [`TAB10`] for 0..=9, [`OTHER_LABEL_COLOUR`] for the rest), on white:
 /// a square plot on the left showing [−R, R]² (see [`ScatterFrame`]; R is written in small digits at
 /// the ends of the positive axes), light gray axes through 0, a 3×3 dot per point (drawn in order, so
 /// later points cover earlier ones), and on the right a legend of the labels present: a coloured
