@@ -198,24 +198,32 @@ fn gpu_conv_vae_step_matches_reference_model() {
     check(conv_cfg([6, 6, 1], arch, Act::Tanh, Likelihood::Gaussian, 1), 5);
 }
 
+/// A conv VAE with 16 and 20 channels and one residual block, on 8×8×3 images: every conv launch of
+/// 16+ output channels is one the adapter's conv kernel choice applies to.
+fn conv16_cfg() -> VaeConfig {
+    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
+    conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1)
+}
+
+/// That conv VAE's step on a device whose conv kernel is forced to `kernel`, with a launch of `entry`.
+fn check_conv_kernel(kernel: ConvKernel, entry: &str) {
+    let gpu = Gpu::new(&GpuOptions { conv: kernel, ..Default::default() }).unwrap();
+    assert_eq!(gpu.conv, kernel);
+    check_on(&gpu, conv16_cfg(), 2, Some(entry));
+}
+
 /// The conv VAE step with conv_tiled as the adapter's conv kernel (what a GPU may choose at start-up):
 /// every layer of 16 or more output channels runs it, forward and input gradient, inside the step.
 #[test]
 fn gpu_conv_vae_step_with_tiled_conv_matches_reference_model() {
-    let gpu = Gpu::new(&GpuOptions { conv: ConvKernel::Tiled, ..Default::default() }).unwrap();
-    assert_eq!(gpu.conv, ConvKernel::Tiled);
-    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
-    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_tiled["));
+    check_conv_kernel(ConvKernel::Tiled, "conv_tiled[");
 }
 
 /// The conv VAE step with the gather kernels as the adapter's conv kernel (a GPU's choice until it has
 /// timed the others; on a CPU adapter `--conv gather`): no launch takes its matmul form.
 #[test]
 fn gpu_conv_vae_step_with_gather_conv_matches_reference_model() {
-    let gpu = Gpu::new(&GpuOptions { conv: ConvKernel::Gather, ..Default::default() }).unwrap();
-    assert_eq!(gpu.conv, ConvKernel::Gather);
-    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
-    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 2, Some("conv_gather_v4["));
+    check_conv_kernel(ConvKernel::Gather, "conv_gather_v4[");
 }
 
 /// The VAE steps with the weight gradients' K split over workgroups, as on a GPU (`Gpu::split_k`, here
@@ -227,8 +235,7 @@ fn gpu_steps_with_split_k_weight_gradients_match_reference_model() {
     gpu.split_k = true;
     let cfg = VaeConfig { input_dim: 37, hidden: vec![29, 13], latent: 5, act: Act::Tanh, ..Default::default() };
     check_on(&gpu, cfg, 600, Some(".dW matmul_tiled[38x29x600 At /2]"));
-    let arch = ConvArch { channels: vec![16, 20], strides: vec![2, 2], blocks: 1, res_hidden: 16, fc: vec![] };
-    check_on(&gpu, conv_cfg([8, 8, 3], arch, Act::Relu, Likelihood::Bernoulli, 1), 40, Some(" At /2]"));
+    check_on(&gpu, conv16_cfg(), 40, Some(" At /2]"));
 }
 
 /// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with
