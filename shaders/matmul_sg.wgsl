@@ -32,8 +32,8 @@
 //   A row-major (not TRANS_A): row m0 + 8h + l, k .. k+3 (one vec4): row r is lane r's vec4.
 //   A k-major (TRANS_A): k + (l mod 4), rows m0 + 8h + 4·(l / 4) .. +3: row r at k+q is component
 //   r mod 4 of lane q + 4·(r / 4).
-// Out of range rows read the last stored row (their results are never stored); the ONES_ROW row (m = M-1)
-// is set to 1 after the broadcast.
+// Out of range rows read the last stored row (their results are never stored); the lane that loads the
+// ONES_ROW row (m = M-1) sets it to 1 before the broadcast.
 // Dispatch: WG invocations (a multiple of 8) along N; grid = (ceil(N / (4·WG)), ceil(M / TM), 1).
 // Bindings as matmul_v4: 0 uniform Params, 5 A, 6 B, 7 C (read_write, overwritten =), 8 Z (read).
 
@@ -65,15 +65,21 @@ struct B4 {
     q3: vec4<f32>,
 }
 
-// This lane's load of op(A) for the 8 rows from `mg` (see the header).
+// This lane's load of op(A) for the 8 rows from `mg` (see the header). The ones row is set here, in
+// the lane that loads it (4 selects per load), not in every row after the broadcast (32 per load):
+// on the weight gradients, which have it, that ran 1.05-1.1x faster on lavapipe (benches/RESULTS.md).
 fn load_a8(mg: u32, k: u32, l: u32) -> vec4<f32> {
     let rows_stored = select(p.m, p.m - 1u, ONES_ROW);
     if (TRANS_A) {
-        let col = min(mg + 4u * (l >> 2u), p.lda - 4u);
-        return a4[((k + (l & 3u)) * p.lda + col) >> 2u];
+        // lda = rows stored, a multiple of 4 (vec4 conditions): a vec4 of rows either lies below it
+        // or starts at or past it (the ones row and rows past M, which are never stored).
+        let first = mg + 4u * (l >> 2u);
+        let v = a4[((k + (l & 3u)) * p.lda + min(first, p.lda - 4u)) >> 2u];
+        return select(v, vec4<f32>(1.0), ONES_ROW && first >= rows_stored);
     }
-    let row = min(mg + l, rows_stored - 1u);
-    return a4[(row * p.lda + k) >> 2u];
+    let row = mg + l;
+    let v = a4[(min(row, rows_stored - 1u) * p.lda + k) >> 2u];
+    return select(v, vec4<f32>(1.0), ONES_ROW && row >= rows_stored);
 }
 
 // Row r of the transposed layout: component c of lanes lo .. lo+3.
@@ -81,8 +87,8 @@ fn col4(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, c: u32) -> v
     return vec4<f32>(x0[c], x1[c], x2[c], x3[c]);
 }
 
-// The 8 rows from `mg` at k .. k+3, in every lane.
-fn rows8(v: vec4<f32>, mg: u32) -> V8 {
+// The 8 rows that lanes 0..7 loaded (load_a8) at k .. k+3, in every lane.
+fn rows8(v: vec4<f32>) -> V8 {
     let l0 = subgroupBroadcast(v, 0u);
     let l1 = subgroupBroadcast(v, 1u);
     let l2 = subgroupBroadcast(v, 2u);
@@ -91,27 +97,11 @@ fn rows8(v: vec4<f32>, mg: u32) -> V8 {
     let l5 = subgroupBroadcast(v, 5u);
     let l6 = subgroupBroadcast(v, 6u);
     let l7 = subgroupBroadcast(v, 7u);
-    var o: V8;
     if (TRANS_A) {
-        o = V8(col4(l0, l1, l2, l3, 0u), col4(l0, l1, l2, l3, 1u), col4(l0, l1, l2, l3, 2u), col4(l0, l1, l2, l3, 3u),
-               col4(l4, l5, l6, l7, 0u), col4(l4, l5, l6, l7, 1u), col4(l4, l5, l6, l7, 2u), col4(l4, l5, l6, l7, 3u));
-    } else {
-        o = V8(l0, l1, l2, l3, l4, l5, l6, l7);
+        return V8(col4(l0, l1, l2, l3, 0u), col4(l0, l1, l2, l3, 1u), col4(l0, l1, l2, l3, 2u), col4(l0, l1, l2, l3, 3u),
+                  col4(l4, l5, l6, l7, 0u), col4(l4, l5, l6, l7, 1u), col4(l4, l5, l6, l7, 2u), col4(l4, l5, l6, l7, 3u));
     }
-    if (ONES_ROW) {
-        // The ones row: m = M-1, uniform across the lanes.
-        let one = vec4<f32>(1.0);
-        let last = p.m - 1u;
-        o.r0 = select(o.r0, one, mg == last);
-        o.r1 = select(o.r1, one, mg + 1u == last);
-        o.r2 = select(o.r2, one, mg + 2u == last);
-        o.r3 = select(o.r3, one, mg + 3u == last);
-        o.r4 = select(o.r4, one, mg + 4u == last);
-        o.r5 = select(o.r5, one, mg + 5u == last);
-        o.r6 = select(o.r6, one, mg + 6u == last);
-        o.r7 = select(o.r7, one, mg + 7u == last);
-    }
-    return o;
+    return V8(l0, l1, l2, l3, l4, l5, l6, l7);
 }
 
 // Rows k .. k+3 of op(B) over the column group n4.
@@ -193,17 +183,17 @@ fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     var c7 = c0;
     for (var k = 0u; k < p.k; k += 4u) {
         let b = load_b4(k, n4);
-        c0 = upd8(c0, rows8(load_a8(m0, k, l), m0), b);
-        c1 = upd8(c1, rows8(load_a8(m0 + 8u, k, l), m0 + 8u), b);
+        c0 = upd8(c0, rows8(load_a8(m0, k, l)), b);
+        c1 = upd8(c1, rows8(load_a8(m0 + 8u, k, l)), b);
         if (RG > 2u) {
-            c2 = upd8(c2, rows8(load_a8(m0 + 16u, k, l), m0 + 16u), b);
-            c3 = upd8(c3, rows8(load_a8(m0 + 24u, k, l), m0 + 24u), b);
+            c2 = upd8(c2, rows8(load_a8(m0 + 16u, k, l)), b);
+            c3 = upd8(c3, rows8(load_a8(m0 + 24u, k, l)), b);
         }
         if (RG > 4u) {
-            c4 = upd8(c4, rows8(load_a8(m0 + 32u, k, l), m0 + 32u), b);
-            c5 = upd8(c5, rows8(load_a8(m0 + 40u, k, l), m0 + 40u), b);
-            c6 = upd8(c6, rows8(load_a8(m0 + 48u, k, l), m0 + 48u), b);
-            c7 = upd8(c7, rows8(load_a8(m0 + 56u, k, l), m0 + 56u), b);
+            c4 = upd8(c4, rows8(load_a8(m0 + 32u, k, l)), b);
+            c5 = upd8(c5, rows8(load_a8(m0 + 40u, k, l)), b);
+            c6 = upd8(c6, rows8(load_a8(m0 + 48u, k, l)), b);
+            c7 = upd8(c7, rows8(load_a8(m0 + 56u, k, l)), b);
         }
     }
     if (u < cols4) {

@@ -252,6 +252,12 @@ fn subgroup_kernel_layouts_and_epilogues() {
         seed += 1;
         sg(bias_grad(din, dout, rows), seed);
     }
+    // The ones row with A row-major (set by the lane that loads it): inside an 8-row group, at a
+    // group's first row.
+    for &(m, n, k) in &[(37, 20, 12), (9, 36, 8)] {
+        seed += 1;
+        sg(Matmul { m, n, k, ones_row: true, ..Default::default() }, seed);
+    }
     // Rows per invocation: the shapes above mostly take 64 (`sg_rows`); 16 and 32 forced here, M inside
     // an 8-row group and past a whole tile, both layouts of A and B, and the ones row.
     for rows in [16, 32] {
