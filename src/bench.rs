@@ -651,7 +651,26 @@ pub struct LaunchRow {
     pub index: usize,
     /// The launcher's label: layer, kernel entry point and shape.
     pub label: String,
+    /// The kernel (the shader's entry point).
+    pub entry: &'static str,
+    /// The median over the rounds.
     pub micros: f64,
+    /// The fastest and slowest round.
+    pub min_micros: f64,
+    pub max_micros: f64,
+    /// `micros` over the sum of every launch's `micros`.
+    pub share: f64,
+}
+
+/// The launches of one kernel (entry point) in a step, together.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelShare {
+    pub entry: &'static str,
+    pub launches: usize,
+    /// The sum of their median times.
+    pub micros: f64,
+    /// `micros` over the sum of every launch's.
+    pub share: f64,
 }
 
 /// Every launch of one training step of a model family, then the whole step.
@@ -660,19 +679,48 @@ pub struct LaunchReport {
     pub adapter: String,
     pub model: String,
     pub batch: usize,
+    /// Times each launch and the step were timed, in turns (the figures are medians over them).
+    pub rounds: usize,
     pub launches: Vec<LaunchRow>,
-    /// The whole step, replayed as the launches are.
+    /// The launches by kernel, the most time first.
+    pub kernels: Vec<KernelShare>,
+    /// The whole step, replayed as the launches are (median over the rounds; then the extremes).
     pub step_micros: f64,
+    pub step_min_micros: f64,
+    pub step_max_micros: f64,
     /// The sum of the launches' times: what the step would take if each ran as fast as alone.
     pub launches_micros: f64,
 }
 
 impl LaunchReport {
     pub fn table(&self) -> String {
-        let mut out = format!("adapter: {}\n{} at batch {}\n", self.adapter, self.model, self.batch);
-        out += &format!("{:>4}  {:<72} {:>12}\n", "#", "launch", "time (µs)");
+        let spread = self.rounds > 1;
+        let mut out = format!("adapter: {}\n{} at batch {}", self.adapter, self.model, self.batch);
+        if spread {
+            out += &format!(", {} rounds (medians; the fastest and slowest round beside them)", self.rounds);
+        }
+        out += &format!("\n{:>4}  {:<72} {:>12}", "#", "launch", "time (µs)");
+        if spread {
+            out += &format!(" {:>21}", "min - max (µs)");
+        }
+        out += &format!(" {:>7}\n", "share");
         for r in &self.launches {
-            out += &format!("{:>4}  {:<72} {:>12.1}\n", r.index, r.label, r.micros);
+            out += &format!("{:>4}  {:<72} {:>12.1}", r.index, r.label, r.micros);
+            if spread {
+                out += &format!(" {:>10.1} - {:>8.1}", r.min_micros, r.max_micros);
+            }
+            out += &format!(" {:>6.1}%\n", 100.0 * r.share);
+        }
+        out += "by kernel:\n";
+        for k in &self.kernels {
+            out += &format!(
+                "      {:<32} {:>3} launch{} {:>12.1} µs {:>6.1}%\n",
+                k.entry,
+                k.launches,
+                if k.launches == 1 { " " } else { "es" },
+                k.micros,
+                100.0 * k.share
+            );
         }
         out += &format!(
             "step: {:.1} µs ({:.1} steps/s); its launches alone add up to {:.1} µs\n",
@@ -680,17 +728,32 @@ impl LaunchReport {
             1e6 / self.step_micros,
             self.launches_micros
         );
+        if spread {
+            out += &format!("step rounds: {:.1} - {:.1} µs\n", self.step_min_micros, self.step_max_micros);
+        }
         out
     }
 }
 
+/// The median, least and greatest of `x` (not empty).
+fn spread(x: &[f64]) -> (f64, f64, f64) {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
+    (median, v[0], v[n - 1])
+}
+
 /// Every launch of one training step of `model` (a family the trainer takes: vae, conv-vae, ae,
 /// conv-ae, vq-vae, vq-vae-2) at `batch`, in step order, each timed alone (replayed `t.reps` times in
-/// one submission after the warm-up, the median of three), then the whole step the same way. The step
-/// is run once first and checked to leave a finite loss.
-pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing) -> Result<LaunchReport> {
+/// one submission after the warm-up, the median of three), then the whole step the same way; all of
+/// that `rounds` times over (at least once), the launches in turns, so that a host or clock that
+/// changes speed during the run spreads over every launch alike. The step is run once first and
+/// checked to leave a finite loss.
+pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing, rounds: usize) -> Result<LaunchReport> {
     use crate::kernels::data::W_TRAIN_BATCH;
     use crate::train::{Session, TrainConfig};
+    let rounds = rounds.max(1);
     let cfg = TrainConfig { model: model.into(), batch, ..TrainConfig::default() };
     let data = synthetic_dataset(batch * 8, batch)?;
     let s = Session::new(gpu, &cfg, &data, true)?;
@@ -703,19 +766,51 @@ pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing) -> Result<L
     if !m.train.mean_loss().is_finite() || m.train.rows == 0.0 {
         return Err(Error::Output(format!("{model} at batch {batch}: the step produced no finite loss")));
     }
-    let mut launches = Vec::new();
-    for (index, l) in prog.launches.iter().enumerate() {
-        let micros = time_launch(gpu, l, t)? * 1e6;
-        launches.push(LaunchRow { index, label: l.label.clone(), micros });
+    let mut times = vec![Vec::with_capacity(rounds); prog.launches.len()];
+    let mut step_times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        for (l, ts) in prog.launches.iter().zip(&mut times) {
+            ts.push(time_launch(gpu, l, t)? * 1e6);
+        }
+        step_times.push(time_program(gpu, prog, t)? * 1e6);
     }
-    let step_micros = time_program(gpu, prog, t)? * 1e6;
-    let launches_micros = launches.iter().map(|r| r.micros).sum();
+    let mut launches: Vec<LaunchRow> = prog
+        .launches
+        .iter()
+        .zip(&times)
+        .enumerate()
+        .map(|(index, (l, ts))| {
+            let (micros, min_micros, max_micros) = spread(ts);
+            LaunchRow { index, label: l.label.clone(), entry: l.entry, micros, min_micros, max_micros, share: 0.0 }
+        })
+        .collect();
+    let launches_micros: f64 = launches.iter().map(|r| r.micros).sum();
+    let mut kernels: Vec<KernelShare> = Vec::new();
+    for r in &mut launches {
+        r.share = r.micros / launches_micros;
+        match kernels.iter_mut().find(|k| k.entry == r.entry) {
+            Some(k) => {
+                k.launches += 1;
+                k.micros += r.micros;
+            }
+            None => kernels.push(KernelShare { entry: r.entry, launches: 1, micros: r.micros, share: 0.0 }),
+        }
+    }
+    for k in &mut kernels {
+        k.share = k.micros / launches_micros;
+    }
+    kernels.sort_by(|a, b| b.micros.total_cmp(&a.micros));
+    let (step_micros, step_min_micros, step_max_micros) = spread(&step_times);
     Ok(LaunchReport {
         adapter: gpu.summary.to_string(),
         model: model.into(),
         batch,
+        rounds,
         launches,
+        kernels,
         step_micros,
+        step_min_micros,
+        step_max_micros,
         launches_micros,
     })
 }

@@ -174,6 +174,11 @@ enum Cmd {
         /// order, then the whole step: where a step's time goes
         #[arg(long, conflicts_with = "steps")]
         launches: bool,
+        /// --launches: time every launch and the step this many times, in turns, and report the
+        /// median with the fastest and slowest round (a host or GPU clock whose speed drifts then
+        /// spreads over every launch alike)
+        #[arg(long, default_value_t = 1, requires = "launches")]
+        rounds: usize,
         /// --steps: batch sizes (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "128")]
         batches: Vec<usize>,
@@ -855,18 +860,22 @@ fn run(cli: Cli) -> Result<()> {
             model,
             steps,
             launches,
+            rounds,
             batches,
             submits,
             min_seconds,
             gpu,
         } => {
+            if rounds == 0 {
+                return Err(Error::Config("--rounds must be at least 1".into()));
+            }
             let gpu = gpu.open()?;
             if steps {
                 return bench_steps(&gpu, &model, &batches, &submits, min_seconds, json);
             }
             let t = vaegpu::bench::Timing { reps, warmup: std::time::Duration::from_millis(warmup_ms) };
             if launches {
-                let r = vaegpu::bench::run_launches(&gpu, &model, batch, t)?;
+                let r = vaegpu::bench::run_launches(&gpu, &model, batch, t, rounds)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Output(e.to_string()))?);
                 } else {

@@ -153,7 +153,7 @@ impl Gpu {
             entries: &entries,
         });
         self.check()?;
-        Ok(Launch { label, pipeline, bind_group, groups, _uniform: uniform })
+        Ok(Launch { label, entry, pipeline, bind_group, groups, _uniform: uniform })
     }
 
     /// Records `program` `repeat` times into one command buffer and submits it (no wait).
@@ -195,6 +195,8 @@ impl Gpu {
 /// One kernel launch, fully bound: replaying it costs a set_pipeline, a set_bind_group and a dispatch.
 pub struct Launch {
     pub label: String,
+    /// The kernel: the shader's entry point.
+    pub entry: &'static str,
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],

@@ -536,3 +536,13 @@ fn backend_not_in_this_build() {
     let err = fails(train(&dir).args(["--backend", "gl"]), 4, &["backend 'gl' is not in this build", "--features gl"]);
     assert!(!err.contains("adapter:"), "{err}");
 }
+
+#[test]
+fn bench_rounds_need_launches_and_at_least_one() {
+    // Refused before any adapter is opened, exit code 2.
+    let bin = env!("CARGO_BIN_EXE_vaegpu");
+    let err =
+        fails(Command::new(bin).args(["bench", "--launches", "--rounds", "0"]), 2, &["--rounds must be at least 1"]);
+    assert!(!err.contains("adapter:"), "{err}");
+    fails(Command::new(bin).args(["bench", "--rounds", "3"]), 2, &["--launches"]);
+}

@@ -31,22 +31,46 @@ fn step_sweep_times_every_point_through_the_trainer_loop() {
 fn launch_profile_times_every_launch_of_a_step_in_order() {
     let gpu = test_gpu();
     let t = vaegpu::bench::Timing { reps: 1, warmup: std::time::Duration::ZERO };
-    let r = vaegpu::bench::run_launches(&gpu, "ae", 16, t).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((r.model.as_str(), r.batch), ("ae", 16));
+    let r = vaegpu::bench::run_launches(&gpu, "ae", 16, t, 3).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((r.model.as_str(), r.batch, r.rounds), ("ae", 16, 3));
     // Gather, forward, loss, backward, norm, Adam, metrics, cursor: each launch once, in step order.
     assert!(r.launches.len() >= 10, "{}", r.table());
     for (i, l) in r.launches.iter().enumerate() {
         assert_eq!(l.index, i);
         assert!(l.micros > 0.0 && l.micros.is_finite(), "{l:?}");
+        // The median of three rounds lies between the extremes; the share is of the medians' sum.
+        assert!(l.min_micros <= l.micros && l.micros <= l.max_micros, "{l:?}");
+        assert!((l.share - l.micros / r.launches_micros).abs() <= 1e-12, "{l:?}");
+        // The kernel is the launch's entry point (the matmul labels name it).
+        assert!(!l.entry.is_empty(), "{l:?}");
+        for mm in ["matmul_sg", "matmul_v4", "matmul_tiled"] {
+            if l.label.contains(&format!("{mm}[")) {
+                assert!(l.entry.starts_with(mm), "{l:?}");
+            }
+        }
     }
     let first = &r.launches[0].label;
     assert!(first.contains("gather"), "{first}");
-    assert!(r.launches.iter().any(|l| l.label.starts_with("adam[")), "{}", r.table());
+    assert!(r.launches.iter().any(|l| l.label.starts_with("adam[") && l.entry.starts_with("adam")), "{}", r.table());
     assert!(r.step_micros > 0.0 && r.step_micros.is_finite());
+    assert!(r.step_min_micros <= r.step_micros && r.step_micros <= r.step_max_micros);
     let sum: f64 = r.launches.iter().map(|l| l.micros).sum();
     assert!((r.launches_micros - sum).abs() <= 1e-9 * sum);
-    assert!(r.table().contains("its launches alone add up to"));
-    let err = vaegpu::bench::run_launches(&gpu, "gan", 2, t).expect_err("unknown model refused");
+    // By kernel: every launch counted once under its entry point, the most time first.
+    assert_eq!(r.kernels.iter().map(|k| k.launches).sum::<usize>(), r.launches.len());
+    for k in &r.kernels {
+        let mine: Vec<_> = r.launches.iter().filter(|l| l.entry == k.entry).collect();
+        assert_eq!(mine.len(), k.launches, "{k:?}");
+        let micros: f64 = mine.iter().map(|l| l.micros).sum();
+        assert!((k.micros - micros).abs() <= 1e-9 * micros, "{k:?}");
+    }
+    assert!(r.kernels.windows(2).all(|w| w[0].micros >= w[1].micros), "{}", r.table());
+    assert!((r.kernels.iter().map(|k| k.share).sum::<f64>() - 1.0).abs() < 1e-9);
+    let table = r.table();
+    for text in ["its launches alone add up to", "3 rounds", "by kernel:", "step rounds:"] {
+        assert!(table.contains(text), "{text}: {table}");
+    }
+    let err = vaegpu::bench::run_launches(&gpu, "gan", 2, t, 1).expect_err("unknown model refused");
     assert!(err.to_string().contains("unknown model 'gan'"), "{err}");
 }
 
