@@ -20,13 +20,27 @@ use crate::testing::{poisoned, to_f32, uniform, Tol};
 pub struct Row {
     pub name: String,
     pub shape: String,
+    /// Microseconds per launch (with `--rounds`, the median over the rounds).
     pub micros: f64,
+    /// The fastest and slowest round (both `micros` for one round).
+    pub min_micros: f64,
+    pub max_micros: f64,
     /// GFLOP/s for arithmetic kernels, GB/s for memory-bound ones.
     pub rate: f64,
     pub unit: &'static str,
     /// `rate` over the adapter's measured ceiling of the same unit (FMA peak for GFLOP/s, copy bandwidth
     /// for GB/s); 0 for rows without a rate.
     pub fraction_of_ceiling: f64,
+}
+
+impl Row {
+    /// A row timed once: `secs` per launch doing `work` (FLOPs for GFLOP/s, bytes for GB/s, 0 for no
+    /// rate: `unit` "-").
+    fn new(name: String, shape: String, secs: f64, work: f64, unit: &'static str) -> Row {
+        let micros = secs * 1e6;
+        let rate = if unit == "-" { 0.0 } else { work / secs / 1e9 };
+        Row { name, shape, micros, min_micros: micros, max_micros: micros, rate, unit, fraction_of_ceiling: 0.0 }
+    }
 }
 
 /// The adapter's ceilings, measured in the same run (shaders/ceiling.wgsl).
@@ -46,6 +60,8 @@ pub struct Report {
     pub adapter: String,
     pub ceilings: Ceilings,
     pub batch: usize,
+    /// Times the whole benchmark ran, in turns (see [`merge_rounds`]); 1 without `--rounds`.
+    pub rounds: usize,
     pub rows: Vec<Row>,
     /// The model's whole training step (absent for the matmul sweep).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -78,11 +94,26 @@ impl Report {
             "",
             "of ceiling"
         );
+        let spread = self.rounds > 1;
+        if spread {
+            s.pop();
+            s += &format!(" {:>21}\n", "min - max (µs)");
+        }
         for r in &self.rows {
             let frac = if r.unit == "-" { String::new() } else { format!("{:.1}%", 100.0 * r.fraction_of_ceiling) };
             s += &format!(
-                "{:<34} {:<22} {:>11.1} {:>10.2} {:<7} {:>10}\n",
+                "{:<34} {:<22} {:>11.1} {:>10.2} {:<7} {:>10}",
                 r.name, r.shape, r.micros, r.rate, r.unit, frac
+            );
+            if spread {
+                s += &format!(" {:>10.1} - {:>8.1}", r.min_micros, r.max_micros);
+            }
+            s.push('\n');
+        }
+        if spread {
+            s += &format!(
+                "{} rounds in turns: each figure is the median over them (rates and ceilings too)\n",
+                self.rounds
             );
         }
         if let Some(st) = &self.step {
@@ -192,14 +223,7 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, t: Timing) -> Result<Row> {
     let tol = 1e-4 * (mm.k as f64 / 64.0).sqrt().max(1.0);
     Tol::new(1e-4, tol).check(name, &got, &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
     let secs = time_program(gpu, &one(l), t)?;
-    Ok(Row {
-        name: name.into(),
-        shape: format!("{}x{}x{}", mm.m, mm.n, mm.k),
-        micros: secs * 1e6,
-        rate: mm.flops() / secs / 1e9,
-        unit: "GFLOP/s",
-        fraction_of_ceiling: 0.0,
-    })
+    Ok(Row::new(name.into(), format!("{}x{}x{}", mm.m, mm.n, mm.k), secs, mm.flops(), "GFLOP/s"))
 }
 
 /// The matmul kernels on square products of each size: C = A·B, Aᵀ·B (as in dW) and A·Bᵀ (as in dX),
@@ -368,14 +392,7 @@ fn bench_conv(
                 }
             }
             for (what, secs, flops) in timed {
-                rows.push(Row {
-                    name: format!("{name} {what}{suffix}"),
-                    shape: shape.clone(),
-                    micros: secs * 1e6,
-                    rate: flops / secs / 1e9,
-                    unit: "GFLOP/s",
-                    fraction_of_ceiling: 0.0,
-                });
+                rows.push(Row::new(format!("{name} {what}{suffix}"), shape.clone(), secs, flops, "GFLOP/s"));
             }
         }
     }
@@ -418,14 +435,7 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, t: Tim
     let mut rows = Vec::new();
     for l in &prog.launches {
         let secs = time_launch(gpu, l, t.with_reps(t.reps.clamp(1, 5)))?;
-        rows.push(Row {
-            name: l.label.clone(),
-            shape: String::new(),
-            micros: secs * 1e6,
-            rate: 0.0,
-            unit: "-",
-            fraction_of_ceiling: 0.0,
-        });
+        rows.push(Row::new(l.label.clone(), String::new(), secs, 0.0, "-"));
     }
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
@@ -445,6 +455,7 @@ fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>,
         adapter: gpu.summary.to_string(),
         ceilings,
         batch,
+        rounds: 1,
         rows,
         step: step.map(|(secs, flops)| StepFigures {
             step_ms: secs * 1e3,
@@ -453,6 +464,52 @@ fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>,
             epoch_seconds_estimate: secs * (60000 / batch.max(1)) as f64,
         }),
     })
+}
+
+/// One report from the same benchmark run `reports.len()` times in turns: each row's time, each
+/// ceiling and the step time the median over the runs, with each row's fastest and slowest run; the
+/// rates and fractions of the ceilings follow from the medians. The runs must list the same rows.
+pub fn merge_rounds(mut reports: Vec<Report>) -> Result<Report> {
+    let Some(first) = reports.first() else {
+        return Err(Error::Output("no benchmark rounds to merge".into()));
+    };
+    let names = |r: &Report| r.rows.iter().map(|x| (x.name.clone(), x.shape.clone())).collect::<Vec<_>>();
+    let want = names(first);
+    if reports.iter().any(|r| names(r) != want || r.step.is_some() != first.step.is_some()) {
+        return Err(Error::Output("benchmark rounds listed different rows".into()));
+    }
+    let median = |xs: Vec<f64>| spread(&xs).0;
+    let ceil_copy = median(reports.iter().map(|r| r.ceilings.copy_gbs).collect());
+    let ceil_fma = median(reports.iter().map(|r| r.ceilings.fma_gflops).collect());
+    let step_ms = first
+        .step
+        .as_ref()
+        .map(|_| median(reports.iter().filter_map(|r| r.step.as_ref()).map(|st| st.step_ms).collect()));
+    let rounds = reports.len();
+    let times: Vec<Vec<f64>> = (0..want.len()).map(|i| reports.iter().map(|r| r.rows[i].micros).collect()).collect();
+    let mut out = reports.swap_remove(0);
+    out.rounds = rounds;
+    out.ceilings.copy_gbs = ceil_copy;
+    out.ceilings.fma_gflops = ceil_fma;
+    for (r, ts) in out.rows.iter_mut().zip(&times) {
+        let (micros, lo, hi) = spread(ts);
+        // The work a launch does is its rate times its time, the same in every run.
+        r.rate *= r.micros / micros;
+        (r.micros, r.min_micros, r.max_micros) = (micros, lo, hi);
+        r.fraction_of_ceiling = match r.unit {
+            "GFLOP/s" => r.rate / ceil_fma,
+            "GB/s" => r.rate / ceil_copy,
+            _ => 0.0,
+        };
+    }
+    if let (Some(st), Some(ms)) = (out.step.as_mut(), step_ms) {
+        let scale = st.step_ms / ms;
+        st.step_gflops *= scale;
+        st.epoch_seconds_estimate /= scale;
+        st.steps_per_second = 1e3 / ms;
+        st.step_ms = ms;
+    }
+    Ok(out)
 }
 
 /// A grid of at least `groups` workgroups within the 65535-per-dimension limit.
@@ -638,8 +695,7 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
             _ => 0.0,
         };
         let secs = time_launch(gpu, l, t)?;
-        let (rate, unit) = if bytes > 0.0 { (bytes / secs / 1e9, "GB/s") } else { (0.0, "-") };
-        rows.push(Row { name, shape: String::new(), micros: secs * 1e6, rate, unit, fraction_of_ceiling: 0.0 });
+        rows.push(Row::new(name, String::new(), secs, bytes, if bytes > 0.0 { "GB/s" } else { "-" }));
     }
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }

@@ -174,10 +174,10 @@ enum Cmd {
         /// order, then the whole step: where a step's time goes
         #[arg(long, conflicts_with = "steps")]
         launches: bool,
-        /// --launches: time every launch and the step this many times, in turns, and report the
-        /// median with the fastest and slowest round (a host or GPU clock whose speed drifts then
-        /// spreads over every launch alike)
-        #[arg(long, default_value_t = 1, requires = "launches")]
+        /// Run the kernel table (or, with --launches, every launch and the step) this many times in
+        /// turns and report the median with the fastest and slowest round: a host or GPU clock whose
+        /// speed drifts then spreads over every row alike
+        #[arg(long, default_value_t = 1, conflicts_with = "steps")]
         rounds: usize,
         /// --steps: batch sizes (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "128")]
@@ -883,26 +883,23 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let report = match model.as_str() {
-                "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, t)?,
-                "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, t)?,
+            let once = || match model.as_str() {
+                "vae" | "mlp-vae" => vaegpu::bench::run(&gpu, batch, t),
+                "conv-vae" => vaegpu::bench::run_conv(&gpu, batch, t),
                 "matmul" => {
                     if sizes.is_empty() || sizes.contains(&0) {
                         return Err(Error::Config("--sizes needs at least one size, each >= 1".into()));
                     }
-                    vaegpu::bench::run_matmul(&gpu, &sizes, t)?
+                    vaegpu::bench::run_matmul(&gpu, &sizes, t)
                 }
-                "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, t)?,
+                "vq-vae" => vaegpu::bench::run_vq(&gpu, &Default::default(), batch, t),
                 "vq-vae-2" => {
                     let cfg = vaegpu::models::vq::VqConfig { levels: 2, ..Default::default() };
-                    vaegpu::bench::run_vq(&gpu, &cfg, batch, t)?
+                    vaegpu::bench::run_vq(&gpu, &cfg, batch, t)
                 }
-                m => {
-                    return Err(Error::Config(format!(
-                        "unknown model '{m}' (vae, conv-vae, vq-vae, vq-vae-2 or matmul)"
-                    )))
-                }
+                m => Err(Error::Config(format!("unknown model '{m}' (vae, conv-vae, vq-vae, vq-vae-2 or matmul)"))),
             };
+            let report = vaegpu::bench::merge_rounds((0..rounds).map(|_| once()).collect::<Result<Vec<_>>>()?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.to_string()))?);
             } else {

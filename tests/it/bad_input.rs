@@ -538,11 +538,16 @@ fn backend_not_in_this_build() {
 }
 
 #[test]
-fn bench_rounds_need_launches_and_at_least_one() {
+fn bench_rounds_at_least_one_and_not_with_steps() {
     // Refused before any adapter is opened, exit code 2.
     let bin = env!("CARGO_BIN_EXE_vaegpu");
-    let err =
-        fails(Command::new(bin).args(["bench", "--launches", "--rounds", "0"]), 2, &["--rounds must be at least 1"]);
-    assert!(!err.contains("adapter:"), "{err}");
-    fails(Command::new(bin).args(["bench", "--rounds", "3"]), 2, &["--launches"]);
+    for args in [&["bench", "--launches", "--rounds", "0"][..], &["bench", "--rounds", "0"]] {
+        let err = fails(Command::new(bin).args(args), 2, &["--rounds must be at least 1"]);
+        assert!(!err.contains("adapter:"), "{err}");
+    }
+    fails(
+        Command::new(bin).args(["bench", "--steps", "--rounds", "3"]),
+        2,
+        &["'--steps' cannot be used with '--rounds"],
+    );
 }

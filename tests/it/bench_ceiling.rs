@@ -71,3 +71,67 @@ fn conv_bench_checks_and_times_every_layer() {
     let step = r.step.expect("the step is timed");
     assert!(step.step_ms.is_finite() && step.step_ms > 0.0, "{step:?}");
 }
+
+/// `--rounds`: the same benchmark run three times merges into medians, with each row's fastest and
+/// slowest run; rates, fractions of the ceilings and the step figures follow from the medians.
+#[test]
+fn rounds_merge_into_medians_with_their_extremes() {
+    use vaegpu::bench::{merge_rounds, Ceilings, Report, Row, StepFigures};
+    let run = |micros: [f64; 3], copy: f64, fma: f64, step_ms: f64| Report {
+        adapter: "test".into(),
+        ceilings: Ceilings { copy_gbs: copy, copy_bytes: 1 << 20, fma_gflops: fma, fma_invocations: 1, fma_iters: 1 },
+        batch: 8,
+        rounds: 1,
+        rows: [("mm", "GFLOP/s", 2e6), ("copy", "GB/s", 4e6), ("advance", "-", 0.0)]
+            .iter()
+            .zip(micros)
+            .map(|(&(name, unit, work), us)| Row {
+                name: name.into(),
+                shape: "s".into(),
+                micros: us,
+                min_micros: us,
+                max_micros: us,
+                rate: if unit == "-" { 0.0 } else { work / (us * 1e-6) / 1e9 },
+                unit,
+                fraction_of_ceiling: 0.0,
+            })
+            .collect(),
+        step: Some(StepFigures {
+            step_ms,
+            steps_per_second: 1e3 / step_ms,
+            step_gflops: 1e7 / (step_ms * 1e-3) / 1e9,
+            epoch_seconds_estimate: step_ms * 1e-3 * 7500.0,
+        }),
+    };
+    let r = merge_rounds(vec![
+        run([10.0, 40.0, 5.0], 4.0, 50.0, 2.0),
+        run([30.0, 20.0, 9.0], 6.0, 70.0, 4.0),
+        run([20.0, 80.0, 1.0], 5.0, 60.0, 3.0),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.rounds, 3);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    assert!(close(r.ceilings.copy_gbs, 5.0) && close(r.ceilings.fma_gflops, 60.0), "{:?}", r.ceilings);
+    let want = [(20.0, 10.0, 30.0), (40.0, 20.0, 80.0), (5.0, 1.0, 9.0)];
+    for (row, (med, lo, hi)) in r.rows.iter().zip(want) {
+        assert!(close(row.micros, med) && close(row.min_micros, lo) && close(row.max_micros, hi), "{row:?}");
+    }
+    // 2 MFLOP in 20 µs: 100 GFLOP/s, of a 60 GFLOP/s ceiling; 4 MB in 40 µs: 100 GB/s of 5.
+    assert!(close(r.rows[0].rate, 100.0) && close(r.rows[0].fraction_of_ceiling, 100.0 / 60.0), "{:?}", r.rows[0]);
+    assert!(close(r.rows[1].rate, 100.0) && close(r.rows[1].fraction_of_ceiling, 20.0), "{:?}", r.rows[1]);
+    assert!(r.rows[2].rate == 0.0 && r.rows[2].fraction_of_ceiling == 0.0, "{:?}", r.rows[2]);
+    let st = r.step.as_ref().expect("step");
+    assert!(close(st.step_ms, 3.0) && close(st.steps_per_second, 1e3 / 3.0), "{st:?}");
+    assert!(close(st.step_gflops, 1e7 / 3e-3 / 1e9) && close(st.epoch_seconds_estimate, 3e-3 * 7500.0), "{st:?}");
+    let table = r.table();
+    assert!(table.contains("min - max") && table.contains("3 rounds in turns"), "{table}");
+    // Runs that listed other rows are refused, as is nothing to merge.
+    let mut other = run([1.0, 1.0, 1.0], 1.0, 1.0, 1.0);
+    other.rows[1].name = "copy2".into();
+    assert!(merge_rounds(vec![run([1.0, 1.0, 1.0], 1.0, 1.0, 1.0), other]).is_err());
+    assert!(merge_rounds(vec![]).is_err());
+    // One run merges into itself.
+    let one = merge_rounds(vec![run([10.0, 40.0, 5.0], 4.0, 50.0, 2.0)]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.rounds, 1);
+    assert!(!one.table().contains("min - max"));
+}
