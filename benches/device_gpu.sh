@@ -7,7 +7,9 @@
 #   kernels_conv.json bench --model conv-vae (with each conv kernel the adapter did not choose)
 #   kernels_conv1024.json the same at batch 1024
 #   conv_<k>.json    bench --steps --model conv-vae with --conv k forced (gather, tiled, matmul)
-#   vae_split_<b>.json bench --steps --model vae at batches 512 and 1024 with --split-k b (true, false)
+#   vae_split_<b>.json bench --steps --model vae at batches 128, 512 and 1024 with --split-k b (true,
+#                    false): the weight gradients' and the forwards' and input gradients' split K
+#   launches_split_<b>.json bench --launches --model vae at batch 128 with --split-k b: per launch
 #   matmul.json      bench --model matmul (square products, both kernels)
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
@@ -49,7 +51,7 @@ run() { # name, timeout, command...
 }
 if [ -n "${IT:-}" ]; then
     for k in matmul tiled gather; do
-        VAEGPU_CONV=$k run "tests_$k.txt" 40 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model:: \
+        VAEGPU_CONV=$k run "tests_$k.txt" 35 "$IT" --test-threads 8 kernels_conv:: kernels_matmul:: model:: \
             nn_cols bench_ceiling::conv
     done
 fi
@@ -61,10 +63,12 @@ for k in gather tiled matmul; do
         --min-seconds 0.5 --json
 done
 for k in true false; do
-    run "vae_split_$k.json" 30 "$BIN" bench --steps --split-k "$k" --model vae --batches 512,1024 --submits 1,16 \
+    run "vae_split_$k.json" 30 "$BIN" bench --steps --split-k "$k" --model vae --batches 128,512,1024 --submits 1,16 \
         --min-seconds 0.5 --json
+    run "launches_split_$k.json" 10 "$BIN" bench --launches --split-k "$k" --model vae --batch 128 --rounds 3 \
+        --warmup-ms 50 --json
 done
-run matmul.json 40 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
+run matmul.json 35 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
 run steps.json 80 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
 run torch.jsonl 50 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
 tail -n 3 "$LOG"

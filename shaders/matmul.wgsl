@@ -43,6 +43,11 @@
 //   M×N). The launcher allows no BIAS, ACT, DACT or RESID with it (ONES_ROW is fine) and sums the
 //   blocks afterwards (conv_grad.wgsl's split_fold and split_sum, in a fixed order). For products with
 //   few tiles of C and a long K: a conv's weight gradient over every pixel of a batch.
+// Dispatch (split_finish): the epilogue of a product split over K: C[i] = epilogue(Σ_{s < S} P[s·M·N + i])
+//   for i < M·N, the blocks added in order of s (S = Params.k_split here: the count), with BIAS (B's row
+//   K), RESID, ACT and DACT as in the unsplit kernels. P (the blocks) at binding 1, B 2, C 3, Z 4. One
+//   invocation per element; grid_1d over ceil(M·N / 256): index x + y · 65535 · 256. For a dense
+//   layer's forward or input gradient whose few tiles of C would leave a GPU idle.
 // Dispatch (matmul_tiled128): the large-tile configuration of matmul_tiled, for products big enough to
 //   fill a large GPU with 128×128 tiles. 256 invocations (1-D, tx = tid % 16, ty = tid / 16) own a
 //   128×128 tile of C, each 8×8 outputs in registers: rows m0 + 4ty + i and m0 + 64 + 4ty + i, columns
@@ -111,6 +116,20 @@ fn finish(m: u32, n: u32, acc: f32) {
         v *= act_grad_from_y(DACT, z[m * p.n + n], p.slope);
     }
     c[m * p.n + n] = v;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn split_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let len = p.m * p.n;
+    let i = gid.x + gid.y * 65535u * 256u;
+    if (i >= len) {
+        return;
+    }
+    var acc = 0.0;
+    for (var s = 0u; s < p.k_split; s++) {
+        acc += a[s * len + i];
+    }
+    finish(i / p.n, i % p.n, acc);
 }
 
 @compute @workgroup_size(WG, 1, 1)

@@ -1,7 +1,7 @@
 //! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
 
 use super::{need, need_len, Act};
-use crate::gpu::{Gpu, Launch, MatmulKernel, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, MatmulKernel, Result, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -101,6 +101,25 @@ pub fn k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
 pub fn gpu_k_splits(m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(64) * n.div_ceil(64);
     (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / 256).max(1))
+}
+
+/// The least K a split takes in a product with an epilogue (a dense layer's forward or input
+/// gradient): 8 of matmul_tiled's 16-deep steps.
+pub const EPILOGUE_SPLIT_MIN_K: usize = 128;
+
+/// Splits of K (the count that runs, see [`split_k`]) for an M×N×K product with an epilogue where the
+/// adapter splits K ([`Gpu::split_k`]) and its matmul kernel is the tiled one, which a split runs on
+/// (else 1): as [`k_splits`], each split at least [`EPILOGUE_SPLIT_MIN_K`] long. The MLP VAE's
+/// enc.fc1 forward at batch 128, 128×400×784, is 14 tiles of 64×64 walking 49 steps of K each: on an
+/// H100 it ran at 1.5 TFLOP/s (52 µs, benches/RESULTS.md); split 6 ways it is 84 tiles of 8 or 9
+/// steps, plus [`Matmul::launch_split`]'s sum.
+pub fn epilogue_k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
+    if !gpu.split_k || gpu.matmul != MatmulKernel::Tiled {
+        return 1;
+    }
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    let s = (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / EPILOGUE_SPLIT_MIN_K).max(1));
+    split_k(k, s).1
 }
 
 /// (k per split, splits) of a K-long reduction asked to split `splits` ways: each split a multiple of
@@ -285,5 +304,72 @@ impl Matmul {
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
         let shader = if sg { "matmul_sg" } else { "matmul" };
         gpu.launch(label, shader, entry, &constants, Some(&params), &bindings, groups)
+    }
+
+    /// This product (any epilogue) with K split `splits` ways ([`split_k`]): the tiled kernel's
+    /// partial blocks into `partials` (splits · M · N elements), then `split_finish`, which adds them
+    /// in order and applies the bias, residual, activation or act' into C. One launch, the plain
+    /// product, where `splits` is 1 (or rounds to 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_split(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        a: View,
+        b: View,
+        c: View,
+        z: Option<View>,
+        partials: View,
+        splits: usize,
+    ) -> Result<Vec<Launch>> {
+        const OP: &str = "matmul";
+        let (_, s) = split_k(self.k, splits);
+        if s <= 1 {
+            return Ok(vec![self.launch(gpu, label, a, b, c, z)?]);
+        }
+        let (_, _, ldb, b_len) = self.dims();
+        need_len(OP, "B", &b, b_len)?;
+        need_len(OP, "C", &c, self.m * self.n)?;
+        if self.dact != Act::Identity || self.resid {
+            need(OP, z.is_some(), || "dact and resid need Z".into())?;
+            need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
+        }
+        let bare = Matmul {
+            bias: false,
+            act: Act::Identity,
+            dact: Act::Identity,
+            resid: false,
+            naive: false,
+            splits: s,
+            ..*self
+        };
+        let product = bare.launch(gpu, label, a, b, partials, None)?;
+        let params = Params {
+            m: self.m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            lda: 0,
+            ldb: ldb as u32,
+            slope: Act::LEAKY_SLOPE,
+            vec_ok: 0,
+            k_split: s as u32,
+        };
+        let constants = [
+            ("BIAS", f64::from(u8::from(self.bias))),
+            ("ACT", self.act.code() as f64),
+            ("DACT", self.dact.code() as f64),
+            ("RESID", f64::from(u8::from(self.resid))),
+        ];
+        let bindings = [(1, partials), (2, b), (3, c), (4, z.unwrap_or(partials))];
+        let finish = gpu.launch(
+            format!("{label} split_finish[{}x{} /{s}]", self.m, self.n),
+            "matmul",
+            "split_finish",
+            &constants,
+            Some(&params),
+            &bindings,
+            grid_1d((self.m * self.n).div_ceil(256) as u32),
+        )?;
+        Ok(vec![product, finish])
     }
 }

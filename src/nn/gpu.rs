@@ -11,7 +11,7 @@ use super::net::{Layer, Net, Op};
 use super::{Linear, ParamLayout};
 use crate::gpu::{Gpu, GpuError, Launch, Result, View};
 use crate::kernels::conv::{partials_len, sum_partials, ConvGather, ConvWgrad, Resid};
-use crate::kernels::matmul::{k_splits, split_k, Matmul};
+use crate::kernels::matmul::{epilogue_k_splits, k_splits, split_k, Matmul};
 use crate::kernels::Act;
 
 /// Options of [`GpuNet::backward_with`].
@@ -73,7 +73,7 @@ fn block<'a>(buf: &'a wgpu::Buffer, l: &Linear) -> View<'a> {
 }
 
 /// A linear layer's forward over `m` rows (or a pointwise conv's over the pixels): act(x·W + b), with
-/// `r` added before the activation.
+/// `r` added before the activation; K split through `partials` where [`epilogue_k_splits`] says.
 #[allow(clippy::too_many_arguments)]
 fn dense_forward(
     gpu: &Gpu,
@@ -85,9 +85,22 @@ fn dense_forward(
     params: &wgpu::Buffer,
     y: &wgpu::Buffer,
     r: Option<&wgpu::Buffer>,
-) -> Result<Launch> {
+    partials: &wgpu::Buffer,
+) -> Result<Vec<Launch>> {
     let mm = Matmul { m, n: p.dout, k: p.din, bias: true, act, resid: r.is_some(), ..Default::default() };
-    mm.launch(gpu, name, x.into(), block(params, p), y.into(), r.map(Into::into))
+    let splits = epilogue_k_splits(gpu, m, p.dout, p.din);
+    mm.launch_split(gpu, name, x.into(), block(params, p), y.into(), r.map(Into::into), partials.into(), splits)
+}
+
+/// Elements of the partial products a dense layer over `m` rows, din → dout, splits K into: its
+/// forward's and input gradient's ([`epilogue_k_splits`]) and its weight gradient's
+/// ([`dense_dw_splits`]), the most of them (0 without a split).
+fn dense_partials_len(gpu: &Gpu, m: usize, din: usize, dout: usize) -> usize {
+    let epi = |n: usize, k: usize| match epilogue_k_splits(gpu, m, n, k) {
+        1 => 0,
+        s => s * m * n,
+    };
+    epi(dout, din).max(epi(din, dout)).max(dense_dw_splits(gpu, m, din, dout).1)
 }
 
 /// Splits of the rows (K) of a dense layer's weight gradient over `m` rows, din → dout ([`k_splits`]:
@@ -133,7 +146,9 @@ fn dense_backward(
     if let Some((dx, prev_act)) = dx {
         let mm = Matmul { m, n: p.din, k: p.dout, trans_b: true, dact: prev_act, ..Default::default() };
         let w = View::new(params, (p.offset * 4) as u64, p.din * p.dout);
-        out.push(mm.launch(gpu, &format!("{name}.dX"), g.into(), w, dx.into(), Some(x.into()))?);
+        let splits = epilogue_k_splits(gpu, m, p.din, p.dout);
+        let label = format!("{name}.dX");
+        out.extend(mm.launch_split(gpu, &label, g.into(), w, dx.into(), Some(x.into()), partials.into(), splits)?);
     }
     Ok(())
 }
@@ -179,13 +194,13 @@ impl GpuNet {
             let px = rows * i.h * i.w;
             match &l.op {
                 Op::Linear { .. } => {
-                    product = product.max(dense_dw_splits(gpu, rows, i.len(), l.output.len()).1);
+                    product = product.max(dense_partials_len(gpu, rows, i.len(), l.output.len()));
                     inner.push(None);
                     cols.push(None);
                 }
                 Op::Conv { geom, .. } => {
                     if pointwise(geom) {
-                        product = product.max(dense_dw_splits(gpu, px, geom.cin, geom.cout).1);
+                        product = product.max(dense_partials_len(gpu, px, geom.cin, geom.cout));
                     }
                     for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
                         scratch = scratch.max(k.scratch_len(gpu));
@@ -207,7 +222,7 @@ impl GpuNet {
                     // path); the 1×1 conv runs as a linear layer (its weight gradient's partials where
                     // split).
                     let (g3, g1) = Layer::res_geoms(i.c, *hidden);
-                    product = product.max(dense_dw_splits(gpu, px, g1.cin, g1.cout).1);
+                    product = product.max(dense_partials_len(gpu, px, g1.cin, g1.cout));
                     for (k, _) in ConvWgrad::for_layer(&g3, rows, i.h, i.w, true)? {
                         scratch = scratch.max(k.scratch_len(gpu));
                         product = product.max(k.product_len(gpu));
@@ -285,11 +300,13 @@ impl GpuNet {
             let s = l.input;
             match &l.op {
                 Op::Linear { block: b } => {
-                    out.push(dense_forward(gpu, &l.name, rows, &layout.layers[*b], l.act, x, params, y, None)?);
+                    let p = &layout.layers[*b];
+                    out.extend(dense_forward(gpu, &l.name, rows, p, l.act, x, params, y, None, &self.product)?);
                 }
                 Op::Conv { block: b, geom } if pointwise(geom) => {
                     let (p, r) = (&layout.layers[*b], add.filter(|_| i == last));
-                    out.push(dense_forward(gpu, &l.name, rows * s.h * s.w, p, l.act, x, params, y, r)?);
+                    let px = rows * s.h * s.w;
+                    out.extend(dense_forward(gpu, &l.name, px, p, l.act, x, params, y, r, &self.product)?);
                 }
                 Op::Conv { block: b, geom } => {
                     let r = add.filter(|_| i == last);

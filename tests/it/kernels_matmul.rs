@@ -1,7 +1,7 @@
 //! matmul.wgsl against reference/matmul.rs on awkward shapes, outputs poisoned with NaN.
 
-use vaegpu::gpu::Gpu;
-use vaegpu::kernels::matmul::{split_k, Matmul};
+use vaegpu::gpu::{Gpu, MatmulKernel};
+use vaegpu::kernels::matmul::{epilogue_k_splits, split_k, Matmul};
 use vaegpu::kernels::Act;
 use vaegpu::reference::elementwise::{act_forward, act_grad_from_y};
 use vaegpu::reference::matmul::{matmul, transpose};
@@ -166,6 +166,68 @@ fn tiled_kernel_split_k() {
     let mm = Matmul { m: 4, n: 4, k: 64, bias: true, splits: 2, ..Default::default() };
     let err = mm.launch(g, "bad", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
     assert!(err.to_string().contains("no epilogue"), "{err}");
+}
+
+/// A split K with an epilogue (`Matmul::launch_split`): the tiled kernel's partial blocks, then
+/// split_finish's ordered sum with the bias, activation, residual or act'. Both C and the partials are
+/// poisoned; shapes leave a short last split and M, N off the 64 tiles; a split that rounds to one runs
+/// the plain product alone.
+#[test]
+fn split_k_with_epilogue_matches_reference() {
+    let g = gpu();
+    let cases = [
+        (Matmul { m: 70, n: 36, k: 784, bias: true, act: Act::Relu, ..Default::default() }, 6, 3300),
+        (Matmul { m: 33, n: 20, k: 300, bias: true, act: Act::Tanh, resid: true, ..Default::default() }, 3, 3310),
+        (Matmul { m: 37, n: 44, k: 400, trans_b: true, dact: Act::Sigmoid, ..Default::default() }, 5, 3320),
+        (Matmul { m: 20, n: 12, k: 100, trans_a: true, act: Act::LeakyRelu, ..Default::default() }, 4, 3330),
+        (Matmul { m: 9, n: 5, k: 16, bias: true, act: Act::Relu, ..Default::default() }, 3, 3340),
+    ];
+    for (mm, splits, seed) in cases {
+        let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
+        let a = uniform(seed, mm.m * mm.k, -1.0, 1.0);
+        let b = uniform(seed + 1, b_rows * mm.n, -1.0, 1.0);
+        let z = uniform(seed + 2, mm.m * mm.n, -1.0, 1.0).iter().map(|v| act_forward(mm.dact, *v)).collect::<Vec<_>>();
+        let mut want = matmul(&a, &b, mm.m, mm.n, mm.k, mm.bias);
+        for (i, w) in want.iter_mut().enumerate() {
+            let r = if mm.resid { z[i] } else { 0.0 };
+            *w = act_forward(mm.act, *w + r) * act_grad_from_y(mm.dact, z[i]);
+        }
+        let a_stored = if mm.trans_a { transpose(&a, mm.m, mm.k) } else { a };
+        let b_stored = if mm.trans_b { transpose(&b, mm.k, mm.n) } else { b };
+        let (ab, bb, zb) =
+            (g.upload("a", &to_f32(&a_stored)), g.upload("b", &to_f32(&b_stored)), g.upload("z", &to_f32(&z)));
+        let runs = split_k(mm.k, splits).1;
+        let cb = poisoned(g, "c", mm.m * mm.n + 3);
+        let pb = poisoned(g, "partials", runs * mm.m * mm.n);
+        let zv = (mm.dact != Act::Identity || mm.resid).then(|| (&zb).into());
+        let ls = mm.launch_split(g, "t", (&ab).into(), (&bb).into(), (&cb).into(), zv, (&pb).into(), splits).unwrap();
+        let labels: Vec<&str> = ls.iter().map(|l| l.label.as_str()).collect();
+        if runs > 1 {
+            assert_eq!(ls.len(), 2, "{labels:?}");
+            assert!(labels[0].contains("matmul_tiled[") && labels[0].contains(&format!(" /{runs}]")), "{labels:?}");
+            assert!(labels[1].contains(&format!("split_finish[{}x{} /{runs}]", mm.m, mm.n)), "{labels:?}");
+        } else {
+            assert_eq!(ls.len(), 1, "{labels:?}");
+            assert!(!labels[0].contains(" /"), "{labels:?}");
+        }
+        g.submit(&vaegpu::gpu::Program { label: "split".into(), launches: ls }, 1);
+        let got = g.read_f32(&cb).unwrap();
+        tol(mm.k).check(&format!("{mm:?} /{splits}"), &got[..mm.m * mm.n], &want).unwrap();
+        assert!(got[mm.m * mm.n..].iter().all(|v| v.is_nan()), "{mm:?}: wrote past C");
+    }
+    // The split counts a GPU takes (`Gpu::split_k` with the tiled kernel its choice; a CPU adapter
+    // splits nothing): the MLP VAE's products at batches 128 and 1024, and one too short to split.
+    let mut own = vaegpu::testing::test_gpu();
+    own.split_k = false;
+    own.matmul = MatmulKernel::Tiled;
+    assert_eq!(epilogue_k_splits(&own, 128, 400, 784), 1);
+    own.split_k = true;
+    own.matmul = MatmulKernel::Subgroup;
+    assert_eq!(epilogue_k_splits(&own, 128, 400, 784), 1);
+    own.matmul = MatmulKernel::Tiled;
+    let got = [(128, 400, 784), (1024, 400, 784), (128, 40, 400), (128, 784, 400), (128, 400, 40), (6272, 512, 64)]
+        .map(|(m, n, k)| epilogue_k_splits(&own, m, n, k));
+    assert_eq!(got, [6, 6, 3, 3, 1, 1]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! likelihood, β ≠ 1, odd sizes; and the conv VAE (RGB and grayscale, strides 1 and 2, residual blocks,
 //! dense layers) the same way.
 
-use vaegpu::gpu::{ConvKernel, Gpu, GpuOptions};
+use vaegpu::gpu::{ConvKernel, Gpu, GpuOptions, MatmulKernel};
 use vaegpu::kernels::elbo::Likelihood;
 use vaegpu::kernels::optim::Adam;
 use vaegpu::kernels::Act;
@@ -12,11 +12,11 @@ use vaegpu::reference::vae::vae_step;
 use vaegpu::testing::{f32_round, normals, test_gpu, to_f32, uniform, Tol};
 
 fn check(cfg: VaeConfig, batch: usize) {
-    check_on(&test_gpu(), cfg, batch, None);
+    check_on(&test_gpu(), cfg, batch, &[]);
 }
 
-/// The step on `gpu`; `entry`: a kernel some launch of the step must name.
-fn check_on(gpu: &Gpu, cfg: VaeConfig, batch: usize, entry: Option<&str>) {
+/// The step on `gpu`; `entries`: texts (kernels, shapes) that some launch of the step must each name.
+fn check_on(gpu: &Gpu, cfg: VaeConfig, batch: usize, entries: &[&str]) {
     let layout = cfg.layout();
     // random flow layers (their out layers start at zero: give them values)
     let mut params: Vec<f64> =
@@ -37,7 +37,7 @@ fn check_on(gpu: &Gpu, cfg: VaeConfig, batch: usize, entry: Option<&str>) {
     // lr = 0 keeps the parameters, so the gradients read back are those of `params`.
     let adam = Adam { lr: 0.0, ..Adam::default() };
     let prog = vae.step_program_given(gpu, &adam, 0.0).unwrap();
-    if let Some(e) = entry {
+    for e in entries {
         assert!(prog.launches.iter().any(|l| l.label.contains(e)), "no {e} launch in the step");
     }
     gpu.submit(&prog, 1);
@@ -209,7 +209,7 @@ fn conv16_cfg() -> VaeConfig {
 fn check_conv_kernel(kernel: ConvKernel, entry: &str) {
     let gpu = Gpu::new(&GpuOptions { conv: kernel, ..Default::default() }).unwrap();
     assert_eq!(gpu.conv, kernel);
-    check_on(&gpu, conv16_cfg(), 2, Some(entry));
+    check_on(&gpu, conv16_cfg(), 2, &[entry]);
 }
 
 /// The conv VAE step with conv_tiled as the adapter's conv kernel (what a GPU may choose at start-up):
@@ -226,16 +226,29 @@ fn gpu_conv_vae_step_with_gather_conv_matches_reference_model() {
     check_conv_kernel(ConvKernel::Gather, "conv_gather_v4[");
 }
 
-/// The VAE steps with the weight gradients' K split over workgroups, as on a GPU (`Gpu::split_k`, here
-/// forced on lavapipe): an MLP at 600 rows, whose dense weight gradients split in two; a conv VAE at 40
-/// images, whose first conv's im2col weight gradient (640 pixels) splits in two, the others too short.
+/// The VAE steps with K split over workgroups, as on a GPU (`Gpu::split_k`, here forced on lavapipe):
+/// an MLP at 600 rows, whose dense weight gradients split in two, as do the first layer's forward and
+/// the last one's input gradient (K = 300 input values: their sums and epilogues in split_finish; the
+/// tiled kernel is the matmul choice there, as on GPUs, so every product runs on it); a
+/// conv VAE at 40 images, whose first conv's im2col weight gradient (640 pixels) splits in two, the
+/// others too short.
 #[test]
-fn gpu_steps_with_split_k_weight_gradients_match_reference_model() {
+fn gpu_steps_with_split_k_match_reference_model() {
     let mut gpu = Gpu::new(&GpuOptions::default()).unwrap();
     gpu.split_k = true;
-    let cfg = VaeConfig { input_dim: 37, hidden: vec![29, 13], latent: 5, act: Act::Tanh, ..Default::default() };
-    check_on(&gpu, cfg, 600, Some(".dW matmul_tiled[38x29x600 At /2]"));
-    check_on(&gpu, conv16_cfg(), 40, Some(" At /2]"));
+    // The products with an epilogue split where the tiled kernel is the adapter's choice, as on GPUs.
+    let own = std::mem::replace(&mut gpu.matmul, MatmulKernel::Tiled);
+    let cfg = VaeConfig { input_dim: 300, hidden: vec![29, 13], latent: 5, act: Act::Tanh, ..Default::default() };
+    let splits = [
+        ".dW matmul_tiled[301x29x600 At /2]",
+        "enc.fc1 matmul_tiled[600x29x300 /2]",
+        "enc.fc1 split_finish[600x29 /2]",
+        "dec.out.dX matmul_tiled[600x29x300 Bt /2]",
+        "dec.out.dX split_finish[600x29 /2]",
+    ];
+    check_on(&gpu, cfg, 600, &splits);
+    gpu.matmul = own;
+    check_on(&gpu, conv16_cfg(), 40, &[" At /2]"]);
 }
 
 /// The VQ-VAE step (padding, residual blocks, assignment, straight-through, commitment, EMA update with

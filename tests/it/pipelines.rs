@@ -26,7 +26,7 @@ fn every_entry_point_and_variant_builds() {
     // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
     // adapters; matmul_sg also 8) and, for matmul_sg, each count of 8-row groups (2, 4, 8).
     let mut entries = vec![("matmul", "matmul"), ("matmul", "matmul_v4"), ("matmul", "matmul_naive")];
-    entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128")]);
+    entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128"), ("matmul", "split_finish")]);
     if gpu.subgroups {
         entries.push(("matmul_sg", "matmul_sg"));
     }
