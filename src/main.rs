@@ -44,8 +44,9 @@ struct GpuArgs {
     /// fastest of the three timed the first time the adapter is seen, then cached)
     #[arg(long, global = true, env = "VAEGPU_CONV", default_value = "auto")]
     conv: vaegpu::gpu::ConvKernel,
-    /// Split the K (the batch's rows or pixels) of weight gradients with few output tiles over
-    /// workgroups: true or false (default: true on GPUs, false on CPU adapters)
+    /// Split the K of products with few output tiles over workgroups (weight gradients: the batch's
+    /// rows or pixels; with the tiled matmul, dense forwards and input gradients too): true or false
+    /// (default: true on GPUs, false on CPU adapters)
     #[arg(long, global = true, env = "VAEGPU_SPLIT_K")]
     split_k: Option<bool>,
 }

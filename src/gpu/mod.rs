@@ -59,8 +59,8 @@ pub struct GpuOptions {
     /// on GPUs the fastest of the three timed the first time the adapter is seen, then cached (see
     /// [`crate::kernels::tune::choose_conv`]).
     pub conv: ConvKernel,
-    /// Split the K of weight gradients over workgroups ([`Gpu::split_k`]); None: on GPUs, not on CPU
-    /// adapters.
+    /// Split the K of products with few output tiles over workgroups ([`Gpu::split_k`]); None: on
+    /// GPUs, not on CPU adapters.
     pub split_k: Option<bool>,
 }
 
@@ -288,9 +288,10 @@ pub struct Gpu {
     /// feature was requested): shaders/matmul_sg.wgsl can run.
     pub subgroups: bool,
     /// Weight gradients split the K of their products (the batch's rows or pixels) over workgroups
-    /// where their few output tiles would leave the device idle ([`crate::kernels::matmul::k_splits`]):
-    /// true on GPUs, false on CPU adapters, whose few cores the tiles already fill. Settable (tests run
-    /// the GPUs' launches on lavapipe).
+    /// where their few output tiles would leave the device idle ([`crate::kernels::matmul::k_splits`]),
+    /// and so do dense forwards and input gradients where the tiled matmul is the choice
+    /// ([`crate::kernels::matmul::epilogue_k_splits`]): true on GPUs, false on CPU adapters, whose few
+    /// cores the tiles already fill. Settable (tests run the GPUs' launches on lavapipe).
     pub split_k: bool,
 }
 
