@@ -184,13 +184,15 @@ pub fn time_launch(gpu: &Gpu, launch: &Launch, t: Timing) -> Result<f64> {
     time_reps(gpu, t, |n| gpu.submit_launch(launch, n))
 }
 
-fn one(l: Launch) -> Program {
-    Program { label: l.label.clone(), launches: vec![l] }
-}
-
 /// Times a matmul after checking it against the reference (every output where the product is small;
 /// at most 64 evenly spaced rows of op(A)·op(B) where it is large).
 fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, t: Timing) -> Result<Row> {
+    bench_matmul_split(gpu, name, mm, 1, t)
+}
+
+/// [`bench_matmul`] with K split `splits` ways ([`Matmul::launch_split`]: the partial products and
+/// their sum with the epilogue, timed together).
+fn bench_matmul_split(gpu: &Gpu, name: &str, mm: Matmul, splits: usize, t: Timing) -> Result<Row> {
     let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
     let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
     let a = uniform(1, a_rows * mm.k, -1.0, 1.0);
@@ -200,8 +202,14 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, t: Timing) -> Result<Row> {
     let ab = gpu.upload("bench.a", &to_f32(&a_st));
     let bb = gpu.upload("bench.b", &to_f32(&b_st));
     let cb = poisoned(gpu, "bench.c", mm.m * mm.n);
-    let l = mm.launch(gpu, name, (&ab).into(), (&bb).into(), (&cb).into(), None)?;
-    gpu.run(&l)?;
+    let pb = poisoned(gpu, "bench.partials", if splits > 1 { splits * mm.m * mm.n } else { 1 });
+    let (a_v, b_v, c_v) = ((&ab).into(), (&bb).into(), (&cb).into());
+    let prog = Program {
+        label: name.into(),
+        launches: mm.launch_split(gpu, name, a_v, b_v, c_v, None, (&pb).into(), splits)?,
+    };
+    gpu.submit(&prog, 1);
+    gpu.sync()?;
     let mut a_op = a;
     if mm.ones_row {
         a_op.extend(std::iter::repeat_n(1.0, mm.k));
@@ -222,7 +230,7 @@ fn bench_matmul(gpu: &Gpu, name: &str, mm: Matmul, t: Timing) -> Result<Row> {
     // f32 sums of K products of values in [-1, 1]: the error grows like sqrt(K).
     let tol = 1e-4 * (mm.k as f64 / 64.0).sqrt().max(1.0);
     Tol::new(1e-4, tol).check(name, &got, &want).map_err(|e| Error::Output(format!("benchmark result wrong: {e}")))?;
-    let secs = time_program(gpu, &one(l), t)?;
+    let secs = time_program(gpu, &prog, t)?;
     Ok(Row::new(name.into(), format!("{}x{}x{}", mm.m, mm.n, mm.k), secs, mm.flops(), "GFLOP/s"))
 }
 
@@ -665,6 +673,13 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
                     continue;
                 }
                 rows.push(bench_matmul(gpu, &format!("{} {what} [{variant}]", l.name), mm, t)?);
+                // On an adapter that splits K, the forward and input gradient split as in training
+                // with the tiled kernel (`epilogue_k_splits`), beside the unsplit row.
+                let s = crate::kernels::matmul::gpu_epilogue_k_splits(mm.m, mm.n, mm.k);
+                if gpu.split_k && v.tiled && what != "dW" && s > 1 {
+                    let name = format!("{} {what} [tiled, split K /{s}]", l.name);
+                    rows.push(bench_matmul_split(gpu, &name, mm, s, t)?);
+                }
             }
         }
     }

@@ -114,9 +114,15 @@ pub const EPILOGUE_SPLIT_MIN_K: usize = 128;
 /// H100 it ran at 1.5 TFLOP/s (52 µs, benches/RESULTS.md); split 6 ways it is 84 tiles of 8 or 9
 /// steps, plus [`Matmul::launch_split`]'s sum.
 pub fn epilogue_k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
-    if !gpu.split_k || gpu.matmul != MatmulKernel::Tiled {
-        return 1;
+    if gpu.split_k && gpu.matmul == MatmulKernel::Tiled {
+        gpu_epilogue_k_splits(m, n, k)
+    } else {
+        1
     }
+}
+
+/// [`epilogue_k_splits`] on an adapter that splits them.
+pub fn gpu_epilogue_k_splits(m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(64) * n.div_ceil(64);
     let s = (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / EPILOGUE_SPLIT_MIN_K).max(1));
     split_k(k, s).1

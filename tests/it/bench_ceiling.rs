@@ -135,3 +135,25 @@ fn rounds_merge_into_medians_with_their_extremes() {
     assert_eq!(one.rounds, 1);
     assert!(!one.table().contains("min - max"));
 }
+
+/// `vaegpu bench` (the MLP VAE's table) at a small batch: every matmul row is checked against the
+/// reference before it is timed (an error otherwise). With split K on, as on a GPU, the tiled
+/// kernel's forwards and input gradients also run split (partials and split_finish), beside the
+/// unsplit rows.
+#[test]
+fn vae_bench_checks_every_matmul_row_with_split_k() {
+    let mut gpu = test_gpu();
+    gpu.split_k = true;
+    let r = vaegpu::bench::run(&gpu, 8, QUICK).unwrap_or_else(|e| panic!("vae benchmark failed: {e}"));
+    let names: Vec<&str> = r.rows.iter().map(|r| r.name.as_str()).collect();
+    for want in
+        ["enc.fc1 fwd [tiled, split K /6]", "dec.out dX [tiled, split K /6]", "enc.head fwd [tiled, split K /3]"]
+    {
+        assert!(names.contains(&want), "{want}: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("dW [tiled, split")), "{names:?}");
+    for row in &r.rows {
+        assert!(row.micros > 0.0 && row.micros.is_finite(), "{row:?}");
+    }
+    assert!(r.step.as_ref().is_some_and(|s| s.steps_per_second > 0.0));
+}
