@@ -20,10 +20,12 @@
 //   Bindings: 0 uniform Params, 1 state (read), 2 data (read, [n_items, D] u32),
 //   3 perm (read), 6 words (read_write, [B, D] u32, =). Dispatch: as gather.
 // advance: a finite step: state[0] += 1 (step), state[6] = 0; a non-finite one (state[5] != 0): state[6] += 1
-//   and the step counter stays. Either way state[1] += 1 (train cursor).
+//   and the step counter stays. Either way state[1] += 1 (train cursor). (cursor.wgsl; reduce.wgsl's
+//   metrics_advance does the same after a batch's metrics, in the same launch.)
 // advance_eval: state[2] += 1. Bindings: 5 state (read_write). Dispatch: grid = (1, 1, 1).
 
 //!include philox.wgsl
+//!include cursor.wgsl
 
 struct Params {
     batch: u32,
@@ -102,16 +104,10 @@ fn gather_words(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(1, 1, 1)
 fn advance() {
-    if (state_w[5] == 0u) {
-        state_w[0] += 1u;
-        state_w[6] = 0u;
-    } else {
-        state_w[6] += 1u;
-    }
-    state_w[1] += 1u;
+    advance_train_words();
 }
 
 @compute @workgroup_size(1, 1, 1)
 fn advance_eval() {
-    state_w[2] += 1u;
+    advance_eval_words();
 }

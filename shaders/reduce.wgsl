@@ -9,6 +9,8 @@
 //   (rec, kl, loss, count) with loss = rec + β·kl for 2 columns, the third column for 3.
 //   Row b counts when state[batch_word]·B + b < n_items (the last eval batch may be partial).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
+// metrics_advance: metrics_accumulate, then data.wgsl's advance (ADVANCE_TRAIN) or advance_eval by
+//   invocation 0 (cursor.wgsl), in one launch: the state at 6 (read_write) in place of 1.
 // sumsq_partial: bindings 0 Params, 4 grads (read, [n]), 5 partials (read_write, [64·256], =).
 //   Dispatch: grid = (64, 1, 1), 256 invocations; invocation t of workgroup g sums the squares of a
 //   strided share into partials[256·g + t].
@@ -16,6 +18,8 @@
 // norm_finalize: bindings 0 Params, 5 partials (read), 6 state (read_write: word 5 = non-finite flag),
 //   3 metrics (read_write), 7 clip (read_write, [1] = scale min(1, max_norm / (norm + 1e-6)), or 1).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
+
+//!include cursor.wgsl
 
 struct Params {
     batch: u32,
@@ -27,6 +31,9 @@ struct Params {
     max_norm: f32,
     cols: u32,
 }
+
+// metrics_advance: the training step's cursor (true) or the eval batch's (false).
+override ADVANCE_TRAIN: bool = true;
 
 // Workgroups of sumsq_partial, and the partial sums it leaves (one per invocation).
 const GROUPS: u32 = 64u;
@@ -52,8 +59,28 @@ fn finite(v: f32) -> bool {
 
 @compute @workgroup_size(64, 1, 1)
 fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = lid.x;
-    let first = state_r[p.batch_word] * p.batch;
+    accumulate(lid.x, state_r[p.batch_word] * p.batch);
+}
+
+// The same, then the cursor of p.batch_word advances (cursor.wgsl: ADVANCE_TRAIN, the training step's
+// words; else the eval batch's): one launch where a step or eval batch ends.
+@compute @workgroup_size(64, 1, 1)
+fn metrics_advance(@builtin(local_invocation_id) lid: vec3<u32>) {
+    accumulate(lid.x, state_w[p.batch_word] * p.batch);
+    // Every invocation read the cursor above; the barriers inside `accumulate` order those reads
+    // before this write.
+    storageBarrier();
+    if (lid.x == 0u) {
+        if (ADVANCE_TRAIN) {
+            advance_train_words();
+        } else {
+            advance_eval_words();
+        }
+    }
+}
+
+// metrics[slot] += the valid rows' sums, invocation t of 64; `first`: the batch's first item.
+fn accumulate(t: u32, first: u32) {
     var rec = 0.0;
     var kl = 0.0;
     var loss = 0.0;

@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("elbo", include_str!("../../shaders/elbo.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("cursor", include_str!("../../shaders/cursor.wgsl")),
     ("data", include_str!("../../shaders/data.wgsl")),
     ("vq", include_str!("../../shaders/vq.wgsl")),
     ("prior", include_str!("../../shaders/prior.wgsl")),
@@ -30,7 +31,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params"];
+pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "cursor"];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))

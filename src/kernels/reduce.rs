@@ -1,5 +1,6 @@
 //! Launchers for shaders/reduce.wgsl: loss metrics and the global gradient norm.
 
+use super::data::{W_EVAL_BATCH, W_TRAIN_BATCH};
 use super::{need, need_len};
 use crate::gpu::{Gpu, Launch, Result, View};
 
@@ -29,50 +30,76 @@ struct Params {
     cols: u32,
 }
 
+/// Where one batch's metrics go: `batch` rows of a dataset of `n_items` (rows past it do not count),
+/// the cursor word `batch_word` (the batch's index: `W_TRAIN_BATCH` or `W_EVAL_BATCH`) and the metrics
+/// slot. `advance`: the batch's cursor then moves on in the same launch (data.wgsl's advance after a
+/// training step: the step counter and non-finite run too; advance_eval after an eval batch), one
+/// launch fewer a step than the two separate.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsAt {
+    pub batch: usize,
+    pub n_items: usize,
+    pub batch_word: u32,
+    pub slot: u32,
+    pub advance: bool,
+}
+
 /// metrics\[slot\] += Σ over the valid rows of this batch of (rec, kl, rec + β·kl, 1); rows [B, 2].
-#[allow(clippy::too_many_arguments)]
 pub fn metrics_accumulate(
     gpu: &Gpu,
     label: &str,
-    batch: usize,
-    n_items: usize,
-    batch_word: u32,
-    slot: u32,
+    at: MetricsAt,
     beta: f32,
     state: View,
     rows: View,
     metrics: View,
 ) -> Result<Launch> {
-    metrics_launch(gpu, label, (batch, n_items, batch_word, slot), beta, 2, state, rows, metrics)
+    metrics_launch(gpu, label, at, beta, 2, state, rows, metrics)
 }
 
 /// metrics\[slot\] += Σ over the valid rows of (rec, kl, loss, 1) from rows [B, 3] = (rec, kl, loss).
 pub fn metrics_accumulate3(
     gpu: &Gpu,
     label: &str,
-    (batch, n_items, batch_word, slot): (usize, usize, u32, u32),
+    at: MetricsAt,
     state: View,
     rows: View,
     metrics: View,
 ) -> Result<Launch> {
-    metrics_launch(gpu, label, (batch, n_items, batch_word, slot), 1.0, 3, state, rows, metrics)
+    metrics_launch(gpu, label, at, 1.0, 3, state, rows, metrics)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn metrics_launch(
     gpu: &Gpu,
     label: &str,
-    (batch, n_items, batch_word, slot): (usize, usize, u32, u32),
+    at: MetricsAt,
     beta: f32,
     cols: u32,
     state: View,
     rows: View,
     metrics: View,
 ) -> Result<Launch> {
+    let MetricsAt { batch, n_items, batch_word, slot, advance } = at;
     need_len("metrics", "rows", &rows, cols as usize * batch)?;
     need_len("metrics", "metrics", &metrics, METRICS_WORDS)?;
     need("metrics", batch > 0 && n_items > 0, || "empty".into())?;
+    need("metrics", !advance || [W_TRAIN_BATCH, W_EVAL_BATCH].contains(&batch_word), || {
+        format!("only the train or eval cursor advances, not state word {batch_word}")
+    })?;
     let p = Params { batch: batch as u32, n_items: n_items as u32, batch_word, slot, beta, cols, ..Default::default() };
+    if advance {
+        let train = batch_word == W_TRAIN_BATCH;
+        return gpu.launch(
+            format!("{label} metrics+{}[{batch}]", if train { "advance" } else { "advance_eval" }),
+            "reduce",
+            "metrics_advance",
+            &[("ADVANCE_TRAIN", f64::from(u8::from(train)))],
+            Some(&p),
+            &[(6, state), (2, rows), (3, metrics)],
+            [1, 1, 1],
+        );
+    }
     gpu.launch(
         format!("{label} metrics[{batch}]"),
         "reduce",

@@ -24,8 +24,8 @@
 //!
 //! Programs over fixed buffers:
 //!   train: gather → corrupt → encoder → decoder → loss → decoder backward → (encoder tail backward)
-//!          → penalty (value and gradient) → encoder backward → gradient norm → Adam → metrics → advance
-//!   eval:  gather → encoder → decoder → loss → penalty (value) → metrics → advance_eval
+//!          → penalty (value and gradient) → encoder backward → gradient norm → Adam → metrics+advance
+//!   eval:  gather → encoder → decoder → loss → penalty (value) → metrics+advance_eval
 //! With a penalty on an inner layer s, the encoder is two GpuNets (layers 0..=s and s+1..) so that the
 //! penalty's gradient is added into layer s's pre-activation gradient between their backward passes.
 
@@ -38,7 +38,7 @@ use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
 use crate::kernels::ae::{AeLoss, Corrupt, Noise, RecLoss, Sparse, Sparsity, STREAM_CORRUPT};
 use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::optim::Adam;
-use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
+use crate::kernels::reduce::{self, MetricsAt, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::Act;
 use crate::nn::gpu::GpuNet;
 use crate::nn::{Net, Op, ParamLayout, Shape};
@@ -390,14 +390,13 @@ impl Ae {
         self.core.update(gpu, adam, max_norm, self.core.layout.total)
     }
 
+    /// The batch's metrics into `slot`, then its cursor (`word`) advances.
     fn metrics(&self, gpu: &Gpu, data: &GpuDataset, label: &str, word: u32, slot: u32) -> Result<Launch> {
+        let at = MetricsAt { batch: self.batch, n_items: data.n, batch_word: word, slot, advance: true };
         reduce::metrics_accumulate(
             gpu,
             label,
-            self.batch,
-            data.n,
-            word,
-            slot,
+            at,
             1.0,
             (&self.core.state).into(),
             (&self.rows).into(),
@@ -430,7 +429,6 @@ impl Ae {
         p.extend(self.backward(gpu)?);
         p.extend(self.update(gpu, adam, max_norm)?);
         p.push(self.metrics(gpu, data, "train", W_TRAIN_BATCH, SLOT_TRAIN)?);
-        p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -450,7 +448,6 @@ impl Ae {
         p.extend(self.forward(gpu, false)?);
         p.extend(self.penalty(gpu, false)?);
         p.push(self.metrics(gpu, data, "eval", W_EVAL_BATCH, SLOT_EVAL)?);
-        p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::core::Core;
 use super::vae::{GpuDataset, NamedTensor};
 use crate::gpu::{Gpu, GpuError, Launch, Program, Result};
-use crate::kernels::data::{self as kdata, GatherWords, W_EVAL_BATCH, W_TRAIN_BATCH};
+use crate::kernels::data::{GatherWords, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::optim::Adam;
 use crate::kernels::prior::{self, Categorical, Rows};
 use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
@@ -445,9 +445,11 @@ impl Prior {
         Ok(out)
     }
 
+    /// The batch's metrics into `slot`, then its cursor (`word`) advances.
     fn metrics(&self, gpu: &Gpu, n_items: usize, word: u32, slot: u32) -> Result<Launch> {
         let (st, rows, m) = ((&self.core.state).into(), (&self.rows).into(), (&self.core.metrics).into());
-        reduce::metrics_accumulate(gpu, "prior", self.batch, n_items, word, slot, 1.0, st, rows, m)
+        let at = reduce::MetricsAt { batch: self.batch, n_items, batch_word: word, slot, advance: true };
+        reduce::metrics_accumulate(gpu, "prior", at, 1.0, st, rows, m)
     }
 
     /// One training step on the next batch of code maps (`cond`: the matching top maps).
@@ -466,7 +468,6 @@ impl Prior {
         p.extend(self.backward(gpu)?);
         p.extend(self.core.update(gpu, adam, max_norm, self.core.layout.total)?);
         p.push(self.metrics(gpu, data.n, W_TRAIN_BATCH, SLOT_TRAIN)?);
-        p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -477,7 +478,6 @@ impl Prior {
         p.extend(self.forward(gpu)?);
         p.extend(self.loss(gpu)?);
         p.push(self.metrics(gpu, data.n, W_EVAL_BATCH, SLOT_EVAL)?);
-        p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Built once into fixed programs over fixed buffers:
 //!   train: gather → encoder → sample → decoder → elbo → decoder backward → sample backward →
-//!          encoder backward → gradient norm → Adam → metrics → advance
-//!   eval:  gather → encoder → sample → decoder → elbo → metrics → advance_eval
+//!          encoder backward → gradient norm → Adam → metrics+advance (one launch)
+//!   eval:  gather → encoder → sample → decoder → elbo → metrics+advance_eval
 //! A learned Gaussian decoder variance (`variance = "global" | "pixel"`) is the last parameter block,
 //! `dec.logvar`: the loss kernels read it, and the backward starts with its gradient (elbo.wgsl's
 //! logvar_grad, weighted like the loss's rows).
@@ -22,7 +22,7 @@ pub use crate::kernels::elbo::DecoderVariance;
 use crate::kernels::elbo::{Elbo, LearnedVar, Likelihood, DEC_LOGVAR_MAX};
 use crate::kernels::iwae::Weighted;
 use crate::kernels::optim::Adam;
-use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
+use crate::kernels::reduce::{self, MetricsAt, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::sample::{Sample, STREAM_EVAL, STREAM_TRAIN};
 use crate::kernels::Act;
 use crate::nn::gpu::GpuNet;
@@ -524,12 +524,14 @@ impl Vae {
     }
 
     /// Columns of `rows`: 3 for the weighted objectives, 2 for the ELBO kernel.
+    /// The batch's metrics into `slot`, then its cursor (`word`) advances.
     fn metrics(&self, gpu: &Gpu, label: &str, n_items: usize, (word, slot): (u32, u32)) -> Result<Launch> {
         let (state, rows, metrics) = ((&self.core.state).into(), (&self.rows).into(), (&self.core.metrics).into());
+        let at = MetricsAt { batch: self.batch, n_items, batch_word: word, slot, advance: true };
         if self.is_weighted() {
-            reduce::metrics_accumulate3(gpu, label, (self.batch, n_items, word, slot), state, rows, metrics)
+            reduce::metrics_accumulate3(gpu, label, at, state, rows, metrics)
         } else {
-            reduce::metrics_accumulate(gpu, label, self.batch, n_items, word, slot, self.cfg.beta, state, rows, metrics)
+            reduce::metrics_accumulate(gpu, label, at, self.cfg.beta, state, rows, metrics)
         }
     }
 
@@ -669,7 +671,6 @@ impl Vae {
         p.extend(self.backward(gpu)?);
         p.extend(self.update(gpu, adam, max_norm)?);
         p.push(self.metrics(gpu, "train", data.n, (W_TRAIN_BATCH, SLOT_TRAIN))?);
-        p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -688,7 +689,6 @@ impl Vae {
         )?);
         p.extend(self.forward(gpu, self.sampler(W_EVAL_BATCH, STREAM_EVAL, false), false)?);
         p.push(self.metrics(gpu, "eval", data.n, (W_EVAL_BATCH, SLOT_EVAL))?);
-        p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -942,9 +942,8 @@ impl Loglik {
         let weights = ((&self.wt).into(), (&self.wt).into());
         p.push(all.combine(gpu, "loglik", (&self.terms).into(), (&self.rows).into(), weights, false)?);
         let metrics = (&v.core.metrics).into();
-        let at = (self.images, n_items, W_EVAL_BATCH, SLOT_EVAL);
+        let at = MetricsAt { batch: self.images, n_items, batch_word: W_EVAL_BATCH, slot: SLOT_EVAL, advance: true };
         p.push(reduce::metrics_accumulate3(gpu, "loglik", at, state, (&self.rows).into(), metrics)?);
-        p.push(kdata::advance_eval(gpu, state)?);
         Ok(p)
     }
 

@@ -6,7 +6,7 @@
 //! The training step, recorded once:
 //!   gather → encoder → assign (argmin + gather of the codes) → decoder → recon MSE → decoder backward →
 //!   straight-through + commitment → code counts → EMA statistics and finish (or codebook gradient) →
-//!   usage (perplexity, used codes) → encoder backward → gradient norm → Adam → metrics → advance
+//!   usage (perplexity, used codes) → encoder backward → gradient norm → Adam → metrics+advance
 //! The loss is mse / var(data) + β·mean((z_e − sg\[e\])²) (+ mean((sg\[z_e\] − e)²) for a gradient-trained
 //! codebook). Images are zero-padded to a multiple of the total stride; the loss ignores the padding.
 //!
@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::core::Core;
 use super::vae::{GpuDataset, NamedTensor};
 use crate::gpu::{Gpu, GpuError, Launch, Program, Result, View};
-use crate::kernels::data::{self as kdata, Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
+use crate::kernels::data::{Gather, W_EVAL_BATCH, W_TRAIN_BATCH};
 use crate::kernels::optim::Adam;
-use crate::kernels::reduce::{self, SLOT_EVAL, SLOT_TRAIN};
+use crate::kernels::reduce::{self, MetricsAt, SLOT_EVAL, SLOT_TRAIN};
 use crate::kernels::vq::{ReconMse, TableLayout, Valid, Vq, VQM_EVAL, VQM_LEVEL_WORDS, VQM_TRAIN};
 use crate::kernels::Act;
 use crate::nn::gpu::{Backward, GpuNet};
@@ -621,14 +621,13 @@ impl VqVae {
         g.launch(gpu, label, (&self.core.state).into(), (&data.data).into(), (&data.perm).into(), (&self.x).into())
     }
 
+    /// The batch's metrics into `slot`, then its cursor (`word`) advances.
     fn metrics(&self, gpu: &Gpu, data: &GpuDataset, word: u32, slot: u32, label: &str) -> Result<Launch> {
+        let at = MetricsAt { batch: self.batch, n_items: data.n, batch_word: word, slot, advance: true };
         reduce::metrics_accumulate(
             gpu,
             label,
-            self.batch,
-            data.n,
-            word,
-            slot,
+            at,
             1.0,
             (&self.core.state).into(),
             (&self.rows).into(),
@@ -651,7 +650,6 @@ impl VqVae {
         p.extend(self.backward(gpu)?);
         p.extend(self.core.update(gpu, adam, max_norm, self.trainable)?);
         p.push(self.metrics(gpu, data, W_TRAIN_BATCH, SLOT_TRAIN, "train")?);
-        p.push(kdata::advance(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 
@@ -669,7 +667,6 @@ impl VqVae {
             p.push(self.usage(gpu, i, VQM_EVAL)?);
         }
         p.push(self.metrics(gpu, data, W_EVAL_BATCH, SLOT_EVAL, "eval")?);
-        p.push(kdata::advance_eval(gpu, (&self.core.state).into())?);
         Ok(p)
     }
 

@@ -597,6 +597,9 @@ fn adam_skips_a_nonfinite_step() {
 // ---------------------------------------------------------------------------------------------
 // reductions
 
+/// The batch metrics count only the rows inside the dataset; with `advance` the same launch then moves
+/// the batch's cursor as data.wgsl's advance (after a training step: the step counter on a finite one,
+/// the non-finite run on the other) or advance_eval would, and touches no other word.
 #[test]
 fn metrics_accumulate_counts_only_valid_rows() {
     let g = gpu();
@@ -608,6 +611,7 @@ fn metrics_accumulate_counts_only_valid_rows() {
         (130, 1000, 7, SLOT_EVAL),
         (64, 64, 0, SLOT_TRAIN),
         (200, 201, 1, SLOT_EVAL),
+        (3, 9, 1, SLOT_TRAIN),
     ];
     for (k, &(batch, n_items, index, slot)) in cases.iter().enumerate() {
         let beta = [1.0f32, 0.5][k % 2];
@@ -616,24 +620,9 @@ fn metrics_accumulate_counts_only_valid_rows() {
         let prefill: Vec<f32> = (0..METRICS_WORDS).map(|i| i as f32 * 0.25 + 1.0).collect();
         let mut st = state_words(9, 0);
         st[word as usize] = index;
-        let state = g.upload("state", &st);
-        let rb = g.upload("rows", &to_f32(&rows));
-        let mbuf = g.upload("metrics", &prefill);
-        let l = reduce::metrics_accumulate(
-            g,
-            "test",
-            batch,
-            n_items,
-            word,
-            slot,
-            beta,
-            (&state).into(),
-            (&rb).into(),
-            (&mbuf).into(),
-        )
-        .unwrap();
-        g.run(&l).unwrap();
-        let got = g.read_f32(&mbuf).unwrap();
+        // The step's non-finite flag (set on the train cases 2 and 6) and a run of 3 before it.
+        st[5] = u32::from(k % 4 == 2);
+        st[6] = 3;
         let valid = (0..batch).filter(|b| index as usize * batch + b < n_items);
         let (mut rec, mut kl, mut cnt) = (0.0, 0.0, 0.0);
         for b in valid {
@@ -647,10 +636,39 @@ fn metrics_accumulate_counts_only_valid_rows() {
         want[base + 1] += kl;
         want[base + 2] += rec + beta as f64 * kl;
         want[base + 3] += cnt;
-        // Sums of ≤ 200 positive terms in f32 (tree order): well within 1e-6 relative.
-        Tol::new(1e-6, 0.0).check(&format!("metrics case {k}"), &got, &want).unwrap();
-        assert_eq!(got[base + 3], want[base + 3] as f32, "row count");
+        for advance in [false, true] {
+            let state = g.upload("state", &st);
+            let rb = g.upload("rows", &to_f32(&rows));
+            let mbuf = g.upload("metrics", &prefill);
+            let at = reduce::MetricsAt { batch, n_items, batch_word: word, slot, advance };
+            let l =
+                reduce::metrics_accumulate(g, "test", at, beta, (&state).into(), (&rb).into(), (&mbuf).into()).unwrap();
+            assert_eq!(l.entry, if advance { "metrics_advance" } else { "metrics_accumulate" });
+            g.run(&l).unwrap();
+            let got = g.read_f32(&mbuf).unwrap();
+            // Sums of ≤ 200 positive terms in f32 (tree order): well within 1e-6 relative.
+            Tol::new(1e-6, 0.0).check(&format!("metrics case {k}, advance {advance}"), &got, &want).unwrap();
+            assert_eq!(got[base + 3], want[base + 3] as f32, "row count");
+            let mut st_want = st;
+            if advance && word == W_TRAIN_BATCH {
+                if st[5] == 0 {
+                    (st_want[0], st_want[6]) = (st[0] + 1, 0);
+                } else {
+                    st_want[6] += 1;
+                }
+                st_want[1] += 1;
+            } else if advance {
+                st_want[2] += 1;
+            }
+            let st_got: Vec<u32> = g.read(&state, 0, st.len()).unwrap();
+            assert_eq!(st_got, st_want, "state words, case {k}, advance {advance}");
+        }
     }
+    // Only the train and eval cursors advance.
+    let (b1, b2) = (g.storage_f32("s", 16), g.storage_f32("r", 16));
+    let at = reduce::MetricsAt { batch: 1, n_items: 1, batch_word: 0, slot: 0, advance: true };
+    let err = reduce::metrics_accumulate(g, "bad", at, 1.0, (&b1).into(), (&b2).into(), (&b2).into()).err().unwrap();
+    assert!(err.to_string().contains("only the train or eval cursor advances"), "{err}");
 }
 
 /// Runs the two grad_norm launches over `grads`; returns (state, metrics, clip).
