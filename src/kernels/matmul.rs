@@ -99,8 +99,14 @@ pub fn k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
 
 /// [`k_splits`] on an adapter that splits K.
 pub fn gpu_k_splits(m: usize, n: usize, k: usize) -> usize {
+    tile_splits(m, n, k, 256)
+}
+
+/// Splits asked for the 64×64 tiles of an M×N product to reach [`K_SPLIT_INVOCATIONS`], each at least
+/// `min_k` of the K long (at least 1).
+fn tile_splits(m: usize, n: usize, k: usize, min_k: usize) -> usize {
     let tiles = m.div_ceil(64) * n.div_ceil(64);
-    (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / 256).max(1))
+    (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / min_k).max(1))
 }
 
 /// The least K a split takes in a product with an epilogue (a dense layer's forward or input
@@ -123,9 +129,7 @@ pub fn epilogue_k_splits(gpu: &Gpu, m: usize, n: usize, k: usize) -> usize {
 
 /// [`epilogue_k_splits`] on an adapter that splits them.
 pub fn gpu_epilogue_k_splits(m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(64) * n.div_ceil(64);
-    let s = (K_SPLIT_INVOCATIONS / 256).div_ceil(tiles).clamp(1, (k / EPILOGUE_SPLIT_MIN_K).max(1));
-    split_k(k, s).1
+    split_k(k, tile_splits(m, n, k, EPILOGUE_SPLIT_MIN_K)).1
 }
 
 /// (k per split, splits) of a K-long reduction asked to split `splits` ways: each split a multiple of
