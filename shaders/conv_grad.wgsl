@@ -216,8 +216,16 @@ fn conv_wgrad(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     if (BIAS_ONLY) {
         // The bias tile's sum in the same order as the loop below (acc[0] += 1·G[m]).
-        for (var m = rows.x; m < rows.y; m++) {
-            acc[0] += load_g(i32(m), q.n);
+        if (p.n == 1u) {
+            // One output channel (a transposed conv to one image channel): one load per pixel, not
+            // load_g's four bounds-checked ones (on lavapipe each is a loop over the lanes).
+            for (var m = rows.x; m < rows.y; m++) {
+                acc[0].x += g[m];
+            }
+        } else {
+            for (var m = rows.x; m < rows.y; m++) {
+                acc[0] += load_g(i32(m), q.n);
+            }
         }
         write_tile(q, gid.y, acc);
         return;
