@@ -191,6 +191,15 @@ impl Matmul {
         lda % 4 == 0 && ldb % 4 == 0 && self.k % 4 == 0 && self.n % 4 == 0 && (!self.trans_a || a_rows_op >= 4)
     }
 
+    /// Z, M×N, where the epilogue reads it (act' or a residual).
+    fn need_z(&self, z: Option<&View>) -> Result<()> {
+        if self.dact != Act::Identity || self.resid {
+            need("matmul", z.is_some(), || "dact and resid need Z".into())?;
+            need_len("matmul", "Z", z.unwrap(), self.m * self.n)?;
+        }
+        Ok(())
+    }
+
     pub fn launch(&self, gpu: &Gpu, label: &str, a: View, b: View, c: View, z: Option<View>) -> Result<Launch> {
         const OP: &str = "matmul";
         need(OP, self.m > 0 && self.n > 0 && self.k > 0, || format!("empty shape {self:?}"))?;
@@ -206,10 +215,7 @@ impl Matmul {
         need(OP, splits == 1 || !epilogue && !self.naive, || {
             "a split K has no epilogue and needs the tiled kernel".into()
         })?;
-        if self.dact != Act::Identity || self.resid {
-            need(OP, z.is_some(), || "dact and resid need Z".into())?;
-            need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
-        }
+        self.need_z(z.as_ref())?;
         let mut params = Params {
             m: self.m as u32,
             n: self.n as u32,
@@ -340,10 +346,7 @@ impl Matmul {
         let (_, _, ldb, b_len) = self.dims();
         need_len(OP, "B", &b, b_len)?;
         need_len(OP, "C", &c, self.m * self.n)?;
-        if self.dact != Act::Identity || self.resid {
-            need(OP, z.is_some(), || "dact and resid need Z".into())?;
-            need_len(OP, "Z", z.as_ref().unwrap(), self.m * self.n)?;
-        }
+        self.need_z(z.as_ref())?;
         let bare = Matmul {
             bias: false,
             act: Act::Identity,

@@ -16,6 +16,22 @@ fn tol(k: usize) -> Tol {
     Tol::new(1e-5, 1e-6 * (k as f64).sqrt() * 4.0)
 }
 
+/// C for `mm` in f64: op(A) (`a` as op(A) reads it, without the ones row) with the ones row, op(B)
+/// (`b` as op(B) reads it, with the bias row), bias, the residual `z` before the activation, act, act'(z).
+fn reference(mm: &Matmul, a: &[f64], b: &[f64], z: &[f64]) -> Vec<f64> {
+    let mut a_op = a.to_vec();
+    if mm.ones_row {
+        a_op.extend(std::iter::repeat_n(1.0, mm.k));
+    }
+    let mut want = matmul(&a_op, b, mm.m, mm.n, mm.k, mm.bias);
+    // The residual (Z raw: dact is Identity with it) joins before the activation.
+    for (i, w) in want.iter_mut().enumerate() {
+        let r = if mm.resid { z[i] } else { 0.0 };
+        *w = act_forward(mm.act, *w + r) * act_grad_from_y(mm.dact, z[i]);
+    }
+    want
+}
+
 /// Runs `mm` against the reference; returns the launch's label (it names the kernel that ran).
 fn check(mm: Matmul, seed: u64) -> String {
     let g = gpu();
@@ -27,17 +43,7 @@ fn check(mm: Matmul, seed: u64) -> String {
     // The stored forms the GPU reads.
     let a_stored = if mm.trans_a { transpose(&a, a_rows, mm.k) } else { a.clone() };
     let b_stored = if mm.trans_b { transpose(&b, mm.k, mm.n) } else { b.clone() };
-    // Reference: op(A) with the ones row, op(B), bias, act, dact.
-    let mut a_op = a.clone();
-    if mm.ones_row {
-        a_op.extend(std::iter::repeat_n(1.0, mm.k));
-    }
-    let mut want = matmul(&a_op, &b, mm.m, mm.n, mm.k, mm.bias);
-    // The residual (Z raw: dact is Identity with it) joins before the activation.
-    for (i, w) in want.iter_mut().enumerate() {
-        let r = if mm.resid { z[i] } else { 0.0 };
-        *w = act_forward(mm.act, *w + r) * act_grad_from_y(mm.dact, z[i]);
-    }
+    let want = reference(&mm, &a, &b, &z);
     let ab = g.upload("a", &to_f32(&a_stored));
     let bb = g.upload("b", &to_f32(&b_stored));
     let zb = g.upload("z", &to_f32(&z));
@@ -187,11 +193,7 @@ fn split_k_with_epilogue_matches_reference() {
         let a = uniform(seed, mm.m * mm.k, -1.0, 1.0);
         let b = uniform(seed + 1, b_rows * mm.n, -1.0, 1.0);
         let z = uniform(seed + 2, mm.m * mm.n, -1.0, 1.0).iter().map(|v| act_forward(mm.dact, *v)).collect::<Vec<_>>();
-        let mut want = matmul(&a, &b, mm.m, mm.n, mm.k, mm.bias);
-        for (i, w) in want.iter_mut().enumerate() {
-            let r = if mm.resid { z[i] } else { 0.0 };
-            *w = act_forward(mm.act, *w + r) * act_grad_from_y(mm.dact, z[i]);
-        }
+        let want = reference(&mm, &a, &b, &z);
         let a_stored = if mm.trans_a { transpose(&a, mm.m, mm.k) } else { a };
         let b_stored = if mm.trans_b { transpose(&b, mm.k, mm.n) } else { b };
         let (ab, bb, zb) =
