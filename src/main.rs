@@ -741,9 +741,6 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = args.config()?;
             let gpu = args.gpu.open()?;
             let data = cfg.load_data()?;
-            if data.subset {
-                eprintln!("note: Fashion-MNIST is not installed; training on the bundled subset ({} train / {} test images). For the full set: apt-get install dataset-fashion-mnist", data.train.len(), data.test.len());
-            }
             let progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let opts = TrainOptions { progress, resume: args.resume.clone(), stop: Some(stop) };
             let recs = vaegpu::train::run(&gpu, &cfg, &data, &opts)?;

@@ -239,16 +239,18 @@ pub fn load_limited(dir: Option<&Path>, limits: Limits) -> Result<Dataset, DataE
         ds.name = "fashion-mnist".to_string();
         return Ok(ds);
     }
-    tracing::warn!(
-        "the full Fashion-MNIST data set is not installed in {SYSTEM_DIR}; using the bundled \
-         subset (2000 train / 500 test images). Install the full set with \
-         `apt-get install dataset-fashion-mnist` or pass a folder of IDX files"
-    );
     let mut ds = load_bundled()?;
     for (split, limit) in [(&mut ds.train, limits.train), (&mut ds.test, limits.test)] {
         if let Some(n) = limit {
             split.truncate(n);
         }
     }
+    tracing::warn!(
+        "the full Fashion-MNIST data set is not installed in {SYSTEM_DIR}; using the bundled \
+         subset ({} train / {} test images). Install the full set with \
+         `apt-get install dataset-fashion-mnist` or pass a folder of IDX files",
+        ds.train.len(),
+        ds.test.len()
+    );
     Ok(ds)
 }
