@@ -5,11 +5,13 @@
 #   gpu.txt          nvidia-smi's name, driver and clocks
 #   kernels_vae.json bench --model vae (matmuls of the MLP VAE, both kernels, and the step's kernels)
 #   kernels_conv.json bench --model conv-vae (with each conv kernel the adapter did not choose)
-#   kernels_conv1024.json the same at batch 1024
+#   kernels_vae1024.json the same at batch 1024 (with the split-K rows where the adapter splits)
+#   kernels_conv1024.json bench --model conv-vae at batch 1024
 #   conv_<k>.json    bench --steps --model conv-vae with --conv k forced (gather, tiled, matmul)
 #   vae_split_<b>.json bench --steps --model vae at batches 128, 512 and 1024 with --split-k b (true,
 #                    false): the weight gradients' and the forwards' and input gradients' split K
 #   launches_split_<b>.json bench --launches --model vae at batch 128 with --split-k b: per launch
+#   launches_1024.json bench --launches --model vae at batch 1024 (the adapter's own choices)
 #   matmul.json      bench --model matmul (square products, both kernels)
 #   steps.json       bench --steps for every model family, batches 32-1024, 1/4/16/64 steps per submit
 #   torch.jsonl      benches/pytorch_baseline.py, MLP VAE and conv VAE at the same batches
@@ -55,11 +57,12 @@ if [ -n "${IT:-}" ]; then
             nn_cols bench_ceiling::conv
     done
 fi
-run kernels_vae.json 40 "$BIN" bench --model vae --reps 50 --json
-run kernels_conv.json 40 "$BIN" bench --model conv-vae --reps 50 --json
+run kernels_vae.json 25 "$BIN" bench --model vae --reps 50 --json
+run kernels_vae1024.json 40 "$BIN" bench --model vae --batch 1024 --reps 20 --json
+run kernels_conv.json 30 "$BIN" bench --model conv-vae --reps 50 --json
 run kernels_conv1024.json 40 "$BIN" bench --model conv-vae --batch 1024 --reps 20 --json
 for k in gather tiled matmul; do
-    run "conv_$k.json" 40 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
+    run "conv_$k.json" 35 "$BIN" bench --steps --conv "$k" --model conv-vae --batches 128,512,1024 --submits 16 \
         --min-seconds 0.5 --json
 done
 for k in true false; do
@@ -68,7 +71,8 @@ for k in true false; do
     run "launches_split_$k.json" 10 "$BIN" bench --launches --split-k "$k" --model vae --batch 128 --rounds 3 \
         --warmup-ms 50 --json
 done
+run launches_1024.json 10 "$BIN" bench --launches --model vae --batch 1024 --rounds 3 --warmup-ms 50 --json
 run matmul.json 35 "$BIN" bench --model matmul --sizes 128,256,512,1024,2048,4096 --reps 20 --json
 run steps.json 80 "$BIN" bench --steps --model all --batches "$BATCHES" --submits 1,4,16,64 --min-seconds 0.5 --json
-run torch.jsonl 50 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
+run torch.jsonl 40 python3 benches/pytorch_baseline.py --models vae,conv-vae --batches "$BATCHES" --min-seconds 1
 tail -n 3 "$LOG"
