@@ -12,13 +12,13 @@
 //   Bindings: 0 uniform Params, 1 state (read), 2 x (read, [B, D]), 3 xin (read_write, [B, D], =).
 //   Dispatch: 256 invocations per workgroup, one element each, grid_1d(ceil(B·D / 256)) flattened as
 //   x + y·65535·256.
-// ae_loss: one workgroup of 64 per example b; out [B, D] decoder outputs, x [B, D] clean targets:
+// ae_loss: one workgroup of RWG (64; 8 on CPU adapters) per example b; out [B, D] decoder outputs, x [B, D] clean targets:
 //     mode 0 MSE: rec_b = Σ_d (out − x)²,                                  d/d out = 2(out − x)
 //     mode 1 BCE: rec_b = Σ_d max(l, 0) − l·x + log(1 + exp(−|l|)), l = out, d/d out = sigmoid(l) − x
 //   dout[b, d] = grad_scale·(d/d out) (grad_scale = 1/B: the loss is the batch mean of rec_b + pen_b);
 //   rows[2b] = rec_b, rows[2b + 1] = 0 (the penalty kernels overwrite it). Fixed-order tree reduction.
 //   Bindings: 0, 4 out (read), 2 x (read), 5 dout (read_write, =), 6 rows (read_write, [B, 2], =).
-// ae_l1: one workgroup of 64 per example b; a [B, U] the penalised layer's output (after its activation
+// ae_l1: one workgroup of RWG per example b; a [B, U] the penalised layer's output (after its activation
 //   `act`): pen_b = weight·Σ_j |a[b, j]| into rows[2b + 1] (=); with with_grad != 0 also
 //   grad[b, j] += grad_scale·weight·sign(a)·act'(a) (the gradient with respect to the layer's
 //   PRE-activation, as every gradient buffer of nn::gpu holds; sign(0) = 0).
@@ -29,7 +29,7 @@
 //   with with_grad != 0: grad[b, j] += grad_scale·weight·(−ρ/ρ̂c + (1 − ρ)/(1 − ρ̂c))·act'(a[b, j]) for
 //   every b, or += 0 where the clamp is active (the gradient of the clamped function).
 //   Bindings: 0, 7 a, 8 grad (+=), 9 stats (read_write, [2U], =).
-// ae_kl_total: one workgroup of 64: P = weight·Σ_j stats[j] (a fixed-order tree), rows[2b + 1] = P for
+// ae_kl_total: one workgroup of RWG: P = weight·Σ_j stats[j] (a fixed-order tree), rows[2b + 1] = P for
 //   every b (the KL penalty is a batch quantity: each row carries it, so the batch mean of the rows is P).
 //   Bindings: 0, 9 stats (read), 6 rows.
 // ae_loss_v4: ae_loss over four values per invocation through vec4 views (bindings 10 out, 11 x, 12 dout)
@@ -77,10 +77,14 @@ struct Params {
 
 var<workgroup> red: array<f32, 64>;
 
-// Fixed-order tree over red[0..64]; the sum ends in red[0].
-fn reduce64(t: u32) {
+// Invocations per workgroup of the reducing entries (ae_loss, ae_loss_v4, ae_l1, ae_kl_total;
+// `Gpu::row_lanes`): 64 on GPUs, 8 on CPU adapters (one lavapipe batch: no turns at the barriers).
+override RWG: u32 = 64u;
+
+// Fixed-order tree over red[0..RWG]; the sum ends in red[0].
+fn reduce_red(t: u32) {
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red[t] += red[t + s];
         }
@@ -125,20 +129,20 @@ fn rec4(l: vec4<f32>, xv: vec4<f32>) -> Rec4 {
 
 fn loss_rows(b: u32, t: u32, rec: f32) {
     red[t] = rec;
-    reduce64(t);
+    reduce_red(t);
     if (t == 0u) {
         rows[2u * b] = red[0];
         rows[2u * b + 1u] = 0.0;
     }
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ae_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x;
     let t = lid.x;
     let row = b * p.dim;
     var rec = 0.0;
-    for (var d = t; d < p.dim; d += 64u) {
+    for (var d = t; d < p.dim; d += RWG) {
         let r = rec4(vec4<f32>(outp[row + d]), vec4<f32>(x[row + d]));
         rec += r.rec.x;
         dout[row + d] = r.grad.x * p.grad_scale;
@@ -150,14 +154,14 @@ fn ae_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
 @group(0) @binding(11) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read_write> dout4: array<vec4<f32>>;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ae_loss_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x;
     let t = lid.x;
     let d4 = p.dim >> 2u;
     let row = b * d4;
     var rec = 0.0;
-    for (var q = t; q < d4; q += 64u) {
+    for (var q = t; q < d4; q += RWG) {
         let r = rec4(out4[row + q], x4[row + q]);
         rec += (r.rec.x + r.rec.y) + (r.rec.z + r.rec.w);
         dout4[row + q] = r.grad * p.grad_scale;
@@ -165,14 +169,14 @@ fn ae_loss_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     loss_rows(b, t, rec);
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ae_l1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x;
     let t = lid.x;
     let row = b * p.dim;
     let g = p.grad_scale * p.weight;
     var s = 0.0;
-    for (var j = t; j < p.dim; j += 64u) {
+    for (var j = t; j < p.dim; j += RWG) {
         let a = acts[row + j];
         s += abs(a);
         if (WITH_GRAD) {
@@ -180,7 +184,7 @@ fn ae_l1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
         }
     }
     red[t] = s;
-    reduce64(t);
+    reduce_red(t);
     if (t == 0u) {
         rows[2u * b + 1u] = p.weight * red[0];
     }
@@ -211,17 +215,17 @@ fn ae_kl_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ae_kl_total(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     var s = 0.0;
-    for (var j = t; j < p.dim; j += 64u) {
+    for (var j = t; j < p.dim; j += RWG) {
         s += stats[j];
     }
     red[t] = s;
-    reduce64(t);
+    reduce_red(t);
     let total = p.weight * red[0];
-    for (var b = t; b < p.batch; b += 64u) {
+    for (var b = t; b < p.batch; b += RWG) {
         rows[2u * b + 1u] = total;
     }
 }

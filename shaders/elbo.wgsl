@@ -1,7 +1,7 @@
 // elbo.wgsl: the fused negative ELBO: likelihood + β·KL, value and gradients in one pass; and the
 // gradient of a learned decoder variance.
 // Letters: B batch, D data dimension, Z latent size, M Monte-Carlo samples (sample rows m·B + b).
-// Per example b (one workgroup of 64 invocations):
+// Per example b (one workgroup of RWG invocations):
 //   rec_b = (1/M) Σ_m Σ_d nll(out[m·B + b, d], x[b, d])
 //     Bernoulli: nll = BCE-with-logits = max(l, 0) − l·x + log(1 + exp(−|l|)),  d/dl = sigmoid(l) − x
 //     Gaussian (fixed σ): nll = ½(x − μ)²/σ² + ½·log(2πσ²),                   d/dμ = (μ − x)/σ²
@@ -14,8 +14,8 @@
 //   the KL part; sample_backward.wgsl then adds the pathwise part), 6 rows (read_write, [B, 2] = (rec_b, kl_b)),
 //   7 logvar (read, [1] or [D]: the learned s; bound but unread when var_mode = 0).
 // Gradients carry the factor grad_scale (1/B) so that they are d loss / d param.
-// Dispatch: grid = (B, 1, 1), 64 invocations per workgroup; a fixed-order tree reduction in workgroup
-//   memory (deterministic: no atomics).
+// Dispatch: grid = (B, 1, 1), RWG invocations per workgroup (64, or 8 on CPU adapters); a fixed-order
+//   tree reduction in workgroup memory (deterministic: no atomics).
 // elbo_v4: the same over four pixels per invocation through vec4 views (bindings 10 out, 11 x, 12 dout)
 //   when D is a multiple of 4; override LIK picks the likelihood (elbo too).
 //
@@ -33,6 +33,10 @@ const ROW_SPLIT: u32 = 32768u;
 // elbo, elbo_v4: the likelihood, fixed per pipeline: 0 Bernoulli, 1 Gaussian with the fixed σ, 2 Gaussian
 // with the learned s (var_mode 1 or 2).
 override LIK: u32 = 0u;
+// Invocations per example of elbo and elbo_v4 (`Gpu::row_lanes`): 64 on GPUs; 8 on CPU adapters, where
+// a workgroup of one 8-lane batch takes no turns at its barriers (2x faster on lavapipe). A power of two,
+// at most 64.
+override RWG: u32 = 64u;
 
 struct Params {
     batch: u32,
@@ -100,12 +104,12 @@ fn lik4(l: vec4<f32>, xv: vec4<f32>, d: u32) -> Lik4 {
     return Lik4(nll, sig - xv);
 }
 
-// Example b's KL terms (lanes t, t+64, ...) into dhead, and the workgroup's reduction of (rec, kl) into
+// Example b's KL terms (lanes t, t+RWG, ...) into dhead, and the workgroup's reduction of (rec, kl) into
 // rows[b]: a fixed-order tree.
 fn kl_and_rows(b: u32, t: u32, rec: f32) {
     var kl = 0.0;
     let hz = b * 2u * p.latent;
-    for (var j = t; j < p.latent; j += 64u) {
+    for (var j = t; j < p.latent; j += RWG) {
         let mu = head[hz + j];
         let raw_lv = head[hz + p.latent + j];
         let lv = clamp(raw_lv, LOGVAR_MIN, LOGVAR_MAX);
@@ -118,7 +122,7 @@ fn kl_and_rows(b: u32, t: u32, rec: f32) {
     red_rec[t] = rec;
     red_kl[t] = kl;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_rec[t] += red_rec[t + s];
             red_kl[t] += red_kl[t + s];
@@ -131,7 +135,7 @@ fn kl_and_rows(b: u32, t: u32, rec: f32) {
     }
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x;
     let t = lid.x;
@@ -140,7 +144,7 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var rec = 0.0;
     for (var m = 0u; m < p.samples; m++) {
         let row = (m * p.batch + b) * p.dim;
-        for (var d = t; d < p.dim; d += 64u) {
+        for (var d = t; d < p.dim; d += RWG) {
             let r = lik4(vec4<f32>(outp[row + d]), vec4<f32>(x[b * p.dim + d]), d);
             rec += r.nll.x;
             dout[row + d] = r.grad.x * gscale;
@@ -156,7 +160,7 @@ fn elbo(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 @group(0) @binding(11) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read_write> dout4: array<vec4<f32>>;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn elbo_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x;
     let t = lid.x;
@@ -166,7 +170,7 @@ fn elbo_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     var rec = 0.0;
     for (var m = 0u; m < p.samples; m++) {
         let row = (m * p.batch + b) * d4;
-        for (var q = t; q < d4; q += 64u) {
+        for (var q = t; q < d4; q += RWG) {
             let r = lik4(out4[row + q], x4[b * d4 + q], 4u * q);
             rec += (r.nll.x + r.nll.y) + (r.nll.z + r.nll.w);
             dout4[row + q] = r.grad * gscale;

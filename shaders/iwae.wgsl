@@ -13,8 +13,8 @@
 // With ε fixed, log q = Σ_j (−½ε² − ½lv_j) + c, so its only parameter gradient is −½ per lv_j; log p(z)
 // and log p(x|z) reach μ, lv through z = μ + exp(½lv)·ε.
 //
-// logw_rows: grid = (rows, 1, 1) or 2-D for more than 32768 rows (row = wid.y·32768 + wid.x), 64
-//   invocations; bindings 1 out (read, [M·B, D]), 2 x (read, [B, D]), 3 head (read, [B, 2Z]),
+// logw_rows: grid = (rows, 1, 1) or 2-D for more than 32768 rows (row = wid.y·32768 + wid.x), RWG
+//   invocations (override: 64, or 8 on CPU adapters, `Gpu::row_lanes`); bindings 1 out (read, [M·B, D]), 2 x (read, [B, D]), 3 head (read, [B, 2Z]),
 //   4 eps (read, [M·B, Z]), 5 z (read, [M·B, Z]), 6 logpz (read, [M·B]; read when ext_prior != 0),
 //   7 terms (read_write, [row_offset + M·B, 2] = (lpx_r, lat_r)), 15 logvar (read; unread when
 //   var_mode = 0). Rows with m ≥ valid are skipped (the estimator's last chunk).
@@ -81,6 +81,8 @@ struct Params {
 @group(0) @binding(14) var<storage, read_write> dhead: array<f32>;
 @group(0) @binding(15) var<storage, read> logvar: array<f32>;
 
+// Invocations per row of logw_rows and logw_rows_v4 (see their header); a power of two, at most 64.
+override RWG: u32 = 64u;
 var<workgroup> red_px: array<f32, 64>;
 var<workgroup> red_lat: array<f32, 64>;
 
@@ -122,7 +124,7 @@ fn row_valid(r: u32) -> bool {
     return m < p.samples && m < p.valid;
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = wid.y * ROW_SPLIT + wid.x;
     if (!row_valid(r)) {
@@ -131,7 +133,7 @@ fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let b = r % p.batch;
     let t = lid.x;
     var px = 0.0;
-    for (var d = t; d < p.dim; d += 64u) {
+    for (var d = t; d < p.dim; d += RWG) {
         px -= nll(outp[r * p.dim + d], x[b * p.dim + d], d).x;
     }
     row_terms(r, b, t, px);
@@ -143,7 +145,7 @@ fn logw_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 @group(0) @binding(17) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(18) var<storage, read_write> dout4: array<vec4<f32>>;
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn logw_rows_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let r = wid.y * ROW_SPLIT + wid.x;
     if (!row_valid(r)) {
@@ -153,18 +155,18 @@ fn logw_rows_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let t = lid.x;
     let d4 = p.dim >> 2u;
     var px = 0.0;
-    for (var q = t; q < d4; q += 64u) {
+    for (var q = t; q < d4; q += RWG) {
         let v = nll4(out4[r * d4 + q], x4[b * d4 + q], 4u * q).v;
         px -= (v.x + v.y) + (v.z + v.w);
     }
     row_terms(r, b, t, px);
 }
 
-// Row r's latent terms (lanes t, t+64, ...), the workgroup's fixed-order tree over (px, lat), and the
+// Row r's latent terms (lanes t, t+RWG, ...), the workgroup's fixed-order tree over (px, lat), and the
 // row's (lpx_r, lat_r) into terms.
 fn row_terms(r: u32, b: u32, t: u32, px: f32) {
     var lat = 0.0;
-    for (var j = t; j < p.latent; j += 64u) {
+    for (var j = t; j < p.latent; j += RWG) {
         let e = eps[r * p.latent + j];
         let lv = clamp(head[b * 2u * p.latent + p.latent + j], LOGVAR_MIN, LOGVAR_MAX);
         lat += 0.5 * e * e + 0.5 * lv + HALF_LOG_2PI;
@@ -176,7 +178,7 @@ fn row_terms(r: u32, b: u32, t: u32, px: f32) {
     red_px[t] = px;
     red_lat[t] = lat;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_px[t] += red_px[t + s];
             red_lat[t] += red_lat[t + s];

@@ -161,6 +161,18 @@ pub fn shared_gpu() -> &'static Gpu {
     G.get_or_init(test_gpu)
 }
 
+/// A second shared device, with the other width of the per-example loss reductions
+/// ([`Gpu::row_lanes`]: 64, the GPUs', where the adapter's own is 8, as on lavapipe; else 8), so that
+/// the kernel tests check both on any adapter.
+pub fn shared_gpu_other_rows() -> &'static Gpu {
+    static G: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let mut g = test_gpu();
+        g.row_lanes = if g.row_lanes == 8 { 64 } else { 8 };
+        g
+    })
+}
+
 /// Host values as the GPU sees them (rounded to f32), back in f64 for the reference.
 pub fn f32_round(v: &[f64]) -> Vec<f64> {
     to_f64(&to_f32(v))

@@ -293,6 +293,11 @@ pub struct Gpu {
     /// ([`crate::kernels::matmul::epilogue_k_splits`]): true on GPUs, false on CPU adapters, whose few
     /// cores the tiles already fill. Settable (tests run the GPUs' launches on lavapipe).
     pub split_k: bool,
+    /// Invocations per workgroup of the per-example loss reductions (shaders elbo, iwae's logw_rows,
+    /// ae's losses and penalties; their override RWG): 64 on GPUs; 8 on CPU adapters, where one 8-lane
+    /// batch per workgroup takes no turns at the reduction's barriers (lavapipe runs a workgroup's
+    /// batches in turn at each one): the ELBO ran 2x faster so. Settable (tests run both).
+    pub row_lanes: u32,
 }
 
 impl Gpu {
@@ -416,6 +421,7 @@ impl Gpu {
             conv,
             subgroups,
             split_k: !cpu,
+            row_lanes: if cpu { 8 } else { 64 },
         })
     }
 

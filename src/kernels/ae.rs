@@ -1,7 +1,7 @@
 //! Launchers for shaders/ae.wgsl: input corruption, the reconstruction loss and the sparsity penalties
 //! of the autoencoder family (models::ae). The CPU twins are in reference::ae.
 
-use super::{need, need_len, vec4_rows, Act};
+use super::{need, need_len, row_lanes, vec4_rows, Act};
 use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
 
 /// The Philox stream (third counter word) of the corruption noise.
@@ -145,7 +145,7 @@ impl AeLoss {
             format!("{label} {entry}[{}x{} {:?}]", self.batch, self.dim, self.loss),
             "ae",
             entry,
-            &[("MODE", f64::from(u8::from(self.loss == RecLoss::Bce)))],
+            &[("MODE", f64::from(u8::from(self.loss == RecLoss::Bce))), row_lanes(OP, gpu)?],
             Some(&p),
             &[(o, out), (xb, x), (d, dout), (6, rows)],
             [self.batch as u32, 1, 1],
@@ -201,7 +201,7 @@ impl Sparse {
                 format!("{label} ae_l1[{shape}]"),
                 "ae",
                 "ae_l1",
-                &constants,
+                &[constants[0], constants[1], row_lanes(OP, gpu)?],
                 Some(&p),
                 &[(7, a), (8, grad), (6, rows)],
                 [self.batch as u32, 1, 1],
@@ -222,7 +222,7 @@ impl Sparse {
                     format!("{label} ae_kl_total[{shape}]"),
                     "ae",
                     "ae_kl_total",
-                    &[],
+                    &[row_lanes(OP, gpu)?],
                     Some(&p),
                     &[(9, stats), (6, rows)],
                     [1, 1, 1],

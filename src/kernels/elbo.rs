@@ -1,7 +1,7 @@
 //! Launcher for shaders/elbo.wgsl: the fused negative ELBO (likelihood + β·KL) and its gradients, and
 //! the gradient of a learned Gaussian decoder variance (`logvar_grad`).
 
-use super::{need, need_len, vec4_rows};
+use super::{need, need_len, row_lanes, vec4_rows};
 use crate::gpu::{Gpu, GpuError, Launch, Result, View};
 
 /// Upper clamp of a learned decoder log-variance s = log σ² (the lower one is 2·ln σ_min).
@@ -212,7 +212,7 @@ impl Elbo {
             format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "elbo",
             entry,
-            &[("LIK", lik_constant(gaussian, mode))],
+            &[("LIK", lik_constant(gaussian, mode)), row_lanes(OP, gpu)?],
             Some(&self.params(mode, lv_min, false)),
             &[(o, out), (xb, x), (3, head), (d, dout), (5, dhead), (6, rows), (7, lv)],
             [self.batch as u32, 1, 1],

@@ -3,7 +3,7 @@
 //! score-function gradient.
 
 use super::elbo::{check_loss, lik_constant, var_binding, LearnedVar, Likelihood};
-use super::{need_len, vec4_rows};
+use super::{need_len, row_lanes, vec4_rows};
 use crate::gpu::{Gpu, Launch, Result, View};
 
 /// Rows per grid row of the 2-D dispatches (keeps every grid dimension under 65535).
@@ -135,7 +135,7 @@ impl Weighted {
             format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
             "iwae",
             entry,
-            &[("LIK", lik_constant(self.gaussian(), var_mode))],
+            &[("LIK", lik_constant(self.gaussian(), var_mode)), row_lanes(OP, gpu)?],
             Some(&Params { var_mode, lv_min, ..self.params(row_offset, valid, false) }),
             &[(o, out), (xb, x), (3, head), (4, eps), (5, z), (6, logpz), (7, terms), (15, lv)],
             grid(n),

@@ -62,6 +62,16 @@ pub(crate) fn lane_width(gpu: &crate::gpu::Gpu) -> usize {
     }
 }
 
+/// The override RWG of the per-example loss reductions (elbo, iwae's logw_rows, ae's losses):
+/// [`crate::gpu::Gpu::row_lanes`], which their 64-slot trees need to be a power of two from 2 to 64.
+pub(crate) fn row_lanes(op: &'static str, gpu: &crate::gpu::Gpu) -> Result<(&'static str, f64)> {
+    let n = gpu.row_lanes;
+    need(op, n.is_power_of_two() && (2..=64).contains(&n), || {
+        format!("row_lanes {n} is not a power of two from 2 to 64")
+    })?;
+    Ok(("RWG", f64::from(n)))
+}
+
 pub(crate) fn need(op: &'static str, ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
     if ok {
         Ok(())

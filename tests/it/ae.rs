@@ -15,7 +15,9 @@ use vaegpu::models::vae::{ConvArch, GpuDataset};
 use vaegpu::reference::ae as rae;
 use vaegpu::reference::elementwise::act_forward;
 use vaegpu::reference::sample::seed_key;
-use vaegpu::testing::{f32_round, poisoned, shared_gpu, state_words, to_f32, to_f64, uniform, Tol};
+use vaegpu::testing::{
+    f32_round, poisoned, shared_gpu, shared_gpu_other_rows, state_words, to_f32, to_f64, uniform, Tol,
+};
 
 fn gpu() -> &'static Gpu {
     shared_gpu()
@@ -24,7 +26,11 @@ fn gpu() -> &'static Gpu {
 const SEEDS: [u64; 2] = [0, 0xdead_beef_0123_4567];
 
 fn assert_tail_poisoned(what: &str, buf: &wgpu::Buffer, n: usize) {
-    let all = gpu().read_f32(buf).unwrap();
+    assert_tail_poisoned_on(gpu(), what, buf, n);
+}
+
+fn assert_tail_poisoned_on(g: &Gpu, what: &str, buf: &wgpu::Buffer, n: usize) {
+    let all = g.read_f32(buf).unwrap();
     assert!(all[n..].iter().all(|v| v.is_nan()), "{what}: wrote past element {n}");
 }
 
@@ -76,9 +82,11 @@ fn x_ones(n: usize) -> Vec<f64> {
 
 #[test]
 fn loss_matches_reference() {
-    let g = gpu();
-    // (3, 264): whole vec4 rows (ae_loss_v4), more of them than the workgroup's 64 lanes.
-    for (batch, dim) in [(5, 37), (2, 130), (3, 264)] {
+    // (3, 264): whole vec4 rows (ae_loss_v4), more of them than the workgroup's 64 lanes; each shape on
+    // both widths of the per-row reduction (`Gpu::row_lanes`).
+    for ((batch, dim), g) in
+        [(5, 37), (2, 130), (3, 264)].into_iter().flat_map(|s| [(s, gpu()), (s, shared_gpu_other_rows())])
+    {
         let n = batch * dim;
         let out = f32_round(&uniform(2, n, -4.0, 4.0));
         let mut x = f32_round(&uniform(3, n, 0.0, 1.0));
@@ -105,8 +113,8 @@ fn loss_matches_reference() {
                 .unwrap();
             // Elementwise (sigmoid through exp): a few ulp.
             Tol::new(1e-5, 1e-8).check(&format!("{what} dout"), &g.read(&dout, 0, n).unwrap(), &want.dout).unwrap();
-            assert_tail_poisoned(&what, &dout, n);
-            assert_tail_poisoned(&what, &rows, 2 * batch);
+            assert_tail_poisoned_on(g, &what, &dout, n);
+            assert_tail_poisoned_on(g, &what, &rows, 2 * batch);
         }
     }
 }
@@ -119,7 +127,6 @@ fn layer_acts(seed: u64, n: usize, act: Act) -> Vec<f64> {
 
 #[test]
 fn sparse_penalties_match_reference() {
-    let g = gpu();
     let cases = [
         (Sparsity::L1, Act::Identity, 5, 37),
         (Sparsity::L1, Act::Relu, 5, 37),
@@ -130,6 +137,9 @@ fn sparse_penalties_match_reference() {
         (Sparsity::Kl, Act::Sigmoid, 3, 130),
     ];
     for (ci, &(kind, act, batch, units)) in cases.iter().enumerate() {
+        // The two widths of the per-row reduction (`Gpu::row_lanes`) in turns: the other device (64
+        // lanes on a CPU adapter) takes the cases with more than 64 units (3x70, 3x130).
+        let g = if ci % 2 == 0 { shared_gpu_other_rows() } else { gpu() };
         let n = batch * units;
         let mut a = layer_acts(10 + ci as u64, n, act);
         if kind == Sparsity::Kl {
@@ -165,7 +175,7 @@ fn sparse_penalties_match_reference() {
             // Sums of ≤ 130 terms (L1) or of KL values through f32 logs (KL): relative 1e-5.
             Tol::new(1e-5, 1e-6).check(&format!("{what} penalty"), &pen, &want.pen).unwrap();
             assert!((0..batch).all(|b| r[2 * b].is_nan()), "{what}: wrote the rec column");
-            assert_tail_poisoned(&what, &rows, 2 * batch);
+            assert_tail_poisoned_on(g, &what, &rows, 2 * batch);
             let want_grad: Vec<f64> =
                 if with_grad { g0.iter().zip(&want.dpre).map(|(a, b)| a + b).collect() } else { g0.clone() };
             // += of one f32 product: a few ulp of the larger term.
@@ -175,7 +185,7 @@ fn sparse_penalties_match_reference() {
                 Tol::new(1e-4, 1e-6).check(&format!("{what} kl_j"), &s[..units], &want.kl).unwrap();
                 Tol::new(1e-5, 1e-7).check(&format!("{what} rho_hat"), &s[units..], &want.rho_hat).unwrap();
                 assert!(want.rho_hat[0] < KL_EPS && want.dpre[0] == 0.0, "{what}: the clamp case");
-                assert_tail_poisoned(&what, &stats, 2 * units);
+                assert_tail_poisoned_on(g, &what, &stats, 2 * units);
             }
         }
     }

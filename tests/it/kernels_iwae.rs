@@ -8,7 +8,7 @@ use vaegpu::kernels::elbo::Likelihood;
 use vaegpu::kernels::iwae::Weighted;
 use vaegpu::reference::iwae::{self, Shape};
 use vaegpu::reference::sample::{LOGVAR_MAX, LOGVAR_MIN};
-use vaegpu::testing::{f32_round, normals, poisoned, shared_gpu, to_f32, uniform, Tol};
+use vaegpu::testing::{f32_round, normals, poisoned, shared_gpu, shared_gpu_other_rows, to_f32, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
     shared_gpu()
@@ -82,7 +82,10 @@ fn row_scale(c: &Case) -> Vec<f64> {
 
 /// Runs logw_rows (at a row offset, with a valid cut) and checks it; returns the GPU terms.
 fn check_rows(c: &Case, offset: usize, valid: usize) -> Vec<f32> {
-    let g = gpu();
+    check_rows_on(gpu(), c, offset, valid)
+}
+
+fn check_rows_on(g: &Gpu, c: &Case, offset: usize, valid: usize) -> Vec<f32> {
     let w = c.w;
     let n = w.samples * w.batch;
     let s = shape(&w);
@@ -136,8 +139,9 @@ fn logw_rows_match_reference() {
                     Weighted { batch, dim, latent, samples, likelihood, sigma: 0.6, beta: 0.7, iwae: true, ext_prior };
                 let c = case(w, seed);
                 check_rows(&c, 0, samples);
-                // A chunk of the estimator: written after `offset` rows, the last samples cut off.
-                check_rows(&c, 3 * batch, samples.saturating_sub(2).max(1));
+                // A chunk of the estimator: written after `offset` rows, the last samples cut off; on
+                // the other width of the per-row reduction (`Gpu::row_lanes`).
+                check_rows_on(shared_gpu_other_rows(), &c, 3 * batch, samples.saturating_sub(2).max(1));
             }
         }
     }

@@ -13,7 +13,7 @@ use vaegpu::kernels::sample::{self, Sample, STREAM_BINARIZE, STREAM_EVAL, STREAM
 use vaegpu::kernels::{elementwise, Act};
 use vaegpu::reference;
 use vaegpu::reference::sample::{seed_key, LOGVAR_MAX, LOGVAR_MIN};
-use vaegpu::testing::{normals, poisoned, to_f32, to_f64, uniform, Tol};
+use vaegpu::testing::{normals, poisoned, shared_gpu_other_rows, to_f32, to_f64, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
     vaegpu::testing::shared_gpu()
@@ -411,8 +411,7 @@ fn elbo_inputs(seed: u64, e: &Elbo) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     (f32_round(&out), f32_round(&x), f32_round(&head))
 }
 
-fn check_elbo(e: Elbo, seed: u64) {
-    let g = gpu();
+fn check_elbo(g: &Gpu, e: Elbo, seed: u64) {
     let (b, d, z, m) = (e.batch, e.dim, e.latent, e.samples);
     let (out, x, head) = elbo_inputs(seed, &e);
     let sigma = e.sigma as f64;
@@ -497,7 +496,10 @@ fn elbo_both_likelihoods() {
                         seed += 3;
                         let sigma = if seed % 2 == 0 { 1.0 } else { 0.3 };
                         let batch = 1 + (seed as usize % 5);
-                        check_elbo(Elbo { batch, dim, latent, samples, likelihood, beta, sigma }, seed);
+                        // Both widths of the per-example reduction (`Gpu::row_lanes`), in turns: β = 1
+                        // on one, 0.5 on the other, over every shape.
+                        let g = if (seed / 3) % 2 == 0 { gpu() } else { shared_gpu_other_rows() };
+                        check_elbo(g, Elbo { batch, dim, latent, samples, likelihood, beta, sigma }, seed);
                     }
                 }
             }

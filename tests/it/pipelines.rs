@@ -142,6 +142,22 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
+    // The per-example reductions at the width CPU adapters give them (`Gpu::row_lanes`; the defaults
+    // and the loops here build the GPUs' 64), with the constants their launchers pass.
+    let mut rows8: Vec<(&str, &str, Vec<(&str, f64)>)> = Vec::new();
+    for (shader, entry) in [("elbo", "elbo"), ("elbo", "elbo_v4"), ("iwae", "logw_rows"), ("iwae", "logw_rows_v4")] {
+        rows8.extend([0.0, 1.0, 2.0].map(|lik| (shader, entry, vec![("LIK", lik)])));
+    }
+    for entry in ["ae_loss", "ae_loss_v4"] {
+        rows8.extend([0.0, 1.0].map(|mode| ("ae", entry, vec![("MODE", mode)])));
+    }
+    rows8.extend((0..5).map(|act| ("ae", "ae_l1", vec![("ACT", act as f64), ("WITH_GRAD", 1.0)])));
+    rows8.push(("ae", "ae_kl_total", vec![]));
+    for (shader, entry, mut c) in rows8 {
+        c.push(("RWG", 8.0));
+        gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
+        built += 1;
+    }
     // col2im at each stride the layers use (a constant: its divisions by S become shifts).
     for (i, stride) in [1.0, 2.0, 3.0].into_iter().enumerate() {
         let c = [("STRIDE", stride), ("VEC4", (i % 2) as f64), ("ONES", 1.0), ("ACT", 1.0)];
