@@ -422,15 +422,25 @@ fn tap_major(i: u32) -> u32 {
 // retap (the inverse of untap, for a transposed conv's input gradient on the im2col path): OUT[c·K·K·N
 //   + tap·N + n] = A[(tap·C + c)·N + n], the block's K·K·C × N weight rows (A, binding 1) as the
 //   [C, K·K·N] matrix Wt. With im2col (GATHER_B) of the output gradient, dX = I · Wtᵀ is one matmul.
+//   With FLIP the taps are reversed (tap → K·K − 1 − tap): a stride-1 conv's input gradient is the
+//   conv of dY with the flipped kernel, so im2col of dY (padding K − 1 − pad) times Wtᵀ gives dX.
 //   One invocation per weight; grid = (ceil(K·K·C·N / 256), 1, 1) (at most 65535 groups: checked by
 //   the launcher).
+override FLIP: bool = false;
+
 @compute @workgroup_size(256, 1, 1)
 fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    if (i >= p.k * p.k * p.c * p.n) {
+    let taps = p.k * p.k;
+    if (i >= taps * p.c * p.n) {
         return;
     }
-    out[tap_major(i)] = a[i];
+    var j = i;
+    if (FLIP) {
+        let cn = p.c * p.n;
+        j = (taps - 1u - i / cn) * cn + i % cn;
+    }
+    out[tap_major(j)] = a[i];
 }
 
 // col2im (the matmul forms, `--conv matmul`: a transposed conv's forward and a conv's input

@@ -242,9 +242,27 @@ impl ConvGather {
     /// forward gathers its input over the output pixels (Y = act(I · [W; b])), a transposed conv's input
     /// gradient gathers the output gradient over the input pixels (dX = I · Wtᵀ ⊙ act'). The other two
     /// (a transposed conv's forward, a conv's input gradient) would gather mostly zeros at stride 2: they
-    /// have the col2im form instead (`col2im_ok`). A residual sum is not a matmul epilogue: a launch
-    /// with one has no im2col form (a residual block's second conv stays on the gather kernel).
+    /// have the col2im form instead (`col2im_ok`), except a conv's input gradient at stride 1 with fewer
+    /// output than input channels (`flipped_form`). A residual sum is not a matmul epilogue: a forward
+    /// with one has no im2col form; the flipped form adds its residual with one more launch.
     fn im2col_gather(&self) -> Option<ConvWgrad> {
+        if self.flipped_form() {
+            // dX = conv(dY, flipped W) at stride 1 with padding K − 1 − pad: dY gathered over dX's
+            // pixels, its channels the matrix's (`launches` reorders the weights with their taps flipped).
+            return Some(ConvWgrad {
+                batch: self.batch,
+                small_hw: self.out_hw,
+                big_hw: self.in_hw,
+                c: self.c,
+                n: self.n,
+                k: self.k,
+                stride: 1,
+                pad: self.k - 1 - self.pad,
+                ones: true,
+                im2col: Some(true),
+                ..Default::default()
+            });
+        }
         if self.geom_t || self.resid != Resid::None {
             return None;
         }
@@ -275,11 +293,34 @@ impl ConvGather {
         }
     }
 
+    /// Whether a conv's input gradient takes the im2col form at stride 1 (where the gather holds no
+    /// zeros but the padding's): dX = conv(dY, W with its taps flipped), one matmul over dY's gathered
+    /// matrix with act' in the epilogue and any residual added by one more launch. Only where dY has
+    /// fewer channels than dX, so that the gathered matrix (pixels × K·K·C) is smaller than the col2im
+    /// form's (pixel, tap) products (pixels × K·K·N), which col2im then reads again: a VQ-VAE residual
+    /// block's 3×3 conv (128 → 32 channels) has K = 32 in the col2im form's product and K·K·32 = 288 in
+    /// this one.
+    fn flipped_form(&self) -> bool {
+        self.geom_t
+            && self.w_t
+            && self.stride == 1
+            && self.pad < self.k
+            && self.c < self.n
+            && !self.bias
+            && !self.pre_relu
+            && self.act == Act::Identity
+            && self.resid != Resid::BeforeAct
+    }
+
     /// Whether this launch, on its matmul path, gathers the same im2col matrix as the weight gradient
     /// `wgrad` on its own: both on the im2col path, same image, geometry and channels. A transposed
     /// conv's input gradient gathers its output gradient exactly as the weight gradient does.
+    /// (A conv's input gradient in the flipped form gathers dY, which no weight gradient gathers so.)
     pub fn gathers_as(&self, gpu: &Gpu, wgrad: &ConvWgrad) -> bool {
-        self.uses_im2col(gpu) && wgrad.uses_im2col(gpu) && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad))
+        !self.flipped_form()
+            && self.uses_im2col(gpu)
+            && wgrad.uses_im2col(gpu)
+            && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad))
     }
 
     /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
@@ -403,7 +444,7 @@ impl ConvGather {
                 op: OP,
                 message: format!("the col2im path needs a scratch buffer of {slen} floats"),
             })?;
-            out.push(retap(gpu, label, &params, w, scratch, &product)?);
+            out.push(retap(gpu, label, &params, w, scratch, &product, false)?);
             out.push(mm.launch(gpu, label, x, scratch, product, None)?);
         }
         let total = self.batch * self.out_hw.0 * self.out_hw.1 * self.n.div_ceil(4);
@@ -472,9 +513,19 @@ impl ConvGather {
             return Ok(vec![gather, mm.launch(gpu, label, scratch, w, y, None)?]);
         }
         let product = product.ok_or_else(|| missing("product", self.product_len(gpu)))?;
-        let retap = retap(gpu, label, &wg.params(1), w, product, &scratch)?;
+        // The weights as [N, K·K·C] (the block's C × N rows per tap, reordered; taps flipped in the
+        // flipped form), read transposed.
+        let flip = self.flipped_form();
+        let params = ConvWgrad { c: self.n, n: self.c, ..wg }.params(1);
+        let retap = retap(gpu, label, &params, w, product, &scratch, flip)?;
         let mm = Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() };
-        Ok(vec![gather, retap, mm.launch(gpu, label, scratch, product, y, z)?])
+        let mut out = vec![gather, retap, mm.launch(gpu, label, scratch, product, y, z)?];
+        if self.resid == Resid::AfterDact {
+            // dx = (dY · Wtᵀ) ⊙ act'(z) + r: the matmul's epilogue has act' or a residual, not both.
+            let r = r.ok_or_else(|| missing("residual", y.len))?;
+            out.push(super::elementwise::add_into(gpu, label, rows * self.n, y, r)?);
+        }
+        Ok(out)
     }
 
     /// The shape and buffer checks every path makes.
@@ -626,14 +677,16 @@ impl ConvGather {
 /// conv_grad.wgsl `retap`: the K·K·C × N weight rows of the block `w` (the geometry of `params`) into
 /// `dst` as the [C, K·K·N] matrix; `dst` must not share a buffer with `other`, which the same
 /// launches use.
-fn retap(gpu: &Gpu, label: &str, params: &GradParams, w: View, dst: View, other: &View) -> Result<Launch> {
+fn retap(gpu: &Gpu, label: &str, params: &GradParams, w: View, dst: View, other: &View, flip: bool) -> Result<Launch> {
     const OP: &str = "conv";
     let len = (params.k * params.k * params.c * params.n) as usize;
     need_len(OP, "reordered weights", &dst, len)?;
     need(OP, !std::ptr::eq(dst.buffer, other.buffer), || "scratch and product share a buffer".into())?;
     need(OP, len.div_ceil(256) <= 65535, || format!("{len} weights exceed one reorder launch"))?;
     let grid = [len.div_ceil(256) as u32, 1, 1];
-    gpu.launch(format!("{label} retap"), "conv_grad", "retap", &[], Some(params), &[(1, w), (3, dst)], grid)
+    let (name, constants): (&str, &[(&str, f64)]) =
+        if flip { ("retap flipped", &[("FLIP", 1.0)]) } else { ("retap", &[]) };
+    gpu.launch(format!("{label} {name}"), "conv_grad", "retap", constants, Some(params), &[(1, w), (3, dst)], grid)
 }
 
 #[repr(C)]

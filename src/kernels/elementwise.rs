@@ -1,6 +1,7 @@
-//! Launcher for shaders/elementwise.wgsl: standalone activations, forward and backward.
+//! Launcher for shaders/elementwise.wgsl: standalone activations, forward and backward, and a sum in
+//! place.
 
-use super::{need, need_len, Act};
+use super::{need, need_len, vec4_rows, Act};
 use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
 
 #[repr(C)]
@@ -48,6 +49,26 @@ pub fn act_backward(gpu: &Gpu, act: Act, n: usize, y: View, dy: View, dx: View) 
         Some(&params(act, n)),
         &[(1, y), (2, dx), (3, dy)],
         groups,
+    )
+}
+
+/// dst += src over n elements (four at a time where n and both views allow vec4s). `dst` and `src`
+/// must be different buffers (one dispatch cannot bind a buffer both read-write and read-only).
+pub fn add_into(gpu: &Gpu, label: &str, n: usize, dst: View, src: View) -> Result<Launch> {
+    need(OP, n > 0, || "empty".into())?;
+    need_len(OP, "dst", &dst, n)?;
+    need_len(OP, "src", &src, n)?;
+    need(OP, !std::ptr::eq(dst.buffer, src.buffer), || "dst and src share a buffer".into())?;
+    let (entry, slots, units) =
+        if vec4_rows(n, &[&dst, &src]) { ("add_into_v4", [4, 5], n / 4) } else { ("add_into", [2, 3], n) };
+    gpu.launch(
+        format!("{label} {entry}[{n}]"),
+        "elementwise",
+        entry,
+        &[],
+        Some(&params(Act::Identity, n)),
+        &[(slots[0], dst), (slots[1], src)],
+        grid_1d(units.div_ceil(256) as u32),
     )
 }
 

@@ -356,8 +356,9 @@ fn uneven_sizes_are_refused() {
 /// matrix (im2col); a transposed conv's forward and a conv's input gradient as one matmul to every
 /// (pixel, tap) product, summed into the big image (col2im). Odd channel counts, kernels 1 to 6,
 /// strides 1 to 3, padding 0 to 2, every activation forward and act' on the input gradients, relu on
-/// read, a residual sum in col2im's epilogue (the im2col form has none); outputs, scratch and product
-/// poisoned.
+/// read, a residual sum in col2im's epilogue (the im2col forward has none); a conv's input gradient at
+/// stride 1 with fewer output than input channels in the im2col form of the conv of dY with the
+/// flipped kernel, its residual added by one more launch; outputs, scratch and product poisoned.
 #[test]
 fn im2col_forward_and_input_gradient_match_reference() {
     let gpu = gpu();
@@ -373,6 +374,10 @@ fn im2col_forward_and_input_gradient_match_reference() {
         Case::new(2, 4, 6, 1, 5, 3, 1, 1, true),
         Case::new(2, 7, 5, 8, 1, 4, 2, 1, true),
         Case::new(2, 2, 1, 4, 4, 6, 3, 0, true),
+        // Stride 1, fewer output channels (the flipped form): odd channels, an even kernel and a padding
+        // of 2 (the gather's K − 1 − pad is 1); a residual block's 3×3 conv, with its residual and relu'.
+        Case::new(2, 6, 5, 7, 3, 4, 1, 2, false),
+        Case::new(2, 7, 7, 16, 8, 3, 1, 1, false),
     ];
     let acts = [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid, Act::LeakyRelu];
     for (i, c) in cases.iter().enumerate() {
@@ -402,12 +407,14 @@ fn im2col_forward_and_input_gradient_match_reference() {
             };
             k.pre_relu = pre_relu;
             k.im2col = Some(true);
-            // im2col where the small image is written, col2im where the big one is; the residual sum
-            // (on every other case) only in col2im's epilogue.
-            let im2col = fwd != g.transposed;
+            // im2col where the small image is written, col2im where the big one is, except a conv's
+            // input gradient at stride 1 with fewer output channels (the flipped form: im2col of dY);
+            // the residual sum (on every other case) in col2im's epilogue or the flipped form's add.
+            let flipped = !fwd && !g.transposed && g.stride == 1 && g.cout < g.cin;
+            let im2col = fwd != g.transposed || flipped;
             let mut resid = k;
             resid.resid = if fwd { Resid::BeforeAct } else { Resid::AfterDact };
-            if im2col {
+            if im2col && !flipped {
                 assert!(!resid.uses_im2col(gpu) && resid.scratch_len(gpu) == 0, "{}: {resid:?}", c.name());
             } else if i % 2 == 0 {
                 k = resid;
@@ -417,7 +424,13 @@ fn im2col_forward_and_input_gradient_match_reference() {
                 "{} {} {} resid={has_r}",
                 c.name(),
                 if fwd { "forward" } else { "input grad" },
-                if im2col { "im2col" } else { "col2im" }
+                if flipped {
+                    "flipped im2col"
+                } else if im2col {
+                    "im2col"
+                } else {
+                    "col2im"
+                }
             );
             assert!(k.uses_im2col(gpu), "{what}");
             let (input, out_len) = if fwd { (&xb, ys) } else { (&dyb, xs) };
@@ -431,12 +444,16 @@ fn im2col_forward_and_input_gradient_match_reference() {
             let sv = (ns > 0).then(|| (&sb).into());
             let pv = (np > 0).then(|| (&pb).into());
             let ls = k.launches(gpu, "t", input.into(), (&wb).into(), (&out).into(), z, r, sv, pv).unwrap();
-            // im2col: the gather, the weights reordered for a transposed conv, the matmul; col2im: the
-            // weights reordered for a transposed conv, the matmul, the sum.
+            // im2col: the gather, the weights reordered for a transposed conv (flipped in the flipped
+            // form), the matmul, the flipped form's residual; col2im: the weights reordered for a
+            // transposed conv, the matmul, the sum.
             let labels: Vec<&str> = ls.iter().map(|l| l.label.as_str()).collect();
-            assert_eq!(ls.len(), 2 + usize::from(g.transposed), "{what}: {labels:?}");
+            let count = if flipped { 3 + usize::from(has_r) } else { 2 + usize::from(g.transposed) };
+            assert_eq!(ls.len(), count, "{what}: {labels:?}");
             let mark = if im2col { " im2col[" } else { " col2im[" };
             assert!(labels.iter().any(|l| l.contains(mark)), "{what}: {labels:?}");
+            assert_eq!(flipped, labels.iter().any(|l| l.contains(" retap flipped")), "{what}: {labels:?}");
+            assert_eq!(flipped && has_r, labels.iter().any(|l| l.contains(" add_into")), "{what}: {labels:?}");
             for l in &ls {
                 gpu.run(l).unwrap();
             }

@@ -135,6 +135,37 @@ fn act_forward_shader_direct_launch() {
     }
 }
 
+/// dst += src, four at a time where the length and both views allow it (add_into_v4) and one at a time
+/// otherwise: exact (one f32 addition per element), only the first n elements written, and the same
+/// buffer on both sides refused.
+#[test]
+fn add_into_adds_in_place() {
+    let g = gpu();
+    // dst at an offset of 0 or 64 floats (256 bytes: storage-aligned on any adapter) into a buffer
+    // poisoned before and after it.
+    for (n, off) in [(1usize, 0usize), (7, 0), (258, 0), (1024, 64), (1030, 64)] {
+        let a = f32_round(&uniform(50 + n as u64, n, -2.0, 2.0));
+        let b = f32_round(&uniform(60 + n as u64, n, -2.0, 2.0));
+        let mut init = vec![f32::NAN; off + n + 5];
+        init[off..off + n].copy_from_slice(&to_f32(&a));
+        let db = g.upload("dst", &init);
+        let sb = g.upload("src", &to_f32(&b));
+        let l = elementwise::add_into(g, "t", n, View::new(&db, (off * 4) as u64, n), (&sb).into()).unwrap();
+        let entry = if n % 4 == 0 { "add_into_v4[" } else { "add_into[" };
+        assert!(l.label.contains(entry), "{}", l.label);
+        g.run(&l).unwrap();
+        let all = g.read_f32(&db).unwrap();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (*x as f32) + (*y as f32)).collect();
+        assert_eq!(&all[off..off + n], &want[..], "add_into n={n}");
+        assert!(all[..off].iter().chain(&all[off + n..]).all(|v| v.is_nan()), "add_into n={n}: wrote outside dst");
+    }
+    let b = g.upload("one", &[1.0f32; 8]);
+    match elementwise::add_into(g, "t", 4, View::new(&b, 0, 4), View::new(&b, 16, 4)) {
+        Ok(_) => panic!("add_into took the same buffer on both sides"),
+        Err(e) => assert!(e.to_string().contains("share a buffer"), "{e}"),
+    }
+}
+
 #[test]
 fn act_backward_all_activations() {
     let g = gpu();
