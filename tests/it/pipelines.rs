@@ -144,7 +144,8 @@ fn every_entry_point_and_variant_builds() {
     }
     // The per-example reductions at the width CPU adapters give them (`Gpu::row_lanes`; the defaults
     // and the loops here build the GPUs' 64), with the constants their launchers pass.
-    let mut rows8: Vec<(&str, &str, Vec<(&str, f64)>)> = Vec::new();
+    type Spec = (&'static str, &'static str, Vec<(&'static str, f64)>);
+    let mut rows8: Vec<Spec> = Vec::new();
     for (shader, entry) in [("elbo", "elbo"), ("elbo", "elbo_v4"), ("iwae", "logw_rows"), ("iwae", "logw_rows_v4")] {
         rows8.extend([0.0, 1.0, 2.0].map(|lik| (shader, entry, vec![("LIK", lik)])));
     }
