@@ -246,26 +246,6 @@ impl ConvGather {
     /// output than input channels (`flipped_form`). A residual sum is not a matmul epilogue: a forward
     /// with one has no im2col form; the flipped form adds its residual with one more launch.
     fn im2col_gather(&self) -> Option<ConvWgrad> {
-        if self.flipped_form() {
-            // dX = conv(dY, flipped W) at stride 1 with padding K − 1 − pad: dY gathered over dX's
-            // pixels, its channels the matrix's (`launches` reorders the weights with their taps flipped).
-            return Some(ConvWgrad {
-                batch: self.batch,
-                small_hw: self.out_hw,
-                big_hw: self.in_hw,
-                c: self.c,
-                n: self.n,
-                k: self.k,
-                stride: 1,
-                pad: self.k - 1 - self.pad,
-                ones: true,
-                im2col: Some(true),
-                ..Default::default()
-            });
-        }
-        if self.geom_t || self.resid != Resid::None {
-            return None;
-        }
         let base = ConvWgrad {
             batch: self.batch,
             small_hw: self.out_hw,
@@ -284,6 +264,14 @@ impl ConvGather {
             gathered: false,
             flat: None,
         };
+        if self.flipped_form() {
+            // dX = conv(dY, flipped W) at stride 1 with padding K − 1 − pad: dY gathered over dX's
+            // pixels, its channels the matrix's (`launches` reorders the weights with their taps flipped).
+            return Some(ConvWgrad { stride: 1, pad: self.k - 1 - self.pad, ..base });
+        }
+        if self.geom_t || self.resid != Resid::None {
+            return None;
+        }
         if !self.w_t && self.bias && self.dact == Act::Identity {
             Some(base)
         } else if self.w_t && !self.bias && !self.pre_relu && self.act == Act::Identity {
