@@ -49,6 +49,18 @@ struct GpuArgs {
     /// (default: true on GPUs, false on CPU adapters)
     #[arg(long, global = true, env = "VAEGPU_SPLIT_K")]
     split_k: Option<bool>,
+    /// Invocations per example of the loss reductions (ELBO, IWAE weights, autoencoder losses): 2, 4,
+    /// 8, 16, 32 or 64 (default: 64 on GPUs, 8 on CPU adapters, where one 8-lane batch per workgroup
+    /// takes no turns at the barriers)
+    #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
+    row_lanes: Option<u32>,
+}
+
+fn parse_row_lanes(s: &str) -> std::result::Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (2..=64).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not one of 2, 4, 8, 16, 32, 64")),
+    }
 }
 
 impl GpuArgs {
@@ -60,9 +72,13 @@ impl GpuArgs {
             matmul: self.matmul,
             conv: self.conv,
             split_k: self.split_k,
+            row_lanes: self.row_lanes,
         })?;
         let split = if g.split_k { "on" } else { "off" };
-        eprintln!("adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {split})", g.summary, g.matmul, g.conv);
+        eprintln!(
+            "adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {split}, loss lanes: {})",
+            g.summary, g.matmul, g.conv, g.row_lanes
+        );
         Ok(g)
     }
 }

@@ -62,6 +62,9 @@ pub struct GpuOptions {
     /// Split the K of products with few output tiles over workgroups ([`Gpu::split_k`]); None: on
     /// GPUs, not on CPU adapters.
     pub split_k: Option<bool>,
+    /// Invocations per example of the loss reductions ([`Gpu::row_lanes`]: a power of two from 2 to
+    /// 64); None: 64 on GPUs, 8 on CPU adapters.
+    pub row_lanes: Option<u32>,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -296,7 +299,7 @@ pub struct Gpu {
     /// Invocations per workgroup of the per-example loss reductions (shaders elbo, iwae's logw_rows,
     /// ae's losses and penalties; their override RWG): 64 on GPUs; 8 on CPU adapters, where one 8-lane
     /// batch per workgroup takes no turns at the reduction's barriers (lavapipe runs a workgroup's
-    /// batches in turn at each one): the ELBO ran 2x faster so. Settable (tests run both).
+    /// batches in turn at each one): the ELBO ran 2x faster so. Settable (tests run both; `--row-lanes`).
     pub row_lanes: u32,
 }
 
@@ -328,6 +331,9 @@ impl Gpu {
         // Before the conv timing, which times the weight gradients as they will run.
         if let Some(s) = opts.split_k {
             gpu.split_k = s;
+        }
+        if let Some(n) = opts.row_lanes {
+            gpu.row_lanes = n;
         }
         gpu.conv = match opts.conv {
             ConvKernel::Auto => crate::kernels::tune::choose_conv(&gpu)?,
