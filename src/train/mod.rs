@@ -236,52 +236,70 @@ pub enum EpochEnd {
     NonFinite(Vec<u32>),
 }
 
-/// A copy in flight into a [`StateWatch`] slot: the submission it follows and its mapping's status.
-type PendingMap = (wgpu::SubmissionIndex, Arc<AtomicU8>);
+/// A copy in flight into a [`RunWatch`] slot: the submission it follows, the steps done by then, and its
+/// mapping's status.
+struct PendingMap {
+    index: wgpu::SubmissionIndex,
+    done: usize,
+    status: Arc<AtomicU8>,
+}
 
-/// Reads the GPU state words back after each submission without stalling the queue: a copy into one of a
-/// few mappable buffers, mapped asynchronously, looked at once the GPU has got there (at the latest when
-/// the buffer comes round again, `DEPTH` submissions later, which bounds how far the host runs ahead).
-struct StateWatch {
+/// What a [`RunWatch`] copy holds: the GPU state words and the running metrics as they were after
+/// `done` steps of the epoch.
+pub(crate) struct Seen {
+    pub done: usize,
+    pub state: Vec<u32>,
+    pub metrics: Metrics,
+}
+
+/// Reads the GPU state words and the running metrics back after each submission without stalling the
+/// queue: a copy into one of a few mappable buffers, mapped asynchronously, looked at once the GPU has
+/// got there (at the latest when the buffer comes round again, `DEPTH` submissions later, which bounds
+/// how far the host runs ahead). The training loop (and `bench --steps`, which times it) takes its
+/// progress from these copies, so no read-back inside an epoch makes the GPU wait for the host to
+/// record the next submission.
+pub(crate) struct RunWatch {
     slots: Vec<(wgpu::Buffer, Option<PendingMap>)>,
     next: usize,
 }
 
-impl StateWatch {
+impl RunWatch {
     const DEPTH: usize = 3;
-    const BYTES: u64 = (STATE_WORDS * 4) as u64;
+    const STATE_BYTES: u64 = (STATE_WORDS * 4) as u64;
+    const BYTES: u64 = Self::STATE_BYTES + (METRICS_WORDS * 4) as u64;
 
-    fn new(gpu: &Gpu) -> StateWatch {
+    pub(crate) fn new(gpu: &Gpu) -> RunWatch {
         let buf = |i: usize| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(&format!("state watch {i}")),
+                label: Some(&format!("run watch {i}")),
                 size: Self::BYTES,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         };
-        StateWatch { slots: (0..Self::DEPTH).map(|i| (buf(i), None)).collect(), next: 0 }
+        RunWatch { slots: (0..Self::DEPTH).map(|i| (buf(i), None)).collect(), next: 0 }
     }
 
-    /// Queues a copy of `state` as it will be after everything submitted so far; returns the words of an
-    /// earlier copy it had to wait for.
-    fn push(&mut self, gpu: &Gpu, state: &wgpu::Buffer) -> Result<Option<Vec<u32>>> {
+    /// Queues a copy of `core`'s state and metrics as they will be after everything submitted so far
+    /// (`done` steps); returns an earlier copy it had to wait for.
+    pub(crate) fn push(&mut self, gpu: &Gpu, core: &Core, done: usize) -> Result<Option<Seen>> {
         let i = self.next;
         self.next = (i + 1) % Self::DEPTH;
         let seen = self.take(gpu, i, true)?;
         let (buf, pending) = &mut self.slots[i];
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("state watch") });
-        enc.copy_buffer_to_buffer(state, 0, buf, 0, Self::BYTES);
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run watch") });
+        enc.copy_buffer_to_buffer(&core.state, 0, buf, 0, Self::STATE_BYTES);
+        enc.copy_buffer_to_buffer(&core.metrics, 0, buf, Self::STATE_BYTES, Self::BYTES - Self::STATE_BYTES);
         let index = gpu.queue.submit([enc.finish()]);
-        let done = Arc::new(AtomicU8::new(0));
-        let d = done.clone();
+        let status = Arc::new(AtomicU8::new(0));
+        let d = status.clone();
         buf.slice(..).map_async(wgpu::MapMode::Read, move |r| d.store(if r.is_ok() { 1 } else { 2 }, Ordering::SeqCst));
-        *pending = Some((index, done));
+        *pending = Some(PendingMap { index, done, status });
         Ok(seen)
     }
 
-    /// The words of every copy the GPU has made (`wait`: after waiting for all of them).
-    fn ready(&mut self, gpu: &Gpu, wait: bool) -> Result<Vec<Vec<u32>>> {
+    /// Every copy the GPU has made, oldest first (`wait`: after waiting for all of them).
+    pub(crate) fn ready(&mut self, gpu: &Gpu, wait: bool) -> Result<Vec<Seen>> {
         let mut out = Vec::new();
         for k in 0..Self::DEPTH {
             let i = (self.next + k) % Self::DEPTH;
@@ -293,30 +311,33 @@ impl StateWatch {
         Ok(out)
     }
 
-    fn take(&mut self, gpu: &Gpu, i: usize, wait: bool) -> Result<Option<Vec<u32>>> {
+    fn take(&mut self, gpu: &Gpu, i: usize, wait: bool) -> Result<Option<Seen>> {
         let (buf, pending) = &mut self.slots[i];
-        let Some((index, done)) = pending.as_ref() else { return Ok(None) };
-        if wait && done.load(Ordering::SeqCst) == 0 {
-            let poll = wgpu::PollType::Wait { submission_index: Some(index.clone()), timeout: None };
+        let Some(p) = pending.as_ref() else { return Ok(None) };
+        if wait && p.status.load(Ordering::SeqCst) == 0 {
+            let poll = wgpu::PollType::Wait { submission_index: Some(p.index.clone()), timeout: None };
             gpu.device.poll(poll).map_err(|e| crate::gpu::GpuError::DeviceLost {
                 adapter: gpu.summary.name.clone(),
                 message: e.to_string(),
             })?;
         }
         let readback = |message: String| crate::gpu::GpuError::Readback { label: "state".into(), message };
-        match done.load(Ordering::SeqCst) {
+        match p.status.load(Ordering::SeqCst) {
             0 if !wait => return Ok(None),
             0 => return Err(readback("the state copy never completed".into()).into()),
             1 => {}
             _ => return Err(readback("mapping failed".into()).into()),
         }
+        let done = p.done;
         *pending = None;
-        let words = {
+        let words: Vec<u32> = {
             let view = buf.slice(..).get_mapped_range().map_err(|e| readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, u32>(&view).to_vec()
         };
         buf.unmap();
-        Ok(Some(words))
+        let (state, metrics) = words.split_at(STATE_WORDS);
+        let metrics: Vec<f32> = metrics.iter().map(|w| f32::from_bits(*w)).collect();
+        Ok(Some(Seen { done, state: state.to_vec(), metrics: Metrics::from_words(&metrics) }))
     }
 }
 
@@ -434,7 +455,9 @@ impl Session {
 
     /// As [`Session::train_epoch`], stopping early as `ctl` says. The signal is looked at after each
     /// submission (not after the epoch's last: that epoch is finished); the consecutive non-finite count
-    /// (a GPU state word) after each submission as the GPU gets there, and at each metrics read-back.
+    /// (a GPU state word) after each submission as the GPU gets there (a `RunWatch` copy, at most a
+    /// few submissions behind), and at the epoch's end. `on_progress` takes its figures from the same
+    /// copies: nothing inside an epoch waits for the GPU to drain.
     pub fn train_epoch_with(
         &mut self,
         gpu: &Gpu,
@@ -458,7 +481,7 @@ impl Session {
         }
         // else: the cursor, the epoch's running sums and seconds are the restored checkpoint's.
         let too_many = |w: &[u32]| ctl.max_nonfinite > 0 && w[W_NONFINITE_RUN] >= ctl.max_nonfinite;
-        let mut watch = StateWatch::new(gpu);
+        let mut watch = RunWatch::new(gpu);
         let mut done = self.batch;
         let mut next_log = done + self.cfg.log_every;
         while done < steps {
@@ -466,17 +489,15 @@ impl Session {
             gpu.submit(prog, n);
             done += n;
             self.batch = done;
-            let mut seen: Vec<Vec<u32>> = watch.push(gpu, &core.state)?.into_iter().collect();
-            if done >= next_log || done == steps {
-                next_log = done + self.cfg.log_every;
-                let m = core.read_metrics(gpu)?;
-                on_progress(done, m.train.mean_loss());
-                seen.extend(watch.ready(gpu, true)?);
-            } else {
-                gpu.check()?;
-                seen.extend(watch.ready(gpu, false)?);
+            let mut seen: Vec<Seen> = watch.push(gpu, core, done)?.into_iter().collect();
+            gpu.check()?;
+            seen.extend(watch.ready(gpu, false)?);
+            // Progress from the newest copy the GPU has made that reaches the next log point.
+            if let Some(s) = seen.iter().rev().find(|s| s.done >= next_log) {
+                next_log = s.done + self.cfg.log_every;
+                on_progress(s.done, s.metrics.train.mean_loss());
             }
-            if seen.iter().any(|w| too_many(w)) {
+            if seen.iter().any(|s| too_many(&s.state)) {
                 gpu.sync()?;
                 return Ok(EpochEnd::NonFinite(core.read_state(gpu)?));
             }
@@ -491,7 +512,7 @@ impl Session {
         }
         let m = core.read_metrics(gpu)?;
         let st = core.read_state(gpu)?;
-        if watch.ready(gpu, true)?.iter().chain([&st]).any(|w| too_many(w)) {
+        if watch.ready(gpu, true)?.iter().map(|s| &s.state[..]).chain([&st[..]]).any(too_many) {
             return Ok(EpochEnd::NonFinite(st));
         }
         self.step = st[W_STEP as usize];
