@@ -20,8 +20,9 @@
 //   stats[2r]     = nll = m + log S − l_t (NaN when t >= K),
 //   stats[2r + 1] = correct = 1 if the lowest-index argmax of l equals t, else 0.
 //   So stats is [n, 2] (nll, correct) interleaved: the layout of `rows` in reduce.wgsl.
-//   One workgroup of WG invocations per row; invocation i takes k = i, i + WG, ... in order, then a
-//   fixed tree over the workgroup. Bindings 5 target (idx), 8 logits, 9 dlogits, 10 stats.
+//   One workgroup of RWG invocations per row (64, or 8 on CPU adapters); invocation i takes k = i,
+//   i + RWG, ... in order, then a fixed tree over the workgroup. Bindings 5 target (idx), 8 logits,
+//   9 dlogits, 10 stats.
 // ce_rows: per image b, rows[2b] = Σ_p stats[2(b·P + p)], rows[2b + 1] = Σ_p stats[2(b·P + p) + 1].
 //   One workgroup per image (strided partial sums, fixed tree). Bindings 11 stats (read), 12 rows.
 // categorical_sample: per image b, row r = b·P + pos: draws k ~ softmax(logits[r, :] / τ) (inv_temp
@@ -36,13 +37,17 @@
 //
 // Dispatch: the elementwise entries (gate_*, code_lookup, mask_mul) use EW = 256 invocations per
 // workgroup over grid_1d (flattened as x + y·65535·EW); the per-row entries (ce_forward, ce_rows,
-// categorical_sample*) use WG = 64 invocations per workgroup, one workgroup per row or image over
-// grid_1d (workgroup x + y·65535).
+// categorical_sample*) use WG = 64 invocations per workgroup (ce_forward and ce_rows RWG), one
+// workgroup per row or image over grid_1d (workgroup x + y·65535).
 
 //!include act.wgsl
 //!include philox.wgsl
 
 const WG: u32 = 64u;
+// Invocations per row of ce_forward and ce_rows (`Gpu::row_lanes`): 64 on GPUs, 8 on CPU adapters (one
+// lavapipe batch: no turns at the trees' barriers). The trees use it; the categorical_sample entries
+// take no value for it, so that it is WG there. A power of two, at most WG.
+override RWG: u32 = 64u;
 const EW: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
 const NAN_BITS: u32 = 0x7fc00000u;
@@ -148,7 +153,7 @@ fn code_lookup(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Tree sum of red_s over the workgroup (fixed order); every invocation must call it.
 fn tree_sum(t: u32) -> f32 {
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_s[t] += red_s[t + s];
         }
@@ -163,7 +168,7 @@ fn tree_sum(t: u32) -> f32 {
 // must call it. Leaves the result in red_v[0], red_i[0].
 fn tree_argmax(t: u32) {
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             let ia = red_i[t];
             let ib = red_i[t + s];
@@ -178,7 +183,7 @@ fn tree_argmax(t: u32) {
     }
 }
 
-@compute @workgroup_size(WG, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let r = group_index(wid);
     if (r >= p.n) {
@@ -188,7 +193,7 @@ fn ce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let base = r * p.k;
     var bv = 0.0;
     var bi = NONE;
-    for (var k = t; k < p.k; k += WG) {
+    for (var k = t; k < p.k; k += RWG) {
         let v = logits[base + k];
         if (bi == NONE || v > bv) {
             bv = v;
@@ -201,14 +206,14 @@ fn ce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let m = red_v[0];
     let am = red_i[0];
     var s = 0.0;
-    for (var k = t; k < p.k; k += WG) {
+    for (var k = t; k < p.k; k += RWG) {
         s += exp(logits[base + k] - m);
     }
     red_s[t] = s;
     let total = tree_sum(t);
     let inv = 1.0 / total;
     let tgt = idx[r];
-    for (var k = t; k < p.k; k += WG) {
+    for (var k = t; k < p.k; k += RWG) {
         let q = exp(logits[base + k] - m) * inv;
         dlogits[base + k] = p.scale * (q - select(0.0, 1.0, k == tgt));
     }
@@ -222,7 +227,7 @@ fn ce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     }
 }
 
-@compute @workgroup_size(WG, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn ce_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let b = group_index(wid);
     if (b >= p.batch) {
@@ -232,7 +237,7 @@ fn ce_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
     let base = b * p.per_row;
     var nll = 0.0;
     var cor = 0.0;
-    for (var q = t; q < p.per_row; q += WG) {
+    for (var q = t; q < p.per_row; q += RWG) {
         nll += stats_r[2u * (base + q)];
         cor += stats_r[2u * (base + q) + 1u];
     }

@@ -62,7 +62,8 @@ pub(crate) fn lane_width(gpu: &crate::gpu::Gpu) -> usize {
     }
 }
 
-/// The override RWG of the per-example loss reductions (elbo, iwae's logw_rows, ae's losses):
+/// The override RWG of the per-example loss reductions (elbo, iwae's logw_rows, ae's losses, prior's
+/// cross-entropy):
 /// [`crate::gpu::Gpu::row_lanes`], which their 64-slot trees need to be a power of two from 2 to 64.
 pub(crate) fn row_lanes(op: &'static str, gpu: &crate::gpu::Gpu) -> Result<(&'static str, f64)> {
     let n = gpu.row_lanes;

@@ -59,7 +59,10 @@ fn per_group(
     b: &[(u32, View)],
     groups: usize,
 ) -> Result<Launch> {
-    gpu.launch(label, "prior", entry, &[], Some(p), b, grid_1d(groups as u32))
+    // The cross-entropy entries' width is the adapter's (`Gpu::row_lanes`); the sampling entries' is
+    // fixed (their chunks, and so their draws, do not depend on the adapter class).
+    let rwg = if matches!(entry, "ce_forward" | "ce_rows") { vec![super::row_lanes(OP, gpu)?] } else { Vec::new() };
+    gpu.launch(label, "prior", entry, &rwg, Some(p), b, grid_1d(groups as u32))
 }
 
 /// y [n, C] = tanh(a)·σ(g) of pre [n, 2C] (each row: C values a, then C values g).

@@ -98,8 +98,11 @@ struct CeRun {
 }
 
 fn run_ce(n: usize, kk: usize, scale: f32, logits: &[f64], target: &[u32]) -> CeRun {
-    let g = gpu();
-    let (lb, tb) = (up(logits), g.upload("target", target));
+    run_ce_on(gpu(), n, kk, scale, logits, target)
+}
+
+fn run_ce_on(g: &Gpu, n: usize, kk: usize, scale: f32, logits: &[f64], target: &[u32]) -> CeRun {
+    let (lb, tb) = (g.upload("logits", &to_f32(logits)), g.upload("target", target));
     let (dl, st) = (poisoned(g, "dlogits", n * kk), poisoned(g, "stats", 2 * n));
     let l = k::ce_forward(g, "t", n, kk, scale, (&lb).into(), (&tb).into(), (&dl).into(), (&st).into()).unwrap();
     g.run(&l).unwrap();
@@ -112,8 +115,12 @@ fn targets(n: usize, kk: usize) -> Vec<u32> {
 
 /// The GPU's cross-entropy against the reference: dlogits, nll, correct.
 fn check_ce(what: &str, n: usize, kk: usize, logits: &[f64], target: &[u32], nll_tol: Tol) {
+    check_ce_on(gpu(), what, n, kk, logits, target, nll_tol);
+}
+
+fn check_ce_on(g: &Gpu, what: &str, n: usize, kk: usize, logits: &[f64], target: &[u32], nll_tol: Tol) {
     let scale = 1.0 / n as f64;
-    let got = run_ce(n, kk, scale as f32, logits, target);
+    let got = run_ce_on(g, n, kk, scale as f32, logits, target);
     let want = r::ce(logits, target, n, kk, scale);
     // Softmax from f32 exps of max-subtracted logits over a tree sum: a few ulps relative; the absolute
     // part covers the cancellation in q − 1 (scale·1e-7) and terms that underflow.
@@ -129,8 +136,10 @@ fn ce_matches_reference_on_awkward_sizes() {
     let shapes = [(37, 2), (130, 5), (37, 70), (20, 512), (13, 513), (9, 1000), (2, 4099), (2, 65536)];
     for (si, &(n, kk)) in shapes.iter().enumerate() {
         let logits = f32r(&uniform(40 + si as u64, n * kk, -3.0, 3.0));
+        // Both widths of the row reduction (`Gpu::row_lanes`), in turns.
+        let g = if si % 2 == 0 { gpu() } else { vaegpu::testing::shared_gpu_other_rows() };
         // nll = (m − l_t) + log S with m − l_t ≤ 6 and log S ≤ log K: a few ulps of 10 absolute.
-        check_ce(&format!("[{n}, {kk}]"), n, kk, &logits, &targets(n, kk), Tol::new(1e-5, 1e-5));
+        check_ce_on(g, &format!("[{n}, {kk}]"), n, kk, &logits, &targets(n, kk), Tol::new(1e-5, 1e-5));
     }
 }
 
@@ -183,11 +192,13 @@ fn bytemuck_bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn ce_rows_sum_each_image() {
-    let g = gpu();
-    for &(batch, per_row, kk) in &[(7usize, 37usize, 5usize), (3, 300, 70), (1, 1, 2)] {
+    let shapes = [(7usize, 37usize, 5usize), (3, 300, 70), (1, 1, 2)];
+    // Each shape on both widths of the row reductions (`Gpu::row_lanes`).
+    let other = vaegpu::testing::shared_gpu_other_rows();
+    for (&(batch, per_row, kk), g) in shapes.iter().flat_map(|s| [(s, gpu()), (s, other)]) {
         let n = batch * per_row;
         let logits = f32r(&uniform(70 + per_row as u64, n * kk, -3.0, 3.0));
-        let (lb, tb) = (up(&logits), g.upload("target", &targets(n, kk)));
+        let (lb, tb) = (g.upload("logits", &to_f32(&logits)), g.upload("target", &targets(n, kk)));
         let (dl, st, rows) = (poisoned(g, "dl", n * kk), poisoned(g, "stats", 2 * n), poisoned(g, "rows", 2 * batch));
         g.run(&k::ce_forward(g, "t", n, kk, 1.0, (&lb).into(), (&tb).into(), (&dl).into(), (&st).into()).unwrap())
             .unwrap();
