@@ -22,8 +22,9 @@
 // logvar_grad: d loss / d s_d = Σ_r w_r·½(1 − (x_{b(r),d} − out_{r,d})²·e^{−s_d}) (0 outside the clamp),
 //   w_r = wt[r] (use_wt = 1: the weighted objectives of iwae.wgsl) or grad_scale / M (this ELBO).
 //   var_mode 1 (one s): one workgroup sums over every (r, d); var_mode 2: one workgroup per pixel d
-//   (grid (D, 1, 1), 2-D beyond 32768: d = wid.y·32768 + wid.x) sums over the rows. 256 invocations,
-//   fixed-order strided partial sums then a tree. Bindings 1 out, 2 x, 7 logvar (read), 8 wt (read,
+//   (grid (D, 1, 1), 2-D beyond 32768: d = wid.y·32768 + wid.x) sums over the rows. LWG invocations
+//   (override: 256 on GPUs, 8 on CPU adapters, where each barrier of a 256-wide tree is a turn of 32
+//   lavapipe batches), fixed-order strided partial sums then a tree. Bindings 1 out, 2 x, 7 logvar (read), 8 wt (read,
 //   [M·B]; bound but unread when use_wt = 0), 9 dlogvar (read_write, [1] or [D], =).
 const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
@@ -37,6 +38,8 @@ override LIK: u32 = 0u;
 // a workgroup of one 8-lane batch takes no turns at its barriers (2x faster on lavapipe). A power of two,
 // at most 64.
 override RWG: u32 = 64u;
+// Invocations per workgroup of logvar_grad (see its header): a power of two, at most 256.
+override LWG: u32 = 256u;
 
 struct Params {
     batch: u32,
@@ -179,7 +182,7 @@ fn elbo_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     kl_and_rows(b, t, rec * inv_m);
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(LWG, 1, 1)
 fn logvar_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let n = p.samples * p.batch;
@@ -195,7 +198,7 @@ fn logvar_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let iv = exp(-clamp(raw, p.lv_min, DEC_LOGVAR_MAX));
     var acc = 0.0;
     if (p.var_mode == 2u) {
-        for (var r = t; r < n; r += 256u) {
+        for (var r = t; r < n; r += LWG) {
             let b = r % p.batch;
             let diff = outp[r * p.dim + d0] - x[b * p.dim + d0];
             var w = w_const;
@@ -205,7 +208,7 @@ fn logvar_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             acc += w * (1.0 - diff * diff * iv);
         }
     } else {
-        for (var i = t; i < n * p.dim; i += 256u) {
+        for (var i = t; i < n * p.dim; i += LWG) {
             let r = i / p.dim;
             let d = i % p.dim;
             let b = r % p.batch;
@@ -219,7 +222,7 @@ fn logvar_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
     red_s[t] = acc;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = LWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_s[t] += red_s[t + s];
         }

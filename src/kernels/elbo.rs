@@ -247,11 +247,16 @@ impl Elbo {
         need_len(OP, "dlogvar", &dlogvar, lv.len)?;
         let groups = if mode == 1 { [1, 1, 1] } else { grid(self.dim) };
         let w = wt.unwrap_or(View::new(x.buffer, x.offset, 1));
+        // 256 on GPUs, as before; the per-example reductions' width where it is narrower (CPU adapters:
+        // 8). A 256-wide tree is 32 lavapipe batches taking turns at each of 9 barriers: at the MLP
+        // VAE's shape the launch took 10.1 ms at 256, 1.8 at 32 and 1.1 at 8 (benches/RESULTS.md).
+        row_lanes(OP, gpu)?;
+        let lanes = f64::from(if gpu.row_lanes >= 64 { 256 } else { gpu.row_lanes });
         gpu.launch(
             format!("{label} logvar_grad[{}x{}x{}, s{}]", self.samples, self.batch, self.dim, lv.len),
             "elbo",
             "logvar_grad",
-            &[],
+            &[("LWG", lanes)],
             Some(&self.params(mode, lv_min, wt.is_some())),
             &[(1, out), (2, x), (7, lv), (8, w), (9, dlogvar)],
             groups,

@@ -80,9 +80,15 @@ fn logvar_grad_scale(out: &[f64], x: &[f64], batch: usize, dim: usize, s: &[f64]
     g
 }
 
-/// Runs logvar_grad (weights 1/(B·M) when `wt` is None) and checks it against the reference.
+/// Runs logvar_grad (weights 1/(B·M) when `wt` is None) and checks it against the reference, on both
+/// of its widths (`Gpu::row_lanes` 8: 8 lanes; 64: 256 lanes).
 fn check_logvar_grad(e: &Elbo, out: &[f64], x: &[f64], s: &[f64], wt: Option<&[f64]>) {
-    let g = gpu();
+    for g in [gpu(), vaegpu::testing::shared_gpu_other_rows()] {
+        check_logvar_grad_on(g, e, out, x, s, wt);
+    }
+}
+
+fn check_logvar_grad_on(g: &Gpu, e: &Elbo, out: &[f64], x: &[f64], s: &[f64], wt: Option<&[f64]>) {
     let (b, d, m) = (e.batch, e.dim, e.samples);
     let n = m * b;
     let w: Vec<f64> = wt.map_or_else(|| vec![1.0 / n as f64; n], |w| w.to_vec());
@@ -95,7 +101,7 @@ fn check_logvar_grad(e: &Elbo, out: &[f64], x: &[f64], s: &[f64], wt: Option<&[f
     let l = e.logvar_grad(g, "test", (&ob).into(), (&xb).into(), var, wv, View::new(&db, 0, s.len())).unwrap();
     g.run(&l).unwrap();
     let got: Vec<f32> = g.read(&db, 0, s.len()).unwrap();
-    let what = format!("logvar_grad {e:?} s{} weighted {}", s.len(), wt.is_some());
+    let what = format!("logvar_grad {e:?} s{} weighted {} row_lanes {}", s.len(), wt.is_some(), g.row_lanes);
     for (k, ((gv, wv), sc)) in got.iter().zip(&want).zip(&scale).enumerate() {
         let err = (*gv as f64 - wv).abs();
         assert!(err <= 1e-5 * sc + 1e-9, "{what}: [{k}] got {gv} want {wv} (scale {sc})");
@@ -104,7 +110,8 @@ fn check_logvar_grad(e: &Elbo, out: &[f64], x: &[f64], s: &[f64], wt: Option<&[f
             assert_eq!(*gv, 0.0, "{what}: gradient through the clamp at [{k}]");
         }
     }
-    assert_tail_poisoned(&what, &db, s.len());
+    let all = g.read_f32(&db).unwrap();
+    assert!(all[s.len()..].iter().all(|v| v.is_nan()), "{what}: wrote past element {}", s.len());
 }
 
 fn check_elbo_var(e: Elbo, mode: DecoderVariance, seed: u64) {

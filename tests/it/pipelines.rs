@@ -155,6 +155,7 @@ fn every_entry_point_and_variant_builds() {
     rows8.extend((0..5).map(|act| ("ae", "ae_l1", vec![("ACT", act as f64), ("WITH_GRAD", 1.0)])));
     rows8.push(("ae", "ae_kl_total", vec![]));
     rows8.extend(["ce_forward", "ce_rows"].map(|entry| ("prior", entry, vec![])));
+    rows8.push(("elbo", "logvar_grad", vec![("LWG", 8.0)]));
     for (shader, entry, mut c) in rows8 {
         c.push(("RWG", 8.0));
         gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
