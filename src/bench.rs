@@ -923,8 +923,8 @@ pub fn synthetic_dataset(train: usize, test: usize) -> Result<crate::data::Datas
 /// conv-vae, ae, conv-ae, vq-vae, vq-vae-2) at each batch size and number of steps per submission,
 /// through the trainer's own loop: `k` steps recorded into one command buffer per submission, the state
 /// and running metrics copied back after each one without waiting for the GPU (a `RunWatch`, at most a
-/// few submissions behind; the trainer's progress bar takes its figures from them every `log_every`
-/// steps), and the GPU waited for at the end, inside the timed region. Each point runs at least
+/// few submissions behind, from which the trainer's progress bar takes its figures), and the GPU waited
+/// for at the end, inside the timed region. Each point runs at least
 /// `min_seconds` (after one warm-up submission) and is checked to leave finite metrics.
 pub fn step_sweep(
     gpu: &Gpu,
@@ -961,9 +961,9 @@ pub fn step_sweep(
             core.reset_metrics(gpu);
             gpu.sync()?;
             let t = Instant::now();
-            let (mut done, mut in_pass, mut next_log) = (0, 0, cfg.log_every);
+            let (mut done, mut in_pass) = (0, 0);
             // The trainer's read-backs: state and metrics copied after every submission and looked at
-            // as the GPU gets there, its progress taken every log_every steps.
+            // as the GPU gets there.
             let mut watch = crate::train::RunWatch::new(gpu);
             while done < steps {
                 if in_pass + k > per_pass {
@@ -973,13 +973,7 @@ pub fn step_sweep(
                 gpu.submit(prog, k);
                 done += k;
                 in_pass += k;
-                let mut seen: Vec<_> = watch.push(gpu, core, done)?.into_iter().collect();
-                gpu.check()?;
-                seen.extend(watch.ready(gpu, false)?);
-                if let Some(s) = seen.iter().rev().find(|s| s.done >= next_log) {
-                    next_log = s.done + cfg.log_every;
-                    std::hint::black_box(s.metrics.train.mean_loss());
-                }
+                watch.after_submit(gpu, core, done)?;
             }
             watch.ready(gpu, true)?;
             gpu.sync()?;

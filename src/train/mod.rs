@@ -298,6 +298,15 @@ impl RunWatch {
         Ok(seen)
     }
 
+    /// After a submission of the training loop (`done` steps of the epoch): queues this copy, checks for
+    /// errors, and returns every copy the GPU has finished, oldest first, without waiting for the rest.
+    pub(crate) fn after_submit(&mut self, gpu: &Gpu, core: &Core, done: usize) -> Result<Vec<Seen>> {
+        let mut seen: Vec<Seen> = self.push(gpu, core, done)?.into_iter().collect();
+        gpu.check()?;
+        seen.extend(self.ready(gpu, false)?);
+        Ok(seen)
+    }
+
     /// Every copy the GPU has made, oldest first (`wait`: after waiting for all of them).
     pub(crate) fn ready(&mut self, gpu: &Gpu, wait: bool) -> Result<Vec<Seen>> {
         let mut out = Vec::new();
@@ -489,9 +498,7 @@ impl Session {
             gpu.submit(prog, n);
             done += n;
             self.batch = done;
-            let mut seen: Vec<Seen> = watch.push(gpu, core, done)?.into_iter().collect();
-            gpu.check()?;
-            seen.extend(watch.ready(gpu, false)?);
+            let seen = watch.after_submit(gpu, core, done)?;
             // Progress from the newest copy the GPU has made that reaches the next log point.
             if let Some(s) = seen.iter().rev().find(|s| s.done >= next_log) {
                 next_log = s.done + self.cfg.log_every;
