@@ -12,7 +12,8 @@
 //   Bindings: 0 uniform Params, 1 state (read), 2 x (read, [B, D]), 3 xin (read_write, [B, D], =).
 //   Dispatch: 256 invocations per workgroup, one element each, grid_1d(ceil(B·D / 256)) flattened as
 //   x + y·65535·256.
-// ae_loss: one workgroup of RWG (64; 8 on CPU adapters) per example b; out [B, D] decoder outputs, x [B, D] clean targets:
+// ae_loss: one workgroup of RWG (64; 8 on CPU adapters) per example b; out [B, D] decoder outputs,
+//   x [B, D] clean targets:
 //     mode 0 MSE: rec_b = Σ_d (out − x)²,                                  d/d out = 2(out − x)
 //     mode 1 BCE: rec_b = Σ_d max(l, 0) − l·x + log(1 + exp(−|l|)), l = out, d/d out = sigmoid(l) − x
 //   dout[b, d] = grad_scale·(d/d out) (grad_scale = 1/B: the loss is the batch mean of rec_b + pen_b);

@@ -24,8 +24,8 @@
 //   var_mode 1 (one s): one workgroup sums over every (r, d); var_mode 2: one workgroup per pixel d
 //   (grid (D, 1, 1), 2-D beyond 32768: d = wid.y·32768 + wid.x) sums over the rows. LWG invocations
 //   (override: 256 on GPUs, 8 on CPU adapters, where each barrier of a 256-wide tree is a turn of 32
-//   lavapipe batches), fixed-order strided partial sums then a tree. Bindings 1 out, 2 x, 7 logvar (read), 8 wt (read,
-//   [M·B]; bound but unread when use_wt = 0), 9 dlogvar (read_write, [1] or [D], =).
+//   lavapipe batches), fixed-order strided partial sums then a tree. Bindings 1 out, 2 x, 7 logvar
+//   (read), 8 wt (read, [M·B]; bound but unread when use_wt = 0), 9 dlogvar (read_write, [1] or [D], =).
 const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
 const DEC_LOGVAR_MAX: f32 = 20.0;

@@ -14,10 +14,11 @@
 // and log p(x|z) reach μ, lv through z = μ + exp(½lv)·ε.
 //
 // logw_rows: grid = (rows, 1, 1) or 2-D for more than 32768 rows (row = wid.y·32768 + wid.x), RWG
-//   invocations (override: 64, or 8 on CPU adapters, `Gpu::row_lanes`); bindings 1 out (read, [M·B, D]), 2 x (read, [B, D]), 3 head (read, [B, 2Z]),
-//   4 eps (read, [M·B, Z]), 5 z (read, [M·B, Z]), 6 logpz (read, [M·B]; read when ext_prior != 0),
-//   7 terms (read_write, [row_offset + M·B, 2] = (lpx_r, lat_r)), 15 logvar (read; unread when
-//   var_mode = 0). Rows with m ≥ valid are skipped (the estimator's last chunk).
+//   invocations (override: 64, or 8 on CPU adapters, `Gpu::row_lanes`); bindings 1 out (read,
+//   [M·B, D]), 2 x (read, [B, D]), 3 head (read, [B, 2Z]), 4 eps (read, [M·B, Z]), 5 z (read,
+//   [M·B, Z]), 6 logpz (read, [M·B]; read when ext_prior != 0), 7 terms (read_write, [row_offset +
+//   M·B, 2] = (lpx_r, lat_r)), 15 logvar (read; unread when var_mode = 0). Rows with m ≥ valid are
+//   skipped (the estimator's last chunk).
 // logw_combine: one invocation per example, grid = (ceil(B / 64), 1, 1); bindings 7 terms (read, [M·B, 2],
 //   as a read_write binding), 8 rows (read_write, [B, 3] = (−mean lpx, −mean lat, −L_b)), 9 wt (read_write,
 //   [M·B] = wt_r; written when write_weights != 0), 10 wtp (the same times β, for a learned prior's backward).
