@@ -37,7 +37,8 @@
 //   q < Z (μ_cj):        −Σ_r c_r·γ_rc·(z_rj − μ_cj)·exp(−lv_cj)
 //   Z <= q < 2Z (lv_cj): −Σ_r c_r·γ_rc·½((z_rj − μ_cj)²·exp(−lv_cj) − 1)  (0 when lv is clamped)
 //   q = 2Z (logit_c):     Σ_r c_r·(π_c − γ_rc)
-//   invocation i sums rows i, i + WG, ... in order, then a fixed tree over the workgroup.
+//   invocation i sums rows i, i + RWG, ... in order, then a fixed tree over the workgroup (RWG
+//   invocations: 64, or 8 on CPU adapters).
 //   Bindings 1 z, 9 mog, 11 gam, 5 cw, 12 dmog.
 // mog_sample: per row r, u = u32_to_unit(philox((r, state[counter_word], STREAM_LATENT_PRIOR = 14, 0),
 //   (state[3], state[4])).x); the component is the first c (in order) with u < π_0 + ... + π_c, or the
@@ -53,6 +54,9 @@
 //!include philox.wgsl
 
 const WG: u32 = 64u;
+// Invocations per workgroup of mog_backward_params (`Gpu::row_lanes`): 64 on GPUs, 8 on CPU adapters,
+// where one 8-lane lavapipe batch takes no turns at the tree's barriers. A power of two, at most WG.
+override RWG: u32 = 64u;
 const LOG_2PI: f32 = 1.8378770664093453;
 const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
@@ -306,7 +310,7 @@ fn mog_backward_z(@builtin(global_invocation_id) gid: vec3<u32>) {
     dx[i] = cw[r] * acc;
 }
 
-@compute @workgroup_size(WG, 1, 1)
+@compute @workgroup_size(RWG, 1, 1)
 fn mog_backward_params(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let e = group_index(wid);
     let width = 2u * p.z + 1u;
@@ -321,7 +325,7 @@ fn mog_backward_params(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
         let j = select(q - p.z, q, q < p.z);
         let mu = mog[mog_row(c) + j];
         let iv = exp(-mog_lv(c, j));
-        for (var r = t; r < p.n; r += WG) {
+        for (var r = t; r < p.n; r += RWG) {
             let d = x_in[r * p.z + j] - mu;
             let w = cw[r] * gam[r * p.k + c];
             if (q < p.z) {
@@ -332,13 +336,13 @@ fn mog_backward_params(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
         }
     } else {
         let pi = exp(mog[mog_row(c) + 2u * p.z] - logit_lse());
-        for (var r = t; r < p.n; r += WG) {
+        for (var r = t; r < p.n; r += RWG) {
             acc += cw[r] * (pi - gam[r * p.k + c]);
         }
     }
     red[t] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = RWG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red[t] += red[t + s];
         }

@@ -264,7 +264,8 @@ impl Mog {
         need_len(OP, "dblock", &dblock, self.block_len())?;
         let b = [(1, z), (9, block), (11, gamma), (5, c), (12, dblock)];
         let label = self.label(label, "mog_backward_params");
-        gpu.launch(label, "latent_prior", "mog_backward_params", &[], Some(&p), &b, grid_1d(self.block_len() as u32))
+        let rwg = [super::row_lanes("mog_backward_params", gpu)?];
+        gpu.launch(label, "latent_prior", "mog_backward_params", &rwg, Some(&p), &b, grid_1d(self.block_len() as u32))
     }
 
     /// z [n, Z] (=) = μ_c + exp(½ logσ²_c)⊙e_r for standard normals e [n, Z] and a component c per row

@@ -66,6 +66,7 @@ fn setup(cfg: &LatentPriorConfig, latent: usize, seed: u64) -> (ParamLayout, Lat
 /// The GPU forward and backward on n rows: (logp [n], dz [n, Z], grads [layout.total]), every output
 /// poisoned with NaN first.
 fn gpu_pass(
+    g: &Gpu,
     layout: &ParamLayout,
     nets: &LatentPriorNets,
     params: &[f64],
@@ -73,7 +74,6 @@ fn gpu_pass(
     c: &[f64],
     n: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let g = gpu();
     let prior = LatentPrior::new(g, nets, n).unwrap();
     let pb = g.upload("params", &to_f32(params));
     let zb = g.upload("z", &to_f32(z));
@@ -119,7 +119,9 @@ fn gpu_matches_reference() {
         let (layout, nets, params) = setup(&cfg, zd, seed);
         let z: Vec<f64> = f32_round(&normals(seed, n * zd).iter().map(|v| 1.3 * v).collect::<Vec<_>>());
         let c = f32_round(&uniform(seed + 1, n, 0.05, 1.0));
-        let (logp, dz, grads) = gpu_pass(&layout, &nets, &params, &z, &c, n);
+        // The mixture's parameter gradient on both widths of its row reduction (`Gpu::row_lanes`).
+        let g = if i % 2 == 0 { gpu() } else { vaegpu::testing::shared_gpu_other_rows() };
+        let (logp, dz, grads) = gpu_pass(g, &layout, &nets, &params, &z, &c, n);
         let mut want_grads = vec![0.0; layout.total];
         let (want_logp, want_dz) = r::backward(&nets, &layout, &params, &z, &c, n, &mut want_grads);
         // lavapipe: |log p| up to 23 off by at most 8e-6, |dz| up to 4.3 by at most 2.4e-6.
@@ -130,7 +132,7 @@ fn gpu_matches_reference() {
         let d = &layout.layers[0];
         assert!(grads[d.offset..d.offset + d.len()].iter().all(|v| v.is_nan()), "{what}: wrote into enc.dummy");
         // Fixed-order reductions: a second pass gives the same bits.
-        let (logp2, dz2, grads2) = gpu_pass(&layout, &nets, &params, &z, &c, n);
+        let (logp2, dz2, grads2) = gpu_pass(g, &layout, &nets, &params, &z, &c, n);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert!(bits(&logp) == bits(&logp2) && bits(&dz) == bits(&dz2), "{what}: not deterministic");
         assert!(bits(&grads) == bits(&grads2), "{what}: parameter gradients not deterministic");

@@ -156,6 +156,7 @@ fn every_entry_point_and_variant_builds() {
     rows8.push(("ae", "ae_kl_total", vec![]));
     rows8.extend(["ce_forward", "ce_rows"].map(|entry| ("prior", entry, vec![])));
     rows8.push(("elbo", "logvar_grad", vec![("LWG", 8.0)]));
+    rows8.push(("latent_prior", "mog_backward_params", vec![]));
     for (shader, entry, mut c) in rows8 {
         c.push(("RWG", 8.0));
         gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
