@@ -50,8 +50,8 @@ struct GpuArgs {
     #[arg(long, global = true, env = "VAEGPU_SPLIT_K")]
     split_k: Option<bool>,
     /// Invocations per example of the loss reductions (ELBO, IWAE weights, autoencoder losses, code
-    /// prior cross-entropy): 2, 4, 8, 16, 32 or 64 (default: 64 on GPUs, 8 on CPU adapters, where one
-    /// 8-lane batch per workgroup takes no turns at the barriers)
+    /// prior cross-entropy, mixture prior gradient): 2, 4, 8, 16, 32 or 64 (default: 64 on GPUs, 8 on
+    /// CPU adapters, where one 8-lane batch per workgroup takes no turns at the barriers)
     #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
     row_lanes: Option<u32>,
 }
