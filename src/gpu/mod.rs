@@ -298,9 +298,10 @@ pub struct Gpu {
     pub split_k: bool,
     /// Invocations per workgroup of the per-example loss reductions (shaders elbo, iwae's logw_rows,
     /// ae's losses and penalties, prior's ce_forward and ce_rows, latent_prior's mog_backward_params;
-    /// their override RWG; elbo's logvar_grad takes 256 where this is 64): 64 on GPUs; 8 on CPU adapters, where one 8-lane
-    /// batch per workgroup takes no turns at the reduction's barriers (lavapipe runs a workgroup's
-    /// batches in turn at each one): the ELBO ran 2x faster so. Settable (tests run both; `--row-lanes`).
+    /// their override RWG; elbo's logvar_grad takes 256 where this is 64): 64 on GPUs; 8 on CPU
+    /// adapters, where one 8-lane batch per workgroup takes no turns at the reduction's barriers
+    /// (lavapipe runs a workgroup's batches in turn at each one): the ELBO ran 2x faster so. Settable
+    /// (tests run both; `--row-lanes`).
     pub row_lanes: u32,
 }
 
