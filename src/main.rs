@@ -58,7 +58,7 @@ struct GpuArgs {
 
 fn parse_row_lanes(s: &str) -> std::result::Result<u32, String> {
     match s.parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && (2..=64).contains(&n) => Ok(n),
+        Ok(n) if vaegpu::gpu::row_lanes_ok(n) => Ok(n),
         _ => Err(format!("'{s}' is not one of 2, 4, 8, 16, 32, 64")),
     }
 }

@@ -305,6 +305,11 @@ pub struct Gpu {
     pub row_lanes: u32,
 }
 
+/// Widths [`Gpu::row_lanes`] may take: a power of two from 2 to 64 (the reductions' trees have 64 slots).
+pub fn row_lanes_ok(n: u32) -> bool {
+    n.is_power_of_two() && (2..=64).contains(&n)
+}
+
 impl Gpu {
     /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
     /// for buffer sizes, so that a model's needs can be checked against them), and settles the matmul

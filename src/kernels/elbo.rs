@@ -250,8 +250,8 @@ impl Elbo {
         // 256 on GPUs, as before; the per-example reductions' width where it is narrower (CPU adapters:
         // 8). A 256-wide tree is 32 lavapipe batches taking turns at each of 9 barriers: at the MLP
         // VAE's shape the launch took 10.1 ms at 256, 1.8 at 32 and 1.1 at 8 (benches/RESULTS.md).
-        row_lanes(OP, gpu)?;
-        let lanes = f64::from(if gpu.row_lanes >= 64 { 256 } else { gpu.row_lanes });
+        let (_, rows) = row_lanes(OP, gpu)?;
+        let lanes = if rows >= 64.0 { 256.0 } else { rows };
         gpu.launch(
             format!("{label} logvar_grad[{}x{}x{}, s{}]", self.samples, self.batch, self.dim, lv.len),
             "elbo",

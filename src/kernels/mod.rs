@@ -67,9 +67,7 @@ pub(crate) fn lane_width(gpu: &crate::gpu::Gpu) -> usize {
 /// [`crate::gpu::Gpu::row_lanes`], which their 64-slot trees need to be a power of two from 2 to 64.
 pub(crate) fn row_lanes(op: &'static str, gpu: &crate::gpu::Gpu) -> Result<(&'static str, f64)> {
     let n = gpu.row_lanes;
-    need(op, n.is_power_of_two() && (2..=64).contains(&n), || {
-        format!("row_lanes {n} is not a power of two from 2 to 64")
-    })?;
+    need(op, crate::gpu::row_lanes_ok(n), || format!("row_lanes {n} is not a power of two from 2 to 64"))?;
     Ok(("RWG", f64::from(n)))
 }
 

@@ -51,18 +51,19 @@ fn elementwise(
     gpu.launch(label, "prior", entry, &[], Some(p), b, grid_1d(items.div_ceil(EW) as u32))
 }
 
+/// One workgroup per row or image; `constants`: the cross-entropy entries pass their width
+/// (`Gpu::row_lanes`), the sampling entries none (a fixed 64, so that their chunks, and so their draws,
+/// do not depend on the adapter class).
 fn per_group(
     gpu: &Gpu,
     label: String,
     entry: &'static str,
+    constants: &[(&'static str, f64)],
     p: &Params,
     b: &[(u32, View)],
     groups: usize,
 ) -> Result<Launch> {
-    // The cross-entropy entries' width is the adapter's (`Gpu::row_lanes`); the sampling entries' is
-    // fixed (their chunks, and so their draws, do not depend on the adapter class).
-    let rwg = if matches!(entry, "ce_forward" | "ce_rows") { vec![super::row_lanes(OP, gpu)?] } else { Vec::new() };
-    gpu.launch(label, "prior", entry, &rwg, Some(p), b, grid_1d(groups as u32))
+    gpu.launch(label, "prior", entry, constants, Some(p), b, grid_1d(groups as u32))
 }
 
 /// y [n, C] = tanh(a)·σ(g) of pre [n, 2C] (each row: C values a, then C values g).
@@ -157,7 +158,7 @@ pub fn ce_forward(
     need_len(OP, "stats", &stats, 2 * n)?;
     let p = Params { n: n as u32, k: k as u32, scale, ..Default::default() };
     let b = [(5, target), (8, logits), (9, dlogits), (10, stats)];
-    per_group(gpu, format!("{label} ce_forward[{n}x{k}]"), "ce_forward", &p, &b, n)
+    per_group(gpu, format!("{label} ce_forward[{n}x{k}]"), "ce_forward", &[super::row_lanes(OP, gpu)?], &p, &b, n)
 }
 
 /// rows [B, 2] = per image b, (Σ_p nll, Σ_p correct) over the P = per_row rows b·P + p of stats [B·P, 2].
@@ -167,7 +168,16 @@ pub fn ce_rows(gpu: &Gpu, label: &str, batch: usize, per_row: usize, stats: View
     need_len(OP, "stats", &stats, 2 * batch * per_row)?;
     need_len(OP, "rows", &rows, 2 * batch)?;
     let p = Params { batch: batch as u32, per_row: per_row as u32, ..Default::default() };
-    per_group(gpu, format!("{label} ce_rows[{batch}x{per_row}]"), "ce_rows", &p, &[(11, stats), (12, rows)], batch)
+    let rwg = [super::row_lanes(OP, gpu)?];
+    per_group(
+        gpu,
+        format!("{label} ce_rows[{batch}x{per_row}]"),
+        "ce_rows",
+        &rwg,
+        &p,
+        &[(11, stats), (12, rows)],
+        batch,
+    )
 }
 
 /// One categorical draw per image at one position.
@@ -218,7 +228,7 @@ impl Categorical {
         };
         let label = format!("{label} categorical_sample[{b}x{pr}x{k} @{pos}]");
         match lookup {
-            None => per_group(gpu, label, "categorical_sample", &p, &[(8, logits), (13, state), (14, idx)], b),
+            None => per_group(gpu, label, "categorical_sample", &[], &p, &[(8, logits), (13, state), (14, idx)], b),
             Some((d, table, out)) => {
                 need(OP, d > 0, || "empty code size".into())?;
                 fits("out", b * pr * d)?;
@@ -226,7 +236,7 @@ impl Categorical {
                 need_len(OP, "out", &out, b * pr * d)?;
                 p.d = d as u32;
                 let bind = [(6, table), (7, out), (8, logits), (13, state), (14, idx)];
-                per_group(gpu, label, "categorical_sample_lookup", &p, &bind, b)
+                per_group(gpu, label, "categorical_sample_lookup", &[], &p, &bind, b)
             }
         }
     }
