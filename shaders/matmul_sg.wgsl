@@ -25,6 +25,8 @@
 // (benches/RESULTS.md, 2026-11-28, "where matmul_sg's time goes"). Two column groups also took
 // lavapipe's LLVM up to 1.7 s per pipeline to compile. The launcher picks RG per product (`sg_rows` in
 // src/kernels/matmul.rs): more rows pad M further.
+// matmul_sg64.wgsl is this product with every buffer access 64 bits wide, where the device has 64-bit
+// integers and the shape allows; matmul_sg_common.wgsl holds what the two share.
 // Rows: m0 = wid.y · TM; rows m0 + 8h + r (h < RG, r < 8). Column group: n4 = wid.x · WG + lid.x,
 // clamped to the last one so that every lane takes part in every broadcast (subgroup operations
 // need all lanes); the clamped lanes and rows past M only skip their stores.
@@ -37,33 +39,12 @@
 // Dispatch: WG invocations (a multiple of 8) along N; grid = (ceil(N / (4·WG)), ceil(M / TM), 1).
 // Bindings as matmul_v4: 0 uniform Params, 5 A, 6 B, 7 C (read_write, overwritten =), 8 Z (read).
 
-//!include matmul_params.wgsl
+//!include matmul_sg_common.wgsl
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> c4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> z4: array<vec4<f32>>;
-
-// Eight vec4: eight rows of op(A) at 4 consecutive k, or eight rows of one accumulator column group.
-struct V8 {
-    r0: vec4<f32>,
-    r1: vec4<f32>,
-    r2: vec4<f32>,
-    r3: vec4<f32>,
-    r4: vec4<f32>,
-    r5: vec4<f32>,
-    r6: vec4<f32>,
-    r7: vec4<f32>,
-}
-
-// Four rows k .. k+3 of op(B), each a vec4 over one column group.
-struct B4 {
-    q0: vec4<f32>,
-    q1: vec4<f32>,
-    q2: vec4<f32>,
-    q3: vec4<f32>,
-}
 
 // This lane's load of op(A) for the 8 rows from `mg` (see the header). The ones row is set here, in
 // the lane that loads it (4 selects per load), not in every row after the broadcast (32 per load):
@@ -80,11 +61,6 @@ fn load_a8(mg: u32, k: u32, l: u32) -> vec4<f32> {
     let row = mg + l;
     let v = a4[(min(row, rows_stored - 1u) * p.lda + k) >> 2u];
     return select(v, vec4<f32>(1.0), ONES_ROW && row >= rows_stored);
-}
-
-// Row r of the transposed layout: component c of lanes lo .. lo+3.
-fn col4(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, c: u32) -> vec4<f32> {
-    return vec4<f32>(x0[c], x1[c], x2[c], x3[c]);
 }
 
 // The 8 rows that lanes 0..7 loaded (load_a8) at k .. k+3, in every lane.
@@ -118,43 +94,12 @@ fn load_b4(k: u32, n4: u32) -> B4 {
     return B4(b4[k * s + n4], b4[(k + 1u) * s + n4], b4[(k + 2u) * s + n4], b4[(k + 3u) * s + n4]);
 }
 
-fn fma4(acc: vec4<f32>, a: vec4<f32>, b: B4) -> vec4<f32> {
-    return fma(vec4<f32>(a.w), b.q3, fma(vec4<f32>(a.z), b.q2, fma(vec4<f32>(a.y), b.q1, fma(vec4<f32>(a.x), b.q0, acc))));
+fn load_z(i: u32) -> vec4<f32> {
+    return z4[i];
 }
 
-fn upd8(acc: V8, a: V8, b: B4) -> V8 {
-    return V8(fma4(acc.r0, a.r0, b), fma4(acc.r1, a.r1, b), fma4(acc.r2, a.r2, b), fma4(acc.r3, a.r3, b),
-              fma4(acc.r4, a.r4, b), fma4(acc.r5, a.r5, b), fma4(acc.r6, a.r6, b), fma4(acc.r7, a.r7, b));
-}
-
-fn epilogue(m: u32, n4: u32, acc: vec4<f32>, bias: vec4<f32>) {
-    if (m >= p.m) {
-        return;
-    }
-    var v = acc + bias;
-    let i = m * (p.n >> 2u) + n4;
-    if (RESID) {
-        v += z4[i];
-    }
-    v = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope),
-                  act_fwd(ACT, v.w, p.slope));
-    if (DACT != 0u) {
-        let zv = z4[i];
-        v *= vec4<f32>(act_grad_from_y(DACT, zv.x, p.slope), act_grad_from_y(DACT, zv.y, p.slope),
-                       act_grad_from_y(DACT, zv.z, p.slope), act_grad_from_y(DACT, zv.w, p.slope));
-    }
+fn store_c(i: u32, v: vec4<f32>) {
     c4[i] = v;
-}
-
-fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>) {
-    epilogue(mg, n4, acc.r0, bias);
-    epilogue(mg + 1u, n4, acc.r1, bias);
-    epilogue(mg + 2u, n4, acc.r2, bias);
-    epilogue(mg + 3u, n4, acc.r3, bias);
-    epilogue(mg + 4u, n4, acc.r4, bias);
-    epilogue(mg + 5u, n4, acc.r5, bias);
-    epilogue(mg + 6u, n4, acc.r6, bias);
-    epilogue(mg + 7u, n4, acc.r7, bias);
 }
 
 fn bias4(n4: u32) -> vec4<f32> {
@@ -197,20 +142,6 @@ fn matmul_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         }
     }
     if (u < cols4) {
-        // One copy of the epilogue in a loop with a runtime bound (the 8-row groups that hold rows
-        // below M), not one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.
-        let bias = bias4(n4);
-        let groups = min(RG, (p.m - m0 + 7u) / 8u);
-        for (var h = 0u; h < groups; h++) {
-            var acc = c0;
-            if (h == 1u) { acc = c1; }
-            if (h == 2u) { acc = c2; }
-            if (h == 3u) { acc = c3; }
-            if (h == 4u) { acc = c4; }
-            if (h == 5u) { acc = c5; }
-            if (h == 6u) { acc = c6; }
-            if (h == 7u) { acc = c7; }
-            store8(m0 + 8u * h, n4, acc, bias);
-        }
+        store_tile(m0, n4, bias4(n4), c0, c1, c2, c3, c4, c5, c6, c7);
     }
 }

@@ -649,7 +649,8 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     // The default model's matmuls: forward, dW (with db), dX of each layer, with each kernel variant
     // (the one this adapter uses in training is marked *); where the device has subgroups, also the
     // subgroup kernel at 16 rows per invocation (its tile before `sg_rows`) on the products where
-    // `sg_rows` picks more.
+    // `sg_rows` picks more and, where it runs with 64-bit loads (matmul_sg64), with 32-bit ones
+    // (matmul_sg) on the products that take them.
     let mut variants: Vec<(String, Matmul)> = gpu
         .matmul_kernels()
         .into_iter()
@@ -658,6 +659,10 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
     if gpu.subgroups {
         let v = Matmul { sg_rows: Some(16), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
         variants.push(("subgroup, 16 rows".into(), v));
+        if gpu.wide_loads {
+            let v = Matmul { sg64: Some(false), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
+            variants.push(("subgroup, 32-bit loads".into(), v));
+        }
     }
     for (variant, v) in &variants {
         for l in &layout.layers {
@@ -670,6 +675,10 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
             }
             for (what, mm) in launches {
                 if v.sg_rows.is_some_and(|r| r == crate::kernels::matmul::sg_rows(mm.m)) {
+                    continue;
+                }
+                // matmul_sg's 32-bit loads only where the subgroup rows ran its 64-bit form.
+                if v.sg64 == Some(false) && !mm.sg64_ok() {
                     continue;
                 }
                 rows.push(bench_matmul(gpu, &format!("{} {what} [{variant}]", l.name), mm, t)?);

@@ -54,6 +54,10 @@ struct GpuArgs {
     /// CPU adapters, where one 8-lane batch per workgroup takes no turns at the barriers)
     #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
     row_lanes: Option<u32>,
+    /// Subgroup matmul with every buffer access 64 bits wide, where the shape allows: true or false
+    /// (default: true where the device has 64-bit integers in shaders)
+    #[arg(long, global = true, env = "VAEGPU_WIDE_LOADS")]
+    wide_loads: Option<bool>,
 }
 
 fn parse_row_lanes(s: &str) -> std::result::Result<u32, String> {
@@ -73,11 +77,17 @@ impl GpuArgs {
             conv: self.conv,
             split_k: self.split_k,
             row_lanes: self.row_lanes,
+            wide_loads: self.wide_loads,
         })?;
-        let split = if g.split_k { "on" } else { "off" };
+        let on = |b: bool| if b { "on" } else { "off" };
         eprintln!(
-            "adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {split}, loss lanes: {})",
-            g.summary, g.matmul, g.conv, g.row_lanes
+            "adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {}, loss lanes: {}, wide loads: {})",
+            g.summary,
+            g.matmul,
+            g.conv,
+            on(g.split_k),
+            g.row_lanes,
+            on(g.wide_loads)
         );
         Ok(g)
     }

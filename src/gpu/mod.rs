@@ -65,6 +65,9 @@ pub struct GpuOptions {
     /// Invocations per example of the loss reductions ([`Gpu::row_lanes`]: a power of two from 2 to
     /// 64); None: 64 on GPUs, 8 on CPU adapters.
     pub row_lanes: Option<u32>,
+    /// The subgroup matmul through 64-bit accesses where the shape allows ([`Gpu::wide_loads`]); None:
+    /// wherever the device has 64-bit integers in shaders.
+    pub wide_loads: Option<bool>,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -290,6 +293,8 @@ pub struct Gpu {
     /// The device has subgroup operations with subgroups of at least 8 invocations (the SUBGROUP
     /// feature was requested): shaders/matmul_sg.wgsl can run.
     pub subgroups: bool,
+    /// The device has 64-bit integers in shaders (the SHADER_INT64 feature was requested).
+    pub int64: bool,
     /// Weight gradients split the K of their products (the batch's rows or pixels) over workgroups
     /// where their few output tiles would leave the device idle ([`crate::kernels::matmul::k_splits`]),
     /// and so do dense forwards and input gradients where the tiled matmul is the choice
@@ -303,6 +308,12 @@ pub struct Gpu {
     /// (lavapipe runs a workgroup's batches in turn at each one): the ELBO ran 2x faster so. Settable
     /// (tests run both; `--row-lanes`).
     pub row_lanes: u32,
+    /// The subgroup matmul runs as shaders/matmul_sg64.wgsl (every buffer access 64 bits wide: half
+    /// the per-component work lavapipe does per load, 1.1-1.2x faster there, benches/RESULTS.md) where
+    /// the shape allows ([`crate::kernels::matmul::Matmul::sg64_ok`]). True where the device has 64-bit
+    /// integers in shaders (SHADER_INT64, then requested; lavapipe has them); settable to false
+    /// (`--wide-loads false`: A/B timing), never to true on a device without them.
+    pub wide_loads: bool,
 }
 
 /// Widths [`Gpu::row_lanes`] may take: a power of two from 2 to 64 (the reductions' trees have 64 slots).
@@ -311,18 +322,27 @@ pub fn row_lanes_ok(n: u32) -> bool {
 }
 
 impl Gpu {
-    /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
-    /// for buffer sizes, so that a model's needs can be checked against them), and settles the matmul
-    /// kernel: the one `opts` forces, else the cached or freshly timed choice for this adapter.
     /// GPU memory the device's allocator holds: (bytes in live allocations, bytes of the memory blocks
     /// reserved for them), where the backend reports it (Vulkan and DX12 do).
     pub fn memory_report(&self) -> Option<(u64, u64)> {
         self.device.generate_allocator_report().map(|r| (r.total_allocated_bytes, r.total_reserved_bytes))
     }
 
+    /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
+    /// for buffer sizes, so that a model's needs can be checked against them), and settles the matmul
+    /// kernel: the one `opts` forces, else the cached or freshly timed choice for this adapter.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = choose_adapter(opts)?;
         let mut gpu = Self::from_adapter(adapter)?;
+        // Before the matmul timing, which times the subgroup kernel as it will run.
+        match opts.wide_loads {
+            Some(true) if !gpu.int64 => tracing::warn!(
+                "wide loads need 64-bit integers in shaders (SHADER_INT64), which {} lacks: off",
+                gpu.summary.name
+            ),
+            Some(w) => gpu.wide_loads = w,
+            None => {}
+        }
         gpu.matmul = match opts.matmul {
             MatmulKernel::Auto => crate::kernels::tune::choose_matmul(&gpu)?,
             MatmulKernel::Subgroup if !gpu.subgroups => {
@@ -374,9 +394,14 @@ impl Gpu {
         }
         // Subgroups for matmul_sg, where every subgroup has at least the 8 lanes it broadcasts from.
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
+        // 64-bit integers for matmul_sg64's loads, wherever the adapter has them.
+        let int64 = adapter.features().contains(wgpu::Features::SHADER_INT64);
+        let mut features = wgpu::Features::empty();
+        features.set(wgpu::Features::SUBGROUP, subgroups);
+        features.set(wgpu::Features::SHADER_INT64, int64);
         let desc = wgpu::DeviceDescriptor {
             label: Some("vaegpu"),
-            required_features: if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() },
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -433,6 +458,8 @@ impl Gpu {
             matmul,
             conv,
             subgroups,
+            int64,
+            wide_loads: int64,
             split_k: !cpu,
             row_lanes: if cpu { 8 } else { 64 },
         })

@@ -11,7 +11,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("philox", include_str!("../../shaders/philox.wgsl")),
     ("matmul_params", include_str!("../../shaders/matmul_params.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_sg_common", include_str!("../../shaders/matmul_sg_common.wgsl")),
     ("matmul_sg", include_str!("../../shaders/matmul_sg.wgsl")),
+    ("matmul_sg64", include_str!("../../shaders/matmul_sg64.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
@@ -31,7 +33,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "cursor"];
+pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "matmul_sg_common", "cursor"];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))

@@ -75,6 +75,10 @@ pub struct Matmul {
     /// Rows of C per invocation of the subgroup kernel (16, 32 or 64) instead of the launcher's choice
     /// ([`sg_rows`]; tests, benchmarks).
     pub sg_rows: Option<usize>,
+    /// Where the subgroup kernel runs: None, its 64-bit-access form (shaders/matmul_sg64.wgsl) where
+    /// the device has it on ([`Gpu::wide_loads`]) and the shape allows ([`Matmul::sg64_ok`]), else
+    /// matmul_sg; Some(false) matmul_sg; Some(true) matmul_sg64 or an error (tests, benchmarks).
+    pub sg64: Option<bool>,
     /// Split K this many ways (0 or 1: no split; see [`split_k`] for the count that runs): the tiled
     /// kernel writes [`split_k`]`.1` partial M×N products, block after block, into C, for the caller to
     /// sum; no bias, activation or residual epilogue.
@@ -191,6 +195,19 @@ impl Matmul {
         lda % 4 == 0 && ldb % 4 == 0 && self.k % 4 == 0 && self.n % 4 == 0 && (!self.trans_a || a_rows_op >= 4)
     }
 
+    /// Whether matmul_sg64 can run this shape: [`Matmul::vec4_ok`], and K, N and the leading
+    /// dimensions multiples of 8 (its loads take 8 floats of a row), op(A) at least 8 rows with TRANS_A.
+    pub fn sg64_ok(&self) -> bool {
+        let (lda, _, ldb, _) = self.dims();
+        let a_rows_op = if self.ones_row { self.m - 1 } else { self.m };
+        self.vec4_ok()
+            && lda % 8 == 0
+            && ldb % 8 == 0
+            && self.k % 8 == 0
+            && self.n % 8 == 0
+            && (!self.trans_a || a_rows_op >= 8)
+    }
+
     /// Z, M×N, where the epilogue reads it (act' or a residual).
     fn need_z(&self, z: Option<&View>) -> Result<()> {
         if self.dact != Act::Identity || self.resid {
@@ -243,6 +260,12 @@ impl Matmul {
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes (8/16/32/64 for the subgroup kernel); on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
+        let sg64 = sg && self.sg64.unwrap_or(gpu.wide_loads && self.sg64_ok());
+        if sg64 {
+            need(OP, gpu.int64, || format!("matmul_sg64 needs 64-bit integers, which {} lacks", gpu.summary.name))?;
+            need(OP, self.sg64_ok(), || format!("matmul_sg64 cannot run {self:?} (K, N, lda, ldb: multiples of 8)"))?;
+        }
+        need(OP, self.sg64 != Some(true) || sg, || "sg64 needs the subgroup kernel".into())?;
         let rows = if sg { self.sg_rows.unwrap_or_else(|| sg_rows(self.m)) } else { 16 };
         need(OP, [16, 32, 64].contains(&rows), || format!("sg_rows {rows}: 16, 32 or 64"))?;
         let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };
@@ -269,7 +292,8 @@ impl Matmul {
         } else if tiled {
             ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, splits as u32])
         } else if sg {
-            ("matmul_sg", [cols.div_ceil(wg) as u32, self.m.div_ceil(rows) as u32, 1])
+            let entry = if sg64 { "matmul_sg64" } else { "matmul_sg" };
+            (entry, [cols.div_ceil(wg) as u32, self.m.div_ceil(rows) as u32, 1])
         } else if vec4 {
             ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
         } else {
@@ -318,7 +342,7 @@ impl Matmul {
             return gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups);
         }
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
-        let shader = if sg { "matmul_sg" } else { "matmul" };
+        let shader = if sg { entry } else { "matmul" };
         gpu.launch(label, shader, entry, &constants, Some(&params), &bindings, groups)
     }
 

@@ -138,16 +138,23 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
     assert!(!out.status.success());
     // The loss reductions' width: 8 lanes on CPU adapters, 64 on GPUs; --row-lanes forces a power of two
     // up to 64.
-    let default = if gpu_is_cpu() { "loss lanes: 8)" } else { "loss lanes: 64)" };
+    let default = if gpu_is_cpu() { "loss lanes: 8," } else { "loss lanes: 64," };
     assert!(stderr.contains(default), "{stderr}");
     let stderr = String::from_utf8_lossy(&run(Some("--row-lanes 32")).stderr).to_string();
-    assert!(stderr.contains("loss lanes: 32)"), "{stderr}");
+    assert!(stderr.contains("loss lanes: 32,"), "{stderr}");
     for bad in ["48", "128", "1", "eight"] {
         let out = run(Some(&format!("--row-lanes {bad}")));
         assert_eq!(out.status.code(), Some(2), "--row-lanes {bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("'{bad}' is not one of 2, 4, 8, 16, 32, 64")), "{err}");
     }
+    // The subgroup matmul's 64-bit accesses: on where the device has 64-bit integers (lavapipe does);
+    // --wide-loads false turns them off.
+    if gpu_is_cpu() {
+        assert!(stderr.contains("wide loads: on)"), "{stderr}");
+    }
+    let stderr = String::from_utf8_lossy(&run(Some("--wide-loads false")).stderr).to_string();
+    assert!(stderr.contains("wide loads: off)"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -34,6 +34,11 @@ fn reference(mm: &Matmul, a: &[f64], b: &[f64], z: &[f64]) -> Vec<f64> {
 
 /// Runs `mm` against the reference; returns the launch's label (it names the kernel that ran).
 fn check(mm: Matmul, seed: u64) -> String {
+    check_out(mm, seed).0
+}
+
+/// [`check`], also returning C as read back.
+fn check_out(mm: Matmul, seed: u64) -> (String, Vec<f32>) {
     let g = gpu();
     let a_rows = if mm.ones_row { mm.m - 1 } else { mm.m };
     let b_rows = if mm.bias { mm.k + 1 } else { mm.k };
@@ -59,7 +64,12 @@ fn check(mm: Matmul, seed: u64) -> String {
     let sum: Vec<f32> = (0..len).map(|i| (0..splits).map(|s| got[s * len + i]).sum()).collect();
     tol(mm.k).check(&format!("{mm:?}"), &sum, &want).unwrap();
     assert!(got[splits * len..].iter().all(|v| v.is_nan()), "{mm:?}: wrote past its {splits} blocks");
-    l.label
+    (l.label, got)
+}
+
+/// The label names one of the subgroup kernels (matmul_sg or its 64-bit form matmul_sg64).
+fn is_sg(label: &str) -> bool {
+    label.contains("matmul_sg[") || label.contains("matmul_sg64[")
 }
 
 #[test]
@@ -119,7 +129,7 @@ fn residual_epilogue_on_every_kernel() {
             let label = check(mm, seed);
             assert!(label.contains(" +Z]"), "{label}");
             if kind == 2 && g.subgroups && mm.vec4_ok() {
-                assert!(label.contains("matmul_sg["), "{label}");
+                assert!(is_sg(&label), "{label}");
             }
         }
     }
@@ -279,7 +289,7 @@ fn subgroup_kernel_layouts_and_epilogues() {
         return;
     }
     let sg = |mm: Matmul, seed: u64| {
-        let mm = Matmul { subgroup: true, ..mm };
+        let mm = Matmul { subgroup: true, sg64: Some(false), ..mm };
         assert!(mm.vec4_ok(), "{mm:?}");
         let label = check(mm, seed);
         assert!(label.contains("matmul_sg["), "{label}");
@@ -338,6 +348,78 @@ fn subgroup_kernel_layouts_and_epilogues() {
         [8, 16, 21, 37, 128, 400, 785, 6272].map(vaegpu::kernels::matmul::sg_rows),
         [16, 16, 32, 64, 64, 64, 64, 64]
     );
+}
+
+/// The subgroup kernel's 64-bit form (shaders/matmul_sg64.wgsl) where the device has 64-bit integers;
+/// lavapipe does, so there it must not be skipped. Each product also runs on matmul_sg: the same sums
+/// in the same order, so C must match it bit for bit.
+#[test]
+fn subgroup_kernel_64_bit_accesses() {
+    let g = gpu();
+    if !g.subgroups || !g.int64 {
+        assert!(!g.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes or 64-bit integers", g.summary.name);
+        eprintln!("skipped: {} has no subgroups of 8+ lanes or no 64-bit integers", g.summary.name);
+        return;
+    }
+    let both = |mm: Matmul, seed: u64| {
+        let mm = Matmul { subgroup: true, ..mm };
+        assert!(mm.sg64_ok(), "{mm:?}");
+        let (label, wide) = check_out(Matmul { sg64: Some(true), ..mm }, seed);
+        assert!(label.contains("matmul_sg64["), "{label}");
+        let (label, narrow) = check_out(Matmul { sg64: Some(false), ..mm }, seed);
+        assert!(label.contains("matmul_sg["), "{label}");
+        let differ = wide.iter().zip(&narrow).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{mm:?}: {differ} outputs differ from matmul_sg's");
+    };
+    // M inside an 8-row group (37) and past a 64-row tile (70, 72); N = 24: 6 column groups in 8 lanes (the
+    // row-major B's last 8-column chunk clamped), 136: 34 groups, 5 of them in the last 8 lanes; K from
+    // 8 (one step) to 784; every layout. With TRANS_A, M is op(A)'s stored row count (lda, a multiple
+    // of 8).
+    let mut seed = 9500;
+    for &(m, n, k, layouts) in &[
+        (37, 24, 16, &[(false, false), (false, true)][..]),
+        (40, 136, 8, &[(false, false), (true, false), (false, true), (true, true)][..]),
+        (16, 264, 40, &[(true, false), (true, true)][..]),
+        (70, 24, 32, &[(false, false), (false, true)][..]),
+        (72, 24, 32, &[(true, false), (true, true)][..]),
+        (128, 400, 784, &[(false, false)][..]),
+    ] {
+        for &(trans_a, trans_b) in layouts {
+            seed += 1;
+            both(Matmul { m, n, k, trans_a, trans_b, ..Default::default() }, seed);
+        }
+    }
+    // Epilogues: bias and an activation (the bias row read through the 64-bit view, odd and even
+    // column groups), act' with TRANS_B, the residual.
+    both(Matmul { m: 24, n: 40, k: 16, bias: true, act: Act::Tanh, ..Default::default() }, 9520);
+    both(Matmul { m: 40, n: 40, k: 24, trans_a: true, bias: true, act: Act::Relu, ..Default::default() }, 9521);
+    both(Matmul { m: 37, n: 24, k: 400, trans_b: true, dact: Act::Sigmoid, ..Default::default() }, 9522);
+    both(Matmul { m: 70, n: 24, k: 32, bias: true, act: Act::Relu, resid: true, ..Default::default() }, 9523);
+    // [dW; db]: the ones row at an 8-row group's first row (din a multiple of 8), inside the tile and
+    // past a full one; and with A row-major, inside a group and at a group's first row.
+    for &(din, dout, rows) in &[(24, 40, 16), (8, 32, 8), (784, 400, 8)] {
+        seed += 1;
+        both(bias_grad(din, dout, rows), seed);
+    }
+    for &(m, n, k) in &[(37, 24, 16), (9, 40, 8)] {
+        seed += 1;
+        both(Matmul { m, n, k, ones_row: true, ..Default::default() }, seed);
+    }
+    // 16 and 32 rows per invocation.
+    for rows in [16, 32] {
+        both(Matmul { m: 37, n: 136, k: 16, trans_a: false, sg_rows: Some(rows), ..Default::default() }, 9540);
+        both(Matmul { sg_rows: Some(rows), ..bias_grad(40, 24, 16) }, 9541);
+    }
+    // The launcher picks it where the shape allows and the device has it on; a shape it cannot run
+    // is refused when forced, and runs matmul_sg when not.
+    let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, subgroup: true, ..Default::default() };
+    assert_eq!(label(fwd).contains("matmul_sg64["), g.wide_loads, "{}", label(fwd));
+    let odd_k = Matmul { m: 128, n: 400, k: 20, subgroup: true, ..Default::default() };
+    assert!(!odd_k.sg64_ok() && label(odd_k).contains("matmul_sg["), "{}", label(odd_k));
+    let buf = g.storage_f32("x", 128 * 400);
+    let forced = Matmul { sg64: Some(true), ..odd_k };
+    let err = forced.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
+    assert!(err.to_string().contains("matmul_sg64 cannot run"), "{err}");
 }
 
 #[test]
@@ -460,13 +542,13 @@ fn adapter_choice_of_the_subgroup_kernel_spares_small_products() {
     }
     let big = Matmul { m: 128, n: 400, k: 784, bias: true, ..Default::default() };
     assert!(big.m * big.n * big.k >= vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
-    assert!(label(big).contains("matmul_sg["), "{}", label(big));
+    assert!(is_sg(&label(big)), "{}", label(big));
     // The default model's smallest products (1 M multiply-adds) are above the threshold too.
     let small = Matmul { m: 128, n: 20, k: 400, trans_b: true, ..Default::default() };
-    assert!(label(small).contains("matmul_sg["), "{}", label(small));
+    assert!(is_sg(&label(small)), "{}", label(small));
     let head = Matmul { m: 32, n: 32, k: 256, bias: true, ..Default::default() };
     assert!(head.m * head.n * head.k < vaegpu::kernels::matmul::SUBGROUP_MIN_MACS);
     assert!(label(head).contains("matmul_v4["), "{}", label(head));
     // Forced, it runs whatever the size.
-    assert!(label(Matmul { subgroup: true, ..head }).contains("matmul_sg["));
+    assert!(is_sg(&label(Matmul { subgroup: true, ..head })));
 }

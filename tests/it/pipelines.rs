@@ -8,10 +8,17 @@ use vaegpu::testing::test_gpu;
 #[test]
 fn every_entry_point_and_variant_builds() {
     let gpu = test_gpu();
-    // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes).
+    // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes); matmul_sg64
+    // also 64-bit integers, which lavapipe has.
     assert!(gpu.subgroups || !gpu.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", gpu.summary.name);
+    assert!(gpu.int64 || !gpu.is_cpu(), "CPU adapter {} without 64-bit integers", gpu.summary.name);
+    let can = |n: &str| match n {
+        "matmul_sg" => gpu.subgroups,
+        "matmul_sg64" => gpu.subgroups && gpu.int64,
+        _ => true,
+    };
     let mut built = 0;
-    for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n) && (gpu.subgroups || *n != "matmul_sg")) {
+    for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n) && can(n)) {
         let module = naga::front::wgsl::parse_str(&shader_source(name)).unwrap();
         for ep in &module.entry_points {
             let entry: &'static str = Box::leak(ep.name.clone().into_boxed_str());
@@ -24,11 +31,13 @@ fn every_entry_point_and_variant_builds() {
     // override constant is built at least once: each layout (TRANS_A, TRANS_B) with each of bias,
     // ones-row and neither, the activation cycling through all five, forward (ACT) and backward
     // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
-    // adapters; matmul_sg also 8) and, for matmul_sg, each count of 8-row groups (2, 4, 8).
+    // adapters; matmul_sg and matmul_sg64 also 8) and, for them, each count of 8-row groups (2, 4, 8).
     let mut entries = vec![("matmul", "matmul"), ("matmul", "matmul_v4"), ("matmul", "matmul_naive")];
     entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128"), ("matmul", "split_finish")]);
-    if gpu.subgroups {
-        entries.push(("matmul_sg", "matmul_sg"));
+    for sg in ["matmul_sg", "matmul_sg64"] {
+        if can(sg) {
+            entries.push((sg, sg));
+        }
     }
     for (shader, entry) in entries {
         let mut i = 0;
@@ -46,7 +55,7 @@ fn every_entry_point_and_variant_builds() {
                         ("DACT", bwd),
                         // The residual epilogue on some of the forward ones.
                         ("RESID", if bwd == 0.0 && bias == 1.0 { 1.0 } else { 0.0 }),
-                        ("WG", [64.0, 32.0, 16.0, 8.0][i % if shader == "matmul_sg" { 4 } else { 3 }]),
+                        ("WG", [64.0, 32.0, 16.0, 8.0][i % if shader.starts_with("matmul_sg") { 4 } else { 3 }]),
                         ("RG", [2.0, 4.0, 8.0][(i / 3) % 3]),
                     ];
                     gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));

@@ -1,0 +1,90 @@
+// matmul_sg_common.wgsl: what the subgroup matmuls (matmul_sg.wgsl, 32-bit loads; matmul_sg64.wgsl,
+// 64-bit loads) share (by textual include): the accumulator types, the multiply-adds and the epilogue.
+// Each including file defines `load_z(i)` (Z's vec4 i) and `store_c(i, v)` (C's vec4 i), the only
+// accesses of C and Z here, since the two kernels bind those buffers with different element types.
+
+//!include matmul_params.wgsl
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Eight vec4: eight rows of op(A) at 4 consecutive k, or eight rows of one accumulator column group.
+struct V8 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+    r4: vec4<f32>,
+    r5: vec4<f32>,
+    r6: vec4<f32>,
+    r7: vec4<f32>,
+}
+
+// Four rows k .. k+3 of op(B), each a vec4 over one column group.
+struct B4 {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+}
+
+// Row r of the transposed layout: component c of lanes lo .. lo+3.
+fn col4(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, c: u32) -> vec4<f32> {
+    return vec4<f32>(x0[c], x1[c], x2[c], x3[c]);
+}
+
+fn fma4(acc: vec4<f32>, a: vec4<f32>, b: B4) -> vec4<f32> {
+    return fma(vec4<f32>(a.w), b.q3, fma(vec4<f32>(a.z), b.q2, fma(vec4<f32>(a.y), b.q1, fma(vec4<f32>(a.x), b.q0, acc))));
+}
+
+fn upd8(acc: V8, a: V8, b: B4) -> V8 {
+    return V8(fma4(acc.r0, a.r0, b), fma4(acc.r1, a.r1, b), fma4(acc.r2, a.r2, b), fma4(acc.r3, a.r3, b),
+              fma4(acc.r4, a.r4, b), fma4(acc.r5, a.r5, b), fma4(acc.r6, a.r6, b), fma4(acc.r7, a.r7, b));
+}
+
+fn epilogue(m: u32, n4: u32, acc: vec4<f32>, bias: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    var v = acc + bias;
+    let i = m * (p.n >> 2u) + n4;
+    if (RESID) {
+        v += load_z(i);
+    }
+    v = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope), act_fwd(ACT, v.z, p.slope),
+                  act_fwd(ACT, v.w, p.slope));
+    if (DACT != 0u) {
+        let zv = load_z(i);
+        v *= vec4<f32>(act_grad_from_y(DACT, zv.x, p.slope), act_grad_from_y(DACT, zv.y, p.slope),
+                       act_grad_from_y(DACT, zv.z, p.slope), act_grad_from_y(DACT, zv.w, p.slope));
+    }
+    store_c(i, v);
+}
+
+fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>) {
+    epilogue(mg, n4, acc.r0, bias);
+    epilogue(mg + 1u, n4, acc.r1, bias);
+    epilogue(mg + 2u, n4, acc.r2, bias);
+    epilogue(mg + 3u, n4, acc.r3, bias);
+    epilogue(mg + 4u, n4, acc.r4, bias);
+    epilogue(mg + 5u, n4, acc.r5, bias);
+    epilogue(mg + 6u, n4, acc.r6, bias);
+    epilogue(mg + 7u, n4, acc.r7, bias);
+}
+
+// Stores the invocation's 8·RG rows from m0 (c0 .. c7: rows m0 + 8h .. m0 + 8h + 7) in column group n4.
+// One copy of the epilogue in a loop with a runtime bound (the 8-row groups that hold rows below M), not
+// one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.
+fn store_tile(m0: u32, n4: u32, bias: vec4<f32>, c0: V8, c1: V8, c2: V8, c3: V8, c4: V8, c5: V8, c6: V8, c7: V8) {
+    let groups = min(RG, (p.m - m0 + 7u) / 8u);
+    for (var h = 0u; h < groups; h++) {
+        var acc = c0;
+        if (h == 1u) { acc = c1; }
+        if (h == 2u) { acc = c2; }
+        if (h == 3u) { acc = c3; }
+        if (h == 4u) { acc = c4; }
+        if (h == 5u) { acc = c5; }
+        if (h == 6u) { acc = c6; }
+        if (h == 7u) { acc = c7; }
+        store8(m0 + 8u * h, n4, acc, bias);
+    }
+}
