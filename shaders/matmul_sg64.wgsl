@@ -7,7 +7,7 @@
 // branch per component, and a 64-bit component carries two floats. So A and B are read as vec4<u64>
 // (8 floats a lane in 4 components) and C and Z as vec2<u64> (a vec4 of floats in 2): half the
 // components of matmul_sg's vec4<f32> accesses, and half its load instructions for A. The bits are
-// moved, never converted (`unpack`, `pack`): the results are matmul_sg's to the bit.
+// moved, never converted (wide.wgsl): the results are matmul_sg's to the bit.
 // Per step of 8 in k an invocation makes RG loads of op(A) (8 rows × 8 k each) and 4 of op(B) (8 rows
 // of k × the 32 columns of its group of 8 lanes, redistributed by subgroupShuffle), against matmul_sg's
 // 2·RG + 8 for the same 128·RG multiply-adds.
@@ -20,22 +20,12 @@
 // columns, 8 k-values each.
 
 //!include matmul_sg_common.wgsl
+//!include wide.wgsl
 
 @group(0) @binding(5) var<storage, read> a8: array<vec4<u64>>;
 @group(0) @binding(6) var<storage, read> b8: array<vec4<u64>>;
 @group(0) @binding(7) var<storage, read_write> c8: array<vec2<u64>>;
 @group(0) @binding(8) var<storage, read> z8: array<vec2<u64>>;
-
-// Four floats from their bits, two in each 64-bit component (the low word first, as stored).
-fn unpack(v: vec2<u64>) -> vec4<f32> {
-    return bitcast<vec4<f32>>(vec4<u32>(u32(v.x & 0xfffffffflu), u32(v.x >> 32u), u32(v.y & 0xfffffffflu),
-                                        u32(v.y >> 32u)));
-}
-
-fn pack(v: vec4<f32>) -> vec2<u64> {
-    let b = bitcast<vec4<u32>>(v);
-    return vec2<u64>(u64(b.x) | (u64(b.y) << 32u), u64(b.z) | (u64(b.w) << 32u));
-}
 
 fn load_z(i: u32) -> vec4<f32> {
     return unpack(z8[i]);

@@ -12,24 +12,12 @@
 //   9 m, 10 v) when n is a multiple of 4 (always so for a model's flat buffers, padded to 64 floats);
 //   grid over n/4. A quarter of the loads: on lavapipe each storage load is a per-lane loop.
 
-struct Params {
-    n: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+//!include optim_common.wgsl
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
 @group(0) @binding(3) var<storage, read> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m2: array<f32>;
-@group(0) @binding(6) var<storage, read> clip: array<f32>;
 
 @compute @workgroup_size(256, 1, 1)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -62,14 +50,8 @@ fn adam_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let t = f32(state[0] + 1u);
-    let g = grads4[i] * clip[0];
-    let m = p.beta1 * m14[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * m24[i] + (1.0 - p.beta2) * g * g;
-    m14[i] = m;
-    m24[i] = v;
-    let mhat = m / (1.0 - pow(p.beta1, t));
-    let vhat = v / (1.0 - pow(p.beta2, t));
-    var w = params4[i];
-    w = w - p.lr * p.weight_decay * w;
-    params4[i] = w - p.lr * mhat / (sqrt(vhat) + p.eps);
+    let r = adam_step(grads4[i] * clip[0], m14[i], m24[i], params4[i], t);
+    m14[i] = r.m;
+    m24[i] = r.v;
+    params4[i] = r.w;
 }

@@ -54,8 +54,8 @@ struct GpuArgs {
     /// CPU adapters, where one 8-lane batch per workgroup takes no turns at the barriers)
     #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
     row_lanes: Option<u32>,
-    /// Subgroup matmul with every buffer access 64 bits wide, where the shape allows: true or false
-    /// (default: true where the device has 64-bit integers in shaders)
+    /// The subgroup matmul (where the shape allows) and Adam with every buffer access 64 bits wide: true
+    /// or false (default: true where the device has 64-bit integers in shaders)
     #[arg(long, global = true, env = "VAEGPU_WIDE_LOADS")]
     wide_loads: Option<bool>,
 }

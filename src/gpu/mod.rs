@@ -65,8 +65,8 @@ pub struct GpuOptions {
     /// Invocations per example of the loss reductions ([`Gpu::row_lanes`]: a power of two from 2 to
     /// 64); None: 64 on GPUs, 8 on CPU adapters.
     pub row_lanes: Option<u32>,
-    /// The subgroup matmul through 64-bit accesses where the shape allows ([`Gpu::wide_loads`]); None:
-    /// wherever the device has 64-bit integers in shaders.
+    /// The subgroup matmul and Adam through 64-bit accesses ([`Gpu::wide_loads`]); None: wherever the
+    /// device has 64-bit integers in shaders.
     pub wide_loads: Option<bool>,
 }
 
@@ -308,10 +308,11 @@ pub struct Gpu {
     /// (lavapipe runs a workgroup's batches in turn at each one): the ELBO ran 2x faster so. Settable
     /// (tests run both; `--row-lanes`).
     pub row_lanes: u32,
-    /// The subgroup matmul runs as shaders/matmul_sg64.wgsl (every buffer access 64 bits wide: half
-    /// the per-component work lavapipe does per load, 1.1-1.2x faster there, benches/RESULTS.md) where
-    /// the shape allows ([`crate::kernels::matmul::Matmul::sg64_ok`]). True where the device has 64-bit
-    /// integers in shaders (SHADER_INT64, then requested; lavapipe has them); settable to false
+    /// Kernels that lavapipe's per-component access loops slow down read and write through 64-bit
+    /// components, two floats in each (shaders/wide.wgsl): the subgroup matmul as
+    /// shaders/matmul_sg64.wgsl where the shape allows ([`crate::kernels::matmul::Matmul::sg64_ok`]),
+    /// Adam as optim64.wgsl's adam_v8. The same bits as their 32-bit forms. True where the device has
+    /// 64-bit integers in shaders (SHADER_INT64, then requested; lavapipe has them); settable to false
     /// (`--wide-loads false`: A/B timing), never to true on a device without them.
     pub wide_loads: bool,
 }
@@ -394,7 +395,7 @@ impl Gpu {
         }
         // Subgroups for matmul_sg, where every subgroup has at least the 8 lanes it broadcasts from.
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
-        // 64-bit integers for matmul_sg64's loads, wherever the adapter has them.
+        // 64-bit integers for the 64-bit accesses (Gpu::wide_loads), wherever the adapter has them.
         let int64 = adapter.features().contains(wgpu::Features::SHADER_INT64);
         let mut features = wgpu::Features::empty();
         features.set(wgpu::Features::SUBGROUP, subgroups);

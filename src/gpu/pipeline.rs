@@ -14,6 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul_sg_common", include_str!("../../shaders/matmul_sg_common.wgsl")),
     ("matmul_sg", include_str!("../../shaders/matmul_sg.wgsl")),
     ("matmul_sg64", include_str!("../../shaders/matmul_sg64.wgsl")),
+    ("wide", include_str!("../../shaders/wide.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
@@ -21,7 +22,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("sample_backward", include_str!("../../shaders/sample_backward.wgsl")),
     ("elbo", include_str!("../../shaders/elbo.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("optim_common", include_str!("../../shaders/optim_common.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("optim64", include_str!("../../shaders/optim64.wgsl")),
     ("cursor", include_str!("../../shaders/cursor.wgsl")),
     ("data", include_str!("../../shaders/data.wgsl")),
     ("vq", include_str!("../../shaders/vq.wgsl")),
@@ -33,7 +36,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "matmul_sg_common", "cursor"];
+pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "matmul_sg_common", "wide", "optim_common", "cursor"];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))

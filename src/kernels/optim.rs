@@ -40,6 +40,17 @@ impl Adam {
             need_len("adam", what, view, n)?;
         }
         let p = Adam { n: n as u32, ..*self };
+        if n % 8 == 0 && gpu.wide_loads {
+            return gpu.launch(
+                format!("adam[{n}]"),
+                "optim64",
+                "adam_v8",
+                &[],
+                Some(&p),
+                &[(1, state), (7, params), (8, grads), (9, m), (10, v), (6, clip)],
+                grid_1d((n / 8).div_ceil(256) as u32),
+            );
+        }
         if n % 4 == 0 {
             return gpu.launch(
                 format!("adam[{n}]"),

@@ -549,7 +549,11 @@ struct AdamCase {
 }
 
 fn check_adam(c: AdamCase, seed: u64) {
-    let g = gpu();
+    check_adam_on(gpu(), c, seed);
+}
+
+/// [`check_adam`] on `g`; returns the entry point that ran and the parameters, m and v after the step.
+fn check_adam_on(g: &Gpu, c: AdamCase, seed: u64) -> (&'static str, [Vec<f32>; 3]) {
     let n = c.n;
     let params = f32_round(&uniform(seed, n, -1.0, 1.0));
     let grads = f32_round(&uniform(seed + 1, n, -0.5, 0.5));
@@ -581,6 +585,31 @@ fn check_adam(c: AdamCase, seed: u64) {
     // size ≤ lr, i.e. ≤ 1e-7 absolute at lr = 1e-3, on top of the rounding of θ (~6e-8).
     let step_tol = 2e-4 * c.cfg.lr as f64;
     Tol::new(2e-7, step_tol).check(&format!("{what} params"), &g.read_f32(&pb).unwrap(), &wp).unwrap();
+    (l.entry, [g.read_f32(&pb).unwrap(), g.read_f32(&mb).unwrap(), g.read_f32(&vb).unwrap()])
+}
+
+/// Adam through 64-bit components (optim64.wgsl's adam_v8, where the device has them: lavapipe does)
+/// gives adam_v4's bits: the same update in the same order.
+#[test]
+fn adam_64_bit_form_matches_the_32_bit_one() {
+    let wide = gpu();
+    if !wide.wide_loads {
+        assert!(!wide.is_cpu(), "CPU adapter {} without 64-bit integers", wide.summary.name);
+        eprintln!("skipped: {} has no 64-bit integers", wide.summary.name);
+        return;
+    }
+    let mut narrow = vaegpu::testing::test_gpu();
+    narrow.wide_loads = false;
+    let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
+    for (n, seed) in [(8, 960), (1000, 964), (4104, 968)] {
+        let c = || AdamCase { cfg, t: 3, clip: 0.25, n };
+        let (e8, a) = check_adam_on(wide, c(), seed);
+        let (e4, b) = check_adam_on(&narrow, c(), seed);
+        assert_eq!((e8, e4), ("adam_v8", "adam_v4"));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()), "n = {n}: adam_v8 differs from adam_v4");
+        }
+    }
 }
 
 #[test]

@@ -9,12 +9,13 @@ use vaegpu::testing::test_gpu;
 fn every_entry_point_and_variant_builds() {
     let gpu = test_gpu();
     // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes); matmul_sg64
-    // also 64-bit integers, which lavapipe has.
+    // also 64-bit integers, which lavapipe has, as has optim64.
     assert!(gpu.subgroups || !gpu.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", gpu.summary.name);
     assert!(gpu.int64 || !gpu.is_cpu(), "CPU adapter {} without 64-bit integers", gpu.summary.name);
     let can = |n: &str| match n {
         "matmul_sg" => gpu.subgroups,
         "matmul_sg64" => gpu.subgroups && gpu.int64,
+        "optim64" => gpu.int64,
         _ => true,
     };
     let mut built = 0;

@@ -1,0 +1,35 @@
+// optim_common.wgsl: what optim.wgsl and optim64.wgsl share (by textual include): Adam's Params, the
+// bindings of the step state and the clip factor, and the update of four parameters (see optim.wgsl's
+// header for the formulas).
+
+struct Params {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(6) var<storage, read> clip: array<f32>;
+
+// Adam's update of four parameters from their gradient g (clipped), moments m0, v0 and values w0 at
+// step t: the new moments and values.
+struct AdamStep {
+    m: vec4<f32>,
+    v: vec4<f32>,
+    w: vec4<f32>,
+}
+
+fn adam_step(g: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, w0: vec4<f32>, t: f32) -> AdamStep {
+    let m = p.beta1 * m0 + (1.0 - p.beta1) * g;
+    let v = p.beta2 * v0 + (1.0 - p.beta2) * g * g;
+    let mhat = m / (1.0 - pow(p.beta1, t));
+    let vhat = v / (1.0 - pow(p.beta2, t));
+    let w = w0 - p.lr * p.weight_decay * w0;
+    return AdamStep(m, v, w - p.lr * mhat / (sqrt(vhat) + p.eps));
+}
