@@ -55,7 +55,7 @@ struct GpuArgs {
     #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
     row_lanes: Option<u32>,
     /// The subgroup matmul (where the shape allows) and Adam with every buffer access 64 bits wide: true
-    /// or false (default: true where the device has 64-bit integers in shaders)
+    /// or false (default: true on CPU adapters with 64-bit integers in shaders, such as lavapipe)
     #[arg(long, global = true, env = "VAEGPU_WIDE_LOADS")]
     wide_loads: Option<bool>,
 }

@@ -588,16 +588,19 @@ fn check_adam_on(g: &Gpu, c: AdamCase, seed: u64) -> (&'static str, [Vec<f32>; 3
     (l.entry, [g.read_f32(&pb).unwrap(), g.read_f32(&mb).unwrap(), g.read_f32(&vb).unwrap()])
 }
 
-/// Adam through 64-bit components (optim64.wgsl's adam_v8, where the device has them: lavapipe does)
-/// gives adam_v4's bits: the same update in the same order.
+/// Adam through 64-bit components (optim64.wgsl's adam_v8, on CPU adapters with 64-bit integers such as
+/// lavapipe) gives adam_v4's bits: the same update in the same order.
 #[test]
 fn adam_64_bit_form_matches_the_32_bit_one() {
-    let wide = gpu();
-    if !wide.wide_loads {
-        assert!(!wide.is_cpu(), "CPU adapter {} without 64-bit integers", wide.summary.name);
-        eprintln!("skipped: {} has no 64-bit integers", wide.summary.name);
+    if !gpu().int64 {
+        assert!(!gpu().is_cpu(), "CPU adapter {} without 64-bit integers", gpu().summary.name);
+        eprintln!("skipped: {} has no 64-bit integers", gpu().summary.name);
         return;
     }
+    // Both forms forced, on any adapter with 64-bit integers (GPUs run the 32-bit one by default).
+    let mut wide = vaegpu::testing::test_gpu();
+    wide.wide_loads = true;
+    let wide = &wide;
     let mut narrow = vaegpu::testing::test_gpu();
     narrow.wide_loads = false;
     let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
