@@ -54,8 +54,9 @@ struct GpuArgs {
     /// CPU adapters, where one 8-lane batch per workgroup takes no turns at the barriers)
     #[arg(long, global = true, env = "VAEGPU_ROW_LANES", value_parser = parse_row_lanes)]
     row_lanes: Option<u32>,
-    /// The subgroup matmul (where the shape allows) and Adam with every buffer access 64 bits wide: true
-    /// or false (default: true on CPU adapters with 64-bit integers in shaders, such as lavapipe)
+    /// The subgroup matmul, Adam and the conv's col2im (where the shape allows) with every buffer access
+    /// 64 bits wide: true or false (default: true on CPU adapters with 64-bit integers in shaders, such
+    /// as lavapipe)
     #[arg(long, global = true, env = "VAEGPU_WIDE_LOADS")]
     wide_loads: Option<bool>,
 }

@@ -65,8 +65,8 @@ pub struct GpuOptions {
     /// Invocations per example of the loss reductions ([`Gpu::row_lanes`]: a power of two from 2 to
     /// 64); None: 64 on GPUs, 8 on CPU adapters.
     pub row_lanes: Option<u32>,
-    /// The subgroup matmul and Adam through 64-bit accesses ([`Gpu::wide_loads`]); None: on CPU
-    /// adapters with 64-bit integers in shaders.
+    /// The subgroup matmul, Adam and col2im through 64-bit accesses ([`Gpu::wide_loads`]); None: on
+    /// CPU adapters with 64-bit integers in shaders.
     pub wide_loads: Option<bool>,
 }
 
@@ -311,7 +311,8 @@ pub struct Gpu {
     /// Kernels that lavapipe's per-component access loops slow down read and write through 64-bit
     /// components, two floats in each (shaders/wide.wgsl): the subgroup matmul as
     /// shaders/matmul_sg64.wgsl where the shape allows ([`crate::kernels::matmul::Matmul::sg64_ok`]),
-    /// Adam as optim64.wgsl's adam_v8. The same bits as their 32-bit forms. True on CPU adapters with
+    /// Adam as optim64.wgsl's adam_v8, col2im as conv_grad64.wgsl's col2im64 where N is a multiple of 8.
+    /// The same bits as their 32-bit forms. True on CPU adapters with
     /// 64-bit integers in shaders (SHADER_INT64, requested wherever the adapter has it; lavapipe has
     /// them); false on GPUs, whose loads have no such loops (untimed there). Settable
     /// (`--wide-loads true|false`: A/B timing), never to true on a device without 64-bit integers.

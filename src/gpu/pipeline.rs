@@ -17,6 +17,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("wide", include_str!("../../shaders/wide.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
+    ("conv_grad64", include_str!("../../shaders/conv_grad64.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),
     ("sample_backward", include_str!("../../shaders/sample_backward.wgsl")),

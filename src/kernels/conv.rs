@@ -435,7 +435,10 @@ impl ConvGather {
             out.push(retap(gpu, label, &params, w, scratch, &product, false)?);
             out.push(mm.launch(gpu, label, x, scratch, product, None)?);
         }
-        let total = self.batch * self.out_hw.0 * self.out_hw.1 * self.n.div_ceil(4);
+        // 8 channels an invocation with 64-bit accesses (conv_grad64.wgsl) where the device has them on
+        // and N is a multiple of 8; else 4.
+        let wide = gpu.wide_loads && self.n % 8 == 0;
+        let total = self.batch * self.out_hw.0 * self.out_hw.1 * self.n.div_ceil(if wide { 8 } else { 4 });
         let constants = [
             ("ONES", f64::from(u8::from(self.bias))),
             ("ACT", self.act.code() as f64),
@@ -447,13 +450,19 @@ impl ConvGather {
         ];
         let second = if self.bias { w } else { z.unwrap_or(product) };
         let r = r.unwrap_or(product);
+        let (shader, entry, bindings) = if wide {
+            ("conv_grad64", "col2im64", vec![(9, product), (10, second), (11, y), (12, r)])
+        } else {
+            let b = vec![(1, product), (2, second), (3, y), (4, product), (5, second), (6, y), (7, r), (8, r)];
+            ("conv_grad", "col2im", b)
+        };
         out.push(gpu.launch(
             format!("{label} col2im[{small}x{taps}x{} -> {}x{}x{}]", self.n, self.batch, self.out_hw.0, self.out_hw.1),
-            "conv_grad",
-            "col2im",
+            shader,
+            entry,
             &constants,
             Some(&params),
-            &[(1, product), (2, second), (3, y), (4, product), (5, second), (6, y), (7, r), (8, r)],
+            &bindings,
             [total.div_ceil(256).clamp(1, 65535) as u32, 1, 1],
         )?);
         Ok(out)

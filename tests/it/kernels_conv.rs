@@ -471,3 +471,70 @@ fn im2col_forward_and_input_gradient_match_reference() {
         }
     }
 }
+
+/// col2im's 64-bit form (conv_grad64.wgsl col2im64; CPU adapters with 64-bit integers, such as lavapipe)
+/// against the 32-bit one on the same inputs: the same bits, and the entry that ran is the expected one.
+/// A conv's input gradient at stride 2 (8 and 16 channels, act'), a transposed conv's forward (8
+/// channels, the bias, the residual before the activation; 16 channels, no residual).
+#[test]
+fn col2im_64_bit_form_matches_the_32_bit_one() {
+    if !gpu().int64 {
+        assert!(!gpu().is_cpu(), "CPU adapter {} without 64-bit integers", gpu().summary.name);
+        eprintln!("skipped: {} has no 64-bit integers", gpu().summary.name);
+        return;
+    }
+    let mut wide = vaegpu::testing::test_gpu();
+    wide.wide_loads = true;
+    let mut narrow = vaegpu::testing::test_gpu();
+    narrow.wide_loads = false;
+    let cases = [
+        (Case::new(2, 9, 7, 8, 16, 3, 2, 1, false), Resid::None),
+        (Case::new(2, 5, 6, 16, 8, 4, 2, 1, true), Resid::BeforeAct),
+        (Case::new(1, 6, 6, 16, 12, 4, 2, 1, false), Resid::None),
+        (Case::new(2, 4, 5, 12, 16, 4, 2, 1, true), Resid::None),
+    ];
+    for (i, (c, resid)) in cases.iter().enumerate() {
+        let g = &c.g;
+        let seed = 7700 + 10 * i as u64;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow * g.cout);
+        let x = to_f32(&uniform(seed, xs, -1.0, 1.0));
+        let block = to_f32(&uniform(seed + 1, g.block_rows() * g.cout, -1.0, 1.0));
+        let dy = to_f32(&uniform(seed + 2, ys, -1.0, 1.0));
+        // Relu outputs (half of them 0), for relu' in the input gradients.
+        let z = to_f32(&uniform(seed + 3, xs.max(ys), -1.0, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+        let r = to_f32(&uniform(seed + 4, xs.max(ys), -1.0, 1.0));
+        // The launch in the col2im form: a transposed conv's forward, a conv's input gradient.
+        for fwd in [g.transposed] {
+            let mut k = if fwd {
+                ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap()
+            } else {
+                ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Relu).unwrap()
+            };
+            k.im2col = Some(true);
+            k.resid = *resid;
+            let run = |gpu: &Gpu| -> (Vec<&'static str>, Vec<f32>) {
+                let (input, out_len) = if fwd { (gpu.upload("x", &x), ys) } else { (gpu.upload("dy", &dy), xs) };
+                let (wb, zb, rb) = (gpu.upload("w", &block), gpu.upload("z", &z), gpu.upload("r", &r));
+                let out = poisoned(gpu, "out", out_len);
+                let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+                let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+                let zv = (!fwd).then(|| (&zb).into());
+                let rv = (k.resid != Resid::None).then(|| (&rb).into());
+                let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+                let ls = k.launches(gpu, "t", (&input).into(), (&wb).into(), (&out).into(), zv, rv, sv, pv).unwrap();
+                for l in &ls {
+                    gpu.run(l).unwrap();
+                }
+                (ls.iter().map(|l| l.entry).collect(), gpu.read_f32(&out).unwrap())
+            };
+            let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad" });
+            let ((e64, y64), (e32, y32)) = (run(&wide), run(&narrow));
+            assert!(e64.contains(&"col2im64") && e32.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
+            assert!(!e32.contains(&"col2im64") && !e64.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
+            assert!(y64.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+            let differ = y64.iter().zip(&y32).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{what}: {differ} outputs differ between the 64-bit and 32-bit forms");
+        }
+    }
+}

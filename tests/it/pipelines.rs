@@ -9,19 +9,20 @@ use vaegpu::testing::test_gpu;
 fn every_entry_point_and_variant_builds() {
     let gpu = test_gpu();
     // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes); matmul_sg64
-    // also 64-bit integers, which lavapipe has, as has optim64.
+    // also 64-bit integers, which lavapipe has, as do optim64 and conv_grad64.
     assert!(gpu.subgroups || !gpu.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", gpu.summary.name);
     assert!(gpu.int64 || !gpu.is_cpu(), "CPU adapter {} without 64-bit integers", gpu.summary.name);
     let can = |n: &str| match n {
         "matmul_sg" => gpu.subgroups,
         "matmul_sg64" => gpu.subgroups && gpu.int64,
-        "optim64" => gpu.int64,
+        "optim64" | "conv_grad64" => gpu.int64,
         _ => true,
     };
     let mut built = 0;
     for (name, _) in SHADERS.iter().filter(|(n, _)| !SNIPPETS.contains(n) && can(n)) {
         let module = naga::front::wgsl::parse_str(&shader_source(name)).unwrap();
-        for ep in &module.entry_points {
+        // conv_grad64 includes conv_grad whole: only its own entries (…64) here.
+        for ep in module.entry_points.iter().filter(|ep| *name != "conv_grad64" || ep.name.ends_with("64")) {
             let entry: &'static str = Box::leak(ep.name.clone().into_boxed_str());
             gpu.pipeline(name, entry, &[]).unwrap_or_else(|e| panic!("{name}::{entry}: {e}"));
             built += 1;
@@ -180,6 +181,19 @@ fn every_entry_point_and_variant_builds() {
         let c = [("STRIDE", stride), ("VEC4", (i % 2) as f64), ("ONES", 1.0), ("ACT", 1.0)];
         gpu.pipeline("conv_grad", "col2im", &c).unwrap_or_else(|e| panic!("conv_grad col2im {c:?}: {e}"));
         built += 1;
+    }
+    // col2im's 64-bit form (CPU adapters with 64-bit integers) at each stride with each epilogue.
+    if gpu.int64 {
+        for (i, stride) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+            let c = [("STRIDE", stride), ("ONES", (i % 2) as f64), ("ACT", 1.0), ("DACT", (i / 2) as f64)];
+            gpu.pipeline("conv_grad64", "col2im64", &c).unwrap_or_else(|e| panic!("col2im64 {c:?}: {e}"));
+            built += 1;
+        }
+        for resid in [1.0, 2.0] {
+            let c = [("STRIDE", 2.0), ("RESID", resid)];
+            gpu.pipeline("conv_grad64", "col2im64", &c).unwrap_or_else(|e| panic!("col2im64 {c:?}: {e}"));
+            built += 1;
+        }
     }
     // im2col, per row and flat: each layout with and without vec4 channels and relu-on-read.
     for entry in ["im2col", "im2col_flat"] {
