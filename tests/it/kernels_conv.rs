@@ -505,36 +505,35 @@ fn col2im_64_bit_form_matches_the_32_bit_one() {
         let z = to_f32(&uniform(seed + 3, xs.max(ys), -1.0, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
         let r = to_f32(&uniform(seed + 4, xs.max(ys), -1.0, 1.0));
         // The launch in the col2im form: a transposed conv's forward, a conv's input gradient.
-        for fwd in [g.transposed] {
-            let mut k = if fwd {
-                ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap()
-            } else {
-                ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Relu).unwrap()
-            };
-            k.im2col = Some(true);
-            k.resid = *resid;
-            let run = |gpu: &Gpu| -> (Vec<&'static str>, Vec<f32>) {
-                let (input, out_len) = if fwd { (gpu.upload("x", &x), ys) } else { (gpu.upload("dy", &dy), xs) };
-                let (wb, zb, rb) = (gpu.upload("w", &block), gpu.upload("z", &z), gpu.upload("r", &r));
-                let out = poisoned(gpu, "out", out_len);
-                let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
-                let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
-                let zv = (!fwd).then(|| (&zb).into());
-                let rv = (k.resid != Resid::None).then(|| (&rb).into());
-                let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
-                let ls = k.launches(gpu, "t", (&input).into(), (&wb).into(), (&out).into(), zv, rv, sv, pv).unwrap();
-                for l in &ls {
-                    gpu.run(l).unwrap();
-                }
-                (ls.iter().map(|l| l.entry).collect(), gpu.read_f32(&out).unwrap())
-            };
-            let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad" });
-            let ((e64, y64), (e32, y32)) = (run(&wide), run(&narrow));
-            assert!(e64.contains(&"col2im64") && e32.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
-            assert!(!e32.contains(&"col2im64") && !e64.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
-            assert!(y64.iter().all(|v| v.is_finite()), "{what}: non-finite output");
-            let differ = y64.iter().zip(&y32).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            assert_eq!(differ, 0, "{what}: {differ} outputs differ between the 64-bit and 32-bit forms");
-        }
+        let fwd = g.transposed;
+        let mut k = if fwd {
+            ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap()
+        } else {
+            ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Relu).unwrap()
+        };
+        k.im2col = Some(true);
+        k.resid = *resid;
+        let run = |gpu: &Gpu| -> (Vec<&'static str>, Vec<f32>) {
+            let (input, out_len) = if fwd { (gpu.upload("x", &x), ys) } else { (gpu.upload("dy", &dy), xs) };
+            let (wb, zb, rb) = (gpu.upload("w", &block), gpu.upload("z", &z), gpu.upload("r", &r));
+            let out = poisoned(gpu, "out", out_len);
+            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+            let zv = (!fwd).then(|| (&zb).into());
+            let rv = (k.resid != Resid::None).then(|| (&rb).into());
+            let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+            let ls = k.launches(gpu, "t", (&input).into(), (&wb).into(), (&out).into(), zv, rv, sv, pv).unwrap();
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            (ls.iter().map(|l| l.entry).collect(), gpu.read_f32(&out).unwrap())
+        };
+        let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad" });
+        let ((e64, y64), (e32, y32)) = (run(&wide), run(&narrow));
+        assert!(e64.contains(&"col2im64") && e32.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
+        assert!(!e32.contains(&"col2im64") && !e64.contains(&"col2im"), "{what}: {e64:?} {e32:?}");
+        assert!(y64.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+        let differ = y64.iter().zip(&y32).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{what}: {differ} outputs differ between the 64-bit and 32-bit forms");
     }
 }
