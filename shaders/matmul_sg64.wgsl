@@ -162,13 +162,11 @@ fn upd16(c: V8, r: Rows, b: B8) -> V8 {
 @compute @workgroup_size(WG, 1, 1)
 fn matmul_sg64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                @builtin(subgroup_invocation_id) sl: u32) {
-    let cols4 = p.n >> 2u;
-    let u = wid.x * WG + lid.x;
-    let n4 = min(u, cols4 - 1u);
-    let m0 = wid.y * (8u * RG);
-    let l = sl & 7u;
-    let z = vec4<f32>(0.0);
-    var c0 = V8(z, z, z, z, z, z, z, z);
+    let q = place(wid, lid, sl);
+    let n4 = q.n4;
+    let m0 = q.m0;
+    let l = q.l;
+    var c0 = zero8();
     var c1 = c0;
     var c2 = c0;
     var c3 = c0;
@@ -177,7 +175,7 @@ fn matmul_sg64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var c6 = c0;
     var c7 = c0;
     for (var k = 0u; k < p.k; k += 8u) {
-        let b = load_b(k, n4, u, sl, l);
+        let b = load_b(k, n4, q.u, sl, l);
         c0 = upd16(c0, rows(load_a(m0, k, l)), b);
         c1 = upd16(c1, rows(load_a(m0 + 8u, k, l)), b);
         if (RG > 2u) {
@@ -191,7 +189,7 @@ fn matmul_sg64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             c7 = upd16(c7, rows(load_a(m0 + 56u, k, l)), b);
         }
     }
-    if (u < cols4) {
+    if (q.u < q.cols4) {
         store_tile(m0, n4, bias4(n4), c0, c1, c2, c3, c4, c5, c6, c7);
     }
 }

@@ -71,6 +71,27 @@ fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>) {
     epilogue(mg + 7u, n4, acc.r7, bias);
 }
 
+// Where an invocation works (matmul_sg's header): its column group n4 (u before clamping to the last
+// one), its first row m0 and its lane l in its group of 8.
+struct Place {
+    cols4: u32,
+    u: u32,
+    n4: u32,
+    m0: u32,
+    l: u32,
+}
+
+fn place(wid: vec3<u32>, lid: vec3<u32>, sl: u32) -> Place {
+    let cols4 = p.n >> 2u;
+    let u = wid.x * WG + lid.x;
+    return Place(cols4, u, min(u, cols4 - 1u), wid.y * (8u * RG), sl & 7u);
+}
+
+fn zero8() -> V8 {
+    let z = vec4<f32>(0.0);
+    return V8(z, z, z, z, z, z, z, z);
+}
+
 // Stores the invocation's 8·RG rows from m0 (c0 .. c7: rows m0 + 8h .. m0 + 8h + 7) in column group n4.
 // One copy of the epilogue in a loop with a runtime bound (the 8-row groups that hold rows below M), not
 // one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.

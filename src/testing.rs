@@ -173,6 +173,22 @@ pub fn shared_gpu_other_rows() -> &'static Gpu {
     })
 }
 
+/// Two fresh devices on the test adapter, one with [`Gpu::wide_loads`] forced on and one with it off,
+/// for tests that compare the 64-bit forms of kernels with their 32-bit ones; None (after a note on
+/// stderr) where the device has no 64-bit integers, which a CPU adapter must have (lavapipe does).
+pub fn wide_and_narrow_gpus() -> Option<(Gpu, Gpu)> {
+    let mut wide = test_gpu();
+    if !wide.int64 {
+        assert!(!wide.is_cpu(), "CPU adapter {} without 64-bit integers", wide.summary.name);
+        eprintln!("skipped: {} has no 64-bit integers", wide.summary.name);
+        return None;
+    }
+    wide.wide_loads = true;
+    let mut narrow = test_gpu();
+    narrow.wide_loads = false;
+    Some((wide, narrow))
+}
+
 /// Host values as the GPU sees them (rounded to f32), back in f64 for the reference.
 pub fn f32_round(v: &[f64]) -> Vec<f64> {
     to_f64(&to_f32(v))

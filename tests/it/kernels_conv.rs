@@ -478,15 +478,7 @@ fn im2col_forward_and_input_gradient_match_reference() {
 /// channels, the bias, the residual before the activation; 16 channels, no residual).
 #[test]
 fn col2im_64_bit_form_matches_the_32_bit_one() {
-    if !gpu().int64 {
-        assert!(!gpu().is_cpu(), "CPU adapter {} without 64-bit integers", gpu().summary.name);
-        eprintln!("skipped: {} has no 64-bit integers", gpu().summary.name);
-        return;
-    }
-    let mut wide = vaegpu::testing::test_gpu();
-    wide.wide_loads = true;
-    let mut narrow = vaegpu::testing::test_gpu();
-    narrow.wide_loads = false;
+    let Some((wide, narrow)) = vaegpu::testing::wide_and_narrow_gpus() else { return };
     let cases = [
         (Case::new(2, 9, 7, 8, 16, 3, 2, 1, false), Resid::None),
         (Case::new(2, 5, 6, 16, 8, 4, 2, 1, true), Resid::BeforeAct),

@@ -592,17 +592,9 @@ fn check_adam_on(g: &Gpu, c: AdamCase, seed: u64) -> (&'static str, [Vec<f32>; 3
 /// lavapipe) gives adam_v4's bits: the same update in the same order.
 #[test]
 fn adam_64_bit_form_matches_the_32_bit_one() {
-    if !gpu().int64 {
-        assert!(!gpu().is_cpu(), "CPU adapter {} without 64-bit integers", gpu().summary.name);
-        eprintln!("skipped: {} has no 64-bit integers", gpu().summary.name);
-        return;
-    }
     // Both forms forced, on any adapter with 64-bit integers (GPUs run the 32-bit one by default).
-    let mut wide = vaegpu::testing::test_gpu();
-    wide.wide_loads = true;
+    let Some((wide, narrow)) = vaegpu::testing::wide_and_narrow_gpus() else { return };
     let wide = &wide;
-    let mut narrow = vaegpu::testing::test_gpu();
-    narrow.wide_loads = false;
     let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
     for (n, seed) in [(8, 960), (1000, 964), (4104, 968)] {
         let c = || AdamCase { cfg, t: 3, clip: 0.25, n };
