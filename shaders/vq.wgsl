@@ -12,6 +12,8 @@
 // vq_argmin: idx[n] = argmin_k (enorm[k] − 2·dots[n, k]) (= argmin of ||z_n − e_k||², ties to the lowest
 //   k), zq[n, :] = code[idx[n], :] and dist[n] = Σ_j (z[n, j] − code[idx[n], j])² computed directly.
 //   One invocation per vector. Bindings 1 z, 2 code, 3 idx_w, 4 zq, 5 dist, 28 enorm, 29 dots.
+//   vq_argmin_v4: the same through vec4 views where K and D are multiples of 4: bindings 30 z, 31 code,
+//   3 idx_w, 32 zq, 5 dist, 33 enorm, 34 dots.
 // vq_backward: dz[i] = dzq[i] + scale·(z[i] − code[idx[n], j]), i = n·D + j (straight-through plus the
 //   commitment gradient, scale = 2β / (N·D)). One invocation per element. Bindings 1, 2, 6 idx, 7 dzq, 8 dz.
 // vq_counts: counts_w[k] = #{n < valid : idx[n] = k}, valid = N, or (batch_word != NONE) the vectors of
@@ -109,6 +111,12 @@ struct Params {
 @group(0) @binding(27) var<storage, read_write> enorm_w: array<f32>;
 @group(0) @binding(28) var<storage, read> enorm: array<f32>;
 @group(0) @binding(29) var<storage, read> dots: array<f32>;
+// vq_argmin_v4's vec4 views of z, code, zq, enorm and dots.
+@group(0) @binding(30) var<storage, read> z4: array<vec4<f32>>;
+@group(0) @binding(31) var<storage, read> code4: array<vec4<f32>>;
+@group(0) @binding(32) var<storage, read_write> zq4: array<vec4<f32>>;
+@group(0) @binding(33) var<storage, read> enorm4: array<vec4<f32>>;
+@group(0) @binding(34) var<storage, read> dots4: array<vec4<f32>>;
 
 var<workgroup> red_a: array<f32, RED>;
 var<workgroup> red_b: array<f32, RED>;
@@ -168,6 +176,44 @@ fn vq_argmin(@builtin(global_invocation_id) gid: vec3<u32>) {
         let t = z[zb + j] - e;
         dd += t * t;
         zq[zb + j] = e;
+    }
+    dist[n] = dd;
+}
+
+// vq_argmin where K and D are multiples of 4: the same scores, comparisons and sums in the same order
+// through vec4 loads and stores (a quarter of the per-lane load loops on lavapipe).
+@compute @workgroup_size(WG, 1, 1)
+fn vq_argmin_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = flat(gid);
+    if (n >= p.n) {
+        return;
+    }
+    let k4s = p.k >> 2u;
+    let row = n * k4s;
+    var best = 0u;
+    var bs = 0.0;
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        let s = enorm4[k4] - 2.0 * dots4[row + k4];
+        for (var c = 0u; c < 4u; c++) {
+            let k = 4u * k4 + c;
+            let take = k == 0u || s[c] < bs;
+            bs = select(bs, s[c], take);
+            best = select(best, k, take);
+        }
+    }
+    idx_w[n] = best;
+    let d4s = p.d >> 2u;
+    let zb = n * d4s;
+    let cb = best * d4s;
+    var dd = 0.0;
+    for (var j = 0u; j < d4s; j++) {
+        let e = code4[cb + j];
+        let t = z4[zb + j] - e;
+        dd += t.x * t.x;
+        dd += t.y * t.y;
+        dd += t.z * t.z;
+        dd += t.w * t.w;
+        zq4[zb + j] = e;
     }
     dist[n] = dd;
 }

@@ -161,8 +161,14 @@ impl Vq {
         let mm = super::matmul::Matmul { m: self.n, n: self.k, k: self.d, trans_b: true, ..Default::default() };
         let b = mm.launch(gpu, &format!("{label} vq_dots"), z, code, dots, None)?;
         let label = format!("{label} vq_argmin[{}x{} k{}]", self.n, self.d, self.k);
-        let bind = [(1, z), (2, code), (3, idx), (4, zq), (5, dist), (28, enorm), (29, dots)];
-        let c = self.go(gpu, label, "vq_argmin", &p, &bind, self.n)?;
+        // vec4 loads where the codes and the vectors come in fours.
+        let c = if self.k % 4 == 0 && self.d % 4 == 0 {
+            let bind = [(30, z), (31, code), (3, idx), (32, zq), (5, dist), (33, enorm), (34, dots)];
+            self.go(gpu, label, "vq_argmin_v4", &p, &bind, self.n)?
+        } else {
+            let bind = [(1, z), (2, code), (3, idx), (4, zq), (5, dist), (28, enorm), (29, dots)];
+            self.go(gpu, label, "vq_argmin", &p, &bind, self.n)?
+        };
         Ok(vec![a, b, c])
     }
 

@@ -54,8 +54,18 @@ fn run_assign(q: Vq, z: &[f64], code: &[f64]) -> Assigned {
     Assigned { idx: read_u32(&idx, q.n), zq: g.read_f32(&zq).unwrap(), dist: g.read_f32(&dist).unwrap() }
 }
 
-const SHAPES: [(usize, usize, usize); 7] =
-    [(37, 1, 5), (100, 3, 70), (64, 64, 512), (9, 256, 13), (33, 4, 1), (130, 12, 33), (50, 2, 67)];
+// (64, 64, 512) and the last two have K and D multiples of 4 (vq_argmin_v4), the others not (vq_argmin).
+const SHAPES: [(usize, usize, usize); 9] = [
+    (37, 1, 5),
+    (100, 3, 70),
+    (64, 64, 512),
+    (9, 256, 13),
+    (33, 4, 1),
+    (130, 12, 33),
+    (50, 2, 67),
+    (70, 8, 36),
+    (13, 12, 4),
+];
 
 #[test]
 fn assign_matches_reference_and_gathers_the_chosen_code() {
@@ -92,9 +102,10 @@ fn assign_matches_reference_and_gathers_the_chosen_code() {
 #[test]
 fn assign_breaks_exact_ties_towards_the_lowest_index() {
     // Four codes around the origin: z = 0 is equidistant from all (→ 0); z = (0.5, 0.5) from codes 1
-    // and 2 (→ 1); duplicated codes (5 = 1, 6 = 3) never win over their first copy. D = 2 runs the scalar
-    // distance matmul, D = 4 (two zero columns) the vec4 one.
-    let base = [[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [3.0, 3.0], [1.0, 0.0], [0.0, -1.0]];
+    // and 2 (→ 1); duplicated codes (5 = 1, 6 = 3) never win over their first copy, nor over the
+    // code after them (7 = 0). D = 2 runs the scalar distance matmul and argmin, D = 4 (two zero
+    // columns) the vec4 ones (K = 8).
+    let base = [[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [3.0, 3.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]];
     let pts = [[0.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.1, -0.9], [-0.5, 0.5], [-0.5, -0.5], [2.0, 2.0]];
     let want = [0u32, 1, 1, 3, 0, 0, 4];
     for d in [2usize, 4] {

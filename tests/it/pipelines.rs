@@ -125,7 +125,16 @@ fn every_entry_point_and_variant_builds() {
     }
     // The VQ kernels with the WG the launchers in kernels::vq pick (16 on a CPU adapter, 64 otherwise),
     // both values whatever this adapter is; the one-workgroup entries and recon_mse take no override.
-    let vq_wg = ["vq_enorm", "vq_argmin", "vq_backward", "vq_counts", "vq_fill", "vq_stats_ema", "vq_stats_grad"];
+    let vq_wg = [
+        "vq_enorm",
+        "vq_argmin",
+        "vq_argmin_v4",
+        "vq_backward",
+        "vq_counts",
+        "vq_fill",
+        "vq_stats_ema",
+        "vq_stats_grad",
+    ];
     let vq_fixed = ["vq_scan", "vq_ema_finish", "vq_usage", "recon_mse"];
     for wg in [16.0, 64.0] {
         for entry in vq_wg {
