@@ -106,9 +106,9 @@ pub fn run_file(run: &std::path::Path, file: &str) -> std::path::PathBuf {
     }
 }
 
-/// Asserts that two run folders hold the same checkpoint, tensor by tensor (model and optimizer
-/// files of their newest checkpoints; the safetensors header's metadata map has no fixed key order, so
-/// the bytes may differ).
+/// Asserts that two run folders hold the same checkpoint: the model and optimizer files of their newest
+/// checkpoints, tensor by tensor (to name the first that differs), then byte for byte (their headers
+/// are written with sorted keys).
 pub fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path) {
     for f in ["checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"] {
         let (fa, fb) = (std::fs::read(run_file(a, f)).unwrap(), std::fs::read(run_file(b, f)).unwrap());
@@ -124,6 +124,7 @@ pub fn assert_same_checkpoint(a: &std::path::Path, b: &std::path::Path) {
             assert_eq!(x.shape(), y.shape(), "{f}: {n}");
             assert!(x.data() == y.data(), "{f}: {n} differs");
         }
+        assert!(fa == fb, "{f}: the same tensors, but the files' bytes differ");
     }
 }
 

@@ -144,7 +144,29 @@ fn serialize(data: &[(String, Vec<u8>, Vec<usize>)], meta: Option<HashMap<String
             .map_err(|e| Error::Output(format!("{n}: {e}")))?;
         views.push((n.clone(), view));
     }
-    safetensors::serialize(views, meta).map_err(|e| Error::Output(e.to_string()))
+    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::Output(e.to_string()))?;
+    Ok(canonical_header(bytes))
+}
+
+/// `bytes` (a safetensors file) with its JSON header's object keys in sorted order. safetensors writes
+/// its `__metadata__` map in the HashMap's iteration order, which differs from one process to the next,
+/// so that the same tensors gave files that differed in the header's bytes (and in the manifest's
+/// SHA-256). The header is read back and written compact with sorted keys (serde_json's map, without
+/// the preserve_order feature, is ordered), then padded with spaces to its old length as safetensors
+/// pads it: the data offsets it holds are unchanged. Left as it was should that fail or not fit.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + n) else { return bytes };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else { return bytes };
+    let Ok(mut sorted) = serde_json::to_vec(&value) else { return bytes };
+    if sorted.len() > n {
+        return bytes;
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    bytes
 }
 
 // ------------------------------------------------------------------------------------------------
