@@ -312,10 +312,10 @@ pub struct Gpu {
     /// components, two floats in each (shaders/wide.wgsl): the subgroup matmul as
     /// shaders/matmul_sg64.wgsl where the shape allows ([`crate::kernels::matmul::Matmul::sg64_ok`]),
     /// Adam as optim64.wgsl's adam_v8, col2im as conv_grad64.wgsl's col2im64 where N is a multiple of 8.
-    /// The same bits as their 32-bit forms. True on CPU adapters with
-    /// 64-bit integers in shaders (SHADER_INT64, requested wherever the adapter has it; lavapipe has
-    /// them); false on GPUs, whose loads have no such loops (untimed there). Settable
-    /// (`--wide-loads true|false`: A/B timing), never to true on a device without 64-bit integers.
+    /// The same bits as their 32-bit forms. True on CPU adapters with 64-bit integers in shaders
+    /// (SHADER_INT64, requested wherever the adapter has it; lavapipe has them); false on GPUs, whose
+    /// loads have no such loops (untimed there). Settable (`--wide-loads true|false`: A/B timing),
+    /// never to true on a device without 64-bit integers.
     pub wide_loads: bool,
 }
 
