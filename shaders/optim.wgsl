@@ -26,16 +26,12 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let t = f32(state[0] + 1u);
-    let g = grads[i] * clip[0];
-    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
-    m1[i] = m;
-    m2[i] = v;
-    let mhat = m / (1.0 - pow(p.beta1, t));
-    let vhat = v / (1.0 - pow(p.beta2, t));
-    var w = params[i];
-    w = w - p.lr * p.weight_decay * w;
-    params[i] = w - p.lr * mhat / (sqrt(vhat) + p.eps);
+    // The vector update on one parameter (its other lanes computed and dropped): one copy of the
+    // formulas; this form runs only where n is not a multiple of 4 (never for a model's buffers).
+    let r = adam_step(vec4<f32>(grads[i] * clip[0]), vec4<f32>(m1[i]), vec4<f32>(m2[i]), vec4<f32>(params[i]), t);
+    m1[i] = r.m.x;
+    m2[i] = r.v.x;
+    params[i] = r.w.x;
 }
 
 @group(0) @binding(7) var<storage, read_write> params4: array<vec4<f32>>;

@@ -40,36 +40,25 @@ impl Adam {
             need_len("adam", what, view, n)?;
         }
         let p = Adam { n: n as u32, ..*self };
-        if n % 8 == 0 && gpu.wide_loads {
-            return gpu.launch(
-                format!("adam[{n}]"),
-                "optim64",
-                "adam_v8",
-                &[],
-                Some(&p),
-                &[(1, state), (7, params), (8, grads), (9, m), (10, v), (6, clip)],
-                grid_1d((n / 8).div_ceil(256) as u32),
-            );
-        }
-        if n % 4 == 0 {
-            return gpu.launch(
-                format!("adam[{n}]"),
-                "optim",
-                "adam_v4",
-                &[],
-                Some(&p),
-                &[(1, state), (7, params), (8, grads), (9, m), (10, v), (6, clip)],
-                grid_1d((n / 4).div_ceil(256) as u32),
-            );
-        }
+        // Parameters per invocation: 8 through 64-bit components (optim64.wgsl) where the device has
+        // them on, else 4 through vec4 views, else 1; the vector forms bind params, grads, m, v at 7-10.
+        let (shader, entry, per) = if n % 8 == 0 && gpu.wide_loads {
+            ("optim64", "adam_v8", 8)
+        } else if n % 4 == 0 {
+            ("optim", "adam_v4", 4)
+        } else {
+            ("optim", "adam", 1)
+        };
+        let first = if per == 1 { 2 } else { 7 };
+        let bindings = [(1, state), (first, params), (first + 1, grads), (first + 2, m), (first + 3, v), (6, clip)];
         gpu.launch(
             format!("adam[{n}]"),
-            "optim",
-            "adam",
+            shader,
+            entry,
             &[],
             Some(&p),
-            &[(1, state), (2, params), (3, grads), (4, m), (5, v), (6, clip)],
-            grid_1d(n.div_ceil(256) as u32),
+            &bindings,
+            grid_1d((n / per).div_ceil(256) as u32),
         )
     }
 }
