@@ -660,6 +660,10 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
         let v = Matmul { sg_rows: Some(16), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
         variants.push(("subgroup, 16 rows".into(), v));
         if gpu.wide_loads {
+            if gpu.tex_operands {
+                let v = Matmul { tex: Some(false), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
+                variants.push(("subgroup, buffer loads".into(), v));
+            }
             let v = Matmul { sg64: Some(false), ..Matmul::default().with_kernel(MatmulKernel::Subgroup) };
             variants.push(("subgroup, 32-bit loads".into(), v));
         }
@@ -679,6 +683,10 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
                 }
                 // matmul_sg's 32-bit loads only where the subgroup rows ran its 64-bit form.
                 if v.sg64 == Some(false) && !mm.sg64_ok() {
+                    continue;
+                }
+                // matmul_sg64 reading buffers only where the subgroup rows read textures.
+                if v.tex == Some(false) && !mm.tex_shape_ok() {
                     continue;
                 }
                 rows.push(bench_matmul(gpu, &format!("{} {what} [{variant}]", l.name), mm, t)?);

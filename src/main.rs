@@ -59,6 +59,11 @@ struct GpuArgs {
     /// as lavapipe)
     #[arg(long, global = true, env = "VAEGPU_WIDE_LOADS")]
     wide_loads: Option<bool>,
+    /// The subgroup matmul's 64-bit form reading its operands from textures, each filled by a copy
+    /// before the launch, where the copies are small beside the product: true or false (default: as
+    /// --wide-loads)
+    #[arg(long, global = true, env = "VAEGPU_TEX_OPERANDS")]
+    tex_operands: Option<bool>,
 }
 
 fn parse_row_lanes(s: &str) -> std::result::Result<u32, String> {
@@ -79,16 +84,19 @@ impl GpuArgs {
             split_k: self.split_k,
             row_lanes: self.row_lanes,
             wide_loads: self.wide_loads,
+            tex_operands: self.tex_operands,
         })?;
         let on = |b: bool| if b { "on" } else { "off" };
         eprintln!(
-            "adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {}, loss lanes: {}, wide loads: {})",
+            "adapter: {} (matmul kernel: {}, conv kernel: {}, split K: {}, loss lanes: {}, wide loads: {}, texture \
+             operands: {})",
             g.summary,
             g.matmul,
             g.conv,
             on(g.split_k),
             g.row_lanes,
-            on(g.wide_loads)
+            on(g.wide_loads),
+            on(g.tex_operands && g.wide_loads)
         );
         Ok(g)
     }

@@ -68,6 +68,9 @@ pub struct GpuOptions {
     /// The subgroup matmul, Adam and col2im through 64-bit accesses ([`Gpu::wide_loads`]); None: on
     /// CPU adapters with 64-bit integers in shaders.
     pub wide_loads: Option<bool>,
+    /// The subgroup matmul reading its operands through textures ([`Gpu::tex_operands`]); None: as
+    /// [`GpuOptions::wide_loads`].
+    pub tex_operands: Option<bool>,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -317,6 +320,16 @@ pub struct Gpu {
     /// loads have no such loops (untimed there). Settable (`--wide-loads true|false`: A/B timing),
     /// never to true on a device without 64-bit integers.
     pub wide_loads: bool,
+    /// The subgroup matmul's 64-bit form reads op(A) and op(B) from textures filled by a copy recorded
+    /// before each launch (shaders/matmul_sgtex.wgsl), where the shape allows and the copies are small
+    /// beside the product ([`crate::kernels::matmul::Matmul::tex_ok`]). On lavapipe an image load is a
+    /// branch-free gather, a storage-buffer load a per-lane loop. True where [`Gpu::wide_loads`] is on
+    /// by default (CPU adapters with 64-bit integers); false on GPUs (untimed there). Settable
+    /// (`--tex-operands true|false`).
+    pub tex_operands: bool,
+    /// Operand textures by (operand, height in rows, a power of two), shared by the launches that use
+    /// them: each launch fills its own before its dispatch.
+    operand_textures: Mutex<std::collections::HashMap<(u8, u32), crate::gpu::pipeline::OperandTexture>>,
 }
 
 /// Widths [`Gpu::row_lanes`] may take: a power of two from 2 to 64 (the reductions' trees have 64 slots).
@@ -325,6 +338,34 @@ pub fn row_lanes_ok(n: u32) -> bool {
 }
 
 impl Gpu {
+    /// The texture for operand `slot` (0: A, 1: B) of a launch that copies `texels` texels into it:
+    /// [`crate::gpu::pipeline::TEX_WIDTH`] wide, its height the next power of two of the rows needed;
+    /// None where that passes the device's texture limit.
+    pub fn operand_texture(&self, slot: u8, texels: usize) -> Option<crate::gpu::pipeline::OperandTexture> {
+        let width = crate::gpu::pipeline::TEX_WIDTH as usize;
+        let rows = texels.div_ceil(width).max(1).next_power_of_two();
+        if rows > self.limits.max_texture_dimension_2d as usize || width > self.limits.max_texture_dimension_2d as usize
+        {
+            return None;
+        }
+        let mut pool = self.operand_textures.lock().unwrap();
+        let t = pool.entry((slot, rows as u32)).or_insert_with(|| {
+            let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("matmul operand"),
+                size: wgpu::Extent3d { width: width as u32, height: rows as u32, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&Default::default());
+            Arc::new((texture, view))
+        });
+        Some(t.clone())
+    }
+
     /// GPU memory the device's allocator holds: (bytes in live allocations, bytes of the memory blocks
     /// reserved for them), where the backend reports it (Vulkan and DX12 do).
     pub fn memory_report(&self) -> Option<(u64, u64)> {
@@ -344,6 +385,14 @@ impl Gpu {
                 gpu.summary.name
             ),
             Some(w) => gpu.wide_loads = w,
+            None => {}
+        }
+        match opts.tex_operands.or(opts.wide_loads) {
+            Some(true) if !gpu.int64 => tracing::warn!(
+                "texture operands need 64-bit integers in shaders (SHADER_INT64), which {} lacks: off",
+                gpu.summary.name
+            ),
+            Some(t) => gpu.tex_operands = t,
             None => {}
         }
         gpu.matmul = match opts.matmul {
@@ -463,6 +512,8 @@ impl Gpu {
             subgroups,
             int64,
             wide_loads: int64 && cpu,
+            tex_operands: int64 && cpu,
+            operand_textures: Mutex::default(),
             split_k: !cpu,
             row_lanes: if cpu { 8 } else { 64 },
         })

@@ -13,7 +13,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_sg_common", include_str!("../../shaders/matmul_sg_common.wgsl")),
     ("matmul_sg", include_str!("../../shaders/matmul_sg.wgsl")),
+    ("matmul_sg64_body", include_str!("../../shaders/matmul_sg64_body.wgsl")),
     ("matmul_sg64", include_str!("../../shaders/matmul_sg64.wgsl")),
+    ("matmul_sgtex", include_str!("../../shaders/matmul_sgtex.wgsl")),
     ("wide", include_str!("../../shaders/wide.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
@@ -37,7 +39,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] = &["act", "philox", "matmul_params", "matmul_sg_common", "wide", "optim_common", "cursor"];
+pub const SNIPPETS: &[&str] =
+    &["act", "philox", "matmul_params", "matmul_sg_common", "matmul_sg64_body", "wide", "optim_common", "cursor"];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))
@@ -145,6 +148,22 @@ impl Gpu {
         bindings: &[(u32, View<'_>)],
         groups: [u32; 3],
     ) -> Result<Launch> {
+        self.launch_tex(label, shader, entry, constants, params, bindings, &[], groups)
+    }
+
+    /// [`Gpu::launch`] with textures bound too: each with the copy that fills it before the dispatch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_tex<P: bytemuck::Pod>(
+        &self,
+        label: String,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: Option<&P>,
+        bindings: &[(u32, View<'_>)],
+        textures: &[(u32, TexFill)],
+        groups: [u32; 3],
+    ) -> Result<Launch> {
         let pipeline = self.pipeline(shader, entry, constants)?;
         let uniform = params.map(|p| self.uniform(&format!("{label}.params"), p));
         let mut entries: Vec<wgpu::BindGroupEntry> = Vec::new();
@@ -154,28 +173,25 @@ impl Gpu {
         for (b, v) in bindings {
             entries.push(wgpu::BindGroupEntry { binding: *b, resource: v.binding() });
         }
+        for (b, t) in textures {
+            entries
+                .push(wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(&t.texture.1) });
+        }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
         self.check()?;
-        Ok(Launch { label, entry, pipeline, bind_group, groups, _uniform: uniform })
+        let fills = textures.iter().map(|(_, t)| t.clone()).collect();
+        Ok(Launch { label, entry, pipeline, bind_group, groups, fills, _uniform: uniform })
     }
 
     /// Records `program` `repeat` times into one command buffer and submits it (no wait).
     pub fn submit(&self, program: &Program, repeat: usize) {
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&program.label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&program.label),
-                timestamp_writes: None,
-            });
-            for _ in 0..repeat {
-                program.record(&mut pass);
-            }
-        }
+        record_launches(&mut enc, &program.label, (0..repeat).flat_map(|_| program.launches.iter()));
         self.queue.submit([enc.finish()]);
     }
 
@@ -183,12 +199,7 @@ impl Gpu {
     pub fn submit_launch(&self, launch: &Launch, repeat: usize) {
         let label = Some(launch.label.as_str());
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label, timestamp_writes: None });
-            for _ in 0..repeat {
-                launch.record(&mut pass);
-            }
-        }
+        record_launches(&mut enc, &launch.label, std::iter::repeat_n(launch, repeat));
         self.queue.submit([enc.finish()]);
     }
 
@@ -207,7 +218,86 @@ pub struct Launch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// Copies recorded before the dispatch, outside any compute pass: the textures it reads.
+    pub fills: Vec<TexFill>,
     _uniform: Option<wgpu::Buffer>,
+}
+
+/// Texels a row of an operand texture ([`TexFill`]): 32 KiB rows, a multiple of the 256 bytes a
+/// buffer → texture copy needs its rows to be, so any buffer region copies as whole rows and one
+/// partial row. shaders/matmul_sgtex.wgsl's TW_SHIFT is its log2.
+pub const TEX_WIDTH: u32 = 2048;
+
+/// An rgba32float texture TEX_WIDTH texels wide and its view.
+pub type OperandTexture = Arc<(wgpu::Texture, wgpu::TextureView)>;
+
+/// A buffer region copied into an operand texture right before the launch that reads it: float i of
+/// the region is component i mod 4 of texel (i/4 mod TEX_WIDTH, i/4 / TEX_WIDTH).
+#[derive(Clone)]
+pub struct TexFill {
+    pub buffer: wgpu::Buffer,
+    /// Bytes into the buffer (a multiple of 16).
+    pub offset: u64,
+    /// Texels (4 floats each) copied.
+    pub texels: u32,
+    pub texture: OperandTexture,
+}
+
+impl TexFill {
+    fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        let row_bytes = TEX_WIDTH * 16;
+        let (full, rem) = (self.texels / TEX_WIDTH, self.texels % TEX_WIDTH);
+        let copy = |enc: &mut wgpu::CommandEncoder, row: u32, width: u32, height: u32| {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &self.buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: self.offset + u64::from(row) * u64::from(row_bytes),
+                        bytes_per_row: Some(row_bytes),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.texture.0,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            );
+        };
+        if full > 0 {
+            copy(enc, 0, TEX_WIDTH, full);
+        }
+        if rem > 0 {
+            copy(enc, full, rem, 1);
+        }
+    }
+}
+
+/// Records `launches` in order into `enc`: runs of them in one compute pass, each launch's texture
+/// fills ([`Launch::fills`]) between passes, before it.
+pub fn record_launches<'a>(enc: &mut wgpu::CommandEncoder, label: &str, launches: impl Iterator<Item = &'a Launch>) {
+    let mut run: Vec<&Launch> = Vec::new();
+    let flush = |enc: &mut wgpu::CommandEncoder, run: &mut Vec<&Launch>| {
+        if !run.is_empty() {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            for l in run.drain(..) {
+                l.record(&mut pass);
+            }
+        }
+    };
+    for l in launches {
+        if !l.fills.is_empty() {
+            flush(enc, &mut run);
+            for f in &l.fills {
+                f.record(enc);
+            }
+        }
+        run.push(l);
+    }
+    flush(enc, &mut run);
 }
 
 impl Launch {
@@ -233,11 +323,6 @@ impl Program {
     }
     pub fn extend(&mut self, ls: impl IntoIterator<Item = Launch>) {
         self.launches.extend(ls);
-    }
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for l in &self.launches {
-            l.record(pass);
-        }
     }
 }
 

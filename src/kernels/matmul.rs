@@ -1,7 +1,10 @@
 //! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
 
 use super::{need, need_len, Act};
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, MatmulKernel, Result, View};
+use crate::gpu::{
+    pipeline::{grid_1d, TexFill},
+    Gpu, Launch, MatmulKernel, Result, View,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -79,6 +82,10 @@ pub struct Matmul {
     /// the device has it on ([`Gpu::wide_loads`]) and the shape allows ([`Matmul::sg64_ok`]), else
     /// matmul_sg; Some(false) matmul_sg; Some(true) matmul_sg64 or an error (tests, benchmarks).
     pub sg64: Option<bool>,
+    /// Where matmul_sg64 runs: None, its texture form (shaders/matmul_sgtex.wgsl) where the device has
+    /// it on ([`Gpu::tex_operands`]) and [`Matmul::tex_ok`] holds; Some(false) never; Some(true) the
+    /// texture form or an error (tests, benchmarks).
+    pub tex: Option<bool>,
     /// Split K this many ways (0 or 1: no split; see [`split_k`] for the count that runs): the tiled
     /// kernel writes [`split_k`]`.1` partial M×N products, block after block, into C, for the caller to
     /// sum; no bias, activation or residual epilogue.
@@ -208,6 +215,24 @@ impl Matmul {
             && (!self.trans_a || a_rows_op >= 8)
     }
 
+    /// Whether matmul_sgtex suits this product on these views: both views start at a multiple of 16
+    /// bytes (a texel), and copying op(A) and op(B) into textures moves at most a 40th of the product's
+    /// flops in bytes (1/M + 1/N ≤ 1/80). On lavapipe the copies ran at about 3 GB/s of one thread's
+    /// time and the texture loads saved about a fifth of the product's CPU time (benches/RESULTS.md,
+    /// 2026-11-29): the MLP VAE's products (a 55th) and the VQ-VAE's 128-channel ones (a 63rd) take
+    /// it, its 32-channel residual convs (a 16th) do not.
+    pub fn tex_ok(&self, a: &View, b: &View) -> bool {
+        self.tex_shape_ok() && a.offset % 16 == 0 && b.offset % 16 == 0
+    }
+
+    /// [`Matmul::tex_ok`]'s conditions on the shape alone.
+    pub fn tex_shape_ok(&self) -> bool {
+        let (_, a_len, _, b_len) = self.dims();
+        let bytes = 4 * (a_len + b_len) as u64;
+        let flops = 2 * (self.m * self.n * self.k) as u64;
+        self.sg64_ok() && bytes * 40 <= flops
+    }
+
     /// Z, M×N, where the epilogue reads it (act' or a residual).
     fn need_z(&self, z: Option<&View>) -> Result<()> {
         if self.dact != Act::Identity || self.resid {
@@ -266,6 +291,26 @@ impl Matmul {
             need(OP, self.sg64_ok(), || format!("matmul_sg64 cannot run {self:?} (K, N, lda, ldb: multiples of 8)"))?;
         }
         need(OP, self.sg64 != Some(true) || sg, || "sg64 needs the subgroup kernel".into())?;
+        // The texture form where its textures fit the device (else matmul_sg64).
+        let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(&a, &b)) {
+            need(OP, self.sg64_ok() && a.offset % 16 == 0 && b.offset % 16 == 0, || {
+                format!("matmul_sgtex cannot run {self:?} (matmul_sg64's shapes, views at multiples of 16 bytes)")
+            })?;
+            let (ta, tb) = (a_len / 4, b_len / 4);
+            match (gpu.operand_texture(0, ta), gpu.operand_texture(1, tb)) {
+                (Some(at), Some(bt)) => Some([
+                    (12, TexFill { buffer: a.buffer.clone(), offset: a.offset, texels: ta as u32, texture: at }),
+                    (13, TexFill { buffer: b.buffer.clone(), offset: b.offset, texels: tb as u32, texture: bt }),
+                ]),
+                _ => {
+                    need(OP, self.tex != Some(true), || "matmul_sgtex: the operands pass the texture limit".into())?;
+                    None
+                }
+            }
+        } else {
+            need(OP, self.tex != Some(true), || "tex needs matmul_sg64".into())?;
+            None
+        };
         let rows = if sg { self.sg_rows.unwrap_or_else(|| sg_rows(self.m)) } else { 16 };
         need(OP, [16, 32, 64].contains(&rows), || format!("sg_rows {rows}: 16, 32 or 64"))?;
         let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };
@@ -292,7 +337,13 @@ impl Matmul {
         } else if tiled {
             ("matmul_tiled", [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, splits as u32])
         } else if sg {
-            let entry = if sg64 { "matmul_sg64" } else { "matmul_sg" };
+            let entry = if textures.is_some() {
+                "matmul_sgtex"
+            } else if sg64 {
+                "matmul_sg64"
+            } else {
+                "matmul_sg"
+            };
             (entry, [cols.div_ceil(wg) as u32, self.m.div_ceil(rows) as u32, 1])
         } else if vec4 {
             ("matmul_v4", [cols.div_ceil(wg) as u32, self.m.div_ceil(8) as u32, 1])
@@ -340,6 +391,10 @@ impl Matmul {
             let b4 = if b_ok { b } else { View::whole(placeholder.as_ref().unwrap()) };
             let bindings = [(1, a), (2, b), (3, c), (4, z), (5, a4), (6, b4)];
             return gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups);
+        }
+        if let Some(textures) = textures {
+            let bindings = [(6, b), (7, c), (8, z)];
+            return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, groups);
         }
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
         let shader = if sg { entry } else { "matmul" };

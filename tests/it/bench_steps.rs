@@ -148,13 +148,15 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("'{bad}' is not one of 2, 4, 8, 16, 32, 64")), "{err}");
     }
-    // The subgroup matmul's 64-bit accesses: on where the device has 64-bit integers (lavapipe does);
-    // --wide-loads false turns them off.
+    // The subgroup matmul's 64-bit accesses and texture operands: on where the device has 64-bit
+    // integers (lavapipe does); --wide-loads false turns both off, --tex-operands false the textures.
     if gpu_is_cpu() {
-        assert!(stderr.contains("wide loads: on)"), "{stderr}");
+        assert!(stderr.contains("wide loads: on, texture operands: on)"), "{stderr}");
     }
     let stderr = String::from_utf8_lossy(&run(Some("--wide-loads false")).stderr).to_string();
-    assert!(stderr.contains("wide loads: off)"), "{stderr}");
+    assert!(stderr.contains("wide loads: off, texture operands: off)"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&run(Some("--tex-operands false")).stderr).to_string();
+    assert!(stderr.contains("texture operands: off)"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -67,9 +67,10 @@ fn check_out(mm: Matmul, seed: u64) -> (String, Vec<f32>) {
     (l.label, got)
 }
 
-/// The label names one of the subgroup kernels (matmul_sg or its 64-bit form matmul_sg64).
+/// The label names one of the subgroup kernels (matmul_sg, its 64-bit form matmul_sg64 or that form's
+/// texture reader matmul_sgtex).
 fn is_sg(label: &str) -> bool {
-    label.contains("matmul_sg[") || label.contains("matmul_sg64[")
+    label.contains("matmul_sg[") || label.contains("matmul_sg64[") || label.contains("matmul_sgtex[")
 }
 
 #[test]
@@ -364,12 +365,16 @@ fn subgroup_kernel_64_bit_accesses() {
     let both = |mm: Matmul, seed: u64| {
         let mm = Matmul { subgroup: true, ..mm };
         assert!(mm.sg64_ok(), "{mm:?}");
-        let (label, wide) = check_out(Matmul { sg64: Some(true), ..mm }, seed);
+        let (label, wide) = check_out(Matmul { sg64: Some(true), tex: Some(false), ..mm }, seed);
         assert!(label.contains("matmul_sg64["), "{label}");
+        let (label, tex) = check_out(Matmul { sg64: Some(true), tex: Some(true), ..mm }, seed);
+        assert!(label.contains("matmul_sgtex["), "{label}");
         let (label, narrow) = check_out(Matmul { sg64: Some(false), ..mm }, seed);
         assert!(label.contains("matmul_sg["), "{label}");
-        let differ = wide.iter().zip(&narrow).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        assert_eq!(differ, 0, "{mm:?}: {differ} outputs differ from matmul_sg's");
+        for (form, got) in [("matmul_sg64", &wide), ("matmul_sgtex", &tex)] {
+            let differ = got.iter().zip(&narrow).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{mm:?}: {differ} outputs of {form} differ from matmul_sg's");
+        }
     };
     // M inside an 8-row group (37) and past a 64-row tile (70, 72); N = 24: 6 column groups in 8 lanes (the
     // row-major B's last 8-column chunk clamped), 136: 34 groups, 5 of them in the last 8 lanes; K from
@@ -412,8 +417,13 @@ fn subgroup_kernel_64_bit_accesses() {
     }
     // The launcher picks it where the shape allows and the device has it on; a shape it cannot run
     // is refused when forced, and runs matmul_sg when not.
+    // The MLP VAE's forward takes the texture form where the device has it on (its copies are a 55th of
+    // its flops in bytes); a 3×3 conv over 1152-long im2col rows (a 16th) keeps matmul_sg64.
     let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, subgroup: true, ..Default::default() };
-    assert_eq!(label(fwd).contains("matmul_sg64["), g.wide_loads, "{}", label(fwd));
+    let want = if g.wide_loads && g.tex_operands { "matmul_sgtex[" } else { "matmul_sg64[" };
+    assert_eq!(label(fwd).contains(want), g.wide_loads, "{}", label(fwd));
+    let conv = Matmul { m: 6272, n: 32, k: 1152, subgroup: true, ..Default::default() };
+    assert!(conv.sg64_ok() && !label(conv).contains("matmul_sgtex["), "{}", label(conv));
     let odd_k = Matmul { m: 128, n: 400, k: 20, subgroup: true, ..Default::default() };
     assert!(!odd_k.sg64_ok() && label(odd_k).contains("matmul_sg["), "{}", label(odd_k));
     let buf = g.storage_f32("x", 128 * 400);

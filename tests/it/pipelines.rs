@@ -9,12 +9,12 @@ use vaegpu::testing::test_gpu;
 fn every_entry_point_and_variant_builds() {
     let gpu = test_gpu();
     // matmul_sg needs subgroups, which every CPU adapter we target has (lavapipe: 8 lanes); matmul_sg64
-    // also 64-bit integers, which lavapipe has, as do optim64 and conv_grad64.
+    // and matmul_sgtex also 64-bit integers, which lavapipe has, as do optim64 and conv_grad64.
     assert!(gpu.subgroups || !gpu.is_cpu(), "CPU adapter {} without subgroups of 8+ lanes", gpu.summary.name);
     assert!(gpu.int64 || !gpu.is_cpu(), "CPU adapter {} without 64-bit integers", gpu.summary.name);
     let can = |n: &str| match n {
         "matmul_sg" => gpu.subgroups,
-        "matmul_sg64" => gpu.subgroups && gpu.int64,
+        "matmul_sg64" | "matmul_sgtex" => gpu.subgroups && gpu.int64,
         "optim64" | "conv_grad64" => gpu.int64,
         _ => true,
     };
@@ -33,10 +33,10 @@ fn every_entry_point_and_variant_builds() {
     // override constant is built at least once: each layout (TRANS_A, TRANS_B) with each of bias,
     // ones-row and neither, the activation cycling through all five, forward (ACT) and backward
     // (DACT) epilogues alternating, and every workgroup width the launchers pick (16/32/64 on CPU
-    // adapters; matmul_sg and matmul_sg64 also 8) and, for them, each count of 8-row groups (2, 4, 8).
+    // adapters; the subgroup kernels also 8) and, for them, each count of 8-row groups (2, 4, 8).
     let mut entries = vec![("matmul", "matmul"), ("matmul", "matmul_v4"), ("matmul", "matmul_naive")];
     entries.extend([("matmul", "matmul_tiled"), ("matmul", "matmul_tiled128"), ("matmul", "split_finish")]);
-    for sg in ["matmul_sg", "matmul_sg64"] {
+    for sg in ["matmul_sg", "matmul_sg64", "matmul_sgtex"] {
         if can(sg) {
             entries.push((sg, sg));
         }

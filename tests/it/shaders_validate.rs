@@ -20,8 +20,8 @@ fn every_program_parses_and_validates() {
                 continue;
             }
         };
-        // matmul_sg uses subgroup operations, matmul_sg64 also 64-bit integers, as does optim64 (each
-        // runs only where the device has them).
+        // matmul_sg uses subgroup operations, matmul_sg64 and matmul_sgtex also 64-bit integers, as
+        // does optim64 (each runs only where the device has them).
         let caps = Capabilities::default() | Capabilities::SUBGROUP | Capabilities::SHADER_INT64;
         let mut validator = Validator::new(ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
