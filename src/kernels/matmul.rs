@@ -293,8 +293,12 @@ impl Matmul {
         need(OP, self.sg64 != Some(true) || sg, || "sg64 needs the subgroup kernel".into())?;
         // The texture form where its textures fit the device (else matmul_sg64).
         let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(&a, &b)) {
-            need(OP, self.sg64_ok() && a.offset % 16 == 0 && b.offset % 16 == 0, || {
-                format!("matmul_sgtex cannot run {self:?} (matmul_sg64's shapes, views at multiples of 16 bytes)")
+            // sg64 implies sg64_ok (checked above); the views must start at whole texels.
+            need(OP, a.offset % 16 == 0 && b.offset % 16 == 0, || {
+                format!(
+                    "matmul_sgtex cannot run {self:?}: views at {} and {} bytes, not multiples of 16",
+                    a.offset, b.offset
+                )
             })?;
             let (ta, tb) = (a_len / 4, b_len / 4);
             match (gpu.operand_texture(0, ta), gpu.operand_texture(1, tb)) {

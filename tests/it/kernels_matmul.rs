@@ -430,6 +430,10 @@ fn subgroup_kernel_64_bit_accesses() {
     let forced = Matmul { sg64: Some(true), ..odd_k };
     let err = forced.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
     assert!(err.to_string().contains("matmul_sg64 cannot run"), "{err}");
+    // The texture form reads through matmul_sg64's body: forcing it on matmul_sg is refused.
+    let forced = Matmul { sg64: Some(false), tex: Some(true), ..odd_k };
+    let err = forced.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
+    assert!(err.to_string().contains("tex needs matmul_sg64"), "{err}");
 }
 
 #[test]
