@@ -18,6 +18,8 @@
 // 8·(l mod 4) .. +7 from the group's first column (8 lanes × 4 columns); lane l's 4 columns at row k+q
 // are the half l mod 2 of lane 4·(q mod 2) + l/2's load q/2. B column-major (TRANS_B): the lane's 4
 // columns, 8 k-values each.
+// This file holds the bindings and loads of op(A) and op(B); the rest, shared with matmul_sgtex.wgsl
+// (the same product reading both from textures), is matmul_sg64_body.wgsl.
 
 //!include matmul_sg64_body.wgsl
 
