@@ -92,6 +92,11 @@ pub struct Matmul {
     pub splits: usize,
 }
 
+/// Whether both views start at a whole texel (16 bytes), as matmul_sgtex's copies need.
+fn whole_texels(a: &View, b: &View) -> bool {
+    a.offset % 16 == 0 && b.offset % 16 == 0
+}
+
 /// Invocations a split K aims at on a GPU: an H100 holds 132 SMs × 2048 resident invocations
 /// ([`crate::kernels::conv::GPU_WGRAD_INVOCATIONS`], from the conv weight gradient's measured sweep).
 pub const K_SPLIT_INVOCATIONS: usize = super::conv::GPU_WGRAD_INVOCATIONS;
@@ -222,7 +227,7 @@ impl Matmul {
     /// 2026-11-29): the MLP VAE's products (a 55th) and the VQ-VAE's 128-channel ones (a 63rd) take
     /// it, its 32-channel residual convs (a 16th) do not.
     pub fn tex_ok(&self, a: &View, b: &View) -> bool {
-        self.tex_shape_ok() && a.offset % 16 == 0 && b.offset % 16 == 0
+        self.tex_shape_ok() && whole_texels(a, b)
     }
 
     /// [`Matmul::tex_ok`]'s conditions on the shape alone.
@@ -294,7 +299,7 @@ impl Matmul {
         // The texture form where its textures fit the device (else matmul_sg64).
         let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(&a, &b)) {
             // sg64 implies sg64_ok (checked above); the views must start at whole texels.
-            need(OP, a.offset % 16 == 0 && b.offset % 16 == 0, || {
+            need(OP, whole_texels(&a, &b), || {
                 format!(
                     "matmul_sgtex cannot run {self:?}: views at {} and {} bytes, not multiples of 16",
                     a.offset, b.offset
