@@ -14,6 +14,9 @@ struct Params {
     vec_ok: u32,
     // matmul_tiled only: k per split of K (workgroup z), a multiple of 16; 0: no split.
     k_split: u32,
+    // matmul_sgtex only: the texels at which op(A) and op(B) start in their textures.
+    a_base: u32,
+    b_base: u32,
 }
 
 override TRANS_A: bool = false;

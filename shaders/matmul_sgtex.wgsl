@@ -24,11 +24,11 @@ fn texel(i: u32) -> vec2<u32> {
 }
 
 fn tex_a(i: u32) -> vec4<f32> {
-    return textureLoad(a_tex, texel(i));
+    return textureLoad(a_tex, texel(p.a_base + i));
 }
 
 fn tex_b(i: u32) -> vec4<f32> {
-    return textureLoad(b_tex, texel(i));
+    return textureLoad(b_tex, texel(p.b_base + i));
 }
 
 // This lane's load of op(A) for the 8 rows from `mg` at k .. k+7 (a_load): two texels.

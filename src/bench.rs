@@ -686,7 +686,7 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
                     continue;
                 }
                 // matmul_sg64 reading buffers only where the subgroup rows read textures.
-                if v.tex == Some(false) && !mm.tex_shape_ok() {
+                if v.tex == Some(false) && !mm.tex_shape_ok(gpu.alias_operands) {
                     continue;
                 }
                 rows.push(bench_matmul(gpu, &format!("{} {what} [{variant}]", l.name), mm, t)?);

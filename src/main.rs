@@ -64,6 +64,10 @@ struct GpuArgs {
     /// --wide-loads)
     #[arg(long, global = true, env = "VAEGPU_TEX_OPERANDS")]
     tex_operands: Option<bool>,
+    /// Large buffers made in memory that those textures alias, so that no copy fills them: true or
+    /// false (default: true on lavapipe, the only driver where this is safe; no effect elsewhere)
+    #[arg(long, global = true, env = "VAEGPU_ALIAS_OPERANDS")]
+    alias_operands: Option<bool>,
 }
 
 fn parse_row_lanes(s: &str) -> std::result::Result<u32, String> {
@@ -85,6 +89,7 @@ impl GpuArgs {
             row_lanes: self.row_lanes,
             wide_loads: self.wide_loads,
             tex_operands: self.tex_operands,
+            alias_operands: self.alias_operands,
         })?;
         let on = |b: bool| if b { "on" } else { "off" };
         eprintln!(
@@ -96,7 +101,11 @@ impl GpuArgs {
             on(g.split_k),
             g.row_lanes,
             on(g.wide_loads),
-            on(g.tex_operands && g.wide_loads)
+            match (g.tex_operands && g.wide_loads, g.alias_operands) {
+                (false, _) => "off",
+                (true, true) => "on, aliased",
+                (true, false) => "on, copied",
+            }
         );
         Ok(g)
     }

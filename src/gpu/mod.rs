@@ -1,5 +1,6 @@
 //! GPU context: adapter choice, device limits, error capture, buffers and readback.
 
+pub mod alias;
 pub mod pipeline;
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,9 @@ pub struct GpuOptions {
     /// The subgroup matmul reading its operands through textures ([`Gpu::tex_operands`]); None: as
     /// [`GpuOptions::wide_loads`].
     pub tex_operands: Option<bool>,
+    /// Large storage buffers in memory the operand textures alias, so that no copy fills them
+    /// ([`Gpu::alias_operands`]); None: wherever the device allows it (lavapipe).
+    pub alias_operands: Option<bool>,
 }
 
 /// The matmul kernel variants: register-blocked without workgroup memory (made for CPU adapters such
@@ -282,6 +286,9 @@ pub struct Needs {
 
 /// The device and queue with captured errors.
 pub struct Gpu {
+    /// First, so dropped first: it may free Vulkan handles (src/gpu/alias.rs), which needs the device
+    /// alive ([`Gpu::device`] keeps it so while it lives; wgpu's buffers and textures do after).
+    aliasing: Option<alias::Aliasing>,
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -320,9 +327,10 @@ pub struct Gpu {
     /// loads have no such loops (untimed there). Settable (`--wide-loads true|false`: A/B timing),
     /// never to true on a device without 64-bit integers.
     pub wide_loads: bool,
-    /// The subgroup matmul's 64-bit form reads op(A) and op(B) from textures filled by a copy recorded
-    /// before each launch (shaders/matmul_sgtex.wgsl), where the shape allows and the copies are small
-    /// beside the product ([`crate::kernels::matmul::Matmul::tex_ok`]). On lavapipe an image load is a
+    /// The subgroup matmul's 64-bit form reads op(A) and op(B) from textures (shaders/matmul_sgtex.wgsl):
+    /// textures over the operands' own buffers where [`Gpu::alias_operands`] is on, else filled by a copy
+    /// recorded before each launch; where the shape allows and the copies are small beside the product
+    /// ([`crate::kernels::matmul::Matmul::tex_ok`]). On lavapipe an image load is a
     /// branch-free gather, a storage-buffer load a per-lane loop. True where [`Gpu::wide_loads`] is on
     /// by default (CPU adapters with 64-bit integers); false on GPUs (untimed there). Settable
     /// (`--tex-operands true|false`).
@@ -330,7 +338,17 @@ pub struct Gpu {
     /// Operand textures by (operand, height in rows, a power of two), shared by the launches that use
     /// them: each launch fills its own before its dispatch.
     operand_textures: Mutex<std::collections::HashMap<(u8, u32), crate::gpu::pipeline::OperandTexture>>,
+    /// Storage buffers of [`ALIAS_MIN_BYTES`] or more are made in memory that linear images alias, and
+    /// the texture form reads such an operand through them with no copy (src/gpu/alias.rs): on
+    /// lavapipe, where every dispatch completes before the next starts. On by default where the device
+    /// allows it; settable (`--alias-operands true|false`) before the model's buffers are made.
+    pub alias_operands: bool,
 }
+
+/// Storage buffers at least this large are aliased where [`Gpu::alias_operands`] is on: their memory is
+/// allocated in whole 32 KiB texture rows, so smaller ones would waste more than they could save (the
+/// texture form takes operands far larger than this).
+pub const ALIAS_MIN_BYTES: u64 = 64 << 10;
 
 /// Widths [`Gpu::row_lanes`] may take: a power of two from 2 to 64 (the reductions' trees have 64 slots).
 pub fn row_lanes_ok(n: u32) -> bool {
@@ -366,10 +384,19 @@ impl Gpu {
         Some(t.clone())
     }
 
+    /// The aliased texture over the first `texels` texels of `view` and the texel they start at, where
+    /// its buffer is aliased ([`Gpu::alias_operands`]) and they lie whole in one of its windows.
+    pub fn alias_texture(&self, view: &View, texels: usize) -> Option<(crate::gpu::pipeline::OperandTexture, u32)> {
+        let aliasing = self.aliasing.as_ref().filter(|_| self.alias_operands)?;
+        aliasing.texture(&self.device, view.buffer, view.offset, texels as u64 * 16)
+    }
+
     /// GPU memory the device's allocator holds: (bytes in live allocations, bytes of the memory blocks
-    /// reserved for them), where the backend reports it (Vulkan and DX12 do).
+    /// reserved for them), where the backend reports it (Vulkan and DX12 do); with the aliased buffers'
+    /// memory (src/gpu/alias.rs), which we allocate ourselves, in both.
     pub fn memory_report(&self) -> Option<(u64, u64)> {
-        self.device.generate_allocator_report().map(|r| (r.total_allocated_bytes, r.total_reserved_bytes))
+        let ours = self.aliasing.as_ref().map_or(0, |a| a.bytes());
+        self.device.generate_allocator_report().map(|r| (r.total_allocated_bytes + ours, r.total_reserved_bytes + ours))
     }
 
     /// Opens the adapter chosen by `opts` with the limits the crate needs (the adapter's own limits
@@ -393,6 +420,14 @@ impl Gpu {
                 gpu.summary.name
             ),
             Some(t) => gpu.tex_operands = t,
+            None => {}
+        }
+        match opts.alias_operands {
+            Some(true) if gpu.aliasing.is_none() => tracing::warn!(
+                "aliased operand textures need lavapipe (Vulkan, driver llvmpipe), which {} is not: off",
+                gpu.summary.name
+            ),
+            Some(a) => gpu.alias_operands = a,
             None => {}
         }
         gpu.matmul = match opts.matmul {
@@ -497,6 +532,7 @@ impl Gpu {
         // Until `new` times them: the register matmul and the conv's matmul forms on CPU adapters, the
         // tiled matmul and the gather conv elsewhere.
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let aliasing = if int64 && cpu { alias::Aliasing::new(&adapter, &device) } else { None };
         let matmul = if cpu { MatmulKernel::Register } else { MatmulKernel::Tiled };
         let conv = if cpu { ConvKernel::Matmul } else { ConvKernel::Gather };
         Ok(Gpu {
@@ -514,6 +550,8 @@ impl Gpu {
             wide_loads: int64 && cpu,
             tex_operands: int64 && cpu,
             operand_textures: Mutex::default(),
+            alias_operands: aliasing.is_some(),
+            aliasing,
             split_k: !cpu,
             row_lanes: if cpu { 8 } else { 64 },
         })
@@ -581,9 +619,15 @@ impl Gpu {
     }
 
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        if let Some(aliasing) = self.aliasing.as_ref().filter(|_| self.alias_operands && bytes >= ALIAS_MIN_BYTES) {
+            if let Some(b) = aliasing.storage(&self.device, label, bytes) {
+                return b;
+            }
+        }
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })

@@ -148,10 +148,11 @@ impl Gpu {
         bindings: &[(u32, View<'_>)],
         groups: [u32; 3],
     ) -> Result<Launch> {
-        self.launch_tex(label, shader, entry, constants, params, bindings, &[], groups)
+        self.launch_tex(label, shader, entry, constants, params, bindings, &[], Vec::new(), groups)
     }
 
-    /// [`Gpu::launch`] with textures bound too: each with the copy that fills it before the dispatch.
+    /// [`Gpu::launch`] with textures bound too, and the copies that fill them (recorded before the
+    /// dispatch; none for an aliased texture, src/gpu/alias.rs).
     #[allow(clippy::too_many_arguments)]
     pub fn launch_tex<P: bytemuck::Pod>(
         &self,
@@ -161,7 +162,8 @@ impl Gpu {
         constants: &[(&'static str, f64)],
         params: Option<&P>,
         bindings: &[(u32, View<'_>)],
-        textures: &[(u32, TexFill)],
+        textures: &[(u32, OperandTexture)],
+        fills: Vec<TexFill>,
         groups: [u32; 3],
     ) -> Result<Launch> {
         let pipeline = self.pipeline(shader, entry, constants)?;
@@ -174,8 +176,7 @@ impl Gpu {
             entries.push(wgpu::BindGroupEntry { binding: *b, resource: v.binding() });
         }
         for (b, t) in textures {
-            entries
-                .push(wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(&t.texture.1) });
+            entries.push(wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(&t.1) });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&label),
@@ -183,7 +184,6 @@ impl Gpu {
             entries: &entries,
         });
         self.check()?;
-        let fills = textures.iter().map(|(_, t)| t.clone()).collect();
         Ok(Launch { label, entry, pipeline, bind_group, groups, fills, _uniform: uniform })
     }
 

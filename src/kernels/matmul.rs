@@ -19,6 +19,10 @@ struct Params {
     vec_ok: u32,
     /// matmul_tiled only: k per split of K (workgroup z); 0: no split.
     k_split: u32,
+    /// matmul_sgtex only: the texels at which op(A) and op(B) start in their textures (0 where copied
+    /// in, the view's place in its buffer's window where aliased).
+    a_base: u32,
+    b_base: u32,
 }
 
 /// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
@@ -220,22 +224,32 @@ impl Matmul {
             && (!self.trans_a || a_rows_op >= 8)
     }
 
-    /// Whether matmul_sgtex suits this product on these views: both views start at a multiple of 16
-    /// bytes (a texel), and copying op(A) and op(B) into textures moves at most a 40th of the product's
-    /// flops in bytes (1/M + 1/N ≤ 1/80). On lavapipe the copies ran at about 3 GB/s of one thread's
-    /// time and the texture loads saved about a fifth of the product's CPU time (benches/RESULTS.md,
-    /// 2026-11-29): the MLP VAE's products (a 55th) and the VQ-VAE's 128-channel ones (a 63rd) take
-    /// it, its 32-channel residual convs (a 16th) do not.
-    pub fn tex_ok(&self, a: &View, b: &View) -> bool {
-        self.tex_shape_ok() && whole_texels(a, b)
+    /// Whether matmul_sgtex suits this product on these views on `gpu`: sg64_ok, both views start at a
+    /// multiple of 16 bytes (a texel), and the operands it must copy into textures move at most a 40th
+    /// of the product's flops in bytes. An operand whose buffer an operand texture aliases
+    /// ([`Gpu::alias_texture`], lavapipe) is read in place and copies nothing.
+    ///
+    /// Copies ran at about 3 GB/s of one thread's time on lavapipe, and the texture loads saved about a
+    /// fifth of a product's CPU time (benches/RESULTS.md, 2026-11-29): with both operands copied, the
+    /// MLP VAE's products (a 55th) and the VQ-VAE's 128-channel ones (a 63rd) take it, its 32-channel
+    /// residual convs (a 16th) do not. With both aliased every product sg64 runs takes it: on the
+    /// VQ-VAE's products it ran at 0.55-1.01x matmul_sg64's time but on one, 1.08x (its VQ distances).
+    pub fn tex_ok(&self, gpu: &Gpu, a: &View, b: &View) -> bool {
+        let (_, a_len, _, b_len) = self.dims();
+        let copied = |v: &View, len: usize| if gpu.alias_texture(v, len / 4).is_some() { 0 } else { len };
+        whole_texels(a, b) && self.tex_copies_ok(copied(a, a_len) + copied(b, b_len))
     }
 
-    /// [`Matmul::tex_ok`]'s conditions on the shape alone.
-    pub fn tex_shape_ok(&self) -> bool {
+    /// [`Matmul::tex_ok`]'s conditions on the shape alone, with both operands aliased or both copied.
+    pub fn tex_shape_ok(&self, aliased: bool) -> bool {
         let (_, a_len, _, b_len) = self.dims();
-        let bytes = 4 * (a_len + b_len) as u64;
+        self.tex_copies_ok(if aliased { 0 } else { a_len + b_len })
+    }
+
+    /// sg64_ok, and copying `floats` floats moves at most a 40th of the product's flops in bytes.
+    fn tex_copies_ok(&self, floats: usize) -> bool {
         let flops = 2 * (self.m * self.n * self.k) as u64;
-        self.sg64_ok() && bytes * 40 <= flops
+        self.sg64_ok() && 4 * floats as u64 * 40 <= flops
     }
 
     /// Z, M×N, where the epilogue reads it (act' or a residual).
@@ -272,6 +286,8 @@ impl Matmul {
             slope: Act::LEAKY_SLOPE,
             vec_ok: 0,
             k_split: k_chunk as u32,
+            a_base: 0,
+            b_base: 0,
         };
         let tiled = !self.naive
             && (self.tiled
@@ -297,7 +313,7 @@ impl Matmul {
         }
         need(OP, self.sg64 != Some(true) || sg, || "sg64 needs the subgroup kernel".into())?;
         // The texture form where its textures fit the device (else matmul_sg64).
-        let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(&a, &b)) {
+        let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(gpu, &a, &b)) {
             // sg64 implies sg64_ok (checked above); the views must start at whole texels.
             need(OP, whole_texels(&a, &b), || {
                 format!(
@@ -306,11 +322,22 @@ impl Matmul {
                 )
             })?;
             let (ta, tb) = (a_len / 4, b_len / 4);
-            match (gpu.operand_texture(0, ta), gpu.operand_texture(1, tb)) {
-                (Some(at), Some(bt)) => Some([
-                    (12, TexFill { buffer: a.buffer.clone(), offset: a.offset, texels: ta as u32, texture: at }),
-                    (13, TexFill { buffer: b.buffer.clone(), offset: b.offset, texels: tb as u32, texture: bt }),
-                ]),
+            // Each operand through its buffer's aliased texture where it has one (no copy), else copied
+            // into a pooled texture before the launch.
+            let operand = |slot: u8, v: &View, texels: usize| match gpu.alias_texture(v, texels) {
+                Some((t, base)) => Some((t, base, None)),
+                None => gpu.operand_texture(slot, texels).map(|t| {
+                    let fill = TexFill {
+                        buffer: v.buffer.clone(),
+                        offset: v.offset,
+                        texels: texels as u32,
+                        texture: t.clone(),
+                    };
+                    (t, 0, Some(fill))
+                }),
+            };
+            match (operand(0, &a, ta), operand(1, &b, tb)) {
+                (Some(at), Some(bt)) => Some([at, bt]),
                 _ => {
                     need(OP, self.tex != Some(true), || "matmul_sgtex: the operands pass the texture limit".into())?;
                     None
@@ -401,9 +428,12 @@ impl Matmul {
             let bindings = [(1, a), (2, b), (3, c), (4, z), (5, a4), (6, b4)];
             return gpu.launch(label, "matmul", entry, &constants, Some(&params), &bindings, groups);
         }
-        if let Some(textures) = textures {
+        if let Some([(at, a_base, a_fill), (bt, b_base, b_fill)]) = textures {
+            (params.a_base, params.b_base) = (a_base, b_base);
             let bindings = [(6, b), (7, c), (8, z)];
-            return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, groups);
+            let fills = a_fill.into_iter().chain(b_fill).collect();
+            let textures = [(12, at), (13, bt)];
+            return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, fills, groups);
         }
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
         let shader = if sg { entry } else { "matmul" };
@@ -454,6 +484,8 @@ impl Matmul {
             slope: Act::LEAKY_SLOPE,
             vec_ok: 0,
             k_split: s as u32,
+            a_base: 0,
+            b_base: 0,
         };
         let constants = [
             ("BIAS", f64::from(u8::from(self.bias))),

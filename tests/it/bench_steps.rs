@@ -149,9 +149,12 @@ fn matmul_choice_is_timed_once_then_cached_and_can_be_forced() {
         assert!(err.contains(&format!("'{bad}' is not one of 2, 4, 8, 16, 32, 64")), "{err}");
     }
     // The subgroup matmul's 64-bit accesses and texture operands: on where the device has 64-bit
-    // integers (lavapipe does); --wide-loads false turns both off, --tex-operands false the textures.
+    // integers (lavapipe does), the textures aliasing the buffers on lavapipe; --wide-loads false turns
+    // both off, --tex-operands false the textures, --alias-operands false the aliasing.
     if gpu_is_cpu() {
-        assert!(stderr.contains("wide loads: on, texture operands: on)"), "{stderr}");
+        assert!(stderr.contains("wide loads: on, texture operands: on, aliased)"), "{stderr}");
+        let stderr = String::from_utf8_lossy(&run(Some("--alias-operands false")).stderr).to_string();
+        assert!(stderr.contains("wide loads: on, texture operands: on, copied)"), "{stderr}");
     }
     let stderr = String::from_utf8_lossy(&run(Some("--wide-loads false")).stderr).to_string();
     assert!(stderr.contains("wide loads: off, texture operands: off)"), "{stderr}");

@@ -5,7 +5,7 @@ use vaegpu::kernels::matmul::{epilogue_k_splits, split_k, Matmul};
 use vaegpu::kernels::Act;
 use vaegpu::reference::elementwise::{act_forward, act_grad_from_y};
 use vaegpu::reference::matmul::{matmul, transpose};
-use vaegpu::testing::{poisoned, to_f32, uniform, Tol};
+use vaegpu::testing::{poisoned, to_f32, to_f64, uniform, Tol};
 
 fn gpu() -> &'static Gpu {
     vaegpu::testing::shared_gpu()
@@ -418,12 +418,15 @@ fn subgroup_kernel_64_bit_accesses() {
     // The launcher picks it where the shape allows and the device has it on; a shape it cannot run
     // is refused when forced, and runs matmul_sg when not.
     // The MLP VAE's forward takes the texture form where the device has it on (its copies are a 55th of
-    // its flops in bytes); a 3×3 conv over 1152-long im2col rows (a 16th) keeps matmul_sg64.
+    // its flops in bytes); a 3×3 conv over 1152-long im2col rows (a 16th) keeps matmul_sg64 where its
+    // operands would be copied, and takes it where they are read in place (aliased, lavapipe).
     let fwd = Matmul { m: 128, n: 400, k: 784, bias: true, subgroup: true, ..Default::default() };
     let want = if g.wide_loads && g.tex_operands { "matmul_sgtex[" } else { "matmul_sg64[" };
     assert_eq!(label(fwd).contains(want), g.wide_loads, "{}", label(fwd));
     let conv = Matmul { m: 6272, n: 32, k: 1152, subgroup: true, ..Default::default() };
-    assert!(conv.sg64_ok() && !label(conv).contains("matmul_sgtex["), "{}", label(conv));
+    assert!(conv.sg64_ok() && conv.tex_shape_ok(true) && !conv.tex_shape_ok(false), "{conv:?}");
+    let aliased = g.wide_loads && g.tex_operands && g.alias_operands;
+    assert_eq!(label(conv).contains("matmul_sgtex["), aliased, "{}", label(conv));
     let odd_k = Matmul { m: 128, n: 400, k: 20, subgroup: true, ..Default::default() };
     assert!(!odd_k.sg64_ok() && label(odd_k).contains("matmul_sg["), "{}", label(odd_k));
     let buf = g.storage_f32("x", 128 * 400);
@@ -434,6 +437,85 @@ fn subgroup_kernel_64_bit_accesses() {
     let forced = Matmul { sg64: Some(false), tex: Some(true), ..odd_k };
     let err = forced.launch(g, "t", (&buf).into(), (&buf).into(), (&buf).into(), None).err().unwrap();
     assert!(err.to_string().contains("tex needs matmul_sg64"), "{err}");
+}
+
+/// On lavapipe the texture form reads operands in large buffers through images over the buffers' own
+/// memory (src/gpu/alias.rs): no copy is recorded; a view may sit anywhere in its buffer (in the second
+/// 64 MiB window, at a texel inside it); each run reads the buffer as it is then; the results are
+/// matmul_sg's bits. A region past its window, or in a small buffer, is copied instead.
+#[test]
+fn aliased_operand_textures() {
+    use vaegpu::gpu::View;
+    let g = gpu();
+    if !g.alias_operands {
+        let lavapipe = g.summary.driver == "llvmpipe" && g.summary.backend == "vulkan";
+        assert!(!lavapipe || !g.int64, "lavapipe without aliased operand textures");
+        eprintln!("skipped: {} does not alias operand textures (lavapipe only)", g.summary.name);
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let (m, n, k) = (128, 136, 784);
+    // A stored at 33 MiB + 4 KiB into a 40 MiB buffer (window 1, 1 MiB + 4 KiB in), B 256 bytes into its own.
+    let a_off = 33 * MIB + 4096;
+    let big = g.storage("big", 40 * MIB);
+    let bb = g.storage_f32("b", k * n + 64);
+    let a = to_f32(&uniform(9600, m * k, -1.0, 1.0));
+    let b = to_f32(&uniform(9601, k * n, -1.0, 1.0));
+    g.write(&big, a_off, &a);
+    g.write(&bb, 256, &b);
+    let (av, bv) = (View::new(&big, a_off, m * k), View::new(&bb, 256, k * n));
+    let (_, base) = g.alias_texture(&av, m * k / 4).expect("A aliased");
+    assert_eq!(base as u64, (MIB + 4096) / 16);
+    assert_eq!(g.alias_texture(&bv, k * n / 4).expect("B aliased").1, 16);
+    let mm = Matmul { m, n, k, subgroup: true, sg64: Some(true), ..Default::default() };
+    let run = |mm: Matmul, a: View, b: View| {
+        let c = poisoned(g, "c", m * n + 5);
+        let l = mm.launch(g, "t", a, b, (&c).into(), None).unwrap();
+        g.run(&l).unwrap();
+        let got = g.read_f32(&c).unwrap();
+        assert!(got[m * n..].iter().all(|v| v.is_nan()), "{mm:?}: wrote past C");
+        (l, got[..m * n].to_vec())
+    };
+    let same = |what: &str, got: &[f32], want: &[f32]| {
+        let differ = got.iter().zip(want).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        assert_eq!(differ, 0, "{what}: {differ} outputs differ from matmul_sg's");
+    };
+    let (tex, got) = run(Matmul { tex: Some(true), ..mm }, av, bv);
+    assert!(tex.label.contains("matmul_sgtex[") && tex.fills.is_empty(), "{}: {} fills", tex.label, tex.fills.len());
+    let (_, want) = run(Matmul { sg64: Some(false), ..mm }, av, bv);
+    tol(k).check("aliased", &got, &matmul(&to_f64(&a), &to_f64(&b), m, n, k, false)).unwrap();
+    same("aliased", &got, &want);
+    // New contents, written after the launch was built: the same launch reads them.
+    let a2 = to_f32(&uniform(9602, m * k, -1.0, 1.0));
+    g.write(&big, a_off, &a2);
+    let c = poisoned(g, "c", m * n);
+    let tex = Matmul { tex: Some(true), ..mm }.launch(g, "t", av, bv, (&c).into(), None).unwrap();
+    g.run(&tex).unwrap();
+    let (_, want) = run(Matmul { sg64: Some(false), ..mm }, av, bv);
+    same("aliased, rewritten", &g.read_f32(&c).unwrap(), &want);
+    // A region ending past its window (16 MiB in, 50 MiB long: window 0 ends at 64 MiB) has none; nor
+    // has a buffer under ALIAS_MIN_BYTES, whose operand is copied in before the launch.
+    assert!(g.alias_texture(&View::new(&big, 16 * MIB, (24 * MIB / 4) as usize), (50 * MIB / 16) as usize).is_none());
+    let small = g.upload("small", &a[..8 * k]);
+    assert!(
+        (8 * k * 4) as u64 <= vaegpu::gpu::ALIAS_MIN_BYTES && g.alias_texture(&(&small).into(), 8 * k / 4).is_none()
+    );
+    let (tex, _) = run(Matmul { tex: Some(true), ..mm }, (&big).into(), bv);
+    assert!(tex.fills.is_empty(), "{}", tex.label);
+    let c = poisoned(g, "c", 8 * n);
+    let mm8 = Matmul { m: 8, tex: Some(true), ..mm };
+    let copied = mm8.launch(g, "t", (&small).into(), bv, (&c).into(), None).unwrap();
+    assert_eq!(copied.fills.len(), 1, "{}", copied.label);
+    g.run(&copied).unwrap();
+    let (_, want) = {
+        let c = poisoned(g, "c", 8 * n);
+        let l = Matmul { sg64: Some(false), tex: None, ..mm8 }
+            .launch(g, "t", (&small).into(), bv, (&c).into(), None)
+            .unwrap();
+        g.run(&l).unwrap();
+        (l, g.read_f32(&c).unwrap())
+    };
+    same("copied", &g.read_f32(&c).unwrap(), &want);
 }
 
 #[test]
