@@ -80,7 +80,7 @@ pub struct Matmul {
     /// adapter's choice of it applies from [`SUBGROUP_MIN_MACS`] on.)
     pub subgroup: bool,
     /// Rows of C per invocation of the subgroup kernel (16, 32 or 64) instead of the launcher's choice
-    /// ([`sg_rows`]; tests, benchmarks).
+    /// ([`sg_rows`], [`sgtex_rows`] for the texture form; tests, benchmarks).
     pub sg_rows: Option<usize>,
     /// Where the subgroup kernel runs: None, its 64-bit-access form (shaders/matmul_sg64.wgsl) where
     /// the device has it on ([`Gpu::wide_loads`]) and the shape allows ([`Matmul::sg64_ok`]), else
@@ -164,11 +164,19 @@ pub fn split_k(k: usize, splits: usize) -> (usize, usize) {
 /// on lavapipe at the default VAE's shapes (benches/RESULTS.md). More rows load less per FMA (each
 /// lane's B values serve every row; the rows of A come through broadcasts) but pad M further.
 pub fn sg_rows(m: usize) -> usize {
-    [(16, 100), (32, 120), (64, 140)]
-        .into_iter()
-        .min_by_key(|&(rows, speed)| m.div_ceil(rows) * rows * 1000 / speed)
-        .unwrap()
-        .0
+    least_padded_time(m, [(16, 100), (32, 120), (64, 140)])
+}
+
+/// [`sg_rows`] for the texture form (shaders/matmul_sgtex.wgsl), whose speeds differ: with its
+/// operands aliased on lavapipe, 32 rows ran 1.07-1.70x faster than 64 on the MLP VAE's and the
+/// VQ-VAE's products (1.23x slower on one, K = 32), and 1.08-1.19x faster than 16 on the MLP VAE's
+/// (benches/RESULTS.md, 2026-11-29): speeds 1, 1.15, 0.95 for 16, 32, 64 rows.
+pub fn sgtex_rows(m: usize) -> usize {
+    least_padded_time(m, [(16, 100), (32, 115), (64, 95)])
+}
+
+fn least_padded_time(m: usize, speeds: [(usize, usize); 3]) -> usize {
+    speeds.into_iter().min_by_key(|&(rows, speed)| m.div_ceil(rows) * rows * 1000 / speed).unwrap().0
 }
 
 impl Matmul {
@@ -347,7 +355,8 @@ impl Matmul {
             need(OP, self.tex != Some(true), || "tex needs matmul_sg64".into())?;
             None
         };
-        let rows = if sg { self.sg_rows.unwrap_or_else(|| sg_rows(self.m)) } else { 16 };
+        let pick = if textures.is_some() { sgtex_rows } else { sg_rows };
+        let rows = if sg { self.sg_rows.unwrap_or_else(|| pick(self.m)) } else { 16 };
         need(OP, [16, 32, 64].contains(&rows), || format!("sg_rows {rows}: 16, 32 or 64"))?;
         let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };
         let wg = if gpu.is_cpu() {
