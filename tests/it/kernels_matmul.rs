@@ -523,6 +523,32 @@ fn aliased_operand_textures() {
     same("copied", &g.read_f32(&c).unwrap(), &want);
 }
 
+/// An aliased buffer's memory (which wgpu's allocator report does not see) is counted by
+/// `Gpu::memory_report` while the buffer lives, and freed with it and its operand textures.
+#[test]
+fn aliased_buffers_are_counted_and_freed() {
+    use vaegpu::gpu::{choose_adapter, GpuOptions, View};
+    // A device of its own, so that other tests' buffers do not move its report.
+    let g = Gpu::from_adapter(choose_adapter(&GpuOptions::default()).unwrap()).unwrap();
+    if !g.alias_operands {
+        eprintln!("skipped: {} does not alias operand textures (lavapipe only)", g.summary.name);
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let used = || g.memory_report().expect("Vulkan reports its allocator").0;
+    let before = used();
+    let big = g.storage("big", 40 * MIB);
+    let (texture, base) = g.alias_texture(&View::new(&big, 33 * MIB, 1024), 256).expect("aliased");
+    assert_eq!(base as u64, MIB / 16);
+    assert!(used() >= before + 40 * MIB, "{} -> {}", before, used());
+    drop(texture);
+    drop(big);
+    // Making the next buffer prunes the dead one's entry: its textures go, then its memory.
+    let small = g.storage("small", MIB);
+    assert!(used() < before + 2 * MIB, "{} -> {}: the 40 MiB buffer was not freed", before, used());
+    drop(small);
+}
+
 #[test]
 fn scalar_kernel_on_aligned_shapes() {
     for &(m, n, k) in &[(16, 400, 784), (9, 8, 12)] {
