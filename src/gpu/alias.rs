@@ -16,7 +16,8 @@
 //!
 //! Images cover the buffer in windows of 2048 rows (64 MiB, the texture limit) starting every 1024
 //! rows (32 MiB), so a region of at most 32 MiB lies whole in one window. They are made when a launch
-//! first asks for one, and live as long as the buffer.
+//! first asks for one, and live as long as the buffer: once wgpu has destroyed it, the next buffer
+//! made or texture asked for drops its entry here, then its images and memory go.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
