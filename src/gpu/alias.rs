@@ -42,8 +42,11 @@ struct Memory {
     device: ash::Device,
     memory: vk::DeviceMemory,
     buffer: vk::Buffer,
-    /// Bytes allocated (whole texture rows).
+    /// Bytes allocated: the buffer's texture rows, and whatever more its images need (lavapipe
+    /// pads an image's height to a multiple of 16 rows).
     bytes: u64,
+    /// Texture rows the buffer spans (its bytes / 32 KiB, rounded up): what the windows cover.
+    rows: u64,
     /// The device's total of such bytes ([`Aliasing::bytes`]).
     total: Arc<AtomicU64>,
 }
@@ -163,7 +166,10 @@ impl Aliasing {
     }
 
     fn prune(&self, buffers: &mut HashMap<u64, Entry>) {
-        for h in self.dead.lock().unwrap().drain(..) {
+        // Taken out first: dropping an entry's textures may let wgpu destroy other resources, whose
+        // drop callbacks lock `dead`.
+        let dead = std::mem::take(&mut *self.dead.lock().unwrap());
+        for h in dead {
             buffers.remove(&h);
         }
     }
@@ -171,12 +177,20 @@ impl Aliasing {
     /// A zeroed storage buffer of `bytes` bytes (usages STORAGE, COPY_SRC, COPY_DST) whose memory
     /// operand textures may alias; None where Vulkan refuses one (the caller makes a plain buffer).
     pub fn storage(&self, device: &wgpu::Device, label: &str, bytes: u64) -> Option<wgpu::Buffer> {
-        let alloc = bytes.next_multiple_of(ROW_BYTES);
+        let rows = bytes.div_ceil(ROW_BYTES);
         let memory = {
             let hal = unsafe { device.as_hal::<Vulkan>()? };
             let raw = hal.raw_device();
             // SAFETY: every handle made here is destroyed on each failure path, or owned by `Memory`.
             unsafe {
+                // Room for every window's image, as Vulkan sizes it (a whole one fits, `new` checked).
+                let mut alloc = rows * ROW_BYTES;
+                for w in (0..rows.div_ceil(STEP_ROWS)).filter(|w| rows - w * STEP_ROWS < WINDOW_ROWS) {
+                    let image = raw.create_image(&image_info((rows - w * STEP_ROWS) as u32), None).ok()?;
+                    let need = raw.get_image_memory_requirements(image).size;
+                    raw.destroy_image(image, None);
+                    alloc = alloc.max(w * STEP_ROWS * ROW_BYTES + need);
+                }
                 let buffer = raw.create_buffer(&buffer_info(bytes), None).ok()?;
                 let info = vk::MemoryAllocateInfo::default().allocation_size(alloc).memory_type_index(self.memory_type);
                 let Ok(memory) = raw.allocate_memory(&info, None) else {
@@ -184,7 +198,8 @@ impl Aliasing {
                     return None;
                 };
                 self.total.fetch_add(alloc, Ordering::Relaxed);
-                let memory = Memory { device: raw.clone(), memory, buffer, bytes: alloc, total: self.total.clone() };
+                let memory =
+                    Memory { device: raw.clone(), memory, buffer, bytes: alloc, rows, total: self.total.clone() };
                 raw.bind_buffer_memory(buffer, memory.memory, 0).ok()?;
                 // wgpu takes a buffer from outside as initialised: zero it, as wgpu's own are.
                 let ptr = raw.map_memory(memory.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).ok()?;
@@ -239,8 +254,8 @@ impl Aliasing {
         let entry = buffers.get_mut(&handle)?;
         let w = offset / ROW_BYTES / STEP_ROWS;
         let start = w * STEP_ROWS * ROW_BYTES;
-        let rows = ((entry.memory.bytes - start) / ROW_BYTES).min(WINDOW_ROWS);
-        if offset + bytes > start + rows * ROW_BYTES {
+        let rows = entry.memory.rows.saturating_sub(w * STEP_ROWS).min(WINDOW_ROWS);
+        if rows == 0 || offset + bytes > start + rows * ROW_BYTES {
             return None;
         }
         let base = ((offset - start) / 16) as u32;
@@ -259,10 +274,12 @@ fn window(device: &wgpu::Device, memory: &Arc<Memory>, start: u64, rows: u32) ->
         let hal = unsafe { device.as_hal::<Vulkan>()? };
         let raw = hal.raw_device();
         // SAFETY: `Aliasing::new` checked that such an image is laid out as the kernel reads the buffer
-        // and fits the memory at this offset (alignment, size).
+        // and that window starts suit its alignment; its size is checked against the memory left here.
         unsafe {
             let image = raw.create_image(&image_info(rows), None).ok()?;
-            if raw.bind_image_memory(image, memory.memory, start).is_err() {
+            if raw.get_image_memory_requirements(image).size > memory.bytes - start
+                || raw.bind_image_memory(image, memory.memory, start).is_err()
+            {
                 raw.destroy_image(image, None);
                 return None;
             }
