@@ -241,7 +241,7 @@ impl Matmul {
     /// fifth of a product's CPU time (benches/RESULTS.md, 2026-11-29): with both operands copied, the
     /// MLP VAE's products (a 55th) and the VQ-VAE's 128-channel ones (a 63rd) take it, its 32-channel
     /// residual convs (a 16th) do not. With both aliased every product sg64 runs takes it: on the
-    /// VQ-VAE's products it ran at 0.55-1.01x matmul_sg64's time but on one, 1.08x (its VQ distances).
+    /// VQ-VAE's products it ran at 0.55-1.01x matmul_sg64's time, and at 1.08x on one (the VQ distances).
     pub fn tex_ok(&self, gpu: &Gpu, a: &View, b: &View) -> bool {
         let (_, a_len, _, b_len) = self.dims();
         let copied = |v: &View, len: usize| if gpu.alias_texture(v, len / 4).is_some() { 0 } else { len };
