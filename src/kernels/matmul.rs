@@ -167,11 +167,16 @@ pub fn sg_rows(m: usize) -> usize {
     least_padded_time(m, [(16, 100), (32, 120), (64, 140)])
 }
 
-/// [`sg_rows`] for the texture form (shaders/matmul_sgtex.wgsl), whose speeds differ: with its
-/// operands aliased on lavapipe, 32 rows ran 1.07-1.70x faster than 64 on the MLP VAE's and the
-/// VQ-VAE's products (1.23x slower on one, K = 32), and 1.08-1.19x faster than 16 on the MLP VAE's
-/// (benches/RESULTS.md, 2026-11-29): speeds 1, 1.15, 0.95 for 16, 32, 64 rows.
-pub fn sgtex_rows(m: usize) -> usize {
+/// [`sg_rows`] for the texture form (shaders/matmul_sgtex.wgsl) of an M×N×K product, whose speeds
+/// differ: with its operands aliased on lavapipe, 32 rows ran 1.07-1.70x faster than 64 on the MLP
+/// VAE's and the VQ-VAE's products with K of 64 or more, and 1.08-1.19x faster than 16 on the MLP
+/// VAE's: speeds 1, 1.15, 0.95 for 16, 32, 64 rows. With K of 32 or less (a few k-steps an invocation)
+/// 64 rows ran 1.06-1.28x faster than 32 on the VQ-VAE's three such shapes, so those take
+/// [`sg_rows`]'s speeds (benches/RESULTS.md, 2026-11-29).
+pub fn sgtex_rows(m: usize, k: usize) -> usize {
+    if k <= 32 {
+        return sg_rows(m);
+    }
     least_padded_time(m, [(16, 100), (32, 115), (64, 95)])
 }
 
@@ -355,7 +360,7 @@ impl Matmul {
             need(OP, self.tex != Some(true), || "tex needs matmul_sg64".into())?;
             None
         };
-        let pick = if textures.is_some() { sgtex_rows } else { sg_rows };
+        let pick = |m| if textures.is_some() { sgtex_rows(m, self.k) } else { sg_rows(m) };
         let rows = if sg { self.sg_rows.unwrap_or_else(|| pick(self.m)) } else { 16 };
         need(OP, [16, 32, 64].contains(&rows), || format!("sg_rows {rows}: 16, 32 or 64"))?;
         let widths: &[usize] = if sg { &[64, 32, 16, 8] } else { &[64, 32, 16] };

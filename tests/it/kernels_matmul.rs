@@ -349,11 +349,12 @@ fn subgroup_kernel_layouts_and_epilogues() {
         [8, 16, 21, 37, 128, 400, 785, 6272].map(vaegpu::kernels::matmul::sg_rows),
         [16, 16, 32, 64, 64, 64, 64, 64]
     );
-    // The texture form's: 32 rows where padding allows.
+    // The texture form's: 32 rows where padding allows; with K of 32 or less, as sg_rows.
     assert_eq!(
-        [8, 16, 21, 33, 37, 65, 128, 401, 785, 6272].map(vaegpu::kernels::matmul::sgtex_rows),
+        [8, 16, 21, 33, 37, 65, 128, 401, 785, 6272].map(|m| vaegpu::kernels::matmul::sgtex_rows(m, 64)),
         [16, 16, 32, 16, 16, 16, 32, 32, 32, 32]
     );
+    assert_eq!([128, 6272, 25088].map(|m| vaegpu::kernels::matmul::sgtex_rows(m, 32)), [64, 64, 64]);
 }
 
 /// The subgroup kernel's 64-bit form (shaders/matmul_sg64.wgsl) where the device has 64-bit integers;
