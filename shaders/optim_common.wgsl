@@ -11,6 +11,11 @@ struct Params {
     weight_decay: f32,
     _pad0: u32,
     _pad1: u32,
+    // adam_tex only: the texels at which grads, m, v and the parameters start in their textures.
+    g_base: u32,
+    m_base: u32,
+    v_base: u32,
+    w_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -15,6 +15,9 @@
 //   Dispatch: grid = (64, 1, 1), 256 invocations; invocation t of workgroup g sums the squares of a
 //   strided share into partials[256·g + t].
 // sumsq_partial_v4: the same through a vec4 view (binding 8) when n is a multiple of 4.
+// sumsq_tex: sumsq_partial_v4 reading the grads through a read-only texture that aliases their buffer
+//   (binding 9; src/gpu/alias.rs, lavapipe): float i at texel base + i/4 (matmul_sgtex.wgsl's layout).
+//   The same sums in the same order: sumsq_partial_v4's bits.
 // norm_finalize: bindings 0 Params, 5 partials (read), 6 state (read_write: word 5 = non-finite flag),
 //   3 metrics (read_write), 7 clip (read_write, [1] = scale min(1, max_norm / (norm + 1e-6)), or 1).
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
@@ -30,6 +33,11 @@ struct Params {
     n: u32,
     max_norm: f32,
     cols: u32,
+    // sumsq_tex only: the texel at which the grads start in their texture.
+    base: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // metrics_advance: the training step's cursor (true) or the eval batch's (false).
@@ -139,6 +147,20 @@ fn sumsq_partial_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     var acc = vec4<f32>(0.0);
     for (var i = wid.x * 256u + t; 4u * i < p.n; i += GROUPS * 256u) {
         let g = grads4[i];
+        acc += g * g;
+    }
+    partials[wid.x * 256u + t] = (acc.x + acc.y) + (acc.z + acc.w);
+}
+
+@group(0) @binding(9) var grads_tex: texture_storage_2d<rgba32float, read>;
+
+@compute @workgroup_size(256, 1, 1)
+fn sumsq_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    var acc = vec4<f32>(0.0);
+    for (var i = wid.x * 256u + t; 4u * i < p.n; i += GROUPS * 256u) {
+        let j = p.base + i;
+        let g = textureLoad(grads_tex, vec2<u32>(j & 2047u, j >> 11u));
         acc += g * g;
     }
     partials[wid.x * 256u + t] = (acc.x + acc.y) + (acc.z + acc.w);

@@ -64,8 +64,9 @@ struct GpuArgs {
     /// --wide-loads)
     #[arg(long, global = true, env = "VAEGPU_TEX_OPERANDS")]
     tex_operands: Option<bool>,
-    /// Large buffers made in memory that those textures alias, so that no copy fills them: true or
-    /// false (default: true on lavapipe, the only driver where this is safe; no effect elsewhere)
+    /// Large buffers made in memory that those textures alias, so that no copy fills them (Adam and
+    /// the gradient norm read through such textures too): true or false (default: true on lavapipe,
+    /// the only driver where this is safe; no effect elsewhere)
     #[arg(long, global = true, env = "VAEGPU_ALIAS_OPERANDS")]
     alias_operands: Option<bool>,
 }

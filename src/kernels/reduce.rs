@@ -28,6 +28,9 @@ struct Params {
     n: u32,
     max_norm: f32,
     cols: u32,
+    /// sumsq_tex only: the texel at which the grads start in their aliased texture.
+    base: u32,
+    _pad: [u32; 3],
 }
 
 /// Where one batch's metrics go: `batch` rows of a dataset of `n_items` (rows past it do not count),
@@ -123,20 +126,56 @@ pub fn grad_norm(
     metrics: View,
     clip: View,
 ) -> Result<[Launch; 2]> {
+    grad_norm_as(gpu, n, max_norm, grads, partials, state, metrics, clip, true)
+}
+
+/// [`grad_norm`], with `textures` false keeping the buffer reads where the grads could be read
+/// through a texture aliasing their buffer (sumsq_tex, lavapipe; tests compare the two).
+#[allow(clippy::too_many_arguments)]
+pub fn grad_norm_as(
+    gpu: &Gpu,
+    n: usize,
+    max_norm: f32,
+    grads: View,
+    partials: View,
+    state: View,
+    metrics: View,
+    clip: View,
+    textures: bool,
+) -> Result<[Launch; 2]> {
     need_len("grad_norm", "grads", &grads, n)?;
     need_len("grad_norm", "partials", &partials, PARTIALS)?;
     let p = Params { n: n as u32, max_norm, ..Default::default() };
     // vec4 loads when n allows (a model's flat buffers always do).
     let (entry, binding) = if n % 4 == 0 { ("sumsq_partial_v4", 8) } else { ("sumsq_partial", 4) };
-    let a = gpu.launch(
-        format!("sumsq_partial[{n}]"),
-        "reduce",
-        entry,
-        &[],
-        Some(&p),
-        &[(binding, grads), (5, partials)],
-        [GROUPS as u32, 1, 1],
-    )?;
+    // On lavapipe, through a texture aliasing the grads' buffer where it has one (image loads are
+    // branch-free gathers there; buffer loads a loop over the lanes per component).
+    let tex = if n % 4 == 0 && textures { gpu.alias_texture(&grads, n / 4) } else { None };
+    let a = if let Some((t, base)) = tex {
+        let p = Params { base, ..p };
+        let label = format!("sumsq_partial[{n}]");
+        gpu.launch_tex(
+            label,
+            "reduce",
+            "sumsq_tex",
+            &[],
+            Some(&p),
+            &[(5, partials)],
+            &[(9, t)],
+            Vec::new(),
+            [GROUPS as u32, 1, 1],
+        )?
+    } else {
+        gpu.launch(
+            format!("sumsq_partial[{n}]"),
+            "reduce",
+            entry,
+            &[],
+            Some(&p),
+            &[(binding, grads), (5, partials)],
+            [GROUPS as u32, 1, 1],
+        )?
+    };
     let b = gpu.launch(
         "norm_finalize".into(),
         "reduce",

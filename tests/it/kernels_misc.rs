@@ -554,6 +554,13 @@ fn check_adam(c: AdamCase, seed: u64) {
 
 /// [`check_adam`] on `g`; returns the entry point that ran and the parameters, m and v after the step.
 fn check_adam_on(g: &Gpu, c: AdamCase, seed: u64) -> (&'static str, [Vec<f32>; 3]) {
+    check_adam_as(g, c, seed, true, false)
+}
+
+/// [`check_adam_on`] with the texture form allowed or not (`Adam::launch_as`), and the four operands
+/// either in buffers of their own or (`shared`) at distinct offsets of one buffer (the grads of a copy
+/// of it), so that each starts at its own texel of an aliased texture.
+fn check_adam_as(g: &Gpu, c: AdamCase, seed: u64, textures: bool, shared: bool) -> (&'static str, [Vec<f32>; 3]) {
     let n = c.n;
     let params = f32_round(&uniform(seed, n, -1.0, 1.0));
     let grads = f32_round(&uniform(seed + 1, n, -0.5, 0.5));
@@ -565,27 +572,47 @@ fn check_adam_on(g: &Gpu, c: AdamCase, seed: u64) -> (&'static str, [Vec<f32>; 3
     let (mut wp, mut wm, mut wv) = (params.clone(), m0.clone(), v0.clone());
     reference::optim::adam(&c.cfg, c.t, &mut wp, &grads, &mut wm, &mut wv, c.clip as f64);
     let state = g.upload("state", &state_words(c.t - 1, 0));
-    let pb = g.upload("params", &to_f32(&params));
-    let gb = g.upload("grads", &to_f32(&grads));
-    let mb = g.upload("m", &to_f32(&m0));
-    let vb = g.upload("v", &to_f32(&v0));
     let cb = g.upload("clip", &[c.clip]);
-    let l = c
-        .cfg
-        .launch(g, n, (&state).into(), (&pb).into(), (&gb).into(), (&mb).into(), (&vb).into(), (&cb).into())
-        .unwrap();
+    // Shared: params, grads, m, v in that order, each after a gap of 64 floats more than the last (the
+    // storage offset alignment is 256 bytes), so no two start at the same texel of their window.
+    let parts = [&params, &grads, &m0, &v0].map(|x| to_f32(x));
+    let starts: Vec<usize> = (0..4).map(|i| i * n.next_multiple_of(64) + 64 * (i + 1) * (i + 2) / 2).collect();
+    let mut all = vec![f32::NAN; starts[3] + n.next_multiple_of(64)];
+    for (x, &s) in parts.iter().zip(&starts) {
+        all[s..s + n].copy_from_slice(x);
+    }
+    // The grads, read only, lie in a buffer of their own (a copy of the same layout): adam_v8 binds them
+    // read-only, which wgpu does not allow beside a read-write binding of the same buffer.
+    let one = shared.then(|| (g.upload("adam operands", &all), g.upload("adam grads", &all)));
+    let own: Vec<_> = if shared {
+        vec![]
+    } else {
+        ["params", "grads", "m", "v"].iter().zip(&parts).map(|(l, x)| g.upload(l, x)).collect()
+    };
+    let view = |i: usize| match &one {
+        Some((b, gb)) => View::new(if i == 1 { gb } else { b }, 4 * starts[i] as u64, n),
+        None => View::whole(&own[i]),
+    };
+    let l = c.cfg.launch_as(g, n, (&state).into(), view(0), view(1), view(2), view(3), (&cb).into(), textures).unwrap();
     g.run(&l).unwrap();
-    let what = format!("adam t={} clip={} {:?}", c.t, c.clip, c.cfg);
+    let read = |i: usize| match &one {
+        Some((b, gb)) => g.read_f32(if i == 1 { gb } else { b }).unwrap()[starts[i]..starts[i] + n].to_vec(),
+        None => g.read_f32(&own[i]).unwrap(),
+    };
+    let what = format!("adam {} t={} clip={} {:?}", l.entry, c.t, c.clip, c.cfg);
     // m, v: two products and a sum in f32; the terms (|m| ≤ 0.05, |g| ≤ 0.5; v ≤ 0.01) can cancel,
     // so the floor is a few ulp of the terms rather than of the result.
-    Tol::new(1e-6, 2e-8).check(&format!("{what} m"), &g.read_f32(&mb).unwrap(), &wm).unwrap();
-    Tol::new(1e-6, 4e-9).check(&format!("{what} v"), &g.read_f32(&vb).unwrap(), &wv).unwrap();
+    let (p1, m1, v1) = (read(0), read(2), read(3));
+    Tol::new(1e-6, 2e-8).check(&format!("{what} m"), &m1, &wm).unwrap();
+    Tol::new(1e-6, 4e-9).check(&format!("{what} v"), &v1, &wv).unwrap();
     // θ: the step is lr·m̂/(√v̂ + ε) with 1 − β2ᵗ computed from GPU pow(β2, t) (exp2/log2 to a few
     // ulp) and cancelling (1 − 0.999 loses ~10 bits): relative error up to ~1e-4 on a step of
     // size ≤ lr, i.e. ≤ 1e-7 absolute at lr = 1e-3, on top of the rounding of θ (~6e-8).
     let step_tol = 2e-4 * c.cfg.lr as f64;
-    Tol::new(2e-7, step_tol).check(&format!("{what} params"), &g.read_f32(&pb).unwrap(), &wp).unwrap();
-    (l.entry, [g.read_f32(&pb).unwrap(), g.read_f32(&mb).unwrap(), g.read_f32(&vb).unwrap()])
+    Tol::new(2e-7, step_tol).check(&format!("{what} params"), &p1, &wp).unwrap();
+    // The grads are read only.
+    assert!(to_f32(&grads).iter().zip(read(1)).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: grads changed");
+    (l.entry, [p1, m1, v1])
 }
 
 /// Adam through 64-bit components (optim64.wgsl's adam_v8, on CPU adapters with 64-bit integers such as
@@ -598,11 +625,36 @@ fn adam_64_bit_form_matches_the_32_bit_one() {
     let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
     for (n, seed) in [(8, 960), (1000, 964), (4104, 968)] {
         let c = || AdamCase { cfg, t: 3, clip: 0.25, n };
-        let (e8, a) = check_adam_on(wide, c(), seed);
+        let (e8, a) = check_adam_as(wide, c(), seed, false, false);
         let (e4, b) = check_adam_on(&narrow, c(), seed);
         assert_eq!((e8, e4), ("adam_v8", "adam_v4"));
         for (x, y) in a.iter().zip(&b) {
             assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()), "n = {n}: adam_v8 differs from adam_v4");
+        }
+    }
+}
+
+/// Adam reading its operands through textures that alias their buffers (optim64.wgsl's adam_tex, on
+/// lavapipe) gives adam_v8's bits, with the four operands in buffers of their own and at distinct
+/// offsets of one buffer (each read from its own base texel); operands too small to alias (under 64
+/// KiB) fall back to adam_v8.
+#[test]
+fn adam_texture_form_matches_adam_v8() {
+    let Some((wide, _)) = vaegpu::testing::wide_and_narrow_gpus() else { return };
+    let wide = &wide;
+    let cfg = Adam { lr: 0.05, beta1: 0.5, beta2: 0.9, eps: 1e-6, weight_decay: 0.1, ..Default::default() };
+    // (n, seed, shared, aliased): the buffers of 1000 floats (4 KiB, or 19 KiB shared) stay unaliased.
+    let cases =
+        [(20008, 970, false, true), (17000, 974, true, true), (1000, 978, false, false), (1000, 982, true, false)];
+    for (n, seed, shared, aliased) in cases {
+        let c = || AdamCase { cfg, t: 3, clip: 0.25, n };
+        let (et, a) = check_adam_as(wide, c(), seed, true, shared);
+        let (e8, b) = check_adam_as(wide, c(), seed, false, shared);
+        // The texture form where the adapter aliases buffers of 64 KiB or more (lavapipe).
+        let tex = aliased && wide.alias_operands;
+        assert_eq!((et, e8), (if tex { "adam_tex" } else { "adam_v8" }, "adam_v8"), "n = {n}, shared: {shared}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()), "n = {n}: adam_tex differs from adam_v8");
         }
     }
 }
@@ -761,7 +813,8 @@ fn run_grad_norm(
 #[test]
 fn grad_norm_and_clip_scale() {
     let prefill: Vec<f32> = (0..METRICS_WORDS).map(|i| i as f32 + 0.5).collect();
-    for (k, n) in [1usize, 1000, 100_003].into_iter().enumerate() {
+    // 100_004: a multiple of 4 in a buffer of 64 KiB or more, read through a texture on lavapipe.
+    for (k, n) in [1usize, 1000, 100_003, 100_004].into_iter().enumerate() {
         let grads = f32_round(&uniform(1100 + k as u64, n, -1.0, 1.0));
         let (norm, _) = reference::optim::clip_scale(&grads, 0.0);
         for max_norm in [0.0, 0.05 * norm, 1e-3, 10.0 * norm + 1.0] {
@@ -789,6 +842,46 @@ fn grad_norm_and_clip_scale() {
             assert_eq!(metrics[M_GRAD_NORM_COUNT], prefill[M_GRAD_NORM_COUNT] + 1.0, "{what}: steps normed");
             assert_eq!(metrics[M_NONFINITE], prefill[M_NONFINITE], "{what}: non-finite count");
             assert_eq!(&metrics[..M_GRAD_NORM], &prefill[..M_GRAD_NORM], "{what}: loss slots changed");
+        }
+    }
+}
+
+/// The gradient norm's first pass reading the grads through a texture that aliases their buffer
+/// (reduce.wgsl's sumsq_tex, on lavapipe) leaves sumsq_partial_v4's partial sums to the bit, with the
+/// grads at an offset in their buffer (read from its base texel), and the same norm and clip scale.
+#[test]
+fn grad_norm_texture_form_matches_the_buffer_one() {
+    let g = gpu();
+    for (n, offset, seed) in [(100_004usize, 0usize, 1130u64), (40_000, 1_088, 1131), (1000, 64, 1132)] {
+        let mut all = vec![f32::NAN; offset + n + 64];
+        all[offset..offset + n].copy_from_slice(&to_f32(&uniform(seed, n, -1.0, 1.0)));
+        let gb = g.upload("grads", &all);
+        let mut out = vec![];
+        for textures in [true, false] {
+            let partials = poisoned(g, "partials", PARTIALS);
+            let state = g.upload("state", &state_words(3, 0));
+            let mbuf = g.upload("metrics", &[0.0f32; METRICS_WORDS]);
+            let clip = poisoned(g, "clip", 1);
+            let grads = View::new(&gb, 4 * offset as u64, n);
+            let views = [(&partials).into(), (&state).into(), (&mbuf).into(), (&clip).into()];
+            let [p, s, m, c] = views;
+            let [a, b] = reduce::grad_norm_as(g, n, 0.5, grads, p, s, m, c, textures).unwrap();
+            g.run(&a).unwrap();
+            g.run(&b).unwrap();
+            out.push((a.entry, g.read_f32(&partials).unwrap(), g.read_f32(&mbuf).unwrap(), g.read_f32(&clip).unwrap()));
+        }
+        // Buffers of 64 KiB or more are aliased on lavapipe (`Gpu::alias_operands`).
+        let tex = g.alias_operands && 4 * all.len() >= 64 << 10;
+        assert_eq!(
+            (out[0].0, out[1].0),
+            (if tex { "sumsq_tex" } else { "sumsq_partial_v4" }, "sumsq_partial_v4"),
+            "n = {n}"
+        );
+        for (what, x, y) in
+            [("partial sums", &out[0].1, &out[1].1), ("metrics", &out[0].2, &out[1].2), ("clip", &out[0].3, &out[1].3)]
+        {
+            let differ = x.iter().zip(y).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(differ.is_none(), "n = {n}: {what} differ first at {differ:?}");
         }
     }
 }
