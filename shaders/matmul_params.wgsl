@@ -17,6 +17,15 @@ struct Params {
     // matmul_sgtex only: the texels at which op(A) and op(B) start in their textures.
     a_base: u32,
     b_base: u32,
+    // matmul_sgtex with IM2COL only: the conv geometry of the implicit im2col matrix (its header).
+    im_sh: u32,
+    im_sw: u32,
+    im_bh: u32,
+    im_bw: u32,
+    im_ch: u32,
+    im_k: u32,
+    im_stride: u32,
+    im_pad: u32,
 }
 
 override TRANS_A: bool = false;

@@ -10,6 +10,7 @@
 // takes 8 texel loads a lane (its 4 columns at k .. k+7) and no shuffles.
 // The same sums in the same order as matmul_sg64: the results are its bits.
 // Bindings: 0 Params, 6 B (the bias row only), 7 C, 8 Z (matmul_sg64_body.wgsl), 12 A's texture, 13 B's.
+// IM2COL (below): op(A) gathered from a conv's input image, the matrix never written.
 
 //!include matmul_sg64_body.wgsl
 
@@ -61,8 +62,180 @@ fn load_b(k: u32, n4: u32, u: u32, sl: u32, l: u32) -> B8 {
               B4(tex_b(i + 4u * s4), tex_b(i + 5u * s4), tex_b(i + 6u * s4), tex_b(i + 7u * s4)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// IM2COL: op(A) is a conv's im2col matrix, read from the image in place of the matrix (an implicit
+// GEMM: no im2col launch writes it). A's texture holds the image X [B, BH, BW, CH] (NHWC, conv_grad.wgsl's
+// big image); the matrix [B·SH·SW, K·K·CH] has row m = small pixel (b, sy, sx) and column tap·CH + c =
+// X[b, sy·S − P + tap / K, sx·S − P + tap % K, c] (0 outside the image; max(·, 0) with IM2COL_RELU),
+// exactly what conv_grad.wgsl's im2col writes. Without TRANS_A the matrix is op(A) (a conv's forward:
+// M = pixels, K = K·K·CH); with TRANS_A op(A) is its transpose (a conv's weight gradient: M = K·K·CH and
+// the ones row, K = pixels). CH is a multiple of 8, so a lane's 8 consecutive columns are 8 channels of
+// one tap: two texels. The same values in the same order as from the matrix: the same bits.
+override IM2COL: bool = false;
+override IM2COL_RELU: bool = false;
+
+// A small pixel's place: the big image's row and column under tap (0, 0), and its image's first row.
+struct Pix {
+    y0: i32,
+    x0: i32,
+    row0: u32,
+}
+
+fn pix_of(sy: u32, sx: u32, b: u32) -> Pix {
+    return Pix(i32(sy * p.im_stride) - i32(p.im_pad), i32(sx * p.im_stride) - i32(p.im_pad), b * p.im_bh);
+}
+
+fn pix_at(m: u32) -> Pix {
+    let t = m / p.im_sw;
+    return pix_of(t % p.im_sh, m % p.im_sw, t / p.im_sh);
+}
+
+// The 8 channels from c at tap (ky, kx) of pixel q: two texels of X, zeros outside the image.
+fn x8(q: Pix, ky: u32, kx: u32, c: u32) -> F8 {
+    let by = q.y0 + i32(ky);
+    let bx = q.x0 + i32(kx);
+    let inside = by >= 0 && bx >= 0 && by < i32(p.im_bh) && bx < i32(p.im_bw);
+    let i = (((q.row0 + u32(max(by, 0))) * p.im_bw + u32(max(bx, 0))) * p.im_ch + c) >> 2u;
+    let z = vec4<f32>(0.0);
+    var lo = select(z, tex_a(i), inside);
+    var hi = select(z, tex_a(i + 1u), inside);
+    if (IM2COL_RELU) {
+        lo = max(lo, z);
+        hi = max(hi, z);
+    }
+    return F8(lo, hi);
+}
+
+// A group of 8 rows of op(A) with TRANS_A: the tap and first channel of its columns of the matrix, or
+// the ones row.
+struct Cols {
+    ky: u32,
+    kx: u32,
+    c: u32,
+    one: bool,
+}
+
+fn cols_at(mg: u32) -> Cols {
+    let r = min(mg, p.lda - 8u);
+    let tap = r / p.im_ch;
+    return Cols(tap / p.im_k, tap % p.im_k, r % p.im_ch, ONES_ROW && mg >= p.m - 1u);
+}
+
+fn xt8(q: Pix, g: Cols) -> F8 {
+    if (g.one) {
+        return F8(vec4<f32>(1.0), vec4<f32>(1.0));
+    }
+    return x8(q, g.ky, g.kx, g.c);
+}
+
+// sg64_main with op(A) gathered from the image: the row (or, with TRANS_A, the pixel) coordinates that
+// do not change along K are found once, the tap and channel (pixel) carried from one step to the next.
+fn im2col_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
+    let q = place(wid, lid, sl);
+    let n4 = q.n4;
+    let m0 = q.m0;
+    let l = q.l;
+    var c0 = zero8();
+    var c1 = c0;
+    var c2 = c0;
+    var c3 = c0;
+    var c4 = c0;
+    var c5 = c0;
+    var c6 = c0;
+    var c7 = c0;
+    if (TRANS_A) {
+        let g0 = cols_at(m0);
+        let g1 = cols_at(m0 + 8u);
+        let g2 = cols_at(m0 + 16u);
+        let g3 = cols_at(m0 + 24u);
+        let g4 = cols_at(m0 + 32u);
+        let g5 = cols_at(m0 + 40u);
+        let g6 = cols_at(m0 + 48u);
+        let g7 = cols_at(m0 + 56u);
+        // This lane's pixel, k + l, as (sy, sx, b), moved on by 8 each step.
+        let t = l / p.im_sw;
+        var sx = l % p.im_sw;
+        var sy = t % p.im_sh;
+        var b = t / p.im_sh;
+        for (var k = 0u; k < p.k; k += 8u) {
+            let px = pix_of(sy, sx, b);
+            let bk = load_b(k, n4, q.u, sl, l);
+            c0 = upd16(c0, rows(xt8(px, g0)), bk);
+            c1 = upd16(c1, rows(xt8(px, g1)), bk);
+            if (RG > 2u) {
+                c2 = upd16(c2, rows(xt8(px, g2)), bk);
+                c3 = upd16(c3, rows(xt8(px, g3)), bk);
+            }
+            if (RG > 4u) {
+                c4 = upd16(c4, rows(xt8(px, g4)), bk);
+                c5 = upd16(c5, rows(xt8(px, g5)), bk);
+                c6 = upd16(c6, rows(xt8(px, g6)), bk);
+                c7 = upd16(c7, rows(xt8(px, g7)), bk);
+            }
+            sx += 8u;
+            loop {
+                if (sx < p.im_sw) {
+                    break;
+                }
+                sx -= p.im_sw;
+                sy += 1u;
+                if (sy == p.im_sh) {
+                    sy = 0u;
+                    b += 1u;
+                }
+            }
+        }
+    } else {
+        // Rows past the matrix's read its last (never stored back), as load_a does.
+        let last = p.m - 1u;
+        let r0 = pix_at(min(m0 + l, last));
+        let r1 = pix_at(min(m0 + 8u + l, last));
+        let r2 = pix_at(min(m0 + 16u + l, last));
+        let r3 = pix_at(min(m0 + 24u + l, last));
+        let r4 = pix_at(min(m0 + 32u + l, last));
+        let r5 = pix_at(min(m0 + 40u + l, last));
+        let r6 = pix_at(min(m0 + 48u + l, last));
+        let r7 = pix_at(min(m0 + 56u + l, last));
+        // Column k = (ky·K + kx)·CH + c.
+        var c = 0u;
+        var kx = 0u;
+        var ky = 0u;
+        for (var k = 0u; k < p.k; k += 8u) {
+            let bk = load_b(k, n4, q.u, sl, l);
+            c0 = upd16(c0, rows(x8(r0, ky, kx, c)), bk);
+            c1 = upd16(c1, rows(x8(r1, ky, kx, c)), bk);
+            if (RG > 2u) {
+                c2 = upd16(c2, rows(x8(r2, ky, kx, c)), bk);
+                c3 = upd16(c3, rows(x8(r3, ky, kx, c)), bk);
+            }
+            if (RG > 4u) {
+                c4 = upd16(c4, rows(x8(r4, ky, kx, c)), bk);
+                c5 = upd16(c5, rows(x8(r5, ky, kx, c)), bk);
+                c6 = upd16(c6, rows(x8(r6, ky, kx, c)), bk);
+                c7 = upd16(c7, rows(x8(r7, ky, kx, c)), bk);
+            }
+            c += 8u;
+            if (c == p.im_ch) {
+                c = 0u;
+                kx += 1u;
+                if (kx == p.im_k) {
+                    kx = 0u;
+                    ky += 1u;
+                }
+            }
+        }
+    }
+    if (q.u < q.cols4) {
+        store_tile(m0, n4, bias4(n4), c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn matmul_sgtex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(subgroup_invocation_id) sl: u32) {
-    sg64_main(wid, lid, sl);
+    if (IM2COL) {
+        im2col_main(wid, lid, sl);
+    } else {
+        sg64_main(wid, lid, sl);
+    }
 }

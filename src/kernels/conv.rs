@@ -1,6 +1,7 @@
 //! Launchers for shaders/conv.wgsl (forward and input gradient) and shaders/conv_grad.wgsl (parameter
 //! gradient). Geometry and layout are described in the shader headers and in reference/conv.rs.
 
+use super::matmul::{Im2col, Matmul};
 use super::{need, need_len, Act};
 use crate::gpu::{ConvKernel, Gpu, Launch, Result, View};
 pub use crate::reference::conv::ConvGeom;
@@ -78,6 +79,9 @@ pub struct ConvGather {
     /// Run as matmuls, in the im2col or the col2im form ([`ConvGather::launches`]); None: the adapter's
     /// choice (see `uses_im2col`).
     pub im2col: Option<bool>,
+    /// On the im2col path, read the matrix in place from the image rather than gather it (see
+    /// [`ConvWgrad::implicit`]): None where it can, Some(false) never, Some(true) or an error.
+    pub implicit: Option<bool>,
 }
 
 /// Workgroup memory of conv_tiled: a 16 × 130-float tile of the im2col block and a 16 × 80-float one of
@@ -263,6 +267,7 @@ impl ConvGather {
             im2col: Some(true),
             gathered: false,
             flat: None,
+            implicit: self.implicit,
         };
         if self.flipped_form() {
             // dX = conv(dY, flipped W) at stride 1 with padding K − 1 − pad: dY gathered over dX's
@@ -304,11 +309,13 @@ impl ConvGather {
     /// `wgrad` on its own: both on the im2col path, same image, geometry and channels. A transposed
     /// conv's input gradient gathers its output gradient exactly as the weight gradient does.
     /// (A conv's input gradient in the flipped form gathers dY, which no weight gradient gathers so.)
+    /// Never where the launch may read its matrix in place ([`ConvWgrad::implicit_possible`]): then no
+    /// matrix is gathered to share.
     pub fn gathers_as(&self, gpu: &Gpu, wgrad: &ConvWgrad) -> bool {
         !self.flipped_form()
             && self.uses_im2col(gpu)
             && wgrad.uses_im2col(gpu)
-            && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad))
+            && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad) && !g.implicit_possible(gpu))
     }
 
     /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
@@ -500,23 +507,33 @@ impl ConvGather {
             let product = product.ok_or_else(|| missing("product", plen))?;
             return self.launch_col2im(gpu, label, x, w, y, z, r, scratch, product);
         };
-        let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
-        let gather = wg.im2col_launch(gpu, label, x, x, scratch)?;
         let rows = self.batch * self.out_hw.0 * self.out_hw.1;
         let inner = self.k * self.k * self.c;
         use super::matmul::Matmul;
+        let mm = if self.w_t {
+            Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() }
+        } else {
+            Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() }
+        };
+        // The matrix read in place from x (no gather), or gathered into the scratch.
+        let (mm, a, gather) = match wg.implicit(gpu, mm, &x)? {
+            Some(mm) => (mm, x, None),
+            None => {
+                let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
+                (mm, scratch, Some(wg.im2col_launch(gpu, label, x, x, scratch)?))
+            }
+        };
         if !self.w_t {
-            let mm = Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() };
-            return Ok(vec![gather, mm.launch(gpu, label, scratch, w, y, None)?]);
+            return Ok(gather.into_iter().chain([mm.launch(gpu, label, a, w, y, None)?]).collect());
         }
         let product = product.ok_or_else(|| missing("product", self.product_len(gpu)))?;
         // The weights as [N, K·K·C] (the block's C × N rows per tap, reordered; taps flipped in the
         // flipped form), read transposed.
         let flip = self.flipped_form();
         let params = ConvWgrad { c: self.n, n: self.c, ..wg }.params(1);
-        let retap = retap(gpu, label, &params, w, product, &scratch, flip)?;
-        let mm = Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() };
-        let mut out = vec![gather, retap, mm.launch(gpu, label, scratch, product, y, z)?];
+        let retap = retap(gpu, label, &params, w, product, &a, flip)?;
+        let mut out: Vec<Launch> = gather.into_iter().collect();
+        out.extend([retap, mm.launch(gpu, label, a, product, y, z)?]);
         if self.resid == Resid::AfterDact {
             // dx = (dY · Wtᵀ) ⊙ act'(z) + r: the matmul's epilogue has act' or a residual, not both.
             let r = r.ok_or_else(|| missing("residual", y.len))?;
@@ -735,6 +752,9 @@ pub struct ConvWgrad {
     /// GPUs: a warp's loads and stores coalesce) or one per row (`im2col`, for CPU adapters: no
     /// division per value); None: by the adapter (flat on GPUs).
     pub flat: Option<bool>,
+    /// On the im2col path, read the matrix in place from the image instead of gathering it (see
+    /// [`ConvWgrad::implicit`]): None where it can, Some(false) never, Some(true) or an error.
+    pub implicit: Option<bool>,
 }
 
 impl ConvWgrad {
@@ -766,6 +786,7 @@ impl ConvWgrad {
             im2col: None,
             gathered: false,
             flat: None,
+            implicit: None,
         };
         if !g.transposed {
             return Ok(vec![(base, 0)]);
@@ -775,6 +796,57 @@ impl ConvWgrad {
         // holds when the layer's input gradient runs (it gathers the same matrix: see
         // `ConvGather::gathers_as`).
         Ok(vec![(bias, g.k * g.k * g.cin * g.cout), (base, 0)])
+    }
+
+    /// The gathered matrix as an implicit im2col: the image (the layer input, or with `gather_b` the
+    /// output gradient) and the geometry.
+    pub fn im2col_geom(&self) -> Im2col {
+        Im2col {
+            batch: self.batch,
+            small_hw: self.small_hw,
+            big_hw: self.big_hw,
+            ch: if self.gather_b { self.n } else { self.c },
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            relu: self.pre_relu,
+        }
+    }
+
+    /// Whether the matrix this gather builds may instead be read in place from its image by the
+    /// product that uses it (an implicit GEMM: matmul_sgtex's IM2COL, [`Matmul::im2col_runs`]): on
+    /// lavapipe with aliased buffers and the texture form on, where the matrix is the product's op(A)
+    /// (not a transposed conv's weight gradient, whose matrix is B), its channels, the small pixels
+    /// (the weight gradient's K) and N multiples of 8, the product of [`super::matmul::SUBGROUP_MIN_MACS`]
+    /// or more (smaller ones run the register-blocked kernel), unless `implicit` is Some(false). The launch
+    /// then also needs the image's buffer aliased. A gather read in place leaves no matrix for another
+    /// launch to share ([`ConvGather::gathers_as`]).
+    pub fn implicit_possible(&self, gpu: &Gpu) -> bool {
+        let g = self.im2col_geom();
+        self.implicit != Some(false)
+            && !self.gather_b
+            && g.ch % 8 == 0
+            && g.rows() % 8 == 0
+            && self.n % 8 == 0
+            && g.rows() * g.cols() * self.n >= super::matmul::SUBGROUP_MIN_MACS
+            && gpu.alias_operands
+            && gpu.tex_operands
+            && gpu.wide_loads
+            && gpu.subgroups
+            && gpu.int64
+    }
+
+    /// `mm` (the product over this gather's matrix as op(A)) reading the matrix in place from `image`,
+    /// where it can ([`ConvWgrad::implicit_possible`] and [`Matmul::im2col_runs`]); None where the matrix
+    /// must be gathered; an error where `implicit` forces it and it cannot.
+    pub fn implicit(&self, gpu: &Gpu, mm: Matmul, image: &View) -> Result<Option<Matmul>> {
+        let g = self.im2col_geom();
+        let imp = Matmul { im2col: Some(g), ..mm };
+        let runs = self.implicit_possible(gpu) && imp.im2col_runs(gpu, &g, image);
+        need("conv", runs || self.implicit != Some(true), || {
+            format!("no implicit im2col for {self:?} on {} (Matmul::im2col_runs)", gpu.summary.name)
+        })?;
+        Ok(runs.then_some(imp))
     }
 
     /// Whether `other` gathers the same im2col matrix (the same image, geometry and channels).
@@ -1124,12 +1196,22 @@ impl ConvWgrad {
         need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
         let len = self.rows_out() * self.n;
         need(OP, len.div_ceil(256) <= 65535, || format!("{len} gradient values exceed one copy launch"))?;
-        let gather = if self.gathered { None } else { Some(self.im2col_launch(gpu, label, a, g, scratch)?) };
         let mut params = self.params(1);
         let (m, n, splits) = self.im2col_matmul(gpu);
-        use super::matmul::Matmul;
         let mm = Matmul { m, n, k: rows, trans_a: true, ones_row: !self.gather_b, splits, ..Default::default() };
-        let (ma, mb) = if self.gather_b { (a, scratch) } else { (scratch, g) };
+        // A conv's matrix read in place from its input (no gather), or gathered into the scratch
+        // (unless the forward already did: `gathered`).
+        let implicit = if self.gather_b { None } else { self.implicit(gpu, mm, &a)? };
+        let gather = if self.gathered || implicit.is_some() {
+            None
+        } else {
+            Some(self.im2col_launch(gpu, label, a, g, scratch)?)
+        };
+        let (mm, ma, mb) = match implicit {
+            Some(mm) => (mm, a, g),
+            None if self.gather_b => (mm, a, scratch),
+            None => (mm, scratch, g),
+        };
         let mut launches: Vec<Launch> = gather.into_iter().collect();
         launches.push(mm.launch(gpu, label, ma, mb, product, None)?);
         let splits = self.im2col_splits(gpu);

@@ -23,6 +23,15 @@ struct Params {
     /// in, the view's place in its buffer's window where aliased).
     a_base: u32,
     b_base: u32,
+    /// matmul_sgtex with IM2COL only: the conv geometry of the implicit im2col matrix ([`Im2col`]).
+    im_sh: u32,
+    im_sw: u32,
+    im_bh: u32,
+    im_bw: u32,
+    im_ch: u32,
+    im_k: u32,
+    im_stride: u32,
+    im_pad: u32,
 }
 
 /// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
@@ -94,6 +103,41 @@ pub struct Matmul {
     /// kernel writes [`split_k`]`.1` partial M×N products, block after block, into C, for the caller to
     /// sum; no bias, activation or residual epilogue.
     pub splits: usize,
+    /// op(A) (or, with `trans_a`, its transpose) is this conv's im2col matrix, read in place from the
+    /// image A holds (an implicit GEMM, matmul_sgtex's IM2COL; only where [`Matmul::im2col_runs`]).
+    pub im2col: Option<Im2col>,
+}
+
+/// A conv's im2col matrix as its image and geometry (conv_grad.wgsl's im2col, small and big image as
+/// there): row m = small pixel (b, sy, sx), column tap·CH + c = X[b, sy·S − P + tap / K, sx·S − P +
+/// tap % K, c] of the big image X [B, BH, BW, CH], 0 outside it, max(·, 0) with `relu`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Im2col {
+    pub batch: usize,
+    pub small_hw: (usize, usize),
+    pub big_hw: (usize, usize),
+    pub ch: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub relu: bool,
+}
+
+impl Im2col {
+    /// Floats of the image.
+    pub fn image_len(&self) -> usize {
+        self.batch * self.big_hw.0 * self.big_hw.1 * self.ch
+    }
+
+    /// Rows of the matrix (small pixels).
+    pub fn rows(&self) -> usize {
+        self.batch * self.small_hw.0 * self.small_hw.1
+    }
+
+    /// Columns of the matrix (K·K·CH).
+    pub fn cols(&self) -> usize {
+        self.k * self.k * self.ch
+    }
 }
 
 /// Whether both views start at a whole texel (16 bytes), as matmul_sgtex's copies need.
@@ -265,6 +309,39 @@ impl Matmul {
         self.sg64_ok() && 4 * floats as u64 * 40 <= flops
     }
 
+    /// Whether this product, with [`Matmul::im2col`] set to `g` and the image in `a`, runs as an implicit
+    /// GEMM on `gpu`: the texture form of the subgroup kernel (the device has subgroups, 64-bit
+    /// integers, wide loads and texture operands on, and `subgroup` forces the subgroup kernel or it is
+    /// the adapter's choice for this product, [`SUBGROUP_MIN_MACS`] on; no other kernel forced, no
+    /// split), the shape as [`Matmul::sg64_ok`] wants
+    /// and the matrix's (8 channels a column group: CH a multiple of 8), and the image's buffer
+    /// aliased by a texture ([`Gpu::alias_texture`], lavapipe).
+    pub fn im2col_runs(&self, gpu: &Gpu, g: &Im2col, a: &View) -> bool {
+        let shape = if self.trans_a {
+            self.ones_row && self.m == g.cols() + 1 && self.k == g.rows()
+        } else {
+            !self.ones_row && self.m == g.rows() && self.k == g.cols()
+        };
+        let kernel = !self.naive && !self.scalar && !self.tiled && !self.tile128 && !self.register;
+        shape
+            && kernel
+            && g.ch % 8 == 0
+            && g.stride > 0
+            && g.big_hw.0 * g.big_hw.1 > 0
+            && self.splits <= 1
+            && self.sg64 != Some(false)
+            && self.tex != Some(false)
+            && (self.subgroup || gpu.matmul == MatmulKernel::Subgroup && self.m * self.n * self.k >= SUBGROUP_MIN_MACS)
+            && gpu.subgroups
+            && gpu.int64
+            && gpu.wide_loads
+            && gpu.tex_operands
+            && Matmul { im2col: None, ..*self }.sg64_ok()
+            && a.offset % 16 == 0
+            && a.len >= g.image_len()
+            && gpu.alias_texture(a, g.image_len() / 4).is_some()
+    }
+
     /// Z, M×N, where the epilogue reads it (act' or a residual).
     fn need_z(&self, z: Option<&View>) -> Result<()> {
         if self.dact != Act::Identity || self.resid {
@@ -280,7 +357,17 @@ impl Matmul {
         need(OP, !(self.bias && self.trans_b), || "bias needs an untransposed B".into())?;
         need(OP, !self.ones_row || self.m >= 2, || "ones_row needs m >= 2".into())?;
         let (lda, a_len, ldb, b_len) = self.dims();
-        need_len(OP, "A", &a, a_len)?;
+        if let Some(g) = &self.im2col {
+            need(OP, self.im2col_runs(gpu, g, &a), || {
+                format!("no implicit im2col for {self:?} on {} (see Matmul::im2col_runs)", gpu.summary.name)
+            })?;
+        }
+        // A holds the image, not the matrix, where the matrix is implicit.
+        let (a_what, a_len) = match &self.im2col {
+            Some(g) => ("the image", g.image_len()),
+            None => ("A", a_len),
+        };
+        need_len(OP, a_what, &a, a_len)?;
         need_len(OP, "B", &b, b_len)?;
         let (k_chunk, splits) = if self.splits > 1 { split_k(self.k, self.splits) } else { (0, 1) };
         need_len(OP, "C", &c, splits * self.m * self.n)?;
@@ -301,6 +388,7 @@ impl Matmul {
             k_split: k_chunk as u32,
             a_base: 0,
             b_base: 0,
+            ..bytemuck::Zeroable::zeroed()
         };
         let tiled = !self.naive
             && (self.tiled
@@ -314,8 +402,11 @@ impl Matmul {
         let tile128 = tiled && splits == 1 && (self.tile128 || fits128 && self.fills_tile128());
         let vec4 = !self.naive && !tiled && !self.scalar && self.vec4_ok();
         let big = self.m * self.n * self.k >= SUBGROUP_MIN_MACS;
-        let sg =
-            vec4 && gpu.subgroups && (self.subgroup || (!self.register && gpu.matmul == MatmulKernel::Subgroup && big));
+        let sg = vec4
+            && gpu.subgroups
+            && (self.subgroup
+                || self.im2col.is_some()
+                || (!self.register && gpu.matmul == MatmulKernel::Subgroup && big));
         // Workgroup width: on CPU adapters (SIMD across invocations) the least padding of the column
         // count among 16/32/64 lanes (8/16/32/64 for the subgroup kernel); on GPUs 64.
         let cols = if vec4 { self.n / 4 } else { self.n };
@@ -326,7 +417,8 @@ impl Matmul {
         }
         need(OP, self.sg64 != Some(true) || sg, || "sg64 needs the subgroup kernel".into())?;
         // The texture form where its textures fit the device (else matmul_sg64).
-        let textures = if sg64 && self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(gpu, &a, &b)) {
+        let tex_wanted = self.im2col.is_some() || self.tex.unwrap_or(gpu.tex_operands && self.tex_ok(gpu, &a, &b));
+        let textures = if sg64 && tex_wanted {
             // sg64 implies sg64_ok (checked above); the views must start at whole texels.
             need(OP, whole_texels(&a, &b), || {
                 format!(
@@ -334,6 +426,7 @@ impl Matmul {
                     a.offset, b.offset
                 )
             })?;
+            // a_len: the image's floats where the matrix is implicit (aliased: im2col_runs holds).
             let (ta, tb) = (a_len / 4, b_len / 4);
             // Each operand through its buffer's aliased texture where it has one (no copy), else copied
             // into a pooled texture before the launch.
@@ -447,8 +540,23 @@ impl Matmul {
             let bindings = [(6, b), (7, c), (8, z)];
             let fills = a_fill.into_iter().chain(b_fill).collect();
             let textures = [(12, at), (13, bt)];
+            let mut constants = constants.to_vec();
+            let mut label = label;
+            if let Some(g) = &self.im2col {
+                params.im_sh = g.small_hw.0 as u32;
+                params.im_sw = g.small_hw.1 as u32;
+                params.im_bh = g.big_hw.0 as u32;
+                params.im_bw = g.big_hw.1 as u32;
+                params.im_ch = g.ch as u32;
+                params.im_k = g.k as u32;
+                params.im_stride = g.stride as u32;
+                params.im_pad = g.pad as u32;
+                constants.extend([("IM2COL", 1.0), ("IM2COL_RELU", f64::from(u8::from(g.relu)))]);
+                label = label.replacen(&format!("{entry}["), &format!("{entry}[im2col "), 1);
+            }
             return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, fills, groups);
         }
+        need(OP, self.im2col.is_none(), || "an implicit im2col needs matmul_sgtex".into())?;
         let bindings = if vec4 { [(5, a), (6, b), (7, c), (8, z)] } else { [(1, a), (2, b), (3, c), (4, z)] };
         let shader = if sg { entry } else { "matmul" };
         gpu.launch(label, shader, entry, &constants, Some(&params), &bindings, groups)
@@ -500,6 +608,7 @@ impl Matmul {
             k_split: s as u32,
             a_base: 0,
             b_base: 0,
+            ..bytemuck::Zeroable::zeroed()
         };
         let constants = [
             ("BIAS", f64::from(u8::from(self.bias))),

@@ -529,3 +529,117 @@ fn col2im_64_bit_form_matches_the_32_bit_one() {
         assert_eq!(differ, 0, "{what}: {differ} outputs differ between the 64-bit and 32-bit forms");
     }
 }
+
+/// On the matmul path, a conv's forward, the flipped form of its input gradient and its weight
+/// gradient read their im2col matrix in place from the image (matmul_sgtex's IM2COL, on lavapipe: the
+/// image's buffer aliased, channels, pixels and N multiples of 8): no gather launch, and the bits of
+/// the gathered path (`implicit: Some(false)`), which the reference checks too. Images at an offset
+/// in buffers of 64 KiB or more; relu on read; strides 1 and 2, padding 0 and 1. Every product has
+/// SUBGROUP_MIN_MACS or more, so that the gathered path runs the same kernel (smaller ones run the
+/// register-blocked kernel on lavapipe, over a gathered matrix).
+#[test]
+fn implicit_im2col_matches_the_gathered_path() {
+    use vaegpu::gpu::View;
+    let gpu = gpu();
+    let cases = [
+        // A residual block's 3×3 conv (relu on read) and its input gradient in the flipped form.
+        (Case::new(8, 7, 7, 32, 16, 3, 1, 1, false), true),
+        (Case::new(16, 8, 8, 8, 16, 4, 2, 1, false), false),
+        (Case::new(16, 9, 9, 16, 16, 3, 2, 0, false), true),
+    ];
+    let mut implicit_runs = 0;
+    for (i, (c, pre_relu)) in cases.iter().enumerate() {
+        let g = &c.g;
+        let seed = 4700 + 10 * i as u64;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow * g.cout);
+        let x = uniform(seed, xs, -1.0, 1.0);
+        let block = uniform(seed + 1, g.block_rows() * g.cout, -1.0, 1.0);
+        let dy = uniform(seed + 2, ys, -1.0, 1.0);
+        let z_in: Vec<f64> = uniform(seed + 3, xs, -1.0, 1.0).iter().map(|v| act_forward(Act::Relu, *v)).collect();
+        // x and dy 1 KiB into buffers of 80 KiB or more.
+        let big = |label: &str, v: &[f64]| {
+            let b = gpu.storage(label, (1024 + 4 * v.len()).max(80 << 10) as u64);
+            gpu.write(&b, 1024, &to_f32(v));
+            b
+        };
+        let (xb, dyb) = (big("x", &x), big("dy", &dy));
+        let (xv, dyv) = (View::new(&xb, 1024, xs), View::new(&dyb, 1024, ys));
+        let (wb, zb) = (gpu.upload("w", &to_f32(&block)), gpu.upload("z", &to_f32(&z_in)));
+        let taps = g.k * g.k;
+        // Forward, then the input gradient (the flipped form where the stride is 1 and cout < cin).
+        for fwd in [true, false] {
+            let mut k = if fwd {
+                ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap()
+            } else {
+                ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Relu).unwrap()
+            };
+            k.pre_relu = fwd && *pre_relu;
+            k.im2col = Some(true);
+            let flipped = !fwd && g.stride == 1 && g.cout < g.cin;
+            if !fwd && !flipped {
+                continue;
+            }
+            let (input, out_len) = if fwd { (xv, ys) } else { (dyv, xs) };
+            let z = (!fwd).then(|| (&zb).into());
+            let run = |k: ConvGather| {
+                let out = poisoned(gpu, "out", out_len);
+                let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+                let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+                let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+                let ls = k.launches(gpu, "t", input, (&wb).into(), (&out).into(), z, None, sv, pv).unwrap();
+                for l in &ls {
+                    gpu.run(l).unwrap();
+                }
+                (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), gpu.read_f32(&out).unwrap())
+            };
+            let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad (flipped)" });
+            let (labels, got) = run(k);
+            let (gathered, want) = run(ConvGather { implicit: Some(false), ..k });
+            assert!(gathered.iter().any(|l| l.contains(" im2col[")), "{what}: {gathered:?}");
+            let implicit = labels.iter().any(|l| l.contains("matmul_sgtex[im2col "));
+            assert_eq!(implicit, gpu.alias_operands, "{what}: {labels:?}");
+            assert_eq!(labels.iter().any(|l| l.contains(" im2col[")), !implicit, "{what}: {labels:?}");
+            implicit_runs += usize::from(implicit);
+            let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(differ.is_none(), "{what}: differs from the gathered path first at {differ:?}");
+            let reference = if fwd {
+                conv_forward(g, &x, &block, c.batch, c.h, c.w, Act::Tanh, *pre_relu, None)
+            } else {
+                conv_backward_input(g, &dy, &block, c.batch, c.h, c.w, Act::Relu, Some(&z_in[..]), None)
+            };
+            tol(taps * g.cin.max(g.cout)).check(&what, &got, &reference).unwrap();
+        }
+        // The weight gradient (with its bias row), written at an offset in a poisoned buffer.
+        let (k, at) = ConvWgrad::for_layer(g, c.batch, c.h, c.w, *pre_relu).unwrap()[0];
+        let len = g.block_rows() * g.cout;
+        let run = |k: ConvWgrad| {
+            let out = poisoned(gpu, "dw", len + 8);
+            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+            let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+            let ls = k.launch(gpu, "t", xv, dyv, (&out).into(), 5 + at, sv, pv).unwrap();
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap();
+            assert!(got[..5].iter().chain(&got[5 + len..]).all(|v| v.is_nan()), "{}: wrote outside", c.name());
+            (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), got[5..5 + len].to_vec())
+        };
+        let what = format!("{} weight gradient pre_relu={pre_relu}", c.name());
+        let (labels, got) = run(k);
+        let (gathered, want) = run(ConvWgrad { implicit: Some(false), ..k });
+        assert!(gathered.iter().any(|l| l.contains(" im2col[")), "{what}: {gathered:?}");
+        let implicit = labels.iter().any(|l| l.contains("matmul_sgtex[im2col "));
+        assert_eq!(implicit, gpu.alias_operands, "{what}: {labels:?}");
+        assert_eq!(labels.iter().any(|l| l.contains(" im2col[")), !implicit, "{what}: {labels:?}");
+        implicit_runs += usize::from(implicit);
+        let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(differ.is_none(), "{what}: differs from the gathered path first at {differ:?}");
+        let reference = conv_backward_params(g, &x, &dy, c.batch, c.h, c.w, *pre_relu);
+        tol(c.batch * oh * ow).check(&what, &got, &reference).unwrap();
+    }
+    if gpu.alias_operands {
+        assert_eq!(implicit_runs, 7);
+    }
+}

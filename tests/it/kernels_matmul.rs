@@ -680,3 +680,108 @@ fn adapter_choice_of_the_subgroup_kernel_spares_small_products() {
     // Forced, it runs whatever the size.
     assert!(is_sg(&label(Matmul { subgroup: true, ..head })));
 }
+
+/// conv_grad.wgsl's im2col matrix on the host: rows the small pixels, columns tap·CH + c.
+fn host_im2col(g: &vaegpu::kernels::matmul::Im2col, x: &[f32]) -> Vec<f32> {
+    let (bh, bw) = g.big_hw;
+    let mut out = Vec::with_capacity(g.rows() * g.cols());
+    for b in 0..g.batch {
+        for sy in 0..g.small_hw.0 {
+            for sx in 0..g.small_hw.1 {
+                for tap in 0..g.k * g.k {
+                    let by = (sy * g.stride + tap / g.k) as isize - g.pad as isize;
+                    let bx = (sx * g.stride + tap % g.k) as isize - g.pad as isize;
+                    let inside = by >= 0 && bx >= 0 && (by as usize) < bh && (bx as usize) < bw;
+                    for c in 0..g.ch {
+                        let v = if inside { x[((b * bh + by as usize) * bw + bx as usize) * g.ch + c] } else { 0.0 };
+                        out.push(if g.relu { v.max(0.0) } else { v });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The texture form reading a conv's im2col matrix in place from its image (matmul_sgtex's IM2COL, on
+/// lavapipe) gives the bits of the same product over the gathered matrix: a conv's forward (op(A) the
+/// matrix, bias and activation in the epilogue) and weight gradient (its transpose with the ones row),
+/// at strides 1 and 2, with and without padding and relu on read, the image at an offset in its buffer.
+#[test]
+fn implicit_im2col_matches_the_gathered_matrix() {
+    use vaegpu::gpu::View;
+    use vaegpu::kernels::matmul::Im2col;
+    let g = gpu();
+    // (batch, big image, channels, k, stride, pad, relu, output channels): small pixels a multiple of 8
+    // (the weight gradient's K), the forward's M not a multiple of the rows an invocation takes.
+    let cases = [
+        (8, (5, 7), 8, 3, 1, 1, false, 8),
+        (2, (9, 6), 16, 4, 2, 1, true, 24),
+        (2, (4, 4), 8, 2, 2, 0, true, 16),
+        (3, (8, 8), 32, 4, 2, 1, false, 64),
+    ];
+    let mut ran = 0;
+    for (i, &(batch, big_hw, ch, k, stride, pad, relu, n)) in cases.iter().enumerate() {
+        let small_hw = ((big_hw.0 + 2 * pad - k) / stride + 1, (big_hw.1 + 2 * pad - k) / stride + 1);
+        let geo = Im2col { batch, small_hw, big_hw, ch, k, stride, pad, relu };
+        let (rows, cols) = (geo.rows(), geo.cols());
+        let seed = 9700 + 10 * i as u64;
+        let x = to_f32(&uniform(seed, geo.image_len(), -1.0, 1.0));
+        // The image 4 KiB + 256 bytes into a buffer of 64 KiB or more (aliased on lavapipe).
+        let off = 4096 + 256;
+        let xb = g.storage("x", (off + 4 * geo.image_len()).max(80 << 10) as u64);
+        g.write(&xb, off as u64, &x);
+        let xv = View::new(&xb, off as u64, geo.image_len());
+        let matrix = host_im2col(&geo, &x);
+        let mb = g.upload("matrix", &matrix);
+        let w = to_f32(&uniform(seed + 1, (cols + 1) * n, -1.0, 1.0));
+        let wb = g.upload("w", &w);
+        let dy = to_f32(&uniform(seed + 2, rows * n, -1.0, 1.0));
+        let dyb = g.upload("dy", &dy);
+        let fwd = Matmul { m: rows, n, k: cols, bias: true, act: Act::Relu, subgroup: true, ..Default::default() };
+        let wgrad =
+            Matmul { m: cols + 1, n, k: rows, trans_a: true, ones_row: true, subgroup: true, ..Default::default() };
+        for (what, mm, b, bh) in [("forward", fwd, &wb, &w), ("weight gradient", wgrad, &dyb, &dy)] {
+            let implicit = Matmul { im2col: Some(geo), ..mm };
+            if !implicit.im2col_runs(g, &geo, &xv) {
+                assert!(!g.alias_operands, "{what} {geo:?}: no implicit im2col on an aliasing adapter");
+                continue;
+            }
+            let run = |mm: Matmul, a: View| {
+                let c = poisoned(g, "c", mm.m * n + 5);
+                let l = mm.launch(g, "t", a, b.into(), (&c).into(), None).unwrap();
+                g.run(&l).unwrap();
+                let got = g.read_f32(&c).unwrap();
+                assert!(got[mm.m * n..].iter().all(|v| v.is_nan()), "{what} {geo:?}: wrote past C");
+                (l, got[..mm.m * n].to_vec())
+            };
+            let (li, got) = run(implicit, xv);
+            let (le, want) = run(Matmul { tex: Some(true), ..mm }, (&mb).into());
+            // The image is read in place: no copy of it (B, if small, is copied).
+            assert!(
+                li.label.contains("matmul_sgtex[im2col ") && li.fills.iter().all(|f| f.buffer != xb),
+                "{}",
+                li.label
+            );
+            assert!(le.label.contains("matmul_sgtex["), "{}", le.label);
+            let differ = got.iter().zip(&want).position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(differ.is_none(), "{what} {geo:?}: differs from the gathered matrix's product first at {differ:?}");
+            // And the product itself, against the f64 reference over the host's matrix.
+            let (a64, b64) = (to_f64(&matrix), to_f64(bh));
+            let want64 = if mm.trans_a {
+                let mut at = transpose(&a64, rows, cols);
+                at.extend(std::iter::repeat_n(1.0, rows));
+                matmul(&at, &b64, cols + 1, n, rows, false)
+            } else {
+                matmul(&a64, &b64, rows, n, cols, true).into_iter().map(|v| act_forward(Act::Relu, v)).collect()
+            };
+            tol(mm.k).check(&format!("{what} {geo:?}"), &got, &want64).unwrap();
+            ran += 1;
+        }
+    }
+    if g.alias_operands {
+        assert_eq!(ran, 2 * cases.len());
+    } else {
+        eprintln!("skipped: {} does not alias operand textures (lavapipe only)", g.summary.name);
+    }
+}

@@ -67,6 +67,25 @@ fn every_entry_point_and_variant_builds() {
             }
         }
     }
+    // matmul_sgtex reading a conv's im2col matrix in place (IM2COL): the forward (bias and an
+    // activation), the flipped input gradient (transposed B, act') and the weight gradient (transposed
+    // A, ones row), with and without relu on read, at each count of 8-row groups.
+    if can("matmul_sgtex") {
+        let forms = [
+            [("TRANS_A", 0.0), ("TRANS_B", 0.0), ("BIAS", 1.0), ("ONES_ROW", 0.0), ("ACT", 1.0), ("DACT", 0.0)],
+            [("TRANS_A", 0.0), ("TRANS_B", 1.0), ("BIAS", 0.0), ("ONES_ROW", 0.0), ("ACT", 0.0), ("DACT", 1.0)],
+            [("TRANS_A", 1.0), ("TRANS_B", 0.0), ("BIAS", 0.0), ("ONES_ROW", 1.0), ("ACT", 0.0), ("DACT", 0.0)],
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            for (j, rg) in [2.0, 4.0, 8.0].into_iter().enumerate() {
+                let mut c = form.to_vec();
+                c.extend([("RESID", 0.0), ("WG", [8.0, 16.0, 64.0][(i + j) % 3]), ("RG", rg)]);
+                c.extend([("IM2COL", 1.0), ("IM2COL_RELU", ((i + j) % 2) as f64)]);
+                gpu.pipeline("matmul_sgtex", "matmul_sgtex", &c).unwrap_or_else(|e| panic!("matmul_sgtex {c:?}: {e}"));
+                built += 1;
+            }
+        }
+    }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
     // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, each
     // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs) and each tile shape of conv_tiled.
