@@ -230,11 +230,117 @@ fn im2col_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// IM2COL_B: op(B) (untransposed, no bias row) is the im2col matrix, read from the image in B's
+// texture (the geometry and layout as IM2COL's): row k = small pixel, column tap·CH + c. CH is a
+// multiple of 4, so a lane's 4 columns are 4 channels of one tap: one texel a row. A transposed
+// conv's weight gradient (the matrix gathered from its output gradient) is such a product.
+
+// A lane's 4 columns of the matrix: their tap and first channel.
+struct Tap {
+    ky: u32,
+    kx: u32,
+    c: u32,
+}
+
+// Small pixels as (sy, sx, image), 4 at a time.
+struct Pix4 {
+    sy: vec4<u32>,
+    sx: vec4<u32>,
+    b: vec4<u32>,
+}
+
+fn pix4_at(m: vec4<u32>) -> Pix4 {
+    let t = m / p.im_sw;
+    return Pix4(t % p.im_sh, m % p.im_sw, t / p.im_sh);
+}
+
+// The 4 pixels 8 further on.
+fn pix4_next(q: Pix4) -> Pix4 {
+    var r = q;
+    r.sx += vec4<u32>(8u);
+    loop {
+        let wrap = r.sx >= vec4<u32>(p.im_sw);
+        if (!any(wrap)) {
+            break;
+        }
+        r.sx = select(r.sx, r.sx - p.im_sw, wrap);
+        r.sy = select(r.sy, r.sy + 1u, wrap);
+        let next = r.sy == vec4<u32>(p.im_sh);
+        r.sy = select(r.sy, vec4<u32>(0u), next);
+        r.b = select(r.b, r.b + 1u, next);
+    }
+    return r;
+}
+
+// Rows q (4 pixels) of the lane's 4 columns at tap t: one texel each, zeros outside the image.
+fn rows4(q: Pix4, t: Tap) -> B4 {
+    let by = vec4<i32>(q.sy * p.im_stride) - i32(p.im_pad) + i32(t.ky);
+    let bx = vec4<i32>(q.sx * p.im_stride) - i32(p.im_pad) + i32(t.kx);
+    let inside = (by >= vec4<i32>(0)) & (bx >= vec4<i32>(0)) & (by < vec4<i32>(i32(p.im_bh)))
+        & (bx < vec4<i32>(i32(p.im_bw)));
+    let pix = (q.b * p.im_bh + vec4<u32>(max(by, vec4<i32>(0)))) * p.im_bw + vec4<u32>(max(bx, vec4<i32>(0)));
+    let i = (pix * p.im_ch + t.c) >> vec4<u32>(2u);
+    let z = vec4<f32>(0.0);
+    var r = B4(select(z, tex_b(i.x), inside.x), select(z, tex_b(i.y), inside.y), select(z, tex_b(i.z), inside.z),
+               select(z, tex_b(i.w), inside.w));
+    if (IM2COL_RELU) {
+        r = B4(max(r.q0, z), max(r.q1, z), max(r.q2, z), max(r.q3, z));
+    }
+    return r;
+}
+
+override IM2COL_B: bool = false;
+
+// sg64_main with op(B) gathered from the image: the lane's tap found once, the 8 rows' pixels carried
+// from one step to the next.
+fn im2col_b_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
+    let q = place(wid, lid, sl);
+    let n4 = q.n4;
+    let m0 = q.m0;
+    let l = q.l;
+    let col = 4u * n4;
+    let tap = col / p.im_ch;
+    let t = Tap(tap / p.im_k, tap % p.im_k, col % p.im_ch);
+    var lo = pix4_at(vec4<u32>(0u, 1u, 2u, 3u));
+    var hi = pix4_at(vec4<u32>(4u, 5u, 6u, 7u));
+    var c0 = zero8();
+    var c1 = c0;
+    var c2 = c0;
+    var c3 = c0;
+    var c4 = c0;
+    var c5 = c0;
+    var c6 = c0;
+    var c7 = c0;
+    for (var k = 0u; k < p.k; k += 8u) {
+        let b = B8(rows4(lo, t), rows4(hi, t));
+        c0 = upd16(c0, rows(load_a(m0, k, l)), b);
+        c1 = upd16(c1, rows(load_a(m0 + 8u, k, l)), b);
+        if (RG > 2u) {
+            c2 = upd16(c2, rows(load_a(m0 + 16u, k, l)), b);
+            c3 = upd16(c3, rows(load_a(m0 + 24u, k, l)), b);
+        }
+        if (RG > 4u) {
+            c4 = upd16(c4, rows(load_a(m0 + 32u, k, l)), b);
+            c5 = upd16(c5, rows(load_a(m0 + 40u, k, l)), b);
+            c6 = upd16(c6, rows(load_a(m0 + 48u, k, l)), b);
+            c7 = upd16(c7, rows(load_a(m0 + 56u, k, l)), b);
+        }
+        lo = pix4_next(lo);
+        hi = pix4_next(hi);
+    }
+    if (q.u < q.cols4) {
+        store_tile(m0, n4, bias4(n4), c0, c1, c2, c3, c4, c5, c6, c7);
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn matmul_sgtex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(subgroup_invocation_id) sl: u32) {
     if (IM2COL) {
         im2col_main(wid, lid, sl);
+    } else if (IM2COL_B) {
+        im2col_b_main(wid, lid, sl);
     } else {
         sg64_main(wid, lid, sl);
     }

@@ -315,7 +315,13 @@ impl ConvGather {
         !self.flipped_form()
             && self.uses_im2col(gpu)
             && wgrad.uses_im2col(gpu)
-            && self.im2col_gather().is_some_and(|g| g.same_im2col(wgrad) && !g.implicit_possible(gpu))
+            && self.im2col_gather().is_some_and(|g| {
+                // Neither this launch (the matrix as A) nor, for a transposed conv, its weight
+                // gradient (as B) may read it in place.
+                g.same_im2col(wgrad)
+                    && !g.implicit_possible(gpu, false)
+                    && !(g.gather_b && g.implicit_possible(gpu, true))
+            })
     }
 
     /// Whether the launch has the col2im form (conv_grad.wgsl `col2im`): a transposed conv's forward or
@@ -516,7 +522,7 @@ impl ConvGather {
             Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() }
         };
         // The matrix read in place from x (no gather), or gathered into the scratch.
-        let (mm, a, gather) = match wg.implicit(gpu, mm, &x)? {
+        let (mm, a, gather) = match wg.implicit(gpu, mm, &x, false)? {
             Some(mm) => (mm, x, None),
             None => {
                 let scratch = scratch.ok_or_else(|| missing("scratch", wg.scratch_im2col()))?;
@@ -813,22 +819,28 @@ impl ConvWgrad {
         }
     }
 
-    /// Whether the matrix this gather builds may instead be read in place from its image by the
-    /// product that uses it (an implicit GEMM: matmul_sgtex's IM2COL, [`Matmul::im2col_runs`]): on
-    /// lavapipe with aliased buffers and the texture form on, where the matrix is the product's op(A)
-    /// (not a transposed conv's weight gradient, whose matrix is B), its channels, the small pixels
-    /// (the weight gradient's K) and N multiples of 8, the product of [`super::matmul::SUBGROUP_MIN_MACS`]
-    /// or more (smaller ones run the register-blocked kernel), unless `implicit` is Some(false). The launch
-    /// then also needs the image's buffer aliased. A gather read in place leaves no matrix for another
-    /// launch to share ([`ConvGather::gathers_as`]).
-    pub fn implicit_possible(&self, gpu: &Gpu) -> bool {
+    /// Whether the matrix this gather builds may instead be read in place from its image by a
+    /// product that uses it (an implicit GEMM, [`Matmul::im2col_runs`]): as op(A) (`as_b` false:
+    /// matmul_sgtex's IM2COL; a conv's forward and weight gradient, the flipped input gradient, a
+    /// transposed conv's input gradient) or as op(B) (IM2COL_B: a transposed conv's weight
+    /// gradient). On lavapipe with aliased buffers and the texture form on, where the matrix's
+    /// channels are a multiple of 8 (as A) or 4 (as B), the small pixels (the weight gradients' K) and
+    /// the product's other side multiples of 8, the product of [`super::matmul::SUBGROUP_MIN_MACS`]
+    /// or more (smaller ones run the register-blocked kernel), unless `implicit` is Some(false). The
+    /// launch then also needs the image's buffer aliased. A gather read in place leaves no matrix for
+    /// another launch to share ([`ConvGather::gathers_as`]).
+    pub fn implicit_possible(&self, gpu: &Gpu, as_b: bool) -> bool {
         let g = self.im2col_geom();
+        // The product's side that is not the matrix: a transposed conv's weight gradient has the
+        // input's channels (C) as rows; the products over the matrix as A have N columns (a transposed
+        // conv's input gradient: its C).
+        let (ch_ok, other) =
+            if as_b { (g.ch % 4 == 0, self.c) } else { (g.ch % 8 == 0, if self.gather_b { self.c } else { self.n }) };
         self.implicit != Some(false)
-            && !self.gather_b
-            && g.ch % 8 == 0
+            && ch_ok
             && g.rows() % 8 == 0
-            && self.n % 8 == 0
-            && g.rows() * g.cols() * self.n >= super::matmul::SUBGROUP_MIN_MACS
+            && other % 8 == 0
+            && g.rows() * g.cols() * other >= super::matmul::SUBGROUP_MIN_MACS
             && gpu.alias_operands
             && gpu.tex_operands
             && gpu.wide_loads
@@ -836,13 +848,14 @@ impl ConvWgrad {
             && gpu.int64
     }
 
-    /// `mm` (the product over this gather's matrix as op(A)) reading the matrix in place from `image`,
-    /// where it can ([`ConvWgrad::implicit_possible`] and [`Matmul::im2col_runs`]); None where the matrix
-    /// must be gathered; an error where `implicit` forces it and it cannot.
-    pub fn implicit(&self, gpu: &Gpu, mm: Matmul, image: &View) -> Result<Option<Matmul>> {
+    /// `mm` (the product over this gather's matrix as op(A), or with `as_b` as op(B)) reading the matrix
+    /// in place from `image`, where it can ([`ConvWgrad::implicit_possible`] and
+    /// [`Matmul::im2col_runs`]); None where the matrix must be gathered; an error where `implicit`
+    /// forces it and it cannot.
+    pub fn implicit(&self, gpu: &Gpu, mm: Matmul, image: &View, as_b: bool) -> Result<Option<Matmul>> {
         let g = self.im2col_geom();
-        let imp = Matmul { im2col: Some(g), ..mm };
-        let runs = self.implicit_possible(gpu) && imp.im2col_runs(gpu, &g, image);
+        let imp = Matmul { im2col: Some(g), im2col_b: as_b, ..mm };
+        let runs = self.implicit_possible(gpu, as_b) && imp.im2col_runs(gpu, &g, image);
         need("conv", runs || self.implicit != Some(true), || {
             format!("no implicit im2col for {self:?} on {} (Matmul::im2col_runs)", gpu.summary.name)
         })?;
@@ -1199,9 +1212,10 @@ impl ConvWgrad {
         let mut params = self.params(1);
         let (m, n, splits) = self.im2col_matmul(gpu);
         let mm = Matmul { m, n, k: rows, trans_a: true, ones_row: !self.gather_b, splits, ..Default::default() };
-        // A conv's matrix read in place from its input (no gather), or gathered into the scratch
-        // (unless the forward already did: `gathered`).
-        let implicit = if self.gather_b { None } else { self.implicit(gpu, mm, &a)? };
+        // The matrix read in place from its image (no gather): a conv's input (as A), a transposed
+        // conv's output gradient (as B); or gathered into the scratch (unless another launch already
+        // did: `gathered`).
+        let implicit = self.implicit(gpu, mm, if self.gather_b { &g } else { &a }, self.gather_b)?;
         let gather = if self.gathered || implicit.is_some() {
             None
         } else {

@@ -106,6 +106,9 @@ pub struct Matmul {
     /// op(A) (or, with `trans_a`, its transpose) is this conv's im2col matrix, read in place from the
     /// image A holds (an implicit GEMM, matmul_sgtex's IM2COL; only where [`Matmul::im2col_runs`]).
     pub im2col: Option<Im2col>,
+    /// With `im2col`, the matrix is op(B) (untransposed) instead, read from the image B holds
+    /// (matmul_sgtex's IM2COL_B).
+    pub im2col_b: bool,
 }
 
 /// A conv's im2col matrix as its image and geometry (conv_grad.wgsl's im2col, small and big image as
@@ -314,18 +317,20 @@ impl Matmul {
     /// integers, wide loads and texture operands on, and `subgroup` forces the subgroup kernel or it is
     /// the adapter's choice for this product, [`SUBGROUP_MIN_MACS`] on; no other kernel forced, no
     /// split), the shape as [`Matmul::sg64_ok`] wants
-    /// and the matrix's (8 channels a column group: CH a multiple of 8), and the image's buffer
-    /// aliased by a texture ([`Gpu::alias_texture`], lavapipe).
+    /// and the matrix's (8 channels a column group: CH a multiple of 8; as B, with `im2col_b`, 4
+    /// channels a lane's columns: CH a multiple of 4, no bias row), and the image's buffer (`a`: A's,
+    /// or B's with `im2col_b`) aliased by a texture ([`Gpu::alias_texture`], lavapipe).
     pub fn im2col_runs(&self, gpu: &Gpu, g: &Im2col, a: &View) -> bool {
-        let shape = if self.trans_a {
-            self.ones_row && self.m == g.cols() + 1 && self.k == g.rows()
+        let shape = if self.im2col_b {
+            !self.trans_b && !self.bias && self.n == g.cols() && self.k == g.rows() && g.ch % 4 == 0
+        } else if self.trans_a {
+            self.ones_row && self.m == g.cols() + 1 && self.k == g.rows() && g.ch % 8 == 0
         } else {
-            !self.ones_row && self.m == g.rows() && self.k == g.cols()
+            !self.ones_row && self.m == g.rows() && self.k == g.cols() && g.ch % 8 == 0
         };
         let kernel = !self.naive && !self.scalar && !self.tiled && !self.tile128 && !self.register;
         shape
             && kernel
-            && g.ch % 8 == 0
             && g.stride > 0
             && g.big_hw.0 * g.big_hw.1 > 0
             && self.splits <= 1
@@ -358,17 +363,18 @@ impl Matmul {
         need(OP, !self.ones_row || self.m >= 2, || "ones_row needs m >= 2".into())?;
         let (lda, a_len, ldb, b_len) = self.dims();
         if let Some(g) = &self.im2col {
-            need(OP, self.im2col_runs(gpu, g, &a), || {
+            need(OP, self.im2col_runs(gpu, g, if self.im2col_b { &b } else { &a }), || {
                 format!("no implicit im2col for {self:?} on {} (see Matmul::im2col_runs)", gpu.summary.name)
             })?;
         }
-        // A holds the image, not the matrix, where the matrix is implicit.
-        let (a_what, a_len) = match &self.im2col {
-            Some(g) => ("the image", g.image_len()),
-            None => ("A", a_len),
+        // A (or B) holds the image, not the matrix, where the matrix is implicit.
+        let (a_what, a_len, b_what, b_len) = match &self.im2col {
+            Some(g) if self.im2col_b => ("A", a_len, "the image", g.image_len()),
+            Some(g) => ("the image", g.image_len(), "B", b_len),
+            None => ("A", a_len, "B", b_len),
         };
         need_len(OP, a_what, &a, a_len)?;
-        need_len(OP, "B", &b, b_len)?;
+        need_len(OP, b_what, &b, b_len)?;
         let (k_chunk, splits) = if self.splits > 1 { split_k(self.k, self.splits) } else { (0, 1) };
         need_len(OP, "C", &c, splits * self.m * self.n)?;
         need(OP, !(self.resid && self.dact != Act::Identity), || "resid and dact together".into())?;
@@ -551,8 +557,10 @@ impl Matmul {
                 params.im_k = g.k as u32;
                 params.im_stride = g.stride as u32;
                 params.im_pad = g.pad as u32;
-                constants.extend([("IM2COL", 1.0), ("IM2COL_RELU", f64::from(u8::from(g.relu)))]);
-                label = label.replacen(&format!("{entry}["), &format!("{entry}[im2col "), 1);
+                let form = if self.im2col_b { "IM2COL_B" } else { "IM2COL" };
+                constants.extend([(form, 1.0), ("IM2COL_RELU", f64::from(u8::from(g.relu)))]);
+                let mark = if self.im2col_b { "im2col B " } else { "im2col " };
+                label = label.replacen(&format!("{entry}["), &format!("{entry}[{mark}"), 1);
             }
             return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, fills, groups);
         }

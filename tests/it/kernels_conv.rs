@@ -531,8 +531,9 @@ fn col2im_64_bit_form_matches_the_32_bit_one() {
 }
 
 /// On the matmul path, a conv's forward, the flipped form of its input gradient and its weight
-/// gradient read their im2col matrix in place from the image (matmul_sgtex's IM2COL, on lavapipe: the
-/// image's buffer aliased, channels, pixels and N multiples of 8): no gather launch, and the bits of
+/// gradient, and a transposed conv's input and weight gradients, read their im2col matrix in place
+/// from the image (matmul_sgtex's IM2COL, or IM2COL_B for the transposed conv's weight gradient, on
+/// lavapipe: the image's buffer aliased, channels, pixels and N multiples of 8): no gather launch, and the bits of
 /// the gathered path (`implicit: Some(false)`), which the reference checks too. Images at an offset
 /// in buffers of 64 KiB or more; relu on read; strides 1 and 2, padding 0 and 1. Every product has
 /// SUBGROUP_MIN_MACS or more, so that the gathered path runs the same kernel (smaller ones run the
@@ -546,6 +547,9 @@ fn implicit_im2col_matches_the_gathered_path() {
         (Case::new(8, 7, 7, 32, 16, 3, 1, 1, false), true),
         (Case::new(16, 8, 8, 8, 16, 4, 2, 1, false), false),
         (Case::new(16, 9, 9, 16, 16, 3, 2, 0, false), true),
+        // A transposed conv: its input gradient gathers dY (as A), its weight gradient too (as B).
+        (Case::new(8, 7, 7, 16, 32, 4, 2, 1, true), false),
+        (Case::new(16, 6, 6, 16, 8, 3, 1, 1, true), false),
     ];
     let mut implicit_runs = 0;
     for (i, (c, pre_relu)) in cases.iter().enumerate() {
@@ -576,8 +580,10 @@ fn implicit_im2col_matches_the_gathered_path() {
             };
             k.pre_relu = fwd && *pre_relu;
             k.im2col = Some(true);
-            let flipped = !fwd && g.stride == 1 && g.cout < g.cin;
-            if !fwd && !flipped {
+            // The launches with an im2col form: a conv's forward, a transposed conv's input gradient,
+            // a conv's input gradient at stride 1 with fewer output channels (the flipped form).
+            let flipped = !fwd && !g.transposed && g.stride == 1 && g.cout < g.cin;
+            if fwd == g.transposed && !flipped {
                 continue;
             }
             let (input, out_len) = if fwd { (xv, ys) } else { (dyv, xs) };
@@ -593,7 +599,7 @@ fn implicit_im2col_matches_the_gathered_path() {
                 }
                 (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), gpu.read_f32(&out).unwrap())
             };
-            let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad (flipped)" });
+            let what = format!("{} {}", c.name(), if fwd { "forward" } else { "input grad" });
             let (labels, got) = run(k);
             let (gathered, want) = run(ConvGather { implicit: Some(false), ..k });
             assert!(gathered.iter().any(|l| l.contains(" im2col[")), "{what}: {gathered:?}");
@@ -610,27 +616,33 @@ fn implicit_im2col_matches_the_gathered_path() {
             };
             tol(taps * g.cin.max(g.cout)).check(&what, &got, &reference).unwrap();
         }
-        // The weight gradient (with its bias row), written at an offset in a poisoned buffer.
-        let (k, at) = ConvWgrad::for_layer(g, c.batch, c.h, c.w, *pre_relu).unwrap()[0];
+        // The weight gradient (with its bias row; a transposed conv's bias is a launch of its own),
+        // written at an offset in a poisoned buffer.
         let len = g.block_rows() * g.cout;
-        let run = |k: ConvWgrad| {
+        let run = |implicit: Option<bool>| {
             let out = poisoned(gpu, "dw", len + 8);
-            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
-            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
-            let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
-            let ls = k.launch(gpu, "t", xv, dyv, (&out).into(), 5 + at, sv, pv).unwrap();
-            for l in &ls {
-                gpu.run(l).unwrap();
+            let mut labels = vec![];
+            for (k, at) in ConvWgrad::for_layer(g, c.batch, c.h, c.w, *pre_relu).unwrap() {
+                let k = ConvWgrad { implicit, ..k };
+                let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+                let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+                let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+                let ls = k.launch(gpu, "t", xv, dyv, (&out).into(), 5 + at, sv, pv).unwrap();
+                for l in &ls {
+                    gpu.run(l).unwrap();
+                }
+                labels.extend(ls.iter().map(|l| l.label.clone()));
             }
             let got = gpu.read_f32(&out).unwrap();
             assert!(got[..5].iter().chain(&got[5 + len..]).all(|v| v.is_nan()), "{}: wrote outside", c.name());
-            (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), got[5..5 + len].to_vec())
+            (labels, got[5..5 + len].to_vec())
         };
         let what = format!("{} weight gradient pre_relu={pre_relu}", c.name());
-        let (labels, got) = run(k);
-        let (gathered, want) = run(ConvWgrad { implicit: Some(false), ..k });
+        let (labels, got) = run(None);
+        let (gathered, want) = run(Some(false));
         assert!(gathered.iter().any(|l| l.contains(" im2col[")), "{what}: {gathered:?}");
-        let implicit = labels.iter().any(|l| l.contains("matmul_sgtex[im2col "));
+        let mark = if g.transposed { "matmul_sgtex[im2col B " } else { "matmul_sgtex[im2col " };
+        let implicit = labels.iter().any(|l| l.contains(mark));
         assert_eq!(implicit, gpu.alias_operands, "{what}: {labels:?}");
         assert_eq!(labels.iter().any(|l| l.contains(" im2col[")), !implicit, "{what}: {labels:?}");
         implicit_runs += usize::from(implicit);
@@ -640,6 +652,6 @@ fn implicit_im2col_matches_the_gathered_path() {
         tol(c.batch * oh * ow).check(&what, &got, &reference).unwrap();
     }
     if gpu.alias_operands {
-        assert_eq!(implicit_runs, 7);
+        assert_eq!(implicit_runs, 11);
     }
 }

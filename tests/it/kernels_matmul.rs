@@ -706,7 +706,8 @@ fn host_im2col(g: &vaegpu::kernels::matmul::Im2col, x: &[f32]) -> Vec<f32> {
 /// The texture form reading a conv's im2col matrix in place from its image (matmul_sgtex's IM2COL, on
 /// lavapipe) gives the bits of the same product over the gathered matrix: a conv's forward (op(A) the
 /// matrix, bias and activation in the epilogue) and weight gradient (its transpose with the ones row),
-/// at strides 1 and 2, with and without padding and relu on read, the image at an offset in its buffer.
+/// and a transposed conv's weight gradient (the matrix as op(B), IM2COL_B), at strides 1 and 2, with
+/// and without padding and relu on read, the image at an offset in its buffer.
 #[test]
 fn implicit_im2col_matches_the_gathered_matrix() {
     use vaegpu::gpu::View;
@@ -778,9 +779,37 @@ fn implicit_im2col_matches_the_gathered_matrix() {
             tol(mm.k).check(&format!("{what} {geo:?}"), &got, &want64).unwrap();
             ran += 1;
         }
+        // The matrix as op(B) (IM2COL_B): a transposed conv's weight gradient, Aᵀ · matrix with A [rows, 16].
+        let ca = 16;
+        let a = to_f32(&uniform(seed + 3, rows * ca, -1.0, 1.0));
+        let ab = g.upload("a", &a);
+        let mm = Matmul { m: ca, n: cols, k: rows, trans_a: true, subgroup: true, ..Default::default() };
+        let implicit = Matmul { im2col: Some(geo), im2col_b: true, ..mm };
+        if !implicit.im2col_runs(g, &geo, &xv) {
+            assert!(!g.alias_operands, "B {geo:?}: no implicit im2col on an aliasing adapter");
+            continue;
+        }
+        let run = |mm: Matmul, b: View| {
+            let c = poisoned(g, "c", ca * cols + 5);
+            let l = mm.launch(g, "t", (&ab).into(), b, (&c).into(), None).unwrap();
+            g.run(&l).unwrap();
+            let got = g.read_f32(&c).unwrap();
+            assert!(got[ca * cols..].iter().all(|v| v.is_nan()), "B {geo:?}: wrote past C");
+            (l, got[..ca * cols].to_vec())
+        };
+        let (li, got) = run(implicit, xv);
+        let (le, want) = run(Matmul { tex: Some(true), ..mm }, (&mb).into());
+        assert!(li.label.contains("matmul_sgtex[im2col B ") && li.fills.iter().all(|f| f.buffer != xb), "{}", li.label);
+        assert!(le.label.contains("matmul_sgtex["), "{}", le.label);
+        let differ = got.iter().zip(&want).position(|(x, y)| x.to_bits() != y.to_bits());
+        assert!(differ.is_none(), "B {geo:?}: differs from the gathered matrix's product first at {differ:?}");
+        let at = transpose(&to_f64(&a), rows, ca);
+        let want64 = matmul(&at, &to_f64(&matrix), ca, cols, rows, false);
+        tol(rows).check(&format!("B {geo:?}"), &got, &want64).unwrap();
+        ran += 1;
     }
     if g.alias_operands {
-        assert_eq!(ran, 2 * cases.len());
+        assert_eq!(ran, 3 * cases.len());
     } else {
         eprintln!("skipped: {} does not alias operand textures (lavapipe only)", g.summary.name);
     }
