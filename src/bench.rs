@@ -278,7 +278,8 @@ fn bench_conv(
     // one output channel (what conv_gather_n1 replaced); on a GPU a sweep of the gather kernels' pixels
     // per invocation and of the invocations the parameter gradient's splits aim at (what the GPU's
     // pixel count and GPU_WGRAD_INVOCATIONS were set from); on a CPU adapter the parameter gradient's
-    // split reduction ([split]) beside its im2col path.
+    // split reduction ([split]) beside its im2col path, and where the adapter reads the im2col matrix
+    // in place (lavapipe), the launches that do so with the matrix gathered instead ([gathered]).
     struct Shape {
         suffix: String,
         pix: Option<usize>,
@@ -291,9 +292,20 @@ fn bench_conv(
         alt: bool,
         /// The parameter gradient's im2col path forced on or off.
         im2col: Option<bool>,
+        /// Some(false): the matmul forms gathering the im2col matrix where the adapter reads it in place
+        /// (only the launches that do).
+        implicit: Option<bool>,
     }
-    let plain =
-        Shape { suffix: String::new(), pix: None, target: None, scalar: false, kernel: None, alt: false, im2col: None };
+    let plain = Shape {
+        suffix: String::new(),
+        pix: None,
+        target: None,
+        scalar: false,
+        kernel: None,
+        alt: false,
+        im2col: None,
+        implicit: None,
+    };
     let mut shapes = vec![Shape { suffix: String::new(), ..plain }];
     for k in [ConvKernel::Gather, ConvKernel::Tiled, ConvKernel::Matmul] {
         if k != gpu.conv {
@@ -309,6 +321,10 @@ fn bench_conv(
     if gpu.is_cpu() {
         // The split reduction the im2col path replaced on CPU adapters.
         shapes.push(Shape { suffix: " [split]".into(), im2col: Some(false), ..plain });
+        if gpu.alias_operands {
+            // The im2col matrix gathered, where the launches read it in place.
+            shapes.push(Shape { suffix: " [gathered]".into(), implicit: Some(false), ..plain });
+        }
     } else {
         let gather = Some(ConvKernel::Gather);
         shapes.extend([1, 2, 4, 8].map(|p| Shape {
@@ -330,7 +346,7 @@ fn bench_conv(
         let xb = gpu.upload("bench.x", &to_f32(&x));
         let wb = gpu.upload("bench.w", &to_f32(&blk));
         let dyb = gpu.upload("bench.dy", &to_f32(&dy));
-        for Shape { suffix, pix, target, scalar, kernel, alt, im2col } in &shapes {
+        for Shape { suffix, pix, target, scalar, kernel, alt, im2col, implicit } in &shapes {
             // A shape builds, checks and times only the kernels it changes: a pixel count, a kernel or
             // the scalar kernel the forward and input gradient, a split target or the split reduction
             // the parameter gradient.
@@ -343,6 +359,7 @@ fn bench_conv(
                 (fwd.pix, dx.pix) = (*pix, *pix);
                 (fwd.scalar, dx.scalar) = (*scalar, *scalar);
                 (fwd.kernel, dx.kernel) = (*kernel, *kernel);
+                (fwd.implicit, dx.implicit) = (*implicit, *implicit);
                 for (what, k, input, out) in [("fwd", fwd, &xb, &yb), ("dX", dx, &dyb, &dxb)] {
                     if *alt {
                         let runs = k.runs(gpu);
@@ -358,6 +375,15 @@ fn bench_conv(
                     let sv = (k.scratch_len(gpu) > 0).then(|| (&sb).into());
                     let pv = (k.product_len(gpu) > 0).then(|| (&pb).into());
                     let launches = k.launches(gpu, name, input.into(), (&wb).into(), out.into(), None, None, sv, pv)?;
+                    if *implicit == Some(false) && b != 2 {
+                        // Timed only where the adapter's own launches read the matrix in place (checked
+                        // at batch 2 whatever they do).
+                        let own = ConvGather { implicit: None, ..k };
+                        let l = own.launches(gpu, name, input.into(), (&wb).into(), out.into(), None, None, sv, pv)?;
+                        if !l.iter().any(|l| l.label.contains("[im2col")) {
+                            continue;
+                        }
+                    }
                     let l = Program { label: format!("{name} {what}"), launches };
                     if b == 2 {
                         gpu.submit(&l, 1);
@@ -375,14 +401,37 @@ fn bench_conv(
             // The parameter gradient: the adapter's; a split target's or the split reduction's; on a GPU
             // the matmul forms' (im2col and a split-K matmul) beside its own.
             let wmatmul = *kernel == Some(ConvKernel::Matmul) && !gpu.is_cpu();
-            if pix.is_none() && !scalar && (kernel.is_none() || wmatmul) {
+            // ([gathered]: timed only where the adapter's own launches read the matrix in place; checked
+            // at batch 2 whatever they do.)
+            let wgrads = ConvWgrad::for_layer(g, b, h, w, false)?;
+            let reads_in_place = implicit.is_some() && b != 2 && {
+                let mut found = false;
+                for (k, at) in &wgrads {
+                    let (sb, pb) = (
+                        gpu.storage_f32("s", k.scratch_len(gpu).max(1)),
+                        gpu.storage_f32("p", k.product_len(gpu).max(1)),
+                    );
+                    let sv = (k.scratch_len(gpu) > 0).then(|| (&sb).into());
+                    let pv = (k.product_len(gpu) > 0).then(|| (&pb).into());
+                    let dwb = gpu.storage_f32("dw", g.block_rows() * g.cout);
+                    let ls = k.launch(gpu, name, (&xb).into(), (&dyb).into(), (&dwb).into(), *at, sv, pv)?;
+                    found |= ls.iter().any(|l| l.label.contains("[im2col"));
+                }
+                found
+            };
+            if pix.is_none()
+                && !scalar
+                && (kernel.is_none() || wmatmul)
+                && (implicit.is_none() || b == 2 || reads_in_place)
+            {
                 let dwb = poisoned(gpu, "bench.dw", g.block_rows() * g.cout);
                 let mut scratch = Vec::new();
                 let mut lw = Program::new("dW");
                 let mut wflops = 0.0;
-                for (mut k, at) in ConvWgrad::for_layer(g, b, h, w, false)? {
+                for (mut k, at) in wgrads {
                     k.splits = target.map(|t| k.splits_for(t));
                     k.im2col = if wmatmul { Some(true) } else { *im2col };
+                    k.implicit = *implicit;
                     scratch.push(poisoned(gpu, "bench.scratch", k.scratch_len(gpu).max(1)));
                     scratch.push(poisoned(gpu, "bench.product", k.product_len(gpu).max(1)));
                     let [.., sb, pb] = &scratch[..] else { unreachable!() };
