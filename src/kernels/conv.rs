@@ -434,7 +434,6 @@ impl ConvGather {
             ..Default::default()
         }
         .params(1);
-        use super::matmul::Matmul;
         let mut out = Vec::new();
         let mm = Matmul { m: small, n: taps * self.n, k: self.c, ..Default::default() };
         if self.w_t {
@@ -515,7 +514,6 @@ impl ConvGather {
         };
         let rows = self.batch * self.out_hw.0 * self.out_hw.1;
         let inner = self.k * self.k * self.c;
-        use super::matmul::Matmul;
         let mm = if self.w_t {
             Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() }
         } else {
