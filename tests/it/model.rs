@@ -395,12 +395,15 @@ fn vq_vae_2_step_matches_reference_model() {
 
 /// A conv VAE whose first conv's input (8×16×16×8 floats, 64 KiB: an aliased buffer on lavapipe) and
 /// channels let its forward and weight gradient read their im2col matrix in place from the image
-/// (matmul_sgtex's IM2COL) on lavapipe; its later convs' smaller images gather as before (and their
-/// weight gradients gather their own matrices: a layer that may read its matrix in place shares none).
+/// (matmul_sgtex's IM2COL, the forward's 512 rows) on lavapipe, and its last transposed conv's weight
+/// gradient the matrix of its 64 KiB output gradient (IM2COL_B); its other convs' smaller images
+/// gather as before (and their weight gradients gather their own matrices: a layer that may read its
+/// matrix in place shares none).
 #[test]
 fn gpu_conv_vae_step_with_implicit_im2col_matches_reference_model() {
     let arch = ConvArch { channels: vec![8, 16], strides: vec![2, 2], blocks: 1, res_hidden: 8, fc: vec![] };
     let gpu = test_gpu();
-    let entries: &[&str] = if gpu.alias_operands { &["matmul_sgtex[im2col ", " im2col["] } else { &[] };
+    let entries: &[&str] =
+        if gpu.alias_operands { &["matmul_sgtex[im2col 512x", "matmul_sgtex[im2col B ", " im2col["] } else { &[] };
     check_on(&gpu, conv_cfg([16, 16, 8], arch, Act::Relu, Likelihood::Bernoulli, 1), 8, entries);
 }
