@@ -17,12 +17,7 @@
 @group(0) @binding(12) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(13) var b_tex: texture_storage_2d<rgba32float, read>;
 
-// Texels a row of the operand textures (TEX_WIDTH in src/kernels/matmul.rs).
-const TW_SHIFT: u32 = 11u;
-
-fn texel(i: u32) -> vec2<u32> {
-    return vec2<u32>(i & ((1u << TW_SHIFT) - 1u), i >> TW_SHIFT);
-}
+//!include texel.wgsl
 
 fn tex_a(i: u32) -> vec4<f32> {
     return textureLoad(a_tex, texel(p.a_base + i));

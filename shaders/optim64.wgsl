@@ -9,6 +9,7 @@
 
 //!include optim_common.wgsl
 //!include wide.wgsl
+//!include texel.wgsl
 
 @group(0) @binding(7) var<storage, read_write> params8: array<vec4<u64>>;
 @group(0) @binding(8) var<storage, read> grads8: array<vec4<u64>>;
@@ -44,10 +45,6 @@ fn adam_v8(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(14) var v_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(15) var w_tex: texture_storage_2d<rgba32float, read>;
 
-fn at(i: u32) -> vec2<u32> {
-    return vec2<u32>(i & 2047u, i >> 11u);
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn adam_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * 256u;
@@ -57,10 +54,10 @@ fn adam_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = f32(state[0] + 1u);
     let c = clip[0];
     let j = 2u * i;
-    let lo = adam_step(textureLoad(g_tex, at(p.g_base + j)) * c, textureLoad(m_tex, at(p.m_base + j)),
-                       textureLoad(v_tex, at(p.v_base + j)), textureLoad(w_tex, at(p.w_base + j)), t);
-    let hi = adam_step(textureLoad(g_tex, at(p.g_base + j + 1u)) * c, textureLoad(m_tex, at(p.m_base + j + 1u)),
-                       textureLoad(v_tex, at(p.v_base + j + 1u)), textureLoad(w_tex, at(p.w_base + j + 1u)), t);
+    let lo = adam_step(textureLoad(g_tex, texel(p.g_base + j)) * c, textureLoad(m_tex, texel(p.m_base + j)),
+                       textureLoad(v_tex, texel(p.v_base + j)), textureLoad(w_tex, texel(p.w_base + j)), t);
+    let hi = adam_step(textureLoad(g_tex, texel(p.g_base + j + 1u)) * c, textureLoad(m_tex, texel(p.m_base + j + 1u)),
+                       textureLoad(v_tex, texel(p.v_base + j + 1u)), textureLoad(w_tex, texel(p.w_base + j + 1u)), t);
     m18[i] = vec4<u64>(pack(lo.m), pack(hi.m));
     m28[i] = vec4<u64>(pack(lo.v), pack(hi.v));
     params8[i] = vec4<u64>(pack(lo.w), pack(hi.w));

@@ -23,6 +23,7 @@
 //   Dispatch: grid = (1, 1, 1), 64 invocations.
 
 //!include cursor.wgsl
+//!include texel.wgsl
 
 struct Params {
     batch: u32,
@@ -160,7 +161,7 @@ fn sumsq_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     var acc = vec4<f32>(0.0);
     for (var i = wid.x * 256u + t; 4u * i < p.n; i += GROUPS * 256u) {
         let j = p.base + i;
-        let g = textureLoad(grads_tex, vec2<u32>(j & 2047u, j >> 11u));
+        let g = textureLoad(grads_tex, texel(j));
         acc += g * g;
     }
     partials[wid.x * 256u + t] = (acc.x + acc.y) + (acc.z + acc.w);

@@ -17,6 +17,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul_sg64", include_str!("../../shaders/matmul_sg64.wgsl")),
     ("matmul_sgtex", include_str!("../../shaders/matmul_sgtex.wgsl")),
     ("wide", include_str!("../../shaders/wide.wgsl")),
+    ("texel", include_str!("../../shaders/texel.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("conv_grad", include_str!("../../shaders/conv_grad.wgsl")),
     ("conv_grad64", include_str!("../../shaders/conv_grad64.wgsl")),
@@ -39,8 +40,17 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Files that are only included by others (functions, no entry points).
-pub const SNIPPETS: &[&str] =
-    &["act", "philox", "matmul_params", "matmul_sg_common", "matmul_sg64_body", "wide", "optim_common", "cursor"];
+pub const SNIPPETS: &[&str] = &[
+    "act",
+    "philox",
+    "matmul_params",
+    "matmul_sg_common",
+    "matmul_sg64_body",
+    "wide",
+    "optim_common",
+    "cursor",
+    "texel",
+];
 
 fn raw(name: &str) -> &'static str {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).unwrap_or_else(|| panic!("no shader named {name}"))
@@ -225,7 +235,7 @@ pub struct Launch {
 
 /// Texels a row of an operand texture ([`TexFill`]): 32 KiB rows, a multiple of the 256 bytes a
 /// buffer → texture copy needs its rows to be, so any buffer region copies as whole rows and one
-/// partial row. shaders/matmul_sgtex.wgsl's TW_SHIFT is its log2.
+/// partial row. shaders/texel.wgsl's TW_SHIFT is its log2.
 pub const TEX_WIDTH: u32 = 2048;
 
 /// An rgba32float texture TEX_WIDTH texels wide and its view.
