@@ -26,6 +26,17 @@ struct Params {
     im_k: u32,
     im_stride: u32,
     im_pad: u32,
+    // matmul_sgtex with IM2COL and PHASES only: the col2im form's layer (matmul_sgtex.wgsl, PHASES):
+    // its stride S, kernel K and padding P, its output image's height and width, op(B)'s stored rows
+    // per tap, and the row of B that holds the bias.
+    ph_s: u32,
+    ph_k: u32,
+    ph_pad: u32,
+    ph_oh: u32,
+    ph_ow: u32,
+    ph_tap_rows: u32,
+    ph_bias_row: u32,
+    ph_unused: u32,
 }
 
 override TRANS_A: bool = false;
@@ -38,3 +49,5 @@ override RESID: bool = false;
 override WG: u32 = 64u;
 // matmul_sg only: groups of 8 rows per invocation (2, 4 or 8).
 override RG: u32 = 2u;
+// matmul_sgtex with IM2COL only: one output phase of a col2im-form layer a workgroup z (its header).
+override PHASES: bool = false;

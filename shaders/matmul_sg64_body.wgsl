@@ -85,7 +85,9 @@ struct B8 {
 
 fn bias4(n4: u32) -> vec4<f32> {
     if (BIAS) {
-        let v = b8[((p.k * p.ldb) >> 3u) + (n4 >> 1u)];
+        // B's row K (with PHASES the layer's bias row).
+        let row = select(p.k, p.ph_bias_row, PHASES);
+        let v = b8[((row * p.ldb) >> 3u) + (n4 >> 1u)];
         return select(unpack(v.xy), unpack(v.zw), (n4 & 1u) == 1u);
     }
     return vec4<f32>(0.0);

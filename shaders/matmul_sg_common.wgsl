@@ -41,12 +41,12 @@ fn upd8(acc: V8, a: V8, b: B4) -> V8 {
               fma4(acc.r4, a.r4, b), fma4(acc.r5, a.r5, b), fma4(acc.r6, a.r6, b), fma4(acc.r7, a.r7, b));
 }
 
-fn epilogue(m: u32, n4: u32, acc: vec4<f32>, bias: vec4<f32>) {
+// Row m's epilogue, stored at C's vec4 i (`m`'s row, or with PHASES its output pixel's: row_at).
+fn epilogue(m: u32, i: u32, acc: vec4<f32>, bias: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
     var v = acc + bias;
-    let i = m * (p.n >> 2u) + n4;
     if (RESID) {
         v += load_z(i);
     }
@@ -60,15 +60,64 @@ fn epilogue(m: u32, n4: u32, acc: vec4<f32>, bias: vec4<f32>) {
     store_c(i, v);
 }
 
-fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>) {
-    epilogue(mg, n4, acc.r0, bias);
-    epilogue(mg + 1u, n4, acc.r1, bias);
-    epilogue(mg + 2u, n4, acc.r2, bias);
-    epilogue(mg + 3u, n4, acc.r3, bias);
-    epilogue(mg + 4u, n4, acc.r4, bias);
-    epilogue(mg + 5u, n4, acc.r5, bias);
-    epilogue(mg + 6u, n4, acc.r6, bias);
-    epilogue(mg + 7u, n4, acc.r7, bias);
+// PHASES (matmul_sgtex.wgsl): the workgroup's output phase (py, px), set by the entry point first.
+struct Phase {
+    py: u32,
+    px: u32,
+}
+
+var<private> phase: Phase;
+
+// Where a row of the product is stored: C's row r; with PHASES also the row's column ux on the phase
+// grid (im_sh × im_sw), whose output pixel r is (b, S·uy + py, S·ux + px) of the [B, OH, OW] image.
+struct RowCur {
+    r: u32,
+    ux: u32,
+}
+
+fn row_at(m: u32) -> RowCur {
+    if (PHASES) {
+        let t = m / p.im_sw;
+        let ux = m % p.im_sw;
+        let b = t / p.im_sh;
+        let uy = t % p.im_sh;
+        return RowCur((b * p.ph_oh + p.ph_s * uy + phase.py) * p.ph_ow + p.ph_s * ux + phase.px, ux);
+    }
+    return RowCur(m, 0u);
+}
+
+// The next row's: with PHASES, S pixels on, or after a phase row's last (OW = S·im_sw) the first of
+// the phase's next, S image rows down (an image's next follows its last likewise, as OH = S·im_sh).
+fn row_next(c: RowCur) -> RowCur {
+    if (PHASES) {
+        if (c.ux + 1u == p.im_sw) {
+            return RowCur(c.r + p.ph_s + (p.ph_s - 1u) * p.ph_ow, 0u);
+        }
+        return RowCur(c.r + p.ph_s, c.ux + 1u);
+    }
+    return RowCur(c.r + 1u, 0u);
+}
+
+// Rows mg .. mg+7 in column group n4, the first stored where `c` says; returns the place of the next.
+fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>, c: RowCur) -> RowCur {
+    let cols4 = p.n >> 2u;
+    var r = c;
+    epilogue(mg, r.r * cols4 + n4, acc.r0, bias);
+    r = row_next(r);
+    epilogue(mg + 1u, r.r * cols4 + n4, acc.r1, bias);
+    r = row_next(r);
+    epilogue(mg + 2u, r.r * cols4 + n4, acc.r2, bias);
+    r = row_next(r);
+    epilogue(mg + 3u, r.r * cols4 + n4, acc.r3, bias);
+    r = row_next(r);
+    epilogue(mg + 4u, r.r * cols4 + n4, acc.r4, bias);
+    r = row_next(r);
+    epilogue(mg + 5u, r.r * cols4 + n4, acc.r5, bias);
+    r = row_next(r);
+    epilogue(mg + 6u, r.r * cols4 + n4, acc.r6, bias);
+    r = row_next(r);
+    epilogue(mg + 7u, r.r * cols4 + n4, acc.r7, bias);
+    return row_next(r);
 }
 
 // Where an invocation works (matmul_sg's header): its column group n4 (u before clamping to the last
@@ -97,6 +146,7 @@ fn zero8() -> V8 {
 // one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.
 fn store_tile(m0: u32, n4: u32, bias: vec4<f32>, c0: V8, c1: V8, c2: V8, c3: V8, c4: V8, c5: V8, c6: V8, c7: V8) {
     let groups = min(RG, (p.m - m0 + 7u) / 8u);
+    var at = row_at(m0);
     for (var h = 0u; h < groups; h++) {
         var acc = c0;
         if (h == 1u) { acc = c1; }
@@ -106,6 +156,6 @@ fn store_tile(m0: u32, n4: u32, bias: vec4<f32>, c0: V8, c1: V8, c2: V8, c3: V8,
         if (h == 5u) { acc = c5; }
         if (h == 6u) { acc = c6; }
         if (h == 7u) { acc = c7; }
-        store8(m0 + 8u * h, n4, acc, bias);
+        at = store8(m0 + 8u * h, n4, acc, bias, at);
     }
 }

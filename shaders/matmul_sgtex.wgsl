@@ -36,9 +36,14 @@ fn load_a(mg: u32, k: u32, l: u32) -> F8 {
 // Rows k .. k+7 of op(B) over the lane's column group n4: B column-major (TRANS_B), the 4 columns'
 // 8 k-values (two texels each), transposed; B row-major, one texel per row.
 fn load_b(k: u32, n4: u32, u: u32, sl: u32, l: u32) -> B8 {
+    return load_b_at(k, 0u, n4);
+}
+
+// load_b with the rows (B column-major: the columns) `off` texels on.
+fn load_b_at(k: u32, off: u32, n4: u32) -> B8 {
     let s4 = p.ldb >> 2u;
     if (TRANS_B) {
-        let i = n4 * 4u * s4 + (k >> 2u);
+        let i = n4 * 4u * s4 + (k >> 2u) + off;
         let x0 = tex_b(i);
         let x1 = tex_b(i + s4);
         let x2 = tex_b(i + 2u * s4);
@@ -52,7 +57,7 @@ fn load_b(k: u32, n4: u32, u: u32, sl: u32, l: u32) -> B8 {
                   B4(col4(y0, y1, y2, y3, 0u), col4(y0, y1, y2, y3, 1u), col4(y0, y1, y2, y3, 2u),
                      col4(y0, y1, y2, y3, 3u)));
     }
-    let i = k * s4 + n4;
+    let i = k * s4 + n4 + off;
     return B8(B4(tex_b(i), tex_b(i + s4), tex_b(i + 2u * s4), tex_b(i + 3u * s4)),
               B4(tex_b(i + 4u * s4), tex_b(i + 5u * s4), tex_b(i + 6u * s4), tex_b(i + 7u * s4)));
 }
@@ -77,6 +82,10 @@ struct Pix {
 }
 
 fn pix_of(sy: u32, sx: u32, b: u32) -> Pix {
+    if (PHASES) {
+        let pads = phase_pads();
+        return Pix(i32(sy) - pads.x, i32(sx) - pads.y, b * p.im_bh);
+    }
     return Pix(i32(sy * p.im_stride) - i32(p.im_pad), i32(sx * p.im_stride) - i32(p.im_pad), b * p.im_bh);
 }
 
@@ -99,6 +108,33 @@ fn x8(q: Pix, ky: u32, kx: u32, c: u32) -> F8 {
         hi = max(hi, z);
     }
     return F8(lo, hi);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PHASES (with IM2COL, A untransposed): the product of a col2im-form layer (a transposed conv's forward,
+// a conv's input gradient: conv_grad.wgsl's col2im sums the (pixel, tap) products into the big image)
+// as S² implicit GEMMs, one per output phase (py, px) = (z / S, z % S), workgroup z. Output pixel
+// (S·uy + py, S·ux + px) sums the small image's pixels (uy + jy − pad_y, ux + jx − pad_x), j < T = K/S,
+// each through the layer's tap (ry + S·(T−1−jy), rx + S·(T−1−jx)), with r = (p + P) mod S and
+// pad = T − 1 − (p + P) div S. So the phase's op(A) is the im2col matrix of the small image (im_bh ×
+// im_bw, CH channels) over the phase grid (im_sh × im_sw = OH/S × OW/S) with kernel T (im_k), stride 1
+// and those pads; op(B)'s rows for column (j, c) are the layer's weight rows of that tap (B untransposed:
+// row tap·CH + c; transposed: column c of rows tap·N ..), ph_tap_rows rows a tap; the bias (with BIAS)
+// is B's row ph_bias_row; row (b, uy, ux) of the product is stored at output pixel (b, S·uy + py,
+// S·ux + px) (row_at). Every output pixel is one phase's: no sums in memory, no product matrix.
+
+// The phase's pads (y, x).
+fn phase_pads() -> vec2<i32> {
+    let t = p.im_k;
+    return vec2<i32>(i32(t - 1u - (phase.py + p.ph_pad) / p.ph_s), i32(t - 1u - (phase.px + p.ph_pad) / p.ph_s));
+}
+
+// The texel offset of op(B)'s rows for the phase's tap (jy, jx).
+fn phase_b_off(jy: u32, jx: u32) -> u32 {
+    let t = p.im_k;
+    let ky = (phase.py + p.ph_pad) % p.ph_s + p.ph_s * (t - 1u - jy);
+    let kx = (phase.px + p.ph_pad) % p.ph_s + p.ph_s * (t - 1u - jx);
+    return (ky * p.ph_k + kx) * p.ph_tap_rows * (p.ldb >> 2u);
 }
 
 // A group of 8 rows of op(A) with TRANS_A: the tap and first channel of its columns of the matrix, or
@@ -196,7 +232,12 @@ fn im2col_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
         var kx = 0u;
         var ky = 0u;
         for (var k = 0u; k < p.k; k += 8u) {
-            let bk = load_b(k, n4, q.u, sl, l);
+            var bk: B8;
+            if (PHASES) {
+                bk = load_b_at(c, phase_b_off(ky, kx), n4);
+            } else {
+                bk = load_b(k, n4, q.u, sl, l);
+            }
             c0 = upd16(c0, rows(x8(r0, ky, kx, c)), bk);
             c1 = upd16(c1, rows(x8(r1, ky, kx, c)), bk);
             if (RG > 2u) {
@@ -332,6 +373,9 @@ fn im2col_b_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
 @compute @workgroup_size(WG, 1, 1)
 fn matmul_sgtex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(subgroup_invocation_id) sl: u32) {
+    if (PHASES) {
+        phase = Phase(wid.z / p.ph_s, wid.z % p.ph_s);
+    }
     if (IM2COL) {
         im2col_main(wid, lid, sl);
     } else if (IM2COL_B) {

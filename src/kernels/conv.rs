@@ -1,7 +1,7 @@
 //! Launchers for shaders/conv.wgsl (forward and input gradient) and shaders/conv_grad.wgsl (parameter
 //! gradient). Geometry and layout are described in the shader headers and in reference/conv.rs.
 
-use super::matmul::{Im2col, Matmul};
+use super::matmul::{Im2col, Matmul, Phases};
 use super::{need, need_len, Act};
 use crate::gpu::{ConvKernel, Gpu, Launch, Result, View};
 pub use crate::reference::conv::ConvGeom;
@@ -334,6 +334,36 @@ impl ConvGather {
         self.geom_t && !self.pre_relu && form
     }
 
+    /// The col2im form as one implicit GEMM per output phase ([`Matmul::phases`]: the (pixel, tap)
+    /// products neither written nor summed by col2im) reading `x` in place, where it can: on lavapipe
+    /// with the implicit im2col's conditions ([`ConvWgrad::implicit_possible`]: `x` aliased, channels
+    /// in and out multiples of 8, the products of [`super::matmul::SUBGROUP_MIN_MACS`] or more), the
+    /// phases tiling the output ([`Phases::im2col`]) and no residual the epilogue cannot take (a
+    /// forward's before the activation; an input gradient's after act', added by a launch of its own).
+    fn phases_matmul(&self, gpu: &Gpu, x: &View) -> Option<Matmul> {
+        let resid_ok = if self.w_t { self.resid != Resid::BeforeAct } else { self.resid != Resid::AfterDact };
+        if !self.col2im_ok() || !resid_ok || self.implicit == Some(false) || self.c % 8 != 0 || self.n % 8 != 0 {
+            return None;
+        }
+        let ph = Phases { stride: self.stride, k: self.k, pad: self.pad, out_hw: self.out_hw };
+        let g = ph.im2col(self.batch, self.in_hw, self.c)?;
+        let (m, k) = (g.rows(), g.cols());
+        let mm = if self.w_t {
+            Matmul { m, n: self.n, k, trans_b: true, dact: self.dact, ..Default::default() }
+        } else {
+            let resid = self.resid == Resid::BeforeAct;
+            Matmul { m, n: self.n, k, bias: true, act: self.act, resid, ..Default::default() }
+        };
+        let mm = Matmul { im2col: Some(g), phases: Some(ph), ..mm };
+        let possible = m * k * self.n >= super::matmul::SUBGROUP_MIN_MACS
+            && gpu.alias_operands
+            && gpu.tex_operands
+            && gpu.wide_loads
+            && gpu.subgroups
+            && gpu.int64;
+        (possible && mm.im2col_runs(gpu, &g, x)).then_some(mm)
+    }
+
     /// The scratch and product elements of the launch's matmul form, or None where it has none: the
     /// gathered matrix, and a transposed conv's input gradient's reordered weights (im2col form); a
     /// transposed conv forward's reordered weights, and the (pixel, tap) products (col2im form).
@@ -508,6 +538,19 @@ impl ConvGather {
             message: format!("the matmul path needs a {what} buffer of {n} floats"),
         };
         let Some(wg) = self.im2col_gather() else {
+            if let Some(mm) = self.phases_matmul(gpu, &x) {
+                let zr = if mm.resid { r } else { z };
+                let mut out = vec![mm.launch(gpu, label, x, w, y, zr)?];
+                if self.resid == Resid::AfterDact {
+                    let rows = self.batch * self.out_hw.0 * self.out_hw.1;
+                    let r = r.ok_or_else(|| missing("residual", y.len))?;
+                    out.push(super::elementwise::add_into(gpu, label, rows * self.n, y, r)?);
+                }
+                return Ok(out);
+            }
+            need(OP, self.implicit != Some(true), || {
+                format!("no phase GEMMs for {self:?} on {} (ConvGather::phases_matmul)", gpu.summary.name)
+            })?;
             let plen = self.product_len(gpu);
             let product = product.ok_or_else(|| missing("product", plen))?;
             return self.launch_col2im(gpu, label, x, w, y, z, r, scratch, product);

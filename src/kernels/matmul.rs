@@ -32,6 +32,15 @@ struct Params {
     im_k: u32,
     im_stride: u32,
     im_pad: u32,
+    /// matmul_sgtex with IM2COL and PHASES only: the col2im-form layer ([`Phases`]).
+    ph_s: u32,
+    ph_k: u32,
+    ph_pad: u32,
+    ph_oh: u32,
+    ph_ow: u32,
+    ph_tap_rows: u32,
+    ph_bias_row: u32,
+    ph_unused: u32,
 }
 
 /// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
@@ -109,6 +118,54 @@ pub struct Matmul {
     /// With `im2col`, the matrix is op(B) (untransposed) instead, read from the image B holds
     /// (matmul_sgtex's IM2COL_B).
     pub im2col_b: bool,
+    /// With `im2col` (as A, untransposed): the product of a col2im-form layer as one implicit GEMM per
+    /// output phase (matmul_sgtex's PHASES, workgroup z; see [`Phases`]). `im2col` then describes one
+    /// phase's matrix and M is one phase's rows.
+    pub phases: Option<Phases>,
+}
+
+/// A col2im-form layer (a transposed conv's forward, or a conv's input gradient: each big-image pixel
+/// sums the small image's pixels through the taps that reach it) as S² products, one per output phase
+/// (py, px): output pixel (S·uy + py, S·ux + px) of an [OH, OW] image sums the small image's pixels
+/// (uy + jy − pad_y, ux + jx − pad_x) for jy, jx < T = K/S through the layer's tap (ry + S·(T−1−jy),
+/// rx + S·(T−1−jx)), r = (p + P) mod S, pad = T − 1 − (p + P) div S (shaders/matmul_sgtex.wgsl,
+/// PHASES). So each phase's op(A) is the [`Im2col`] of the small image over the phase grid (OH/S ×
+/// OW/S pixels) with kernel T, stride 1 (its pad unused: the phase's), and op(B)'s rows are the layer's
+/// weight rows for those taps, read in place from its block: untransposed (a transposed conv's weights
+/// [K·K·C + 1, N], bias row last) or with `trans_b` (a conv's block [K·K·N + 1, C] read as Wᵀ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// The layer's stride S, kernel K and padding P.
+    pub stride: usize,
+    pub k: usize,
+    pub pad: usize,
+    /// The output (big) image's height and width, multiples of S.
+    pub out_hw: (usize, usize),
+}
+
+impl Phases {
+    /// The geometry of one phase's matrix for a layer from `small_hw` images of `ch` channels, or None
+    /// where the phases do not tile the output this way: K a multiple of S, OH and OW multiples of S,
+    /// every phase's pad at least 0 (the largest (p + P) div S, ⌈P/S⌉, below T).
+    pub fn im2col(&self, batch: usize, small_hw: (usize, usize), ch: usize) -> Option<Im2col> {
+        let s = self.stride;
+        let ok = s > 0
+            && self.k % s == 0
+            && self.out_hw.0 % s == 0
+            && self.out_hw.1 % s == 0
+            && self.out_hw.0 * self.out_hw.1 > 0
+            && self.pad.div_ceil(s) < self.k / s;
+        ok.then_some(Im2col {
+            batch,
+            small_hw: (self.out_hw.0 / s, self.out_hw.1 / s),
+            big_hw: small_hw,
+            ch,
+            k: self.k / s,
+            stride: 1,
+            pad: 0,
+            relu: false,
+        })
+    }
 }
 
 /// A conv's im2col matrix as its image and geometry (conv_grad.wgsl's im2col, small and big image as
@@ -248,6 +305,16 @@ impl Matmul {
 
     /// Rows of A as stored / leading dimensions.
     fn dims(&self) -> (usize, usize, usize, usize) {
+        if let (Some(ph), Some(g)) = (&self.phases, &self.im2col) {
+            // A is the image (`im2col`); B the layer's weight block, read in place.
+            let taps = ph.k * ph.k;
+            let (ldb, b_len) = if self.trans_b {
+                (g.ch, taps * self.n * g.ch)
+            } else {
+                (self.n, (taps * g.ch + usize::from(self.bias)) * self.n)
+            };
+            return (self.k, self.m * self.k, ldb, b_len);
+        }
         let a_rows_op = if self.ones_row { self.m - 1 } else { self.m };
         let (lda, a_len) = if self.trans_a { (a_rows_op, self.k * a_rows_op) } else { (self.k, a_rows_op * self.k) };
         let b_rows = if self.bias { self.k + 1 } else { self.k };
@@ -321,13 +388,22 @@ impl Matmul {
     /// channels a lane's columns: CH a multiple of 4, no bias row), and the image's buffer (`a`: A's,
     /// or B's with `im2col_b`) aliased by a texture ([`Gpu::alias_texture`], lavapipe).
     pub fn im2col_runs(&self, gpu: &Gpu, g: &Im2col, a: &View) -> bool {
-        let shape = if self.im2col_b {
-            !self.trans_b && !self.bias && self.n == g.cols() && self.k == g.rows() && g.ch % 4 == 0
-        } else if self.trans_a {
-            self.ones_row && self.m == g.cols() + 1 && self.k == g.rows() && g.ch % 8 == 0
-        } else {
-            !self.ones_row && self.m == g.rows() && self.k == g.cols() && g.ch % 8 == 0
+        let phases_ok = match &self.phases {
+            None => true,
+            Some(ph) => {
+                !self.im2col_b
+                    && !self.trans_a
+                    && ph.im2col(g.batch, g.big_hw, g.ch).is_some_and(|want| Im2col { pad: g.pad, ..want } == *g)
+            }
         };
+        let shape = phases_ok
+            && if self.im2col_b {
+                !self.trans_b && !self.bias && self.n == g.cols() && self.k == g.rows() && g.ch % 4 == 0
+            } else if self.trans_a {
+                self.ones_row && self.m == g.cols() + 1 && self.k == g.rows() && g.ch % 8 == 0
+            } else {
+                !self.ones_row && self.m == g.rows() && self.k == g.cols() && g.ch % 8 == 0
+            };
         let kernel = !self.naive && !self.scalar && !self.tiled && !self.tile128 && !self.register;
         shape
             && kernel
@@ -376,7 +452,9 @@ impl Matmul {
         need_len(OP, a_what, &a, a_len)?;
         need_len(OP, b_what, &b, b_len)?;
         let (k_chunk, splits) = if self.splits > 1 { split_k(self.k, self.splits) } else { (0, 1) };
-        need_len(OP, "C", &c, splits * self.m * self.n)?;
+        let phases = self.phases.map_or(1, |ph| ph.stride * ph.stride);
+        need(OP, self.phases.is_none() || self.im2col.is_some(), || "phases need im2col".into())?;
+        need_len(OP, "C", &c, splits * phases * self.m * self.n)?;
         need(OP, !(self.resid && self.dact != Act::Identity), || "resid and dact together".into())?;
         let epilogue = self.bias || self.resid || self.act != Act::Identity || self.dact != Act::Identity;
         need(OP, splits == 1 || !epilogue && !self.naive, || {
@@ -479,7 +557,7 @@ impl Matmul {
             ("WG", wg as f64),
             ("RG", (rows / 8) as f64),
         ];
-        let (entry, groups) = if self.naive {
+        let (entry, mut groups) = if self.naive {
             ("matmul_naive", [self.n.div_ceil(8) as u32, self.m.div_ceil(8) as u32, 1])
         } else if tile128 {
             ("matmul_tiled128", [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, 1])
@@ -559,7 +637,19 @@ impl Matmul {
                 params.im_pad = g.pad as u32;
                 let form = if self.im2col_b { "IM2COL_B" } else { "IM2COL" };
                 constants.extend([(form, 1.0), ("IM2COL_RELU", f64::from(u8::from(g.relu)))]);
-                let mark = if self.im2col_b { "im2col B " } else { "im2col " };
+                let mut mark = if self.im2col_b { "im2col B " } else { "im2col " };
+                if let Some(ph) = &self.phases {
+                    params.ph_s = ph.stride as u32;
+                    params.ph_k = ph.k as u32;
+                    params.ph_pad = ph.pad as u32;
+                    params.ph_oh = ph.out_hw.0 as u32;
+                    params.ph_ow = ph.out_hw.1 as u32;
+                    params.ph_tap_rows = if self.trans_b { self.n } else { g.ch } as u32;
+                    params.ph_bias_row = (ph.k * ph.k * g.ch) as u32;
+                    constants.push(("PHASES", 1.0));
+                    groups[2] = phases as u32;
+                    mark = "im2col phases ";
+                }
                 label = label.replacen(&format!("{entry}["), &format!("{entry}[{mark}"), 1);
             }
             return gpu.launch_tex(label, entry, entry, &constants, Some(&params), &bindings, &textures, fills, groups);

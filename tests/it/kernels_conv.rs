@@ -655,3 +655,104 @@ fn implicit_im2col_matches_the_gathered_path() {
         assert_eq!(implicit_runs, 11);
     }
 }
+
+/// On the matmul path, the col2im-form launches (a transposed conv's forward, a conv's input gradient
+/// where it is not flipped) run as one implicit GEMM per output phase (matmul_sgtex's PHASES, on
+/// lavapipe: the input's buffer aliased, channels multiples of 8): one launch, no product matrix and
+/// no col2im, and the col2im path's results (`implicit: Some(false)`) to within the rounding of a
+/// different order of sums, both against the reference. Strides 2 and 1, kernels 4, 3 and 2, padding
+/// 1 and 0, residuals before the activation (forward) and after act' (input gradient, a launch of its
+/// own), the input at an offset in a buffer of 64 KiB or more, the output poisoned.
+#[test]
+fn phase_gemms_match_the_col2im_path() {
+    use vaegpu::gpu::View;
+    use vaegpu::kernels::conv::Resid;
+    let gpu = gpu();
+    // (case, forward: else the input gradient, residual)
+    let cases = [
+        (Case::new(8, 7, 7, 16, 32, 4, 2, 1, true), true, false),
+        (Case::new(32, 5, 6, 16, 16, 4, 2, 1, true), true, true),
+        (Case::new(32, 8, 8, 32, 8, 2, 2, 0, true), true, false),
+        (Case::new(8, 14, 14, 32, 16, 4, 2, 1, false), false, false),
+        (Case::new(32, 12, 10, 16, 16, 4, 2, 1, false), false, true),
+        (Case::new(16, 7, 7, 8, 16, 3, 1, 1, false), false, false),
+    ];
+    let mut phase_runs = 0;
+    for (i, &(ref c, fwd, resid)) in cases.iter().enumerate() {
+        let g = &c.g;
+        let seed = 5100 + 10 * i as u64;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow * g.cout);
+        let (in_len, out_len) = if fwd { (xs, ys) } else { (ys, xs) };
+        let input = uniform(seed, in_len, -1.0, 1.0);
+        let block = uniform(seed + 1, g.block_rows() * g.cout, -1.0, 1.0);
+        let z_out: Vec<f64> =
+            uniform(seed + 2, out_len, -1.0, 1.0).iter().map(|v| act_forward(Act::Relu, *v)).collect();
+        let r = uniform(seed + 3, out_len, -1.0, 1.0);
+        let ib = gpu.storage("in", (1024 + 4 * in_len).max(80 << 10) as u64);
+        gpu.write(&ib, 1024, &to_f32(&input));
+        let iv = View::new(&ib, 1024, in_len);
+        let (wb, zb, rb) =
+            (gpu.upload("w", &to_f32(&block)), gpu.upload("z", &to_f32(&z_out)), gpu.upload("r", &to_f32(&r)));
+        let mut k = if fwd {
+            ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap()
+        } else {
+            ConvGather::input_grad(g, c.batch, c.h, c.w, Act::Relu).unwrap()
+        };
+        k.im2col = Some(true);
+        if resid {
+            k.resid = if fwd { Resid::BeforeAct } else { Resid::AfterDact };
+        }
+        let z = (!fwd).then(|| (&zb).into());
+        let rv = resid.then(|| (&rb).into());
+        let run = |k: ConvGather| {
+            let out = poisoned(gpu, "out", out_len + 12);
+            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+            let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+            let ov = View::new(&out, 32, out_len);
+            let ls = k.launches(gpu, "t", iv, (&wb).into(), ov, z, rv, sv, pv).unwrap();
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap();
+            assert!(got[..8].iter().chain(&got[8 + out_len..]).all(|v| v.is_nan()), "{}: wrote outside", c.name());
+            (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), got[8..8 + out_len].to_vec())
+        };
+        let what = format!("{} {} resid={resid}", c.name(), if fwd { "forward" } else { "input grad" });
+        let (labels, got) = run(k);
+        let (col2im, want) = run(ConvGather { implicit: Some(false), ..k });
+        assert!(col2im.iter().any(|l| l.contains(" col2im[")), "{what}: {col2im:?}");
+        let phases = labels.iter().any(|l| l.contains("matmul_sgtex[im2col phases "));
+        assert_eq!(phases, gpu.alias_operands, "{what}: {labels:?}");
+        assert_eq!(labels.iter().any(|l| l.contains(" col2im[")), !phases, "{what}: {labels:?}");
+        assert_eq!(
+            labels.len(),
+            if phases { 1 + usize::from(resid && !fwd) } else { col2im.len() },
+            "{what}: {labels:?}"
+        );
+        phase_runs += usize::from(phases);
+        let taps = g.k * g.k;
+        let reference = if fwd {
+            conv_forward(g, &input, &block, c.batch, c.h, c.w, Act::Tanh, false, resid.then_some(&r[..]))
+        } else {
+            conv_backward_input(
+                g,
+                &input,
+                &block,
+                c.batch,
+                c.h,
+                c.w,
+                Act::Relu,
+                Some(&z_out[..]),
+                resid.then_some(&r[..]),
+            )
+        };
+        let t = tol(taps * g.cin.max(g.cout));
+        t.check(&what, &got, &reference).unwrap();
+        t.check(&format!("{what} (col2im path)"), &want, &reference).unwrap();
+    }
+    if gpu.alias_operands {
+        assert_eq!(phase_runs, cases.len());
+    }
+}

@@ -89,6 +89,18 @@ fn every_entry_point_and_variant_builds() {
             gpu.pipeline("matmul_sgtex", "matmul_sgtex", &c).unwrap_or_else(|e| panic!("matmul_sgtex {c:?}: {e}"));
             built += 1;
         }
+        // The col2im-form layers as one GEMM per output phase (IM2COL with PHASES): a transposed conv's
+        // forward (bias, an activation, a residual) and a conv's input gradient (transposed B, act').
+        let phase_forms = [
+            [("TRANS_B", 0.0), ("BIAS", 1.0), ("ACT", 2.0), ("DACT", 0.0), ("RESID", 1.0), ("RG", 4.0)],
+            [("TRANS_B", 1.0), ("BIAS", 0.0), ("ACT", 0.0), ("DACT", 1.0), ("RESID", 0.0), ("RG", 2.0)],
+        ];
+        for form in phase_forms {
+            let mut c = form.to_vec();
+            c.extend([("TRANS_A", 0.0), ("ONES_ROW", 0.0), ("WG", 8.0), ("IM2COL", 1.0), ("PHASES", 1.0)]);
+            gpu.pipeline("matmul_sgtex", "matmul_sgtex", &c).unwrap_or_else(|e| panic!("matmul_sgtex {c:?}: {e}"));
+            built += 1;
+        }
     }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
     // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, each
