@@ -16,6 +16,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul_sg64_body", include_str!("../../shaders/matmul_sg64_body.wgsl")),
     ("matmul_sg64", include_str!("../../shaders/matmul_sg64.wgsl")),
     ("matmul_sgtex", include_str!("../../shaders/matmul_sgtex.wgsl")),
+    ("phase_n1", include_str!("../../shaders/phase_n1.wgsl")),
     ("wide", include_str!("../../shaders/wide.wgsl")),
     ("texel", include_str!("../../shaders/texel.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),

@@ -3,6 +3,7 @@
 
 use super::matmul::{Im2col, Matmul, Phases};
 use super::{need, need_len, Act};
+use crate::gpu::pipeline::TexFill;
 use crate::gpu::{ConvKernel, Gpu, Launch, Result, View};
 pub use crate::reference::conv::ConvGeom;
 
@@ -46,6 +47,24 @@ struct GatherParams {
     qw: u32,
     slope: f32,
     _pad0: u32,
+}
+
+/// shaders/phase_n1.wgsl's Params.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PhaseN1Params {
+    batch: u32,
+    ih: u32,
+    iw: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    s: u32,
+    pad: u32,
+    x_base: u32,
+    w_base: u32,
+    slope: f32,
 }
 
 /// One launch of conv.wgsl: Y [B, OH, OW, N] from X [B, IH, IW, C] (see the shader header).
@@ -364,6 +383,80 @@ impl ConvGather {
         (possible && mm.im2col_runs(gpu, &g, x)).then_some(mm)
     }
 
+    /// A transposed conv's forward to one channel (an image decoder's last layer) in its col2im form as
+    /// shaders/phase_n1.wgsl, where it can: on lavapipe (aliased buffers, texture operands), the input
+    /// read in place (its buffer aliased), C a multiple of 4, the phases tiling the output
+    /// ([`Phases::im2col`]) with T = K/S of 4 or less, no residual, and `implicit` not Some(false).
+    /// The weight block is read in place too, or copied into an operand texture before the launch.
+    fn phase_n1(&self, gpu: &Gpu, label: &str, x: View, w: View, y: View) -> Result<Option<Launch>> {
+        let form = self.col2im_ok() && !self.w_t && self.n == 1 && self.c % 4 == 0 && self.resid == Resid::None;
+        let ph = Phases { stride: self.stride, k: self.k, pad: self.pad, out_hw: self.out_hw };
+        let geom = ph.im2col(self.batch, self.in_hw, self.c).filter(|g| g.k <= 4);
+        let Some(g) = geom.filter(|_| form && self.implicit != Some(false) && gpu.alias_operands && gpu.tex_operands)
+        else {
+            return Ok(None);
+        };
+        if x.offset % 16 != 0 || w.offset % 16 != 0 {
+            return Ok(None);
+        }
+        let Some((xt, x_base)) = gpu.alias_texture(&x, g.image_len() / 4) else {
+            return Ok(None);
+        };
+        let w_texels = self.k * self.k * self.c / 4;
+        let (wt, w_base, fill) = match gpu.alias_texture(&w, w_texels) {
+            Some((t, base)) => (t, base, None),
+            None => {
+                let Some(t) = gpu.operand_texture(1, w_texels) else {
+                    return Ok(None);
+                };
+                let fill =
+                    TexFill { buffer: w.buffer.clone(), offset: w.offset, texels: w_texels as u32, texture: t.clone() };
+                (t, 0, Some(fill))
+            }
+        };
+        let s = self.stride;
+        let (gh, gw) = g.small_hw;
+        let items = self.batch * gh * gw.div_ceil(8);
+        let wg = 8;
+        let params = PhaseN1Params {
+            batch: self.batch as u32,
+            ih: self.in_hw.0 as u32,
+            iw: self.in_hw.1 as u32,
+            c: self.c as u32,
+            oh: self.out_hw.0 as u32,
+            ow: self.out_hw.1 as u32,
+            k: self.k as u32,
+            s: s as u32,
+            pad: self.pad as u32,
+            x_base,
+            w_base,
+            slope: Act::LEAKY_SLOPE,
+        };
+        let constants = [("WG", wg as f64), ("ACT", self.act.code() as f64), ("T", g.k as f64)];
+        let (ih, iw) = self.in_hw;
+        let (oh, ow) = self.out_hw;
+        let label = format!(
+            "{label} phase_n1[{}x{ih}x{iw}x{} -> {oh}x{ow}x1 k{} s{s} p{}]",
+            self.batch, self.c, self.k, self.pad
+        );
+        let groups = [items.div_ceil(wg) as u32, 1, (s * s) as u32];
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        need("conv", groups[0] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
+        let textures = [(2, xt), (3, wt)];
+        let launch = gpu.launch_tex(
+            label,
+            "phase_n1",
+            "phase_n1",
+            &constants,
+            Some(&params),
+            &[(1, y), (4, w)],
+            &textures,
+            fill.into_iter().collect(),
+            groups,
+        )?;
+        Ok(Some(launch))
+    }
+
     /// The scratch and product elements of the launch's matmul form, or None where it has none: the
     /// gathered matrix, and a transposed conv's input gradient's reordered weights (im2col form); a
     /// transposed conv forward's reordered weights, and the (pixel, tap) products (col2im form).
@@ -547,6 +640,9 @@ impl ConvGather {
                     out.push(super::elementwise::add_into(gpu, label, rows * self.n, y, r)?);
                 }
                 return Ok(out);
+            }
+            if let Some(l) = self.phase_n1(gpu, label, x, w, y)? {
+                return Ok(vec![l]);
             }
             need(OP, self.implicit != Some(true), || {
                 format!("no phase GEMMs for {self:?} on {} (ConvGather::phases_matmul)", gpu.summary.name)

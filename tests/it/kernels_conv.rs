@@ -756,3 +756,66 @@ fn phase_gemms_match_the_col2im_path() {
         assert_eq!(phase_runs, cases.len());
     }
 }
+
+/// On lavapipe (its buffers aliased), a transposed conv's forward to one channel runs as one launch of
+/// phase_n1 (8 outputs of a phase row an invocation) instead of retap, product and col2im, and agrees
+/// with the col2im path (`implicit: Some(false)`) and the reference to the rounding of another order
+/// of sums. T = K/S from 1 to 4, strides 2 and 1, phase rows that do not fill the last block of 8, the
+/// input at an offset in an aliased buffer, the output poisoned around its view.
+#[test]
+fn one_channel_phase_kernel_matches_the_col2im_path() {
+    use vaegpu::gpu::View;
+    let gpu = gpu();
+    let cases = [
+        Case::new(8, 14, 14, 32, 1, 4, 2, 1, true),
+        Case::new(4, 5, 7, 8, 1, 4, 2, 1, true),
+        Case::new(4, 6, 5, 4, 1, 2, 2, 0, true),
+        Case::new(2, 5, 5, 8, 1, 3, 1, 1, true),
+        Case::new(2, 4, 4, 4, 1, 8, 2, 3, true),
+    ];
+    let mut runs = 0;
+    for (i, c) in cases.iter().enumerate() {
+        let g = &c.g;
+        let seed = 5300 + 10 * i as u64;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow);
+        let x = uniform(seed, xs, -1.0, 1.0);
+        let block = uniform(seed + 1, g.block_rows() * g.cout, -1.0, 1.0);
+        let xb = gpu.storage("x", (1024 + 4 * xs).max(80 << 10) as u64);
+        gpu.write(&xb, 1024, &to_f32(&x));
+        let xv = View::new(&xb, 1024, xs);
+        let wb = gpu.upload("w", &to_f32(&block));
+        let mut k = ConvGather::forward(g, c.batch, c.h, c.w, Act::Tanh).unwrap();
+        k.im2col = Some(true);
+        let run = |k: ConvGather| {
+            let out = poisoned(gpu, "out", ys + 16);
+            let (ns, np) = (k.scratch_len(gpu), k.product_len(gpu));
+            let (sb, pb) = (poisoned(gpu, "scratch", ns.max(1)), poisoned(gpu, "product", np.max(1)));
+            let (sv, pv) = ((ns > 0).then(|| (&sb).into()), (np > 0).then(|| (&pb).into()));
+            let ls = k.launches(gpu, "t", xv, (&wb).into(), View::new(&out, 32, ys), None, None, sv, pv).unwrap();
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap();
+            assert!(got[..8].iter().chain(&got[8 + ys..]).all(|v| v.is_nan()), "{}: wrote outside", c.name());
+            (ls.iter().map(|l| l.label.clone()).collect::<Vec<_>>(), got[8..8 + ys].to_vec())
+        };
+        let what = c.name();
+        let (labels, got) = run(k);
+        let (col2im, want) = run(ConvGather { implicit: Some(false), ..k });
+        assert!(col2im.iter().any(|l| l.contains(" col2im[")), "{what}: {col2im:?}");
+        let phases = labels.iter().any(|l| l.contains(" phase_n1["));
+        assert_eq!(phases, gpu.alias_operands, "{what}: {labels:?}");
+        if phases {
+            assert_eq!(labels.len(), 1, "{what}: {labels:?}");
+        }
+        runs += usize::from(phases);
+        let reference = conv_forward(g, &x, &block, c.batch, c.h, c.w, Act::Tanh, false, None);
+        let t = tol(g.k * g.k * g.cin);
+        t.check(&what, &got, &reference).unwrap();
+        t.check(&format!("{what} (col2im path)"), &want, &reference).unwrap();
+    }
+    if gpu.alias_operands {
+        assert_eq!(runs, cases.len());
+    }
+}

@@ -102,6 +102,12 @@ fn every_entry_point_and_variant_builds() {
             built += 1;
         }
     }
+    // phase_n1 at each T = K/S and with each activation (the default build above: T 2, identity).
+    for (t, act) in [(1.0, 1.0), (3.0, 2.0), (4.0, 3.0), (2.0, 4.0)] {
+        let c = [("WG", 8.0), ("ACT", act), ("T", t)];
+        gpu.pipeline("phase_n1", "phase_n1", &c).unwrap_or_else(|e| panic!("phase_n1 {c:?}: {e}"));
+        built += 1;
+    }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
     // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, each
     // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs) and each tile shape of conv_tiled.
