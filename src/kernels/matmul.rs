@@ -423,11 +423,12 @@ impl Matmul {
             && gpu.alias_texture(a, g.image_len() / 4).is_some()
     }
 
-    /// Z, M×N, where the epilogue reads it (act' or a residual).
+    /// Z, M×N (with `phases`, S² phases of it: C's size), where the epilogue reads it (act' or a residual).
     fn need_z(&self, z: Option<&View>) -> Result<()> {
         if self.dact != Act::Identity || self.resid {
+            let phases = self.phases.map_or(1, |ph| ph.stride * ph.stride);
             need("matmul", z.is_some(), || "dact and resid need Z".into())?;
-            need_len("matmul", "Z", z.unwrap(), self.m * self.n)?;
+            need_len("matmul", "Z", z.unwrap(), phases * self.m * self.n)?;
         }
         Ok(())
     }
