@@ -384,6 +384,29 @@ impl Gpu {
         Some(t.clone())
     }
 
+    /// The first `texels` texels of `view` as operand `slot` of a launch: through its buffer's aliased
+    /// texture where it has one ([`Gpu::alias_texture`]: no copy), else copied into the pooled operand
+    /// texture ([`Gpu::operand_texture`]) by the returned fill, recorded before the launch. With the
+    /// texel at which they start; None where neither fits.
+    pub fn texture_operand(
+        &self,
+        slot: u8,
+        view: &View,
+        texels: usize,
+    ) -> Option<(crate::gpu::pipeline::OperandTexture, u32, Option<crate::gpu::pipeline::TexFill>)> {
+        if let Some((t, base)) = self.alias_texture(view, texels) {
+            return Some((t, base, None));
+        }
+        let t = self.operand_texture(slot, texels)?;
+        let fill = crate::gpu::pipeline::TexFill {
+            buffer: view.buffer.clone(),
+            offset: view.offset,
+            texels: texels as u32,
+            texture: t.clone(),
+        };
+        Some((t, 0, Some(fill)))
+    }
+
     /// The aliased texture over the first `texels` texels of `view` and the texel they start at, where
     /// its buffer is aliased ([`Gpu::alias_operands`]) and they lie whole in one of its windows.
     pub fn alias_texture(&self, view: &View, texels: usize) -> Option<(crate::gpu::pipeline::OperandTexture, u32)> {

@@ -3,7 +3,6 @@
 
 use super::matmul::{Im2col, Matmul, Phases};
 use super::{need, need_len, Act};
-use crate::gpu::pipeline::TexFill;
 use crate::gpu::{ConvKernel, Gpu, Launch, Result, View};
 pub use crate::reference::conv::ConvGeom;
 
@@ -402,17 +401,8 @@ impl ConvGather {
         let Some((xt, x_base)) = gpu.alias_texture(&x, g.image_len() / 4) else {
             return Ok(None);
         };
-        let w_texels = self.k * self.k * self.c / 4;
-        let (wt, w_base, fill) = match gpu.alias_texture(&w, w_texels) {
-            Some((t, base)) => (t, base, None),
-            None => {
-                let Some(t) = gpu.operand_texture(1, w_texels) else {
-                    return Ok(None);
-                };
-                let fill =
-                    TexFill { buffer: w.buffer.clone(), offset: w.offset, texels: w_texels as u32, texture: t.clone() };
-                (t, 0, Some(fill))
-            }
+        let Some((wt, w_base, fill)) = gpu.texture_operand(1, &w, self.k * self.k * self.c / 4) else {
+            return Ok(None);
         };
         let s = self.stride;
         let (gh, gw) = g.small_hw;

@@ -1,10 +1,7 @@
 //! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
 
 use super::{need, need_len, Act};
-use crate::gpu::{
-    pipeline::{grid_1d, TexFill},
-    Gpu, Launch, MatmulKernel, Result, View,
-};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, MatmulKernel, Result, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -515,19 +512,7 @@ impl Matmul {
             let (ta, tb) = (a_len / 4, b_len / 4);
             // Each operand through its buffer's aliased texture where it has one (no copy), else copied
             // into a pooled texture before the launch.
-            let operand = |slot: u8, v: &View, texels: usize| match gpu.alias_texture(v, texels) {
-                Some((t, base)) => Some((t, base, None)),
-                None => gpu.operand_texture(slot, texels).map(|t| {
-                    let fill = TexFill {
-                        buffer: v.buffer.clone(),
-                        offset: v.offset,
-                        texels: texels as u32,
-                        texture: t.clone(),
-                    };
-                    (t, 0, Some(fill))
-                }),
-            };
-            match (operand(0, &a, ta), operand(1, &b, tb)) {
+            match (gpu.texture_operand(0, &a, ta), gpu.texture_operand(1, &b, tb)) {
                 (Some(at), Some(bt)) => Some([at, bt]),
                 _ => {
                     need(OP, self.tex != Some(true), || "matmul_sgtex: the operands pass the texture limit".into())?;
