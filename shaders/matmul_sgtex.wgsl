@@ -11,6 +11,7 @@
 // The same sums in the same order as matmul_sg64: the results are its bits.
 // Bindings: 0 Params, 6 B (the bias row only), 7 C, 8 Z (matmul_sg64_body.wgsl), 12 A's texture, 13 B's.
 // IM2COL (below): op(A) gathered from a conv's input image, the matrix never written.
+// PHASES (below, with IM2COL): a col2im-form layer as one such product per output phase.
 
 //!include matmul_sg64_body.wgsl
 
