@@ -354,10 +354,11 @@ impl ConvGather {
 
     /// The col2im form as one implicit GEMM per output phase ([`Matmul::phases`]: the (pixel, tap)
     /// products neither written nor summed by col2im) reading `x` in place, where it can: on lavapipe
-    /// with the implicit im2col's conditions ([`ConvWgrad::implicit_possible`]: `x` aliased, channels
-    /// in and out multiples of 8, the products of [`super::matmul::SUBGROUP_MIN_MACS`] or more), the
-    /// phases tiling the output ([`Phases::im2col`]) and no residual the epilogue cannot take (a
-    /// forward's before the activation; an input gradient's after act', added by a launch of its own).
+    /// with the implicit im2col's conditions ([`Matmul::im2col_runs`]: `x` aliased, the subgroup
+    /// kernel's texture form, a phase of [`super::matmul::SUBGROUP_MIN_MACS`] or more), channels in and
+    /// out multiples of 8, the phases tiling the output ([`Phases::im2col`]) and no residual the
+    /// epilogue cannot take (a forward's before the activation; an input gradient's after act', added
+    /// by a launch of its own).
     fn phases_matmul(&self, gpu: &Gpu, x: &View) -> Option<Matmul> {
         let resid_ok = if self.w_t { self.resid != Resid::BeforeAct } else { self.resid != Resid::AfterDact };
         if !self.col2im_ok() || !resid_ok || self.implicit == Some(false) || self.c % 8 != 0 || self.n % 8 != 0 {
@@ -373,13 +374,7 @@ impl ConvGather {
             Matmul { m, n: self.n, k, bias: true, act: self.act, resid, ..Default::default() }
         };
         let mm = Matmul { im2col: Some(g), phases: Some(ph), ..mm };
-        let possible = m * k * self.n >= super::matmul::SUBGROUP_MIN_MACS
-            && gpu.alias_operands
-            && gpu.tex_operands
-            && gpu.wide_loads
-            && gpu.subgroups
-            && gpu.int64;
-        (possible && mm.im2col_runs(gpu, &g, x)).then_some(mm)
+        mm.im2col_runs(gpu, &g, x).then_some(mm)
     }
 
     /// A transposed conv's forward to one channel (an image decoder's last layer) in its col2im form as
