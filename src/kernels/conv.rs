@@ -377,22 +377,30 @@ impl ConvGather {
         mm.im2col_runs(gpu, &g, x).then_some(mm)
     }
 
+    /// `phase_n1`'s geometry (one phase's implicit im2col) where it runs with input `x` (the weights
+    /// aside), else None.
+    fn phase_n1_geom(&self, gpu: &Gpu, x: &View) -> Option<Im2col> {
+        let form = self.col2im_ok() && !self.w_t && self.n == 1 && self.c % 4 == 0 && self.resid == Resid::None;
+        let ph = Phases { stride: self.stride, k: self.k, pad: self.pad, out_hw: self.out_hw };
+        let geom = ph.im2col(self.batch, self.in_hw, self.c).filter(|g| g.k <= 4);
+        geom.filter(|g| {
+            form && self.implicit != Some(false)
+                && gpu.alias_operands
+                && gpu.tex_operands
+                && x.offset % 16 == 0
+                && gpu.alias_texture(x, g.image_len() / 4).is_some()
+        })
+    }
+
     /// A transposed conv's forward to one channel (an image decoder's last layer) in its col2im form as
     /// shaders/phase_n1.wgsl, where it can: on lavapipe (aliased buffers, texture operands), the input
     /// read in place (its buffer aliased), C a multiple of 4, the phases tiling the output
     /// ([`Phases::im2col`]) with T = K/S of 4 or less, no residual, and `implicit` not Some(false).
     /// The weight block is read in place too, or copied into an operand texture before the launch.
     fn phase_n1(&self, gpu: &Gpu, label: &str, x: View, w: View, y: View) -> Result<Option<Launch>> {
-        let form = self.col2im_ok() && !self.w_t && self.n == 1 && self.c % 4 == 0 && self.resid == Resid::None;
-        let ph = Phases { stride: self.stride, k: self.k, pad: self.pad, out_hw: self.out_hw };
-        let geom = ph.im2col(self.batch, self.in_hw, self.c).filter(|g| g.k <= 4);
-        let Some(g) = geom.filter(|_| form && self.implicit != Some(false) && gpu.alias_operands && gpu.tex_operands)
-        else {
+        let Some(g) = self.phase_n1_geom(gpu, &x).filter(|_| w.offset % 16 == 0) else {
             return Ok(None);
         };
-        if x.offset % 16 != 0 || w.offset % 16 != 0 {
-            return Ok(None);
-        }
         let Some((xt, x_base)) = gpu.alias_texture(&x, g.image_len() / 4) else {
             return Ok(None);
         };
@@ -637,13 +645,8 @@ impl ConvGather {
             return self.launch_col2im(gpu, label, x, w, y, z, r, scratch, product);
         };
         let rows = self.batch * self.out_hw.0 * self.out_hw.1;
-        let inner = self.k * self.k * self.c;
-        let mm = if self.w_t {
-            Matmul { m: rows, n: self.n, k: inner, trans_b: true, dact: self.dact, ..Default::default() }
-        } else {
-            Matmul { m: rows, n: self.n, k: inner, bias: true, act: self.act, ..Default::default() }
-        };
         // The matrix read in place from x (no gather), or gathered into the scratch.
+        let mm = self.im2col_matmul();
         let (mm, a, gather) = match wg.implicit(gpu, mm, &x, false)? {
             Some(mm) => (mm, x, None),
             None => {
@@ -668,6 +671,35 @@ impl ConvGather {
             out.push(super::elementwise::add_into(gpu, label, rows * self.n, y, r)?);
         }
         Ok(out)
+    }
+
+    /// The im2col form's product over the gathered matrix: a conv's forward (bias, activation), a
+    /// transposed conv's input gradient (the weights reordered and read transposed, act').
+    fn im2col_matmul(&self) -> Matmul {
+        let (m, k) = (self.batch * self.out_hw.0 * self.out_hw.1, self.k * self.k * self.c);
+        if self.w_t {
+            Matmul { m, n: self.n, k, trans_b: true, dact: self.dact, ..Default::default() }
+        } else {
+            Matmul { m, n: self.n, k, bias: true, act: self.act, ..Default::default() }
+        }
+    }
+
+    /// The scratch and product elements [`ConvGather::launches`] uses with input `x`: `scratch_len` and
+    /// `product_len`, less what its in-place forms leave unused (an implicit im2col's matrix, the col2im
+    /// products of the phase forms). What a net sizes its shared buffers by.
+    pub fn needs(&self, gpu: &Gpu, x: &View) -> (usize, usize) {
+        let (s, p) = (self.scratch_len(gpu), self.product_len(gpu));
+        if s + p == 0 {
+            return (0, 0);
+        }
+        match self.im2col_gather() {
+            None if self.phases_matmul(gpu, x).is_some() || self.phase_n1_geom(gpu, x).is_some() => (0, 0),
+            None => (s, p),
+            Some(wg) => match wg.implicit(gpu, self.im2col_matmul(), x, false) {
+                Ok(Some(_)) => (0, p),
+                _ => (s, p),
+            },
+        }
     }
 
     /// The shape and buffer checks every path makes.
@@ -1054,6 +1086,29 @@ impl ConvWgrad {
         (m, n, splits)
     }
 
+    /// The im2col path's product (`im2col_matmul`): the matrix's transpose times the other operand.
+    fn im2col_product(&self, gpu: &Gpu) -> Matmul {
+        let (m, n, splits) = self.im2col_matmul(gpu);
+        let k = self.im2col_rows();
+        Matmul { m, n, k, trans_a: true, ones_row: !self.gather_b, splits, ..Default::default() }
+    }
+
+    /// Scratch elements [`ConvWgrad::launch`] uses where the matrix's image (the layer input, or with
+    /// `gather_b` the output gradient) is `image`: `scratch_len`, or none where the matrix is read in
+    /// place from it ([`ConvWgrad::implicit`]). What a net sizes its shared scratch by.
+    pub fn scratch_needed(&self, gpu: &Gpu, image: &View) -> usize {
+        let len = self.scratch_len(gpu);
+        let in_place = || {
+            self.uses_im2col(gpu)
+                && matches!(self.implicit(gpu, self.im2col_product(gpu), image, self.gather_b), Ok(Some(_)))
+        };
+        if len > 0 && in_place() {
+            0
+        } else {
+            len
+        }
+    }
+
     /// Splits of K the im2col path's matmul runs (see `im2col_matmul`; 1: none).
     pub fn im2col_splits(&self, gpu: &Gpu) -> usize {
         let (_, _, s) = self.im2col_matmul(gpu);
@@ -1318,35 +1373,36 @@ impl ConvWgrad {
     ) -> Result<Vec<Launch>> {
         const OP: &str = "conv_wgrad";
         need(OP, self.im2col_ok(), || format!("no im2col path for {self:?}"))?;
-        let rows = self.im2col_rows();
         let (ilen, plen) = (self.scratch_im2col(), self.product_len(gpu));
         let missing = |what: &str, n: usize| crate::gpu::GpuError::Shape {
             op: OP,
             message: format!("the im2col path needs a {what} buffer of {n} floats"),
         };
-        let scratch = scratch.ok_or_else(|| missing("scratch", ilen))?;
         let product = product.ok_or_else(|| missing("product", plen))?;
-        need_len(OP, "scratch", &scratch, ilen)?;
         need_len(OP, "product", &product, plen)?;
-        need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || "scratch and product share a buffer".into())?;
         let len = self.rows_out() * self.n;
         need(OP, len.div_ceil(256) <= 65535, || format!("{len} gradient values exceed one copy launch"))?;
         let mut params = self.params(1);
-        let (m, n, splits) = self.im2col_matmul(gpu);
-        let mm = Matmul { m, n, k: rows, trans_a: true, ones_row: !self.gather_b, splits, ..Default::default() };
+        let mm = self.im2col_product(gpu);
         // The matrix read in place from its image (no gather): a conv's input (as A), a transposed
-        // conv's output gradient (as B); or gathered into the scratch (unless another launch already
-        // did: `gathered`).
+        // conv's output gradient (as B); or in the scratch, gathered there (unless another launch
+        // already did: `gathered`).
         let implicit = self.implicit(gpu, mm, if self.gather_b { &g } else { &a }, self.gather_b)?;
-        let gather = if self.gathered || implicit.is_some() {
-            None
-        } else {
-            Some(self.im2col_launch(gpu, label, a, g, scratch)?)
-        };
-        let (mm, ma, mb) = match implicit {
-            Some(mm) => (mm, a, g),
-            None if self.gather_b => (mm, a, scratch),
-            None => (mm, scratch, g),
+        let (mm, ma, mb, gather) = match implicit {
+            Some(mm) => (mm, a, g, None),
+            None => {
+                let scratch = scratch.ok_or_else(|| missing("scratch", ilen))?;
+                need_len(OP, "scratch", &scratch, ilen)?;
+                need(OP, !std::ptr::eq(scratch.buffer, product.buffer), || {
+                    "scratch and product share a buffer".into()
+                })?;
+                let gather = if self.gathered { None } else { Some(self.im2col_launch(gpu, label, a, g, scratch)?) };
+                if self.gather_b {
+                    (mm, a, scratch, gather)
+                } else {
+                    (mm, scratch, g, gather)
+                }
+            }
         };
         let mut launches: Vec<Launch> = gather.into_iter().collect();
         launches.push(mm.launch(gpu, label, ma, mb, product, None)?);

@@ -35,7 +35,7 @@ pub struct GpuNet {
     /// Residual blocks: the hidden activation and its gradient.
     pub inner: Vec<Option<(wgpu::Buffer, wgpu::Buffer)>>,
     /// Split-K partials of the conv parameter gradients, or their im2col matrices (shared by every
-    /// layer, used one at a time).
+    /// layer, used one at a time; as large as the launches that use it need: `conv_buffer_needs`).
     pub scratch: wgpu::Buffer,
     /// The im2col path's products before they are copied into place (shared the same way).
     pub product: wgpu::Buffer,
@@ -60,6 +60,61 @@ fn kept_gradient(
 ) -> Result<Option<ConvWgrad>> {
     let w = ConvWgrad::for_layer(geom, rows, s.h, s.w, pre_relu)?.pop().map(|(w, _)| w);
     Ok(w.filter(|w| k.gathers_as(gpu, w)))
+}
+
+/// The shared scratch and product elements a net's conv launches use, at least `least`: what each
+/// uses given the buffers it reads ([`ConvGather::needs`], [`ConvWgrad::scratch_needed`]: none of a
+/// matrix or product an in-place form leaves unused, on lavapipe). The net's input, and the last layer's
+/// output gradient (which [`Backward::d_output`] may read from elsewhere), are not known here: the
+/// launches that read them count in full. Each forward and input gradient counts with and without the
+/// residual sum `forward_add` and `backward_with` may give it (which can change its form).
+fn conv_buffer_needs(
+    gpu: &Gpu,
+    net: &Net,
+    rows: usize,
+    outs: &[wgpu::Buffer],
+    grads: &[wgpu::Buffer],
+    inner: &[Option<(wgpu::Buffer, wgpu::Buffer)>],
+    least: (usize, usize),
+) -> Result<(usize, usize)> {
+    let (mut scratch, mut product) = least;
+    let last = net.layers.len() - 1;
+    let mut add = |(s, p): (usize, usize)| {
+        scratch = scratch.max(s);
+        product = product.max(p);
+    };
+    let gather_needs = |k: &ConvGather, x: Option<&View>| match x {
+        Some(x) => k.needs(gpu, x),
+        None => (k.scratch_len(gpu), k.product_len(gpu)),
+    };
+    for (i, l) in net.layers.iter().enumerate() {
+        let s = l.input;
+        let input = (i > 0).then(|| View::whole(&outs[i - 1]));
+        let dy = (i < last).then(|| View::whole(&grads[i]));
+        let (geom, pre_relu, dy) = match &l.op {
+            Op::Linear { .. } => continue,
+            Op::Conv { geom, .. } => (*geom, false, dy),
+            Op::Res { hidden, .. } => {
+                let dh = inner[i].as_ref().map(|(_, dh)| View::whole(dh));
+                (Layer::res_geoms(s.c, *hidden).0, true, dh)
+            }
+        };
+        for (k, _) in ConvWgrad::for_layer(&geom, rows, s.h, s.w, pre_relu)? {
+            let image = if k.gather_b { dy.as_ref() } else { input.as_ref() };
+            add((image.map_or_else(|| k.scratch_len(gpu), |v| k.scratch_needed(gpu, v)), k.product_len(gpu)));
+        }
+        // The activations do not change the forms; a residual sum can.
+        let act = if pre_relu { Act::Relu } else { Act::Identity };
+        let mut kf = ConvGather::forward(&geom, rows, s.h, s.w, act)?;
+        kf.pre_relu = pre_relu;
+        let mut kd = ConvGather::input_grad(&geom, rows, s.h, s.w, act)?;
+        for (k, resid, x) in [(&mut kf, Resid::BeforeAct, input.as_ref()), (&mut kd, Resid::AfterDact, dy.as_ref())] {
+            add(gather_needs(k, x));
+            k.resid = resid;
+            add(gather_needs(k, x));
+        }
+    }
+    Ok((scratch, product))
 }
 
 /// A 1×1, stride-1, unpadded conv: a linear layer over the pixels (its block, [Cin + 1, Cout] with the
@@ -185,7 +240,7 @@ impl GpuNet {
         let mut cols = Vec::new();
         // A layer's kept im2col matrix: as large as its weight gradient's gathered one.
         let keep = |name: String, w: &ConvWgrad| f(format!("{name}[{}]", w.scratch_len(gpu)), w.scratch_len(gpu));
-        let (mut scratch, mut product) = (1usize, 1usize);
+        let mut product = 1usize;
         for l in &net.layers {
             let n = rows * l.output.len();
             outs.push(f(format!("{}.out[{rows}x{}]", l.name, l.output), n));
@@ -202,17 +257,7 @@ impl GpuNet {
                     if pointwise(geom) {
                         product = product.max(dense_partials_len(gpu, px, geom.cin, geom.cout));
                     }
-                    for (k, _) in ConvWgrad::for_layer(geom, rows, i.h, i.w, false)? {
-                        scratch = scratch.max(k.scratch_len(gpu));
-                        product = product.max(k.product_len(gpu));
-                    }
-                    // The im2col paths of the forward and the input gradient (their activations do
-                    // not change the sizes).
                     let kf = ConvGather::forward(geom, rows, i.h, i.w, Act::Identity)?;
-                    for k in [kf, ConvGather::input_grad(geom, rows, i.h, i.w, Act::Identity)?] {
-                        scratch = scratch.max(k.scratch_len(gpu));
-                        product = product.max(k.product_len(gpu));
-                    }
                     let kept = if pointwise(geom) { None } else { kept_gradient(gpu, &kf, geom, rows, i, false)? };
                     cols.push(kept.map(|w| keep(format!("{}.cols", l.name), &w)));
                     inner.push(None);
@@ -223,18 +268,8 @@ impl GpuNet {
                     // split).
                     let (g3, g1) = Layer::res_geoms(i.c, *hidden);
                     product = product.max(dense_partials_len(gpu, px, g1.cin, g1.cout));
-                    for (k, _) in ConvWgrad::for_layer(&g3, rows, i.h, i.w, true)? {
-                        scratch = scratch.max(k.scratch_len(gpu));
-                        product = product.max(k.product_len(gpu));
-                    }
                     let mut k3 = ConvGather::forward(&g3, rows, i.h, i.w, Act::Relu)?;
                     k3.pre_relu = true;
-                    let mut d3 = ConvGather::input_grad(&g3, rows, i.h, i.w, Act::Relu)?;
-                    d3.resid = Resid::AfterDact;
-                    for k in [k3, d3] {
-                        scratch = scratch.max(k.scratch_len(gpu));
-                        product = product.max(k.product_len(gpu));
-                    }
                     let kept = kept_gradient(gpu, &k3, &g3, rows, i, true)?;
                     cols.push(kept.map(|w| keep(format!("{}.conv3.cols", l.name), &w)));
                     let n = rows * i.h * i.w * hidden;
@@ -245,6 +280,7 @@ impl GpuNet {
                 }
             }
         }
+        let (scratch, product) = conv_buffer_needs(gpu, net, rows, &outs, &grads, &inner, (1, product))?;
         Ok(GpuNet {
             net: net.clone(),
             rows,

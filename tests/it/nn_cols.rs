@@ -76,3 +76,79 @@ fn conv_weight_gradient_reads_the_forward_matrix() {
         assert!(own_gathers[0].starts_with("n.c1.dW im2col["), "{own_gathers:?}");
     }
 }
+
+/// The net's shared scratch and product buffers hold only what its launches use: on lavapipe, where
+/// the convs past the first read their matrices in place (an implicit GEMM) and the transposed conv
+/// and the input gradients take the phase forms, not the matrices and (pixel, tap) products the
+/// gather and col2im forms would need. The same gradients as on buffers copied into textures (no
+/// aliasing, so every matrix gathered and every col2im product written), within the sums' rounding.
+#[test]
+fn shared_buffers_hold_only_what_the_launches_use() {
+    use vaegpu::kernels::conv::{ConvGather, ConvWgrad};
+    use vaegpu::nn::net::Op;
+    let bytes = |n: usize| (n.max(1) * 4) as u64;
+    let step = |gpu: &Gpu| {
+        let mut layout = ParamLayout::default();
+        // Channels multiples of 8, so that every layer but the first (whose input the net does not
+        // know) may run in place; 32 images, so that every buffer is aliased (64 KiB or more).
+        let net = NetBuilder::new(&mut layout, "n", Shape::new(14, 14, 8))
+            .conv("c1", 16, 3, 1, 1, false, Act::Relu)
+            .and_then(|b| b.conv("c2", 32, 4, 2, 1, false, Act::Relu))
+            .and_then(|b| b.conv("t1", 16, 4, 2, 1, true, Act::Relu))
+            .and_then(|b| b.conv("t2", 8, 3, 1, 1, false, Act::Identity))
+            .unwrap()
+            .finish();
+        let rows = 32;
+        let gnet = GpuNet::new(gpu, &net, rows).unwrap();
+        let params = upload(gpu, "params", &layout.init(7));
+        let x = upload(gpu, "x", &noise(8, rows * 14 * 14 * 8));
+        let grads = gpu.storage_f32("grads", layout.total);
+        let mut p = Program::new("step");
+        p.extend(gnet.forward(gpu, &layout, &params, &x).unwrap());
+        p.extend(gnet.backward(gpu, &layout, &params, &grads, &x, None).unwrap());
+        gpu.queue.write_buffer(gnet.d_output(), 0, bytemuck::cast_slice(&noise(9, rows * net.output().len())));
+        gpu.queue.write_buffer(&grads, 0, bytemuck::cast_slice(&vec![f32::NAN; layout.total]));
+        gpu.submit(&p, 1);
+        gpu.sync().unwrap();
+        // The most any conv launch's gather or col2im form would need (the sizes before in-place forms
+        // were counted), for each buffer.
+        let (mut scratch, mut product) = (0, 0);
+        for l in &net.layers {
+            let Op::Conv { geom, .. } = &l.op else { unreachable!() };
+            let s = l.input;
+            for (k, _) in ConvWgrad::for_layer(geom, rows, s.h, s.w, false).unwrap() {
+                (scratch, product) = (scratch.max(k.scratch_len(gpu)), product.max(k.product_len(gpu)));
+            }
+            for k in [
+                ConvGather::forward(geom, rows, s.h, s.w, Act::Identity).unwrap(),
+                ConvGather::input_grad(geom, rows, s.h, s.w, Act::Identity).unwrap(),
+            ] {
+                (scratch, product) = (scratch.max(k.scratch_len(gpu)), product.max(k.product_len(gpu)));
+            }
+        }
+        let sizes = (gnet.scratch.size(), gnet.product.size(), bytes(scratch), bytes(product));
+        // The layers' blocks (the layout pads between them).
+        let g = gpu.read_f32(&grads).unwrap();
+        (layout.layers.iter().flat_map(|l| g[l.offset..l.offset + l.len()].to_vec()).collect::<Vec<f32>>(), sizes)
+    };
+    let gpu = test_gpu();
+    let (got, (s, p, s_full, p_full)) = step(&gpu);
+    assert!(got.iter().all(|v| v.is_finite()), "every gradient written");
+    eprintln!("scratch {s} of {s_full} bytes, product {p} of {p_full}");
+    assert!(s <= s_full && p <= p_full);
+    // What the in-place forms need of the adapter (ConvWgrad::implicit_possible, Matmul::im2col_runs).
+    let flags = [gpu.alias_operands, gpu.tex_operands, gpu.wide_loads, gpu.subgroups, gpu.int64];
+    if flags.contains(&false) || gpu.matmul != vaegpu::gpu::MatmulKernel::Subgroup {
+        eprintln!("no in-place forms on {}", gpu.summary.name);
+        return;
+    }
+    // c1 (the net's input unknown) may gather its matrix, 32·14·14 × 9·8 floats; nothing larger.
+    assert_eq!(s, bytes(32 * 14 * 14 * 9 * 8), "scratch: c1's matrix");
+    assert!(s < s_full && p < p_full / 4, "in-place forms leave the gather and col2im buffers out");
+    let copied = Gpu::new(&vaegpu::gpu::GpuOptions { alias_operands: Some(false), ..Default::default() }).unwrap();
+    let (want, (s2, p2, _, _)) = step(&copied);
+    assert_eq!((s2, p2), (s_full, p_full), "without aliasing every launch gathers");
+    let tol = |w: f32| 1e-4 * (1.0 + w.abs());
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / tol(*w)).fold(0.0, f32::max);
+    assert!(worst <= 1.0, "gradients differ from the copied run's by {worst} tolerances");
+}
