@@ -367,6 +367,63 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// im2col1_tex (lavapipe): im2col for a one-channel image (C = 1; N = 1 with GATHER_B) and K a multiple
+//   of 4, the image read through a read-only texture that aliases its buffer (float i at texel
+//   in_offset + i/4: matmul_sgtex.wgsl's layout; here in_offset is the image's first texel) and a kernel
+//   row's taps stored 4 at a time: the 4 pixels of a row straddle at most two texels, so two texel loads
+//   (gathers on lavapipe) and one vec4 store where im2col makes 4 loads and 4 stores, each a loop over
+//   the lanes with a bounds check. The same values in the same places: im2col's bits. Bindings 0 Params,
+//   6 OUT (vec4), 9 the image's texture. grid as im2col's.
+@group(0) @binding(9) var img: texture_storage_2d<rgba32float, read>;
+
+//!include texel.wgsl
+
+// Texel t of the image's texture (t < 0, read only for values then zeroed, reads texel 0).
+fn img_texel(t: i32) -> vec4<f32> {
+    return textureLoad(img, texel(u32(max(t, 0))));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn im2col1_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let pixels = p.batch * p.sh * p.sw;
+    let bw = i32(p.bw);
+    for (var m = gid.x; m < pixels; m += nwg.x * 256u) {
+        let cur = cursor_at(m);
+        let y0 = i32(cur.sy * p.stride) - i32(p.pad);
+        let x0 = i32(cur.sx * p.stride) - i32(p.pad);
+        // Row m's first vec4: element m·K².
+        var dst = (m * p.k * p.k) >> 2u;
+        for (var ky = 0u; ky < p.k; ky++) {
+            let by = y0 + i32(ky);
+            let row_ok = by >= 0 && by < i32(p.bh);
+            // The float index of pixel (b, by, 0), by clamped into the image (the row is zeroed
+            // below when it lies outside).
+            let row = 4 * i32(p.in_offset) + (i32(cur.b * p.bh) + clamp(by, 0, i32(p.bh) - 1)) * bw;
+            for (var kx = 0u; kx < p.k; kx += 4u) {
+                let bx = x0 + i32(kx);
+                // Pixels bx .. bx+3: components r .. r+3 of texels t and t+1.
+                let f = row + bx;
+                let t = f >> 2u;
+                let r = f & 3;
+                let lo = img_texel(t);
+                let hi = img_texel(t + 1);
+                var v = lo;
+                v = select(v, vec4<f32>(lo.yzw, hi.x), r == 1);
+                v = select(v, vec4<f32>(lo.zw, hi.xy), r == 2);
+                v = select(v, vec4<f32>(lo.w, hi.xyz), r == 3);
+                let xs = vec4<i32>(bx) + vec4<i32>(0, 1, 2, 3);
+                let inside = (xs >= vec4<i32>(0)) & (xs < vec4<i32>(bw)) & vec4<bool>(row_ok);
+                v = select(vec4<f32>(0.0), v, inside);
+                if (PRE_RELU && !GATHER_B) {
+                    v = max(v, vec4<f32>(0.0));
+                }
+                out4[dst] = v;
+                dst += 1u;
+            }
+        }
+    }
+}
+
 // im2col_flat (GPUs): the same matrix, one invocation per vec4 of it (VEC4) or per value, in order:
 //   unit u is row m = u / (K²·W), tap (u / W) % K², channels from (u % W)·(4 or 1), W = C/4 (or C)
 //   units a tap. A warp's 32 invocations load and store consecutive channels, where im2col's one

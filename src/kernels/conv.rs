@@ -1324,6 +1324,9 @@ impl ConvWgrad {
             ("VEC4", f64::from(u8::from(vec4))),
         ];
         let flat = self.flat.unwrap_or(!gpu.is_cpu());
+        if let Some(l) = self.im2col1_tex(gpu, label, if self.gather_b { &g } else { &a }, scratch, flat)? {
+            return Ok(l);
+        }
         let entry = if flat { "im2col_flat" } else { "im2col" };
         let shape = format!(
             "{}x{}x{}x{ch} -> {rows}x{}, k{} s{} p{}{}{}",
@@ -1353,6 +1356,48 @@ impl ConvWgrad {
             &bindings,
             grid,
         )
+    }
+
+    /// The im2col launch as conv_grad.wgsl's `im2col1_tex`, where it runs: a one-channel image whose
+    /// buffer a texture aliases (lavapipe), K a multiple of 4, the per-row form (not `flat`); else None.
+    fn im2col1_tex(&self, gpu: &Gpu, label: &str, image: &View, scratch: View, flat: bool) -> Result<Option<Launch>> {
+        let ch = if self.gather_b { self.n } else { self.c };
+        let big = self.batch * self.big_hw.0 * self.big_hw.1;
+        if flat || ch != 1 || self.k % 4 != 0 || image.offset % 16 != 0 || !gpu.tex_operands {
+            return Ok(None);
+        }
+        // One texel past the image: the last row's last pixels may straddle into it (those values are
+        // zeroed, never stored).
+        let Some((tex, base)) = gpu.alias_texture(image, big.div_ceil(4) + 1) else {
+            return Ok(None);
+        };
+        let rows = self.im2col_rows();
+        let (bh, bw) = self.big_hw;
+        let constants =
+            [("GATHER_B", f64::from(u8::from(self.gather_b))), ("PRE_RELU", f64::from(u8::from(self.pre_relu)))];
+        let params = GradParams { in_offset: base, ..self.params(1) };
+        let k = self.k;
+        let shape = format!(
+            "{}x{bh}x{bw}x1 -> {rows}x{}, k{k} s{} p{}{}",
+            self.batch,
+            k * k,
+            self.stride,
+            self.pad,
+            if self.gather_b { " T" } else { "" }
+        );
+        let grid = [rows.div_ceil(256).min(65535) as u32, 1, 1];
+        let launch = gpu.launch_tex(
+            format!("{label} im2col[{shape}, tex]"),
+            "conv_grad",
+            "im2col1_tex",
+            &constants,
+            Some(&params),
+            &[(6, scratch)],
+            &[(9, tex)],
+            Vec::new(),
+            grid,
+        )?;
+        Ok(Some(launch))
     }
 
     /// The im2col path: the gathered matrix I into `scratch`; then for a conv layer [dW; db] = Iᵀ · G (+ the

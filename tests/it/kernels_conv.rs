@@ -2,7 +2,7 @@
 //! kernel sizes 1 to 7, 1/3/4+ channels, scalar, vec4 and one-output-channel kernels, outputs poisoned
 //! with NaN.
 
-use vaegpu::gpu::Gpu;
+use vaegpu::gpu::{Gpu, View};
 use vaegpu::kernels::conv::{ConvGather, ConvGeom, ConvWgrad, Resid};
 use vaegpu::kernels::Act;
 use vaegpu::reference::conv::{conv_backward_input, conv_backward_params, conv_forward};
@@ -817,5 +817,80 @@ fn one_channel_phase_kernel_matches_the_col2im_path() {
     }
     if gpu.alias_operands {
         assert_eq!(runs, cases.len());
+    }
+}
+
+/// The im2col of a one-channel image (a conv's input with C = 1, or a transposed conv's output gradient
+/// with N = 1) through the image's aliased texture, 4 taps a store (conv_grad.wgsl `im2col1_tex`, on
+/// lavapipe): the same matrix as the flat gather, so the weight gradients over it agree bit for bit,
+/// and with the f64 reference. Images of 64 KiB or more (aliased), odd sides at stride 1, K 4 and 8, taps off every
+/// edge (padding up to 3), relu-on-read, and an image starting inside its buffer.
+#[test]
+fn one_channel_im2col_through_the_texture_matches_the_gather() {
+    let gpu = gpu();
+    let cases = [
+        Case::new(20, 30, 28, 1, 8, 4, 2, 1, false),
+        Case::new(32, 23, 25, 1, 4, 8, 1, 3, false),
+        Case::new(20, 15, 16, 8, 1, 4, 2, 1, true),
+        Case::new(12, 33, 35, 4, 1, 8, 1, 2, true),
+    ];
+    let mut tex_runs = 0;
+    for (i, c) in cases.iter().enumerate() {
+        let g = &c.g;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow * g.cout);
+        let seed = 4100 + 10 * i as u64;
+        let (x, dy) = (uniform(seed, xs, -1.0, 1.0), uniform(seed + 1, ys, -1.0, 1.0));
+        // The image 256 bytes into its buffer (a view at an offset), the other operand at 0.
+        let lead = 64;
+        let pad = |v: &[f64], at: usize| vec![0.5f32; at].into_iter().chain(to_f32(v)).collect::<Vec<f32>>();
+        let (x_at, dy_at) = if g.transposed { (0, lead) } else { (lead, 0) };
+        let xb = gpu.upload("x", &pad(&x, x_at));
+        let dyb = gpu.upload("dy", &pad(&dy, dy_at));
+        let xv = View::new(&xb, (x_at * 4) as u64, xs);
+        let dyv = View::new(&dyb, (dy_at * 4) as u64, ys);
+        for pre_relu in [false, true] {
+            if pre_relu && g.transposed {
+                continue;
+            }
+            let len = g.block_rows() * g.cout;
+            let mut results = Vec::new();
+            for flat in [false, true] {
+                let out = poisoned(gpu, "dw", len);
+                let mut labels = Vec::new();
+                let mut keep = Vec::new();
+                for (mut k, at) in ConvWgrad::for_layer(g, c.batch, c.h, c.w, pre_relu).unwrap() {
+                    k.im2col = Some(k.im2col_ok());
+                    k.flat = Some(flat);
+                    let (n, np) = (k.scratch_len(gpu), k.product_len(gpu));
+                    keep.push(poisoned(gpu, "scratch", n.max(1)));
+                    keep.push(poisoned(gpu, "product", np.max(1)));
+                    let [.., s, pb] = &keep[..] else { unreachable!() };
+                    let (sv, pv) = ((n > 0).then(|| s.into()), (np > 0).then(|| pb.into()));
+                    let ls = k.launch(gpu, "t", xv, dyv, (&out).into(), at, sv, pv).unwrap();
+                    for l in &ls {
+                        gpu.run(l).unwrap();
+                        labels.push(l.label.clone());
+                    }
+                }
+                let tex = labels.iter().any(|l| l.contains(" im2col[") && l.contains(", tex]"));
+                let what = format!("{} pre_relu={pre_relu} flat={flat}: {labels:?}", c.name());
+                if flat {
+                    assert!(!tex, "{what}");
+                } else {
+                    assert_eq!(tex, gpu.alias_operands && gpu.tex_operands, "{what}");
+                    tex_runs += usize::from(tex);
+                }
+                let got = gpu.read_f32(&out).unwrap();
+                let want = conv_backward_params(g, &x, &dy, c.batch, c.h, c.w, pre_relu);
+                tol(c.batch * oh.max(c.h) * ow.max(c.w)).check(&what, &got, &want).unwrap();
+                results.push(got);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&results[0]), bits(&results[1]), "{}: the texture and the flat gather", c.name());
+        }
+    }
+    if gpu.alias_operands && gpu.tex_operands {
+        assert_eq!(tex_runs, 6);
     }
 }

@@ -255,6 +255,13 @@ fn every_entry_point_and_variant_builds() {
             }
         }
     }
+    // im2col1_tex, a one-channel image through its texture: a conv's input (relu-on-read or not) and
+    // a transposed conv's output gradient.
+    for (gather_b, relu) in [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)] {
+        let c = [("GATHER_B", gather_b), ("PRE_RELU", relu)];
+        gpu.pipeline("conv_grad", "im2col1_tex", &c).unwrap_or_else(|e| panic!("conv_grad im2col1_tex {c:?}: {e}"));
+        built += 1;
+    }
     // The autoencoder kernels with each mode, activation and gradient setting.
     for (entry, name, values) in
         [("ae_corrupt", "MODE", &[1.0, 2.0][..]), ("ae_loss", "MODE", &[1.0][..]), ("ae_loss_v4", "MODE", &[1.0][..])]
