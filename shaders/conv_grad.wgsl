@@ -424,6 +424,43 @@ fn im2col1_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
 }
 
+// bias_tex (lavapipe): conv_wgrad(_v4)'s bias-only launch (BIAS_ONLY: C = 0, K = 1; the sum of G over
+//   the pixels, a transposed conv's bias) with G read through a read-only texture that aliases its
+//   buffer (binding 9, G's first texel at in_offset): a texel load (a gather on lavapipe) where their
+//   buffer loads are loops over the lanes. N = 1: 4 pixels a texel (rows_per_split and the pixels
+//   multiples of 4); N a multiple of 4: the tile's 4 channels a texel. The same sums in the same order:
+//   their bits. Invocation i = split i / tiles, tile i % tiles: a bias has few tiles (N/4), so
+//   conv_wgrad's grid (x the tiles, y the splits) would be one workgroup a split, mostly idle, and
+//   lavapipe's cost per workgroup would be the launch's. Bindings 0 Params, 3 OUT, 9 G's texture.
+//   grid = (ceil(tiles · splits / WG), 1, 1).
+@compute @workgroup_size(WG, 1, 1)
+fn bias_tex(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let split = gid.x / p.tiles;
+    let q = tile_of(gid.x % p.tiles);
+    if (split >= p.splits) {
+        return;
+    }
+    let rows = split_rows(split);
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (p.n == 1u) {
+        var s = 0.0;
+        let end = rows.y >> 2u;
+        for (var t = rows.x >> 2u; t < end; t++) {
+            let v = textureLoad(img, texel(p.in_offset + t));
+            s += v.x;
+            s += v.y;
+            s += v.z;
+            s += v.w;
+        }
+        acc[0].x = s;
+    } else {
+        for (var m = rows.x; m < rows.y; m++) {
+            acc[0] += textureLoad(img, texel(p.in_offset + ((m * p.n + q.n) >> 2u)));
+        }
+    }
+    write_tile(q, split, acc);
+}
+
 // im2col_flat (GPUs): the same matrix, one invocation per vec4 of it (VEC4) or per value, in order:
 //   unit u is row m = u / (K²·W), tap (u / W) % K², channels from (u % W)·(4 or 1), W = C/4 (or C)
 //   units a tap. A warp's 32 invocations load and store consecutive channels, where im2col's one

@@ -1249,9 +1249,43 @@ impl ConvWgrad {
         );
         let groups = [tiles.div_ceil(wg) as u32, splits as u32, 1];
         let (ai, gi) = if vec4 { (4, 5) } else { (1, 2) };
-        let bind = |target| [(ai, a), (gi, g), (3, target)];
+        // The bias alone through G's aliased texture where it has one (lavapipe), else the buffers.
+        let bias_tex = self.bias_texture(gpu, &g, params.rows_per_split);
+        if let Some((_, base)) = &bias_tex {
+            params.in_offset = *base;
+        }
+        let first = |label: String, params: &GradParams, target| match &bias_tex {
+            Some((tex, _)) => {
+                let label = label.replacen(&format!(" {entry}["), " bias_tex[", 1);
+                let bindings = [(3, target)];
+                let textures = [(9, tex.clone())];
+                let groups = [(tiles * splits).div_ceil(wg) as u32, 1, 1];
+                let max = gpu.limits.max_compute_workgroups_per_dimension;
+                need(OP, groups[0] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
+                gpu.launch_tex(
+                    label,
+                    "conv_grad",
+                    "bias_tex",
+                    &constants,
+                    Some(params),
+                    &bindings,
+                    &textures,
+                    vec![],
+                    groups,
+                )
+            }
+            None => gpu.launch(
+                label,
+                "conv_grad",
+                entry,
+                &constants,
+                Some(params),
+                &[(ai, a), (gi, g), (3, target)],
+                groups,
+            ),
+        };
         if splits == 1 {
-            return Ok(vec![gpu.launch(label, "conv_grad", entry, &constants, Some(&params), &bind(out), groups)?]);
+            return Ok(vec![first(label, &params, out)?]);
         }
         let scratch = scratch.ok_or_else(|| crate::gpu::GpuError::Shape {
             op: OP,
@@ -1259,10 +1293,26 @@ impl ConvWgrad {
         })?;
         need_len(OP, "scratch", &scratch, self.scratch_len(gpu))?;
         params.out_offset = 0;
-        let mut launches =
-            vec![gpu.launch(label.clone(), "conv_grad", entry, &constants, Some(&params), &bind(scratch), groups)?];
+        let mut launches = vec![first(label.clone(), &params, scratch)?];
         launches.extend(sum_partials(gpu, &label, scratch, out, out_offset, splits, len)?);
         Ok(launches)
+    }
+
+    /// For the bias alone (C = 0) where G's buffer has an aliased texture (lavapipe) and conv_grad.wgsl's
+    /// `bias_tex` takes the shape (one channel and `rows_per_split` and the pixels multiples of 4, or
+    /// channels in fours): the texture and the texel G starts at; else None.
+    fn bias_texture(
+        &self,
+        gpu: &Gpu,
+        g: &View,
+        rows_per_split: u32,
+    ) -> Option<(crate::gpu::pipeline::OperandTexture, u32)> {
+        let pixels = self.batch * self.small_hw.0 * self.small_hw.1;
+        let shape = if self.n == 1 { rows_per_split % 4 == 0 && pixels % 4 == 0 } else { self.n % 4 == 0 };
+        if self.c != 0 || !shape || self.scalar || g.offset % 16 != 0 || !gpu.tex_operands {
+            return None;
+        }
+        gpu.alias_texture(g, pixels * self.n / 4)
     }
 
     /// The split_fold launches over `splits` partials of `params.len` values at the start of `buf`:

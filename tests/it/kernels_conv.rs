@@ -894,3 +894,53 @@ fn one_channel_im2col_through_the_texture_matches_the_gather() {
         assert_eq!(tex_runs, 6);
     }
 }
+
+/// A transposed conv's bias (the sum of its output gradient over the pixels) through the gradient's
+/// aliased texture (conv_grad.wgsl `bias_tex`, lavapipe): the same sums in the same order as the buffer
+/// kernel's, so the same bits, and the f64 reference's sum. One channel (4 pixels a texel) and 8
+/// channels, gradients of 64 KiB or more, one 256 bytes into its buffer; where a split's pixels are not
+/// whole texels the buffer kernel runs.
+#[test]
+fn bias_through_the_texture_matches_the_buffer_sum() {
+    let gpu = gpu();
+    // (case, whether bias_tex takes it where textures alias: 20·30·32 pixels split 256 ways is 75 a
+    // split, not whole texels).
+    let cases = [
+        (Case::new(32, 15, 16, 8, 1, 4, 2, 1, true), true),
+        (Case::new(4, 15, 16, 4, 8, 4, 2, 1, true), true),
+        (Case::new(20, 15, 16, 3, 1, 4, 2, 1, true), false),
+    ];
+    for (i, (c, takes)) in cases.iter().enumerate() {
+        let g = &c.g;
+        let (oh, ow) = c.out();
+        let (xs, ys) = (c.batch * c.h * c.w * g.cin, c.batch * oh * ow * g.cout);
+        let seed = 4300 + 10 * i as u64;
+        let (x, dy) = (uniform(seed, xs, -1.0, 1.0), uniform(seed + 1, ys, -1.0, 1.0));
+        let lead = if i == 1 { 64 } else { 0 };
+        let xb = gpu.upload("x", &to_f32(&x));
+        let dyb = gpu.upload("dy", &vec![0.5f32; lead].into_iter().chain(to_f32(&dy)).collect::<Vec<f32>>());
+        let dyv = View::new(&dyb, (lead * 4) as u64, ys);
+        let (bias, at) = ConvWgrad::for_layer(g, c.batch, c.h, c.w, false).unwrap().remove(0);
+        assert_eq!(bias.c, 0, "the bias launch first");
+        let mut results = Vec::new();
+        for scalar in [false, true] {
+            let k = ConvWgrad { scalar, ..bias };
+            let out = poisoned(gpu, "db", at + g.cout);
+            let scratch = poisoned(gpu, "scratch", k.scratch_len(gpu).max(1));
+            let sv = (k.scratch_len(gpu) > 0).then(|| (&scratch).into());
+            let ls = k.launch(gpu, "t", (&xb).into(), dyv, (&out).into(), at, sv, None).unwrap();
+            let tex = ls.iter().any(|l| l.label.contains(" bias_tex["));
+            let what = format!("{} scalar={scalar}: {:?}", c.name(), ls.iter().map(|l| &l.label).collect::<Vec<_>>());
+            assert_eq!(tex, !scalar && *takes && gpu.alias_operands && gpu.tex_operands, "{what}");
+            for l in &ls {
+                gpu.run(l).unwrap();
+            }
+            let got = gpu.read_f32(&out).unwrap()[at..].to_vec();
+            let want: Vec<f64> = (0..g.cout).map(|n| (0..ys / g.cout).map(|p| dy[p * g.cout + n]).sum()).collect();
+            tol(ys / g.cout).check(&what, &got, &want).unwrap();
+            results.push(got);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&results[0]), bits(&results[1]), "{}: the texture and the buffer sums", c.name());
+    }
+}

@@ -262,6 +262,10 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline("conv_grad", "im2col1_tex", &c).unwrap_or_else(|e| panic!("conv_grad im2col1_tex {c:?}: {e}"));
         built += 1;
     }
+    // bias_tex, a transposed conv's bias through its output gradient's texture.
+    gpu.pipeline("conv_grad", "bias_tex", &[("ONES", 1.0), ("BIAS_ONLY", 1.0), ("GATHER_B", 1.0)])
+        .unwrap_or_else(|e| panic!("conv_grad bias_tex: {e}"));
+    built += 1;
     // The autoencoder kernels with each mode, activation and gradient setting.
     for (entry, name, values) in
         [("ae_corrupt", "MODE", &[1.0, 2.0][..]), ("ae_loss", "MODE", &[1.0][..]), ("ae_loss_v4", "MODE", &[1.0][..])]
