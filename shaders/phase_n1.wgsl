@@ -53,19 +53,31 @@ fn w4(i: u32) -> vec4<f32> {
     return textureLoad(w_tex, texel(p.w_base + i));
 }
 
+// Invocation i's work: image b, phase row uy, its 8 phase columns from ux0 (ok: i is one).
+struct Item {
+    b: u32,
+    uy: u32,
+    ux0: u32,
+    ok: bool,
+}
+
+fn item_of(i: u32) -> Item {
+    let gh = p.oh / p.s;
+    let blocks = (p.ow / p.s + 7u) / 8u;
+    let t = i / blocks;
+    return Item(t / gh, t % gh, 8u * (i % blocks), i < p.batch * gh * blocks);
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let gh = p.oh / p.s;
-    let gw = p.ow / p.s;
-    let blocks = (gw + 7u) / 8u;
-    let item = gid.x;
-    if (item >= p.batch * gh * blocks) {
+    let it = item_of(gid.x);
+    if (!it.ok) {
         return;
     }
-    let ux0 = 8u * (item % blocks);
-    let t = item / blocks;
-    let uy = t % gh;
-    let b = t / gh;
+    let ux0 = it.ux0;
+    let uy = it.uy;
+    let b = it.b;
+    let gw = p.ow / p.s;
     let py = wid.z / p.s;
     let px = wid.z % p.s;
     let ry = (py + p.pad) % p.s;
@@ -106,6 +118,83 @@ fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
         let ux = ux0 + j;
         if (ux < gw) {
             y[out_row + p.s * ux + px] = act_fwd(ACT, acc[j] + bias, p.slope);
+        }
+    }
+}
+
+// phase_n1_x2: phase_n1 at stride 2 with both x phases in one invocation, for OW a multiple of 4:
+// invocation (b, uy, block) of phase row py (workgroup z) computes the 16 consecutive outputs
+// x = 2·ux0 .. 2·ux0 + 15 of output row 2·uy + py, ux0 = 8·block. The two x phases read the same input
+// pixels (shifted by at most one), so each input texel is loaded once for both, and the outputs go out
+// as 4 vec4 stores instead of 16 scalar ones (on lavapipe each store is a loop over the lanes). PAD, the
+// layer's padding, is a constant with T, so that every index below is one once the loops unroll. The
+// sums run as phase_n1's, in the same order: its bits. Binding 5: Y as vec4 (the same buffer as 1).
+// Dispatch: (ceil(B·(OH/2)·ceil((OW/2)/8) / WG), 1, 2).
+override PAD: u32 = 1u;
+
+@group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG, 1, 1)
+fn phase_n1_x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let it = item_of(gid.x);
+    if (!it.ok) {
+        return;
+    }
+    let ux0 = it.ux0;
+    let uy = it.uy;
+    let b = it.b;
+    let gw = p.ow / 2u;
+    let py = wid.z;
+    let ry = (py + PAD) % 2u;
+    let pad_y = i32(T - 1u - (py + PAD) / 2u);
+    // Per x phase px: its taps' column offset rx and its padding; input pixel sx = ux0 + e − E0 serves
+    // output j of phase px through tap jx where j = e − E0 + pad_x − jx.
+    let pad0 = T - 1u - PAD / 2u;
+    let pad1 = T - 1u - (1u + PAD) / 2u;
+    let rx0 = PAD % 2u;
+    let rx1 = (1u + PAD) % 2u;
+    let c4s = p.c / 4u;
+    var a0 = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var a1 = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var jy = 0u; jy < T; jy++) {
+        let sy = i32(uy + jy) - pad_y;
+        let row_in = sy >= 0 && sy < i32(p.ih);
+        let row = (b * p.ih + u32(max(sy, 0))) * p.iw;
+        let ky = ry + 2u * (T - 1u - jy);
+        for (var c4 = 0u; c4 < c4s; c4++) {
+            var w0: array<vec4<f32>, 4>;
+            var w1: array<vec4<f32>, 4>;
+            for (var jx = 0u; jx < T; jx++) {
+                w0[jx] = w4((ky * p.k + rx0 + 2u * (T - 1u - jx)) * c4s + c4);
+                w1[jx] = w4((ky * p.k + rx1 + 2u * (T - 1u - jx)) * c4s + c4);
+            }
+            // E0 = pad0 (≥ pad1): the first input pixel either phase reads.
+            for (var e = 0u; e < 7u + T + pad0 - pad1; e++) {
+                let sx = i32(ux0 + e) - i32(pad0);
+                let inside = row_in && sx >= 0 && sx < i32(p.iw);
+                let v = select(vec4<f32>(0.0), x4((row + u32(max(sx, 0))) * c4s + c4), inside);
+                for (var jx = 0u; jx < T; jx++) {
+                    // Phase 0: j = e − jx (pad_x = E0); phase 1: j = e − (pad0 − pad1) − jx.
+                    if (e >= jx && e - jx < 8u) {
+                        a0[e - jx] += dot(v, w0[jx]);
+                    }
+                    let d = pad0 - pad1;
+                    if (e >= jx + d && e - jx - d < 8u) {
+                        a1[e - jx - d] += dot(v, w1[jx]);
+                    }
+                }
+            }
+        }
+    }
+    let bias = w_buf[p.k * p.k * p.c];
+    // Outputs 2·(ux0 + j) + px of row 2·uy + py: vec4 q holds (j, px) = (2q, 0), (2q, 1), (2q+1, 0),
+    // (2q+1, 1). OW is a multiple of 4, so each vec4 lies whole inside the row or past its end.
+    let out4 = ((b * p.oh + 2u * uy + py) * p.ow + 2u * ux0) / 4u;
+    for (var q = 0u; q < 4u; q++) {
+        if (ux0 + 2u * q < gw) {
+            let v = vec4<f32>(a0[2u * q], a1[2u * q], a0[2u * q + 1u], a1[2u * q + 1u]) + bias;
+            y4[out4 + q] = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope),
+                                                 act_fwd(ACT, v.z, p.slope), act_fwd(ACT, v.w, p.slope));
         }
     }
 }

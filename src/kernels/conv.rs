@@ -425,24 +425,28 @@ impl ConvGather {
             w_base,
             slope: Act::LEAKY_SLOPE,
         };
-        let constants = [("WG", wg as f64), ("ACT", self.act.code() as f64), ("T", g.k as f64)];
         let (ih, iw) = self.in_hw;
         let (oh, ow) = self.out_hw;
+        // Stride 2 with rows of whole vec4s: both x phases an invocation (phase_n1_x2).
+        let x2 = s == 2 && ow % 4 == 0 && y.offset % 16 == 0;
+        let entry = if x2 { "phase_n1_x2" } else { "phase_n1" };
+        let constants =
+            [("WG", wg as f64), ("ACT", self.act.code() as f64), ("T", g.k as f64), ("PAD", self.pad as f64)];
         let label = format!(
-            "{label} phase_n1[{}x{ih}x{iw}x{} -> {oh}x{ow}x1 k{} s{s} p{}]",
+            "{label} {entry}[{}x{ih}x{iw}x{} -> {oh}x{ow}x1 k{} s{s} p{}]",
             self.batch, self.c, self.k, self.pad
         );
-        let groups = [items.div_ceil(wg) as u32, 1, (s * s) as u32];
+        let groups = [items.div_ceil(wg) as u32, 1, if x2 { s } else { s * s } as u32];
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         need("conv", groups[0] <= max, || format!("grid {groups:?} exceeds {max} workgroups per dimension"))?;
         let textures = [(2, xt), (3, wt)];
         let launch = gpu.launch_tex(
             label,
             "phase_n1",
-            "phase_n1",
+            entry,
             &constants,
             Some(&params),
-            &[(1, y), (4, w)],
+            &[(if x2 { 5 } else { 1 }, y), (4, w)],
             &textures,
             fill.into_iter().collect(),
             groups,

@@ -772,6 +772,9 @@ fn one_channel_phase_kernel_matches_the_col2im_path() {
         Case::new(4, 6, 5, 4, 1, 2, 2, 0, true),
         Case::new(2, 5, 5, 8, 1, 3, 1, 1, true),
         Case::new(2, 4, 4, 4, 1, 8, 2, 3, true),
+        // Stride 2, OW a multiple of 4: both x phases an invocation (phase_n1_x2), T 1 and 3.
+        Case::new(4, 6, 6, 4, 1, 2, 2, 0, true),
+        Case::new(2, 5, 8, 8, 1, 6, 2, 2, true),
     ];
     let mut runs = 0;
     for (i, c) in cases.iter().enumerate() {
@@ -804,8 +807,10 @@ fn one_channel_phase_kernel_matches_the_col2im_path() {
         let (labels, got) = run(k);
         let (col2im, want) = run(ConvGather { implicit: Some(false), ..k });
         assert!(col2im.iter().any(|l| l.contains(" col2im[")), "{what}: {col2im:?}");
-        let phases = labels.iter().any(|l| l.contains(" phase_n1["));
+        let phases = labels.iter().any(|l| l.contains(" phase_n1[") || l.contains(" phase_n1_x2["));
         assert_eq!(phases, gpu.alias_operands, "{what}: {labels:?}");
+        let x2 = labels.iter().any(|l| l.contains(" phase_n1_x2["));
+        assert_eq!(x2, phases && g.stride == 2 && ow % 4 == 0, "{what}: {labels:?}");
         if phases {
             assert_eq!(labels.len(), 1, "{what}: {labels:?}");
         }

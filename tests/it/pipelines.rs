@@ -108,6 +108,12 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline("phase_n1", "phase_n1", &c).unwrap_or_else(|e| panic!("phase_n1 {c:?}: {e}"));
         built += 1;
     }
+    // phase_n1_x2 (stride 2, both x phases an invocation) at each T and an even and an odd padding.
+    for (t, pad) in [(1.0, 0.0), (2.0, 1.0), (3.0, 2.0), (4.0, 3.0)] {
+        let c = [("WG", 8.0), ("T", t), ("PAD", pad)];
+        gpu.pipeline("phase_n1", "phase_n1_x2", &c).unwrap_or_else(|e| panic!("phase_n1_x2 {c:?}: {e}"));
+        built += 1;
+    }
     // Conv: every (geometry, layer form) pair of the forward (bias, activation, residual, relu-on-read)
     // and input-gradient (transposed weights, act', residual) kernels, the activation cycling, each
     // pixels-per-invocation value (8 on CPU adapters, fewer on GPUs) and each tile shape of conv_tiled.
