@@ -74,9 +74,6 @@ fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     if (!it.ok) {
         return;
     }
-    let ux0 = it.ux0;
-    let uy = it.uy;
-    let b = it.b;
     let gw = p.ow / p.s;
     let py = wid.z / p.s;
     let px = wid.z % p.s;
@@ -87,9 +84,9 @@ fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
     let c4s = p.c / 4u;
     var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var jy = 0u; jy < T; jy++) {
-        let sy = i32(uy + jy) - pad_y;
+        let sy = i32(it.uy + jy) - pad_y;
         let row_in = sy >= 0 && sy < i32(p.ih);
-        let row = (b * p.ih + u32(max(sy, 0))) * p.iw;
+        let row = (it.b * p.ih + u32(max(sy, 0))) * p.iw;
         let ky = ry + p.s * (T - 1u - jy);
         for (var c4 = 0u; c4 < c4s; c4++) {
             // The weights of this row's T taps at channels 4·c4 .. 4·c4+3.
@@ -101,7 +98,7 @@ fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
             // Input pixels ux0 − pad_x .. ux0 + 7 + T − 1 − pad_x of the row: pixel i serves outputs
             // i − jx.
             for (var i = 0u; i < 7u + T; i++) {
-                let sx = i32(ux0 + i) - pad_x;
+                let sx = i32(it.ux0 + i) - pad_x;
                 let inside = row_in && sx >= 0 && sx < i32(p.iw);
                 let v = select(vec4<f32>(0.0), x4((row + u32(max(sx, 0))) * c4s + c4), inside);
                 for (var jx = 0u; jx < T; jx++) {
@@ -113,9 +110,9 @@ fn phase_n1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id
         }
     }
     let bias = w_buf[p.k * p.k * p.c];
-    let out_row = (b * p.oh + p.s * uy + py) * p.ow;
+    let out_row = (it.b * p.oh + p.s * it.uy + py) * p.ow;
     for (var j = 0u; j < 8u; j++) {
-        let ux = ux0 + j;
+        let ux = it.ux0 + j;
         if (ux < gw) {
             y[out_row + p.s * ux + px] = act_fwd(ACT, acc[j] + bias, p.slope);
         }
@@ -140,9 +137,6 @@ fn phase_n1_x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup
     if (!it.ok) {
         return;
     }
-    let ux0 = it.ux0;
-    let uy = it.uy;
-    let b = it.b;
     let gw = p.ow / 2u;
     let py = wid.z;
     let ry = (py + PAD) % 2u;
@@ -157,9 +151,9 @@ fn phase_n1_x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup
     var a0 = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     var a1 = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (var jy = 0u; jy < T; jy++) {
-        let sy = i32(uy + jy) - pad_y;
+        let sy = i32(it.uy + jy) - pad_y;
         let row_in = sy >= 0 && sy < i32(p.ih);
-        let row = (b * p.ih + u32(max(sy, 0))) * p.iw;
+        let row = (it.b * p.ih + u32(max(sy, 0))) * p.iw;
         let ky = ry + 2u * (T - 1u - jy);
         for (var c4 = 0u; c4 < c4s; c4++) {
             var w0: array<vec4<f32>, 4>;
@@ -170,7 +164,7 @@ fn phase_n1_x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup
             }
             // E0 = pad0 (≥ pad1): the first input pixel either phase reads.
             for (var e = 0u; e < 7u + T + pad0 - pad1; e++) {
-                let sx = i32(ux0 + e) - i32(pad0);
+                let sx = i32(it.ux0 + e) - i32(pad0);
                 let inside = row_in && sx >= 0 && sx < i32(p.iw);
                 let v = select(vec4<f32>(0.0), x4((row + u32(max(sx, 0))) * c4s + c4), inside);
                 for (var jx = 0u; jx < T; jx++) {
@@ -189,9 +183,9 @@ fn phase_n1_x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup
     let bias = w_buf[p.k * p.k * p.c];
     // Outputs 2·(ux0 + j) + px of row 2·uy + py: vec4 q holds (j, px) = (2q, 0), (2q, 1), (2q+1, 0),
     // (2q+1, 1). OW is a multiple of 4, so each vec4 lies whole inside the row or past its end.
-    let out4 = ((b * p.oh + 2u * uy + py) * p.ow + 2u * ux0) / 4u;
+    let out4 = ((it.b * p.oh + 2u * it.uy + py) * p.ow + 2u * it.ux0) / 4u;
     for (var q = 0u; q < 4u; q++) {
-        if (ux0 + 2u * q < gw) {
+        if (it.ux0 + 2u * q < gw) {
             let v = vec4<f32>(a0[2u * q], a1[2u * q], a0[2u * q + 1u], a1[2u * q + 1u]) + bias;
             y4[out4 + q] = vec4<f32>(act_fwd(ACT, v.x, p.slope), act_fwd(ACT, v.y, p.slope),
                                                  act_fwd(ACT, v.z, p.slope), act_fwd(ACT, v.w, p.slope));
