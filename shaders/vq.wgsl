@@ -18,11 +18,12 @@
 //   commitment gradient, scale = 2β / (N·D)). One invocation per element. Bindings 1, 2, 6 idx, 7 dzq, 8 dz.
 // vq_counts: counts_w[k] = #{n < valid : idx[n] = k}, valid = N, or (batch_word != NONE) the vectors of
 //   the rows of this batch that are inside the dataset (min(B, n_items − state[batch_word]·B) · per_row).
-//   One invocation per code. Bindings 6 idx, 9 counts_w, 13 state.
+//   One invocation per code. Bindings 6 idx, 9 counts_w, 13 state. vq_counts_v4 (N >= 4): the same with
+//   the indices also bound as vec4 (35) and read 4 a load.
 // vq_scan: one workgroup. starts_w[k] = Σ_{c < k} counts[c] (exclusive prefix sum). Bindings 10, 23.
 // vq_fill: order_w[starts[k] + r] = the r-th vector (in n order) assigned to code k: a stable counting
-//   sort, one invocation per code. Bindings 6 idx, 23 starts_w (read: both halves of one buffer must share
-//   an access mode), 25 order_w.
+//   sort, one invocation per code. Bindings 6 idx, 23 starts_w (read: both halves of one buffer must
+//   share an access mode), 25 order_w. vq_fill_v4 (N >= 4): idx also as vec4 (35), read 4 a load.
 // vq_stats_ema: with s = Σ_{n : idx[n] = k} z[n, j] (in n order, read through starts and order), over the table (a slice of the
 //   parameter buffer holding the EMA count N at off_count [K], the EMA sum m at off_sum [K, D]):
 //   m[k, j] ← decay·m[k, j] + (1 − decay)·s, and (j = 0) N[k] ← decay·N[k] + (1 − decay)·counts[k].
@@ -117,6 +118,9 @@ struct Params {
 @group(0) @binding(32) var<storage, read_write> zq4: array<vec4<f32>>;
 @group(0) @binding(33) var<storage, read> enorm4: array<vec4<f32>>;
 @group(0) @binding(34) var<storage, read> dots4: array<vec4<f32>>;
+// idx again, 4 indices a load (vq_counts, vq_fill: every invocation reads every index, at the same
+// address; lavapipe makes each storage load a loop over the lanes, so one load for 4 is 4x fewer).
+@group(0) @binding(35) var<storage, read> idx4: array<vec4<u32>>;
 
 var<workgroup> red_a: array<f32, RED>;
 var<workgroup> red_b: array<f32, RED>;
@@ -239,18 +243,38 @@ fn valid_vectors() -> u32 {
     return min(p.batch, left) * p.per_row;
 }
 
+// #{n in [first, end) : idx[n] = k}, one index a load.
+fn count_from(k: u32, first: u32, end: u32) -> u32 {
+    var c = 0u;
+    for (var n = first; n < end; n++) {
+        c += select(0u, 1u, idx[n] == k);
+    }
+    return c;
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn vq_counts(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = flat(gid);
     if (k >= p.k) {
         return;
     }
+    counts_w[k] = f32(count_from(k, 0u, min(valid_vectors(), p.n)));
+}
+
+// vq_counts with the indices read 4 a load (binding 35), the last N mod 4 one at a time (N >= 4).
+@compute @workgroup_size(WG, 1, 1)
+fn vq_counts_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = flat(gid);
+    if (k >= p.k) {
+        return;
+    }
     let nv = min(valid_vectors(), p.n);
     var c = 0u;
-    for (var n = 0u; n < nv; n++) {
-        c += select(0u, 1u, idx[n] == k);
+    let q4 = nv / 4u;
+    for (var q = 0u; q < q4; q++) {
+        c += dot(select(vec4<u32>(0u), vec4<u32>(1u), idx4[q] == vec4<u32>(k)), vec4<u32>(1u));
     }
-    counts_w[k] = f32(c);
+    counts_w[k] = f32(c + count_from(k, 4u * q4, nv));
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -283,19 +307,46 @@ fn vq_scan(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
+// The indices in [first, N) equal to k, in order, into order_w from at; returns where the next goes.
+fn fill_from(k: u32, first: u32, at0: u32) -> u32 {
+    var at = at0;
+    for (var n = first; n < p.n; n++) {
+        if (idx[n] == k) {
+            order_w[at] = n;
+            at += 1u;
+        }
+    }
+    return at;
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn vq_fill(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = flat(gid);
     if (k >= p.k) {
         return;
     }
+    fill_from(k, 0u, starts_w[k]);
+}
+
+// vq_fill with the indices read 4 a load (binding 35), the last N mod 4 one at a time (N >= 4).
+@compute @workgroup_size(WG, 1, 1)
+fn vq_fill_v4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = flat(gid);
+    if (k >= p.k) {
+        return;
+    }
     var at = starts_w[k];
-    for (var n = 0u; n < p.n; n++) {
-        if (idx[n] == k) {
-            order_w[at] = n;
-            at += 1u;
+    let q4 = p.n / 4u;
+    for (var q = 0u; q < q4; q++) {
+        let v = idx4[q];
+        for (var i = 0u; i < 4u; i++) {
+            if (v[i] == k) {
+                order_w[at] = 4u * q + i;
+                at += 1u;
+            }
         }
     }
+    fill_from(k, 4u * q4, at);
 }
 
 // Σ z[n, j] over the vectors assigned to code k, in n order (its run of the sorted order).

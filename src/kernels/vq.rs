@@ -184,12 +184,14 @@ impl Vq {
         let a =
             self.one_group(gpu, format!("{label} vq_scan[k{}]", self.k), "vq_scan", &p, &[(10, counts), (23, starts)])?;
         let (starts, _) = self.split(members, self.k);
+        // With 4 or more indices, also as vec4 (4 a load: `vq_fill_v4`).
+        let v4 = self.n >= 4;
         let b = self.go(
             gpu,
             format!("{label} vq_fill[{} k{}]", self.n, self.k),
-            "vq_fill",
+            if v4 { "vq_fill_v4" } else { "vq_fill" },
             &p,
-            &[(6, idx), (23, starts), (25, order)],
+            &[(6, idx), (23, starts), (25, order), (35, idx)][..if v4 { 4 } else { 3 }],
             self.k,
         )?;
         Ok(vec![a, b])
@@ -242,7 +244,16 @@ impl Vq {
             p.per_row = v.per_row as u32;
         }
         let label = format!("{label} vq_counts[{} k{}]", self.n, self.k);
-        self.go(gpu, label, "vq_counts", &p, &[(6, idx), (9, counts), (13, state)], self.k)
+        let v4 = self.n >= 4;
+        let entry = if v4 { "vq_counts_v4" } else { "vq_counts" };
+        self.go(
+            gpu,
+            label,
+            entry,
+            &p,
+            &[(6, idx), (9, counts), (13, state), (35, idx)][..if v4 { 4 } else { 3 }],
+            self.k,
+        )
     }
 
     /// After [`Vq::sort`], the EMA statistics: m ← decay·m + (1 − decay)·Σz and N ← decay·N + (1 − decay)·counts, in `table`.

@@ -178,7 +178,9 @@ fn every_entry_point_and_variant_builds() {
         "vq_argmin_v4",
         "vq_backward",
         "vq_counts",
+        "vq_counts_v4",
         "vq_fill",
+        "vq_fill_v4",
         "vq_stats_ema",
         "vq_stats_grad",
     ];
