@@ -378,18 +378,15 @@ impl ConvGather {
     }
 
     /// `phase_n1`'s geometry (one phase's implicit im2col) where it runs with input `x` (the weights
-    /// aside), else None.
-    fn phase_n1_geom(&self, gpu: &Gpu, x: &View) -> Option<Im2col> {
+    /// aside), with `x`'s aliased texture and the texel it starts at; else None.
+    fn phase_n1_geom(&self, gpu: &Gpu, x: &View) -> Option<(Im2col, crate::gpu::pipeline::OperandTexture, u32)> {
         let form = self.col2im_ok() && !self.w_t && self.n == 1 && self.c % 4 == 0 && self.resid == Resid::None;
         let ph = Phases { stride: self.stride, k: self.k, pad: self.pad, out_hw: self.out_hw };
         let geom = ph.im2col(self.batch, self.in_hw, self.c).filter(|g| g.k <= 4);
-        geom.filter(|g| {
-            form && self.implicit != Some(false)
-                && gpu.alias_operands
-                && gpu.tex_operands
-                && x.offset % 16 == 0
-                && gpu.alias_texture(x, g.image_len() / 4).is_some()
-        })
+        let g = geom.filter(|_| {
+            form && self.implicit != Some(false) && gpu.alias_operands && gpu.tex_operands && x.offset % 16 == 0
+        })?;
+        gpu.alias_texture(x, g.image_len() / 4).map(|(t, base)| (g, t, base))
     }
 
     /// A transposed conv's forward to one channel (an image decoder's last layer) in its col2im form as
@@ -398,10 +395,7 @@ impl ConvGather {
     /// ([`Phases::im2col`]) with T = K/S of 4 or less, no residual, and `implicit` not Some(false).
     /// The weight block is read in place too, or copied into an operand texture before the launch.
     fn phase_n1(&self, gpu: &Gpu, label: &str, x: View, w: View, y: View) -> Result<Option<Launch>> {
-        let Some(g) = self.phase_n1_geom(gpu, &x).filter(|_| w.offset % 16 == 0) else {
-            return Ok(None);
-        };
-        let Some((xt, x_base)) = gpu.alias_texture(&x, g.image_len() / 4) else {
+        let Some((g, xt, x_base)) = self.phase_n1_geom(gpu, &x).filter(|_| w.offset % 16 == 0) else {
             return Ok(None);
         };
         let Some((wt, w_base, fill)) = gpu.texture_operand(1, &w, self.k * self.k * self.c / 4) else {
