@@ -98,8 +98,27 @@ fn load_z(i: u32) -> vec4<f32> {
     return z4[i];
 }
 
-fn store_c(i: u32, v: vec4<f32>) {
-    c4[i] = v;
+// Row m's epilogue into C's vec4 i; rows past M are not stored.
+fn epilogue(m: u32, i: u32, acc: vec4<f32>, bias: vec4<f32>) {
+    if (m < p.m) {
+        c4[i] = epi_value(i, acc, bias);
+    }
+}
+
+// Rows mg .. mg+7 in column group n4 (store_tile), C's rows c.r .. c.r + 7 (no PHASES here: c.r = mg);
+// returns the next group's place.
+fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>, c: RowCur) -> RowCur {
+    let cols4 = p.n >> 2u;
+    let i = c.r * cols4 + n4;
+    epilogue(mg, i, acc.r0, bias);
+    epilogue(mg + 1u, i + cols4, acc.r1, bias);
+    epilogue(mg + 2u, i + 2u * cols4, acc.r2, bias);
+    epilogue(mg + 3u, i + 3u * cols4, acc.r3, bias);
+    epilogue(mg + 4u, i + 4u * cols4, acc.r4, bias);
+    epilogue(mg + 5u, i + 5u * cols4, acc.r5, bias);
+    epilogue(mg + 6u, i + 6u * cols4, acc.r6, bias);
+    epilogue(mg + 7u, i + 7u * cols4, acc.r7, bias);
+    return RowCur(c.r + 8u, 0u);
 }
 
 fn bias4(n4: u32) -> vec4<f32> {

@@ -5,8 +5,9 @@
 //
 // Why: lavapipe compiles a storage-buffer access into a loop over the 8 lanes with a bounds check and a
 // branch per component, and a 64-bit component carries two floats. So A and B are read as vec4<u64>
-// (8 floats a lane in 4 components) and C and Z as vec2<u64> (a vec4 of floats in 2): half the
-// components of matmul_sg's vec4<f32> accesses, and half its load instructions for A. The bits are
+// (8 floats a lane in 4 components) and Z as vec2<u64> (a vec4 of floats in 2): half the components
+// of matmul_sg's vec4<f32> accesses, and half its load instructions for A. C is stored as vec4<u64>,
+// two rows of a lane pair's 8 columns a store (matmul_sg64_body.wgsl, store_pair). The bits are
 // moved, never converted (wide.wgsl): the results are matmul_sg's to the bit.
 // Per step of 8 in k an invocation makes RG loads of op(A) (8 rows × 8 k each) and 4 of op(B) (8 rows
 // of k × the 32 columns of its group of 8 lanes, redistributed by subgroupShuffle), against matmul_sg's

@@ -1,21 +1,58 @@
 // matmul_sg64_body.wgsl: the part of matmul_sg64 (64-bit accesses, matmul_sg64.wgsl's header) and
 // matmul_sgtex (its operands read through textures, matmul_sgtex.wgsl) that does not read op(A) and
-// op(B): the bindings of C, Z and B's bias row, the broadcasts, the multiply-adds and the loop.
+// op(B): the bindings of C, Z and B's bias row, the broadcasts, the multiply-adds, the loop and the
+// stores.
 // The including file defines load_a and load_b.
 
 //!include matmul_sg_common.wgsl
 //!include wide.wgsl
 
 @group(0) @binding(6) var<storage, read> b8: array<vec4<u64>>;
-@group(0) @binding(7) var<storage, read_write> c8: array<vec2<u64>>;
+// C as groups of 8 floats (its rows are whole groups: N is a multiple of 8), stored by lane pairs.
+@group(0) @binding(7) var<storage, read_write> c8: array<vec4<u64>>;
 @group(0) @binding(8) var<storage, read> z8: array<vec2<u64>>;
 
 fn load_z(i: u32) -> vec4<f32> {
     return unpack(z8[i]);
 }
 
-fn store_c(i: u32, v: vec4<f32>) {
-    c8[i] = pack(v);
+// Two rows of C in the column groups n4 of a lane pair (n4 even and n4 + 1: lanes 2j and 2j + 1 of a
+// subgroup, as WG is a multiple of 8): row m's accumulators `a` at C's row ra.r, row m + 1's `b` at rb.r
+// (apart with PHASES). Each lane finishes its 4 columns of both rows, the pair swaps a row's half, and
+// the even lane stores row m's 8 floats, the odd one row m + 1's, as one 32-byte access: half the stores
+// of one vec4 a row and lane. Lavapipe turns every store into a loop over the 8 lanes, one iteration a
+// lane whatever its width, with a mask test and a branch a lane and a bounds check a 64-bit component;
+// the weight gradients (K of 128, their stores a fifth of the time) ran 1.02-1.11x faster this way, the
+// other products 1.0-1.05x (benches/RESULTS.md, 2026-11-29, the eighteenth session).
+fn store_pair(m: u32, n4: u32, a: vec4<f32>, b: vec4<f32>, bias: vec4<f32>, ra: RowCur, rb: RowCur) {
+    let cols4 = p.n >> 2u;
+    let va = epi_value(ra.r * cols4 + n4, a, bias);
+    let vb = epi_value(rb.r * cols4 + n4, b, bias);
+    let odd = (n4 & 1u) == 1u;
+    // The even lane sends row m + 1's half and gets row m's; the odd lane the other way round.
+    let got = subgroupShuffleXor(select(vb, va, odd), 1u);
+    if (select(m, m + 1u, odd) < p.m) {
+        let lo = select(va, got, odd);
+        let hi = select(got, vb, odd);
+        c8[select(ra.r, rb.r, odd) * (p.n >> 3u) + (n4 >> 1u)] = vec4<u64>(pack(lo), pack(hi));
+    }
+}
+
+// Rows mg .. mg+7 in column group n4 (store_tile), the first at C's row c.r (row_next gives the others):
+// four pair stores. Returns the next group's place.
+fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>, c: RowCur) -> RowCur {
+    let r1 = row_next(c);
+    let r2 = row_next(r1);
+    let r3 = row_next(r2);
+    let r4 = row_next(r3);
+    let r5 = row_next(r4);
+    let r6 = row_next(r5);
+    let r7 = row_next(r6);
+    store_pair(mg, n4, acc.r0, acc.r1, bias, c, r1);
+    store_pair(mg + 2u, n4, acc.r2, acc.r3, bias, r2, r3);
+    store_pair(mg + 4u, n4, acc.r4, acc.r5, bias, r4, r5);
+    store_pair(mg + 6u, n4, acc.r6, acc.r7, bias, r6, r7);
+    return row_next(r7);
 }
 
 // Eight floats: k .. k+3 and k+4 .. k+7 (or rows mg .. mg+3 and mg+4 .. mg+7).

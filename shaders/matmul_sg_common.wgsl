@@ -1,7 +1,8 @@
 // matmul_sg_common.wgsl: what the subgroup matmuls (matmul_sg.wgsl, 32-bit loads; matmul_sg64.wgsl,
 // 64-bit loads) share (by textual include): the accumulator types, the multiply-adds and the epilogue.
-// Each including file defines `load_z(i)` (Z's vec4 i) and `store_c(i, v)` (C's vec4 i), the only
-// accesses of C and Z here, since the two kernels bind those buffers with different element types.
+// Each including file defines `load_z(i)` (Z's vec4 i), the only access of Z here, and `store8`, the
+// stores of C (matmul_sg one vec4 a row and lane, matmul_sg64 and matmul_sgtex two rows' 8 floats a
+// lane pair), since the kernels bind those buffers with different element types.
 
 //!include matmul_params.wgsl
 
@@ -41,11 +42,9 @@ fn upd8(acc: V8, a: V8, b: B4) -> V8 {
               fma4(acc.r4, a.r4, b), fma4(acc.r5, a.r5, b), fma4(acc.r6, a.r6, b), fma4(acc.r7, a.r7, b));
 }
 
-// Row m's epilogue, stored at C's vec4 i (`m`'s row, or with PHASES its output pixel's: row_at).
-fn epilogue(m: u32, i: u32, acc: vec4<f32>, bias: vec4<f32>) {
-    if (m >= p.m) {
-        return;
-    }
+// The epilogue of an accumulator of C's vec4 i (its row's, or with PHASES its output pixel's: row_at):
+// bias, residual, activation, activation gradient.
+fn epi_value(i: u32, acc: vec4<f32>, bias: vec4<f32>) -> vec4<f32> {
     var v = acc + bias;
     if (RESID) {
         v += load_z(i);
@@ -57,7 +56,7 @@ fn epilogue(m: u32, i: u32, acc: vec4<f32>, bias: vec4<f32>) {
         v *= vec4<f32>(act_grad_from_y(DACT, zv.x, p.slope), act_grad_from_y(DACT, zv.y, p.slope),
                        act_grad_from_y(DACT, zv.z, p.slope), act_grad_from_y(DACT, zv.w, p.slope));
     }
-    store_c(i, v);
+    return v;
 }
 
 // PHASES (matmul_sgtex.wgsl): the workgroup's output phase (py, px), set by the entry point first.
@@ -98,28 +97,6 @@ fn row_next(c: RowCur) -> RowCur {
     return RowCur(c.r + 1u, 0u);
 }
 
-// Rows mg .. mg+7 in column group n4, the first stored where `c` says; returns the place of the next.
-fn store8(mg: u32, n4: u32, acc: V8, bias: vec4<f32>, c: RowCur) -> RowCur {
-    let cols4 = p.n >> 2u;
-    var r = c;
-    epilogue(mg, r.r * cols4 + n4, acc.r0, bias);
-    r = row_next(r);
-    epilogue(mg + 1u, r.r * cols4 + n4, acc.r1, bias);
-    r = row_next(r);
-    epilogue(mg + 2u, r.r * cols4 + n4, acc.r2, bias);
-    r = row_next(r);
-    epilogue(mg + 3u, r.r * cols4 + n4, acc.r3, bias);
-    r = row_next(r);
-    epilogue(mg + 4u, r.r * cols4 + n4, acc.r4, bias);
-    r = row_next(r);
-    epilogue(mg + 5u, r.r * cols4 + n4, acc.r5, bias);
-    r = row_next(r);
-    epilogue(mg + 6u, r.r * cols4 + n4, acc.r6, bias);
-    r = row_next(r);
-    epilogue(mg + 7u, r.r * cols4 + n4, acc.r7, bias);
-    return row_next(r);
-}
-
 // Where an invocation works (matmul_sg's header): its column group n4 (u before clamping to the last
 // one), its first row m0 and its lane l in its group of 8.
 struct Place {
@@ -141,9 +118,11 @@ fn zero8() -> V8 {
     return V8(z, z, z, z, z, z, z, z);
 }
 
-// Stores the invocation's 8·RG rows from m0 (c0 .. c7: rows m0 + 8h .. m0 + 8h + 7) in column group n4.
-// One copy of the epilogue in a loop with a runtime bound (the 8-row groups that hold rows below M), not
-// one per row: unrolled over 64 rows it took lavapipe's LLVM seconds per pipeline.
+// Stores the invocation's 8·RG rows from m0 (c0 .. c7: rows m0 + 8h .. m0 + 8h + 7) in column group n4:
+// each 8-row group that holds rows below M, through the including file's store8(mg, n4, acc, bias, at),
+// which returns the next group's place. One copy of store8 in a loop with a runtime bound, not one per
+// group: unrolled, lavapipe's LLVM took 3-4x as long to build each pipeline (about 1.8 s against 0.5 s
+// at 32 rows; benches/RESULTS.md, 2026-11-29, the eighteenth session).
 fn store_tile(m0: u32, n4: u32, bias: vec4<f32>, c0: V8, c1: V8, c2: V8, c3: V8, c4: V8, c5: V8, c6: V8, c7: V8) {
     let groups = min(RG, (p.m - m0 + 7u) / 8u);
     var at = row_at(m0);
