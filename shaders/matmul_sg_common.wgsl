@@ -60,9 +60,15 @@ fn epi_value(i: u32, acc: vec4<f32>, bias: vec4<f32>) -> vec4<f32> {
 }
 
 // PHASES (matmul_sgtex.wgsl): the workgroup's output phase (py, px), set by the entry point first.
+// Also, for matmul_sgtex's sums, its taps' residues (ry, rx) = (p + P) mod S and its pads (matmul_sgtex.wgsl,
+// phase_of): found once, as lavapipe divides lane by lane.
 struct Phase {
     py: u32,
     px: u32,
+    ry: u32,
+    rx: u32,
+    pad_y: i32,
+    pad_x: i32,
 }
 
 var<private> phase: Phase;

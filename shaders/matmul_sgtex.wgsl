@@ -124,17 +124,29 @@ fn x8(q: Pix, ky: u32, kx: u32, c: u32) -> F8 {
 // is B's row ph_bias_row; row (b, uy, ux) of the product is stored at output pixel (b, S·uy + py,
 // S·ux + px) (row_at). Every output pixel is one phase's: no sums in memory, no product matrix.
 
+// Phase z's place (py, px), its taps' residues r and its pads (the entry point sets `phase` to it).
+// Every division is here, once per invocation, not in phase_b_off inside the K loop: lavapipe divides
+// one lane at a time, a scalar div each (16 a K step there). The phase products' time moved within
+// the noise (1.0-1.08x; benches/RESULTS.md, 2026-11-29, the eighteenth session): their most sampled
+// instructions follow the texel loads.
+fn phase_of(z: u32) -> Phase {
+    let t = p.im_k;
+    let py = z / p.ph_s;
+    let px = z % p.ph_s;
+    return Phase(py, px, (py + p.ph_pad) % p.ph_s, (px + p.ph_pad) % p.ph_s, i32(t - 1u - (py + p.ph_pad) / p.ph_s),
+                 i32(t - 1u - (px + p.ph_pad) / p.ph_s));
+}
+
 // The phase's pads (y, x).
 fn phase_pads() -> vec2<i32> {
-    let t = p.im_k;
-    return vec2<i32>(i32(t - 1u - (phase.py + p.ph_pad) / p.ph_s), i32(t - 1u - (phase.px + p.ph_pad) / p.ph_s));
+    return vec2<i32>(phase.pad_y, phase.pad_x);
 }
 
 // The texel offset of op(B)'s rows for the phase's tap (jy, jx).
 fn phase_b_off(jy: u32, jx: u32) -> u32 {
     let t = p.im_k;
-    let ky = (phase.py + p.ph_pad) % p.ph_s + p.ph_s * (t - 1u - jy);
-    let kx = (phase.px + p.ph_pad) % p.ph_s + p.ph_s * (t - 1u - jx);
+    let ky = phase.ry + p.ph_s * (t - 1u - jy);
+    let kx = phase.rx + p.ph_s * (t - 1u - jx);
     return (ky * p.ph_k + kx) * p.ph_tap_rows * (p.ldb >> 2u);
 }
 
@@ -375,7 +387,7 @@ fn im2col_b_main(wid: vec3<u32>, lid: vec3<u32>, sl: u32) {
 fn matmul_sgtex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(subgroup_invocation_id) sl: u32) {
     if (PHASES) {
-        phase = Phase(wid.z / p.ph_s, wid.z % p.ph_s);
+        phase = phase_of(wid.z);
     }
     if (IM2COL) {
         im2col_main(wid, lid, sl);
