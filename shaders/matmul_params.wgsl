@@ -36,7 +36,8 @@ struct Params {
     ph_ow: u32,
     ph_tap_rows: u32,
     ph_bias_row: u32,
-    ph_unused: u32,
+    // matmul_sgtex with ZTEX only: the texel at which Z starts in its texture.
+    z_base: u32,
 }
 
 override TRANS_A: bool = false;

@@ -26,6 +26,10 @@
 
 @group(0) @binding(5) var<storage, read> a8: array<vec4<u64>>;
 
+fn load_z(i: u32) -> vec4<f32> {
+    return load_z_buffer(i);
+}
+
 // This lane's load of op(A) for the 8 rows from `mg` at k .. k+7 (see the header; a_load).
 fn load_a(mg: u32, k: u32, l: u32) -> F8 {
     let q = a_load(mg, k, l);

@@ -12,7 +12,8 @@
 @group(0) @binding(7) var<storage, read_write> c8: array<vec4<u64>>;
 @group(0) @binding(8) var<storage, read> z8: array<vec2<u64>>;
 
-fn load_z(i: u32) -> vec4<f32> {
+// Z's vec4 i through its buffer (load_z, defined by the including file, may read it elsewhere).
+fn load_z_buffer(i: u32) -> vec4<f32> {
     return unpack(z8[i]);
 }
 

@@ -9,7 +9,8 @@
 // bytes, as copies need), so any buffer copies as whole rows and one partial row. A row-major op(B)
 // takes 8 texel loads a lane (its 4 columns at k .. k+7) and no shuffles.
 // The same sums in the same order as matmul_sg64: the results are its bits.
-// Bindings: 0 Params, 6 B (the bias row only), 7 C, 8 Z (matmul_sg64_body.wgsl), 12 A's texture, 13 B's.
+// Bindings: 0 Params, 6 B (the bias row only), 7 C, 8 Z (matmul_sg64_body.wgsl), 12 A's texture, 13 B's,
+// 14 Z's (ZTEX, below).
 // IM2COL (below): op(A) gathered from a conv's input image, the matrix never written.
 // PHASES (below, with IM2COL): a col2im-form layer as one such product per output phase.
 
@@ -17,8 +18,22 @@
 
 @group(0) @binding(12) var a_tex: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(13) var b_tex: texture_storage_2d<rgba32float, read>;
+// Z (the residual, or the values whose act' the epilogue takes) through its buffer's aliased texture
+// where ZTEX, from texel p.z_base; else the buffer (binding 8), and A's texture stands in here.
+// On lavapipe a buffer load is a loop over the lanes, a texel load a gather: with ZTEX the conv VAE's
+// input gradients with K of 16 and 40 ran 1.13x and 1.41x faster, the VQ-VAE's residual 1x1 convs
+// 1.17x (benches/RESULTS.md, 2026-11-29, the eighteenth session).
+@group(0) @binding(14) var z_tex: texture_storage_2d<rgba32float, read>;
+override ZTEX: bool = false;
 
 //!include texel.wgsl
+
+fn load_z(i: u32) -> vec4<f32> {
+    if (ZTEX) {
+        return textureLoad(z_tex, texel(p.z_base + i));
+    }
+    return load_z_buffer(i);
+}
 
 fn tex_a(i: u32) -> vec4<f32> {
     return textureLoad(a_tex, texel(p.a_base + i));

@@ -37,7 +37,8 @@ struct Params {
     ph_ow: u32,
     ph_tap_rows: u32,
     ph_bias_row: u32,
-    ph_unused: u32,
+    /// matmul_sgtex with ZTEX only: the texel at which Z starts in its buffer's aliased texture.
+    z_base: u32,
 }
 
 /// Workgroups a product must fill with 128×128 tiles before the tiled kernel uses them instead of 64×64
@@ -609,9 +610,25 @@ impl Matmul {
             (params.a_base, params.b_base) = (a_base, b_base);
             let bindings = [(6, b), (7, c), (8, z)];
             let fills = a_fill.into_iter().chain(b_fill).collect();
-            let textures = [(12, at), (13, bt)];
+            // An epilogue that reads Z reads it through its buffer's aliased texture where it has one
+            // (ZTEX); A's texture stands in for binding 14 otherwise.
+            let z_reads = self.resid || self.dact != Act::Identity;
+            let z_tex = if z_reads { gpu.alias_texture(&z, phases * self.m * self.n / 4) } else { None };
             let mut constants = constants.to_vec();
+            constants.push(("ZTEX", f64::from(u8::from(z_tex.is_some()))));
+            let zt = match &z_tex {
+                Some((t, base)) => {
+                    params.z_base = *base;
+                    t.clone()
+                }
+                None => at.clone(),
+            };
+            let textures = [(12, at), (13, bt), (14, zt)];
             let mut label = label;
+            // "+Z tex]" (a residual) or "Z tex]" (act'): Z read through its texture.
+            if z_tex.is_some() && label.ends_with(']') {
+                label.insert_str(label.len() - 1, if self.resid { " tex" } else { " Z tex" });
+            }
             if let Some(g) = &self.im2col {
                 params.im_sh = g.small_hw.0 as u32;
                 params.im_sw = g.small_hw.1 as u32;

@@ -128,7 +128,7 @@ fn residual_epilogue_on_every_kernel() {
                 _ => Matmul { tile128: true, ..mm },
             };
             let label = check(mm, seed);
-            assert!(label.contains(" +Z]"), "{label}");
+            assert!(label.contains(" +Z]") || label.contains(" +Z tex]"), "{label}");
             if kind == 2 && g.subgroups && mm.vec4_ok() {
                 assert!(is_sg(&label), "{label}");
             }
@@ -420,6 +420,20 @@ fn subgroup_kernel_64_bit_accesses() {
     for rows in [16, 32] {
         both(Matmul { m: 37, n: 136, k: 16, trans_a: false, sg_rows: Some(rows), ..Default::default() }, 9540);
         both(Matmul { sg_rows: Some(rows), ..bias_grad(40, 24, 16) }, 9541);
+    }
+    // An epilogue's Z in a buffer of 64 KiB or more: read through its aliased texture on lavapipe
+    // (ZTEX: the label ends "Z tex]"), through the buffer elsewhere; the same bits as matmul_sg. Act'
+    // with M inside a row pair (the last pair's second row past M) and the residual.
+    for (mm, seed) in [
+        (Matmul { m: 129, n: 136, k: 40, trans_b: true, dact: Act::Relu, ..Default::default() }, 9550),
+        (Matmul { m: 128, n: 144, k: 32, bias: true, act: Act::Tanh, resid: true, ..Default::default() }, 9551),
+    ] {
+        let mm = Matmul { subgroup: true, ..mm };
+        let (label, tex) = check_out(Matmul { sg64: Some(true), tex: Some(true), ..mm }, seed);
+        assert_eq!(label.contains("Z tex]"), g.alias_operands, "{label}");
+        let (_, narrow) = check_out(Matmul { sg64: Some(false), ..mm }, seed);
+        let differ = tex.iter().zip(&narrow).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{mm:?}: {differ} outputs of matmul_sgtex differ from matmul_sg's");
     }
     // The launcher picks it where the shape allows and the device has it on; a shape it cannot run
     // is refused when forced, and runs matmul_sg when not.
