@@ -142,8 +142,7 @@ fn x8(q: Pix, ky: u32, kx: u32, c: u32) -> F8 {
 // Phase z's place (py, px), its taps' residues r and its pads (the entry point sets `phase` to it).
 // Every division is here, once per invocation, not in phase_b_off inside the K loop: lavapipe divides
 // one lane at a time, a scalar div each (16 a K step there). The phase products' time moved within
-// the noise (1.0-1.08x; benches/RESULTS.md, 2026-11-29, the eighteenth session): their most sampled
-// instructions follow the texel loads.
+// the noise (1.0-1.08x; benches/RESULTS.md, 2026-11-29, the eighteenth session).
 fn phase_of(z: u32) -> Phase {
     let t = p.im_k;
     let py = z / p.ph_s;
