@@ -21,10 +21,11 @@ fn load_z_buffer(i: u32) -> vec4<f32> {
 // subgroup, as WG is a multiple of 8): row m's accumulators `a` at C's row ra.r, row m + 1's `b` at rb.r
 // (apart with PHASES). Each lane finishes its 4 columns of both rows, the pair swaps a row's half, and
 // the even lane stores row m's 8 floats, the odd one row m + 1's, as one 32-byte access: half the stores
-// of one vec4 a row and lane. Lavapipe turns every store into a loop over the 8 lanes, one iteration a
-// lane whatever its width, with a mask test and a branch a lane and a bounds check a 64-bit component;
-// the weight gradients (K of 128, their stores a fifth of the time) ran 1.02-1.11x faster this way, the
-// other products 1.0-1.05x (benches/RESULTS.md, 2026-11-29, the eighteenth session).
+// of one vec4 a row and lane. Lavapipe turns every store into a loop over the 8 lanes (a mask test
+// and a branch a lane, a reload, a bounds check and a branch a 64-bit component): about as many
+// instructions run either way, but the weight gradients (K of 128, their stores a fifth of the time)
+// ran 1.02-1.11x faster, the other products 1.0-1.05x (benches/RESULTS.md, 2026-11-29, the
+// eighteenth session).
 fn store_pair(m: u32, n4: u32, a: vec4<f32>, b: vec4<f32>, bias: vec4<f32>, ra: RowCur, rb: RowCur) {
     let cols4 = p.n >> 2u;
     let va = epi_value(ra.r * cols4 + n4, a, bias);
