@@ -282,6 +282,23 @@ fn split_sum(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[p.out_offset + i] = acc;
 }
 
+// split_sum4: split_sum 4 values an invocation, through the vec4 views of PART (binding 4) and OUT
+//   (binding 6), where len, in_offset and out_offset are multiples of 4 (the launcher checks): a
+//   quarter of the loads and stores, each a loop over the lanes on lavapipe. grid = (ceil(len / 1024),
+//   1, 1).
+@compute @workgroup_size(256, 1, 1)
+fn split_sum4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (4u * i >= p.len) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    for (var s = 0u; s < p.splits; s++) {
+        acc += a4[(p.in_offset + s * p.len) / 4u + i];
+    }
+    out4[p.out_offset / 4u + i] = acc;
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn split_fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let groups = (p.splits + 15u) / 16u;
@@ -504,6 +521,24 @@ fn untap(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[p.out_offset + i] = acc;
 }
 
+// untap4: untap 4 values an invocation (n .. n+3 of one tap and channel: N a multiple of 4, as are len,
+//   in_offset and out_offset; the launcher checks), through the vec4 views (bindings 4, 6): a quarter
+//   of the loads, stores and tap_major divisions, which lavapipe makes lane by lane.
+//   grid = (ceil(K·K·C·N / 1024), 1, 1).
+@compute @workgroup_size(256, 1, 1)
+fn untap4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = 4u * gid.x;
+    if (i >= p.k * p.k * p.c * p.n) {
+        return;
+    }
+    let src = (p.in_offset + tap_major(i)) / 4u;
+    var acc = vec4<f32>(0.0);
+    for (var s = 0u; s < p.splits; s++) {
+        acc += a4[src + s * (p.len / 4u)];
+    }
+    out4[(p.out_offset + i) / 4u] = acc;
+}
+
 // Where element i = (tap·C + c)·N + n of the K·K·C × N block stands in the [C, K·K·N] matrix.
 fn tap_major(i: u32) -> u32 {
     let cn = p.c * p.n;
@@ -535,6 +570,23 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
         j = (taps - 1u - i / cn) * cn + i % cn;
     }
     out[tap_major(j)] = a[i];
+}
+
+// retap4: retap 4 weights an invocation (n .. n+3: N a multiple of 4; the launcher checks), through the
+//   vec4 views (bindings 4, 6). grid = (ceil(K·K·C·N / 1024), 1, 1).
+@compute @workgroup_size(256, 1, 1)
+fn retap4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = 4u * gid.x;
+    let taps = p.k * p.k;
+    if (i >= taps * p.c * p.n) {
+        return;
+    }
+    var j = i;
+    if (FLIP) {
+        let cn = p.c * p.n;
+        j = (taps - 1u - i / cn) * cn + i % cn;
+    }
+    out4[tap_major(j) / 4u] = a4[i / 4u];
 }
 
 // col2im (the matmul forms, `--conv matmul`: a transposed conv's forward and a conv's input

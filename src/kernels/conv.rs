@@ -145,16 +145,30 @@ pub fn sum_partials(
     let mut params = GradParams { len: len as u32, ..bytemuck::Zeroable::zeroed() };
     let mut launches = ConvWgrad::fold(gpu, label, &mut params, partials, splits)?;
     params.out_offset = out_offset as u32;
+    let (entry, bindings, per) = if four_ok(&params) {
+        ("split_sum4", [(4, partials), (6, out)], 1024)
+    } else {
+        ("split_sum", [(1, partials), (3, out)], 256)
+    };
     launches.push(gpu.launch(
-        format!("{label} split_sum"),
+        format!("{label} {entry}"),
         "conv_grad",
-        "split_sum",
+        entry,
         &[],
         Some(&params),
-        &[(1, partials), (3, out)],
-        [len.div_ceil(256) as u32, 1, 1],
+        &bindings,
+        [len.div_ceil(per) as u32, 1, 1],
     )?);
     Ok(launches)
+}
+
+/// Whether split_sum and untap can take their vec4 entries (split_sum4, untap4: 4 values an
+/// invocation, a quarter of the loads and stores, which lavapipe runs lane by lane): the block length
+/// and both offsets multiples of 4 (untap also needs N to be; retap4, which has no offsets, only that).
+/// On lavapipe split_sum4 ran 1.45-1.9x faster than split_sum, untap4 1.8x, retap4 1.7-2.5x
+/// (benches/RESULTS.md, 2026-11-29, the eighteenth session).
+fn four_ok(params: &GradParams) -> bool {
+    params.len % 4 == 0 && params.in_offset % 4 == 0 && params.out_offset % 4 == 0
 }
 
 impl ConvGather {
@@ -855,10 +869,13 @@ fn retap(gpu: &Gpu, label: &str, params: &GradParams, w: View, dst: View, other:
     need_len(OP, "reordered weights", &dst, len)?;
     need(OP, !std::ptr::eq(dst.buffer, other.buffer), || "scratch and product share a buffer".into())?;
     need(OP, len.div_ceil(256) <= 65535, || format!("{len} weights exceed one reorder launch"))?;
-    let grid = [len.div_ceil(256) as u32, 1, 1];
     let (name, constants): (&str, &[(&str, f64)]) =
         if flip { ("retap flipped", &[("FLIP", 1.0)]) } else { ("retap", &[]) };
-    gpu.launch(format!("{label} {name}"), "conv_grad", "retap", constants, Some(params), &[(1, w), (3, dst)], grid)
+    // 4 weights an invocation (retap4) where N is a multiple of 4.
+    let (entry, bindings, per) =
+        if params.n % 4 == 0 { ("retap4", [(4, w), (6, dst)], 1024) } else { ("retap", [(1, w), (3, dst)], 256) };
+    let grid = [len.div_ceil(per) as u32, 1, 1];
+    gpu.launch(format!("{label} {name}"), "conv_grad", entry, constants, Some(params), &bindings, grid)
 }
 
 #[repr(C)]
@@ -1506,14 +1523,19 @@ impl ConvWgrad {
         }
         launches.extend(Self::fold(gpu, label, &mut params, product, splits)?);
         params.out_offset = out_offset as u32;
+        let (entry, bindings, per) = if four_ok(&params) && params.n % 4 == 0 {
+            ("untap4", [(4, product), (6, out)], 1024)
+        } else {
+            ("untap", [(1, product), (3, out)], 256)
+        };
         launches.push(gpu.launch(
-            format!("{label} untap"),
+            format!("{label} {entry}"),
             "conv_grad",
-            "untap",
+            entry,
             &[],
             Some(&params),
-            &[(1, product), (3, out)],
-            [len.div_ceil(256) as u32, 1, 1],
+            &bindings,
+            [len.div_ceil(per) as u32, 1, 1],
         )?);
         Ok(launches)
     }

@@ -231,9 +231,12 @@ fn every_entry_point_and_variant_builds() {
         gpu.pipeline(shader, entry, &c).unwrap_or_else(|e| panic!("{shader} {entry} {c:?}: {e}"));
         built += 1;
     }
-    // retap with its taps flipped (a stride-1 conv's input gradient in the im2col form).
-    gpu.pipeline("conv_grad", "retap", &[("FLIP", 1.0)]).unwrap_or_else(|e| panic!("conv_grad retap FLIP: {e}"));
-    built += 1;
+    // retap with its taps flipped (a stride-1 conv's input gradient in the im2col form), 1 and 4 weights
+    // an invocation.
+    for entry in ["retap", "retap4"] {
+        gpu.pipeline("conv_grad", entry, &[("FLIP", 1.0)]).unwrap_or_else(|e| panic!("conv_grad {entry} FLIP: {e}"));
+        built += 1;
+    }
     // col2im at each stride the layers use (a constant: its divisions by S become shifts).
     for (i, stride) in [1.0, 2.0, 3.0].into_iter().enumerate() {
         let c = [("STRIDE", stride), ("VEC4", (i % 2) as f64), ("ONES", 1.0), ("ACT", 1.0)];
