@@ -557,19 +557,23 @@ fn tap_major(i: u32) -> u32 {
 //   the launcher).
 override FLIP: bool = false;
 
-@compute @workgroup_size(256, 1, 1)
-fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    let taps = p.k * p.k;
-    if (i >= taps * p.c * p.n) {
-        return;
-    }
+// Where weight i of the block goes in the [C, K·K·N] matrix (its tap reversed with FLIP).
+fn retap_dest(i: u32) -> u32 {
     var j = i;
     if (FLIP) {
         let cn = p.c * p.n;
-        j = (taps - 1u - i / cn) * cn + i % cn;
+        j = (p.k * p.k - 1u - i / cn) * cn + i % cn;
     }
-    out[tap_major(j)] = a[i];
+    return tap_major(j);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.k * p.k * p.c * p.n) {
+        return;
+    }
+    out[retap_dest(i)] = a[i];
 }
 
 // retap4: retap 4 weights an invocation (n .. n+3: N a multiple of 4; the launcher checks), through the
@@ -577,16 +581,10 @@ fn retap(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256, 1, 1)
 fn retap4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = 4u * gid.x;
-    let taps = p.k * p.k;
-    if (i >= taps * p.c * p.n) {
+    if (i >= p.k * p.k * p.c * p.n) {
         return;
     }
-    var j = i;
-    if (FLIP) {
-        let cn = p.c * p.n;
-        j = (taps - 1u - i / cn) * cn + i % cn;
-    }
-    out4[tap_major(j) / 4u] = a4[i / 4u];
+    out4[retap_dest(i) / 4u] = a4[i / 4u];
 }
 
 // col2im (the matmul forms, `--conv matmul`: a transposed conv's forward and a conv's input
