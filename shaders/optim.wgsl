@@ -1,7 +1,8 @@
 // optim.wgsl: Adam (Kingma & Ba) with bias correction, optional decoupled weight decay (AdamW) and
 // global-norm gradient clipping, over every parameter of the model at once (one flat buffer).
 //   t = state[0] + 1;  g = clip[0] · grad
-//   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²  (each then 0 where below f32's least normal:
+//   optim_common.wgsl, flush_subnormal)
 //   θ = θ − lr·wd·θ − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε)
 // A step whose gradient norm was not finite (state[5] != 0, set by reduce.wgsl) changes nothing.
 // Bindings: 0 uniform Params, 1 state (read), 2 params (read_write, [n]), 3 grads (read, [n]),

@@ -30,9 +30,20 @@ struct AdamStep {
     w: vec4<f32>,
 }
 
+// x with its subnormal components (below f32's least normal, 2^-126) set to zero. The moments of a
+// parameter whose gradient stays zero (a dead unit's weights, an always-black pixel's) decay by β1 and
+// β2 a step into the subnormals, and x86 CPUs take a microcode assist for each operation on one unless
+// the thread flushes them, which lavapipe's compute threads do not: after about 700 steps of the MLP
+// VAE Adam ran 4.4x slower and the step 1.4-1.9x slower (benches/RESULTS.md, 2026-11-29, the
+// nineteenth session). Flushed, such a moment is zero a little sooner: a parameter's step differs by
+// at most lr·2^-126/((1 − β1ᵗ)·ε), about 1e-32 at the defaults.
+fn flush_subnormal(x: vec4<f32>) -> vec4<f32> {
+    return select(x, vec4<f32>(0.0), abs(x) < vec4<f32>(1.17549435e-38));
+}
+
 fn adam_step(g: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, w0: vec4<f32>, t: f32) -> AdamStep {
-    let m = p.beta1 * m0 + (1.0 - p.beta1) * g;
-    let v = p.beta2 * v0 + (1.0 - p.beta2) * g * g;
+    let m = flush_subnormal(p.beta1 * m0 + (1.0 - p.beta1) * g);
+    let v = flush_subnormal(p.beta2 * v0 + (1.0 - p.beta2) * g * g);
     let mhat = m / (1.0 - pow(p.beta1, t));
     let vhat = v / (1.0 - pow(p.beta2, t));
     let w = w0 - p.lr * p.weight_decay * w0;

@@ -26,7 +26,8 @@
 //   share an access mode), 25 order_w. vq_fill_v4 (N >= 4): idx also as vec4 (35), read 4 a load.
 // vq_stats_ema: with s = Σ_{n : idx[n] = k} z[n, j] (in n order, read through starts and order), over the table (a slice of the
 //   parameter buffer holding the EMA count N at off_count [K], the EMA sum m at off_sum [K, D]):
-//   m[k, j] ← decay·m[k, j] + (1 − decay)·s, and (j = 0) N[k] ← decay·N[k] + (1 − decay)·counts[k].
+//   m[k, j] ← decay·m[k, j] + (1 − decay)·s, and (j = 0) N[k] ← decay·N[k] + (1 − decay)·counts[k], each
+//   0 where below f32's least normal (flush_subnormal1).
 //   One invocation per (k, j). Bindings 1 z, 10 counts, 11 table, 24 starts, 26 order.
 // vq_stats_grad: gcode[k, j] = scale·(counts[k]·code[k, j] − s): the gradient of the codebook loss
 //   Σ ||sg[z_n] − e_idx[n]||² · scale / 2 (scale = 2 / (N·D)). Bindings 1, 2, 10, 12 gcode, 24, 26.
@@ -360,6 +361,13 @@ fn code_sum(k: u32, j: u32) -> f32 {
     return s;
 }
 
+// x, or 0 where it lies below f32's least normal (2^-126): an unused code's N and m decay by `decay` a
+// step into the subnormals, which lavapipe's threads do not flush and x86 CPUs handle slowly (Adam's
+// moments likewise: optim_common.wgsl, flush_subnormal).
+fn flush_subnormal1(x: f32) -> f32 {
+    return select(x, 0.0, abs(x) < 1.17549435e-38);
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn vq_stats_ema(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = flat(gid);
@@ -370,10 +378,10 @@ fn vq_stats_ema(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = i - k * p.d;
     let s = code_sum(k, j);
     let m = p.off_sum + i;
-    table[m] = p.decay * table[m] + (1.0 - p.decay) * s;
+    table[m] = flush_subnormal1(p.decay * table[m] + (1.0 - p.decay) * s);
     if (j == 0u) {
         let c = p.off_count + k;
-        table[c] = p.decay * table[c] + (1.0 - p.decay) * counts[k];
+        table[c] = flush_subnormal1(p.decay * table[c] + (1.0 - p.decay) * counts[k]);
     }
 }
 

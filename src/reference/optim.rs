@@ -7,12 +7,22 @@ pub fn adam(cfg: &Adam, t: u32, params: &mut [f64], grads: &[f64], m: &mut [f64]
     let (lr, eps, wd) = (cfg.lr as f64, cfg.eps as f64, cfg.weight_decay as f64);
     for i in 0..params.len() {
         let g = grads[i] * clip;
-        m[i] = b1 * m[i] + (1.0 - b1) * g;
-        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+        m[i] = flush_subnormal(b1 * m[i] + (1.0 - b1) * g);
+        v[i] = flush_subnormal(b2 * v[i] + (1.0 - b2) * g * g);
         let mhat = m[i] / (1.0 - b1.powi(t as i32));
         let vhat = v[i] / (1.0 - b2.powi(t as i32));
         let w = params[i] - lr * wd * params[i];
         params[i] = w - lr * mhat / (vhat.sqrt() + eps);
+    }
+}
+
+/// `x`, or 0 where it lies below f32's least normal (2^-126) in magnitude: the kernels keep no
+/// subnormal state (shaders/optim_common.wgsl, flush_subnormal; shaders/vq.wgsl, vq_stats_ema).
+pub fn flush_subnormal(x: f64) -> f64 {
+    if x.abs() < f32::MIN_POSITIVE as f64 {
+        0.0
+    } else {
+        x
     }
 }
 

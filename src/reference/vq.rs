@@ -2,6 +2,7 @@
 //! statistics, the EMA update with dead-code restart, code usage and the reconstruction MSE; plus the
 //! losses whose gradients those kernels compute, for finite-difference checks.
 
+use super::optim::flush_subnormal;
 use super::sample::{philox, seed_key};
 
 /// Nearest code per vector (ties to the lowest index): (idx, zq, dist).
@@ -64,7 +65,7 @@ pub struct Ema {
     pub code: Vec<f64>,
 }
 
-/// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz; then e = m / Ns with Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart =
+/// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz (each 0 where below f32's least normal); then e = m / Ns with Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart =
 /// Some(threshold)) for a code with N < threshold: e = m = z\[r\], N = 1, r drawn as the kernel does.
 /// Returns the codes reset.
 #[allow(clippy::too_many_arguments)]
@@ -84,9 +85,9 @@ pub fn ema_update(
     let cnt = counts(idx, k, n);
     let s = sums(z, idx, d, k);
     for c in 0..k {
-        ema.count[c] = decay * ema.count[c] + (1.0 - decay) * cnt[c];
+        ema.count[c] = flush_subnormal(decay * ema.count[c] + (1.0 - decay) * cnt[c]);
         for j in 0..d {
-            ema.sum[c * d + j] = decay * ema.sum[c * d + j] + (1.0 - decay) * s[c * d + j];
+            ema.sum[c * d + j] = flush_subnormal(decay * ema.sum[c * d + j] + (1.0 - decay) * s[c * d + j]);
         }
     }
     let total: f64 = ema.count.iter().sum();

@@ -678,6 +678,58 @@ fn adam_matches_reference() {
     check_adam(AdamCase { cfg, t: 3, clip: 0.25, n: 300 }, 900);
 }
 
+/// Moments that would fall below f32's least normal come out as exactly zero, in every Adam form the
+/// adapter runs (n = 20008: adam_tex on lavapipe; 1000: adam_v8 there; adam_v4 on GPUs), as the
+/// reference has them: x86 CPUs slow to a crawl on subnormal operands, which lavapipe does not flush
+/// (shaders/optim_common.wgsl, flush_subnormal). The parameter update matches the reference throughout.
+#[test]
+fn adam_flushes_subnormal_moments_to_zero() {
+    let g = gpu();
+    let tiny = f32::MIN_POSITIVE as f64;
+    let cfg = Adam::default();
+    for n in [1000, 20008] {
+        // Per parameter, cycling: (grad, m0, v0). β1·m0 and β2·v0 land below 2^-126 for the first three
+        // (a gradient that stays zero); a gradient of 1e-20 makes (1 − β2)·g² of about 1e-43; the last
+        // two stay normal, just above the line.
+        let cases = [
+            (0.0, 1.05 * tiny, 1.0005 * tiny),
+            (0.0, -1.05 * tiny, 0.5),
+            (0.0, 0.0, 1.0005 * tiny),
+            (1e-20, 0.0, 0.0),
+            (0.0, 1.2 * tiny, 0.25),
+            (1e-3, 2.0 * tiny, 1.01 * tiny),
+        ];
+        let pick = |j: usize| cases[j % cases.len()];
+        let params = f32_round(&uniform(990, n, -1.0, 1.0));
+        let grads: Vec<f64> = (0..n).map(|j| pick(j).0 as f32 as f64).collect();
+        let m0: Vec<f64> = (0..n).map(|j| pick(j).1 as f32 as f64).collect();
+        let v0: Vec<f64> = (0..n).map(|j| pick(j).2 as f32 as f64).collect();
+        let (mut wp, mut wm, mut wv) = (params.clone(), m0.clone(), v0.clone());
+        reference::optim::adam(&cfg, 7, &mut wp, &grads, &mut wm, &mut wv, 1.0);
+        let state = g.upload("state", &state_words(6, 0));
+        let cb = g.upload("clip", &[1.0f32]);
+        let bufs =
+            [("params", &params), ("grads", &grads), ("m", &m0), ("v", &v0)].map(|(l, x)| g.upload(l, &to_f32(x)));
+        let [pb, gb, mb, vb] = &bufs;
+        let l = cfg.launch(g, n, (&state).into(), pb.into(), gb.into(), mb.into(), vb.into(), (&cb).into()).unwrap();
+        g.run(&l).unwrap();
+        let what = format!("{} n={n}", l.entry);
+        let (p1, m1, v1) = (g.read_f32(pb).unwrap(), g.read_f32(mb).unwrap(), g.read_f32(vb).unwrap());
+        for (name, got, want) in [("m", &m1, &wm), ("v", &v1, &wv)] {
+            for j in 0..n {
+                let (x, w) = (got[j], want[j]);
+                assert!(!x.is_subnormal(), "{what}: {name}[{j}] = {x:e} is subnormal");
+                // Zero exactly where the reference flushed; elsewhere its value to an f32 rounding.
+                assert_eq!(x == 0.0, w == 0.0, "{what}: {name}[{j}] = {x:e}, reference {w:e}");
+                assert!((x as f64 - w).abs() <= 1e-6 * w.abs(), "{what}: {name}[{j}] = {x:e}, reference {w:e}");
+            }
+            // The cases above flush some moments and keep others.
+            assert!(got.contains(&0.0) && got.iter().any(|&x| x != 0.0), "{what}: {name}");
+        }
+        Tol::new(2e-7, 2e-4 * cfg.lr as f64).check(&format!("{what} params"), &p1, &wp).unwrap();
+    }
+}
+
 #[test]
 fn adam_skips_a_nonfinite_step() {
     let g = gpu();

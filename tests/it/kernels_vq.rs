@@ -272,6 +272,43 @@ fn ema_update_matches_reference_with_and_without_restart() {
     }
 }
 
+/// An unused code's N and m, decayed below f32's least normal, come out as exactly zero (as in the
+/// reference), never subnormal: lavapipe does not flush subnormals and x86 CPUs slow to a crawl on them
+/// (shaders/vq.wgsl, flush_subnormal1). Used codes follow the reference as usual.
+#[test]
+fn ema_flushes_subnormal_statistics_of_unused_codes() {
+    let (n, d, k) = (100, 3, 70);
+    let q = Vq { n, d, k };
+    let tiny = f32::MIN_POSITIVE as f64;
+    let z = f32r(&uniform(70, n * d, -1.0, 1.0));
+    // Codes below 35 get vectors; the others none, with N and m just above the least normal, so that
+    // decay 0.9 takes them below it (even codes) or keeps them normal (odd codes, 1.2x).
+    let idx: Vec<u32> = (0..n).map(|i| (i % 35) as u32).collect();
+    let near = |c: usize| if c % 2 == 0 { 1.05 * tiny } else { 1.2 * tiny };
+    let count: Vec<f64> = (0..k).map(|c| if c < 35 { 1.0 + c as f64 / 10.0 } else { near(c) as f32 as f64 }).collect();
+    let sum: Vec<f64> = (0..k * d)
+        .map(|i| if i / d < 35 { 0.25 } else { (near(i / d) * if i % 2 == 0 { 1.0 } else { -1.0 }) as f32 as f64 })
+        .collect();
+    let ema0 = r::Ema { count, sum, code: vec![0.0; k * d] };
+    let got = run_ema(q, &z, &idx, &ema0, None, 3, 77);
+    let mut want = ema0.clone();
+    r::ema_update(&mut want, &z, &idx, d, 0.9, 1e-5, None, 3, 77);
+    let (at, _) = table_layout(k, d);
+    let (gn, gm) = (&got.table[..k], &got.table[at.sum..at.sum + k * d]);
+    for (what, got, want) in [("N", gn, &want.count), ("m", gm, &want.sum)] {
+        for (i, (&x, &w)) in got.iter().zip(want.iter()).enumerate() {
+            assert!(!x.is_subnormal(), "{what}[{i}] = {x:e} is subnormal");
+            assert_eq!(x == 0.0, w == 0.0, "{what}[{i}] = {x:e}, reference {w:e}");
+        }
+        // Even unused codes flushed, odd ones kept.
+        let unused = |i: usize| if what == "N" { i } else { i / d };
+        assert!(got.iter().enumerate().all(|(i, &x)| unused(i) < 35 || (x == 0.0) == (unused(i) % 2 == 0)), "{what}");
+    }
+    Tol::new(1e-6, 1e-6).check("N", gn, &want.count).unwrap();
+    let code = &got.table[at.code..at.code + k * d];
+    assert!(code.iter().all(|x| x.is_finite() && !x.is_subnormal()), "codes");
+}
+
 #[test]
 fn statistics_repeat_bit_for_bit() {
     let (n, d, k) = (300, 12, 37);
