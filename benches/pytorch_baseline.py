@@ -14,6 +14,11 @@ back (a host wait) every 50 steps as a progress bar does, and torch.cuda.synchro
 region at the end. FP32 throughout: TF32 is off for matmuls and convolutions unless --tf32 (vaegpu's
 kernels are plain FP32). Data are random bytes of Fashion-MNIST's shape (nothing is downloaded).
 
+--device cpu runs the same steps on the host's CPU (PyTorch's CPU kernels: its BLAS for the linear layers,
+oneDNN for the convolutions) with --threads threads: the side-by-side baseline for vaegpu on lavapipe,
+whose device is that same CPU. On Debian 12: `apt-get install python3-torch libopenblas0-pthread` (without
+an optimised BLAS, Debian's torch falls back to the reference BLAS), run with /usr/bin/python3.
+
 Prints one JSON object per line: framework, version, device, model, batch, steps, seconds, steps_per_second.
 """
 
@@ -67,6 +72,23 @@ def step(model, opt, data, idx):
     return loss
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name(dev):
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(0)
+    model = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
 def bench(name, batch, min_seconds, dev, log_every=50):
     torch.manual_seed(0)
     model = (MlpVae() if name == "vae" else ConvVae()).to(dev)
@@ -77,12 +99,12 @@ def bench(name, batch, min_seconds, dev, log_every=50):
     batches = [perm[i * batch:(i + 1) * batch] for i in range(n // batch)]
     for i in range(20):
         step(model, opt, data, batches[i % len(batches)])
-    torch.cuda.synchronize()
+    sync(dev)
     # Estimate, then time at least min_seconds.
     t = time.perf_counter()
     for i in range(20):
         step(model, opt, data, batches[i % len(batches)])
-    torch.cuda.synchronize()
+    sync(dev)
     est = (time.perf_counter() - t) / 20
     steps = max(int(min_seconds / est) + 1, 50)
     t = time.perf_counter()
@@ -90,7 +112,7 @@ def bench(name, batch, min_seconds, dev, log_every=50):
         loss = step(model, opt, data, batches[i % len(batches)])
         if (i + 1) % log_every == 0:
             loss.item()
-    torch.cuda.synchronize()
+    sync(dev)
     secs = time.perf_counter() - t
     final = loss.item()
     assert final == final and abs(final) != float("inf"), "non-finite loss"
@@ -103,16 +125,20 @@ def main():
     ap.add_argument("--batches", default="128")
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.backends.cudnn.allow_tf32 = a.tf32
-    dev = torch.device("cuda")
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
     for m in a.models.split(","):
         for b in (int(v) for v in a.batches.split(",")):
             steps, secs = bench(m, b, a.min_seconds, dev)
             print(json.dumps({
                 "framework": "pytorch-eager", "version": torch.__version__,
-                "device": torch.cuda.get_device_name(0), "tf32": a.tf32, "model": m, "batch": b,
+                "device": device_name(dev), "tf32": a.tf32, "model": m, "batch": b,
                 "steps": steps, "seconds": secs, "steps_per_second": steps / secs,
                 "images_per_second": steps * b / secs,
             }), flush=True)
