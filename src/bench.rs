@@ -991,7 +991,8 @@ pub fn synthetic_dataset(train: usize, test: usize) -> Result<crate::data::Datas
 /// and running metrics copied back after each one without waiting for the GPU (a `RunWatch`, at most a
 /// few submissions behind, from which the trainer's progress bar takes its figures), and the GPU waited
 /// for at the end, inside the timed region. Each point runs at least
-/// `min_seconds` (after one warm-up submission) and is checked to leave finite metrics.
+/// `min_seconds` (after one warm-up submission), starts from the same model state (the one after the
+/// warm-up) and is checked to leave finite metrics.
 pub fn step_sweep(
     gpu: &Gpu,
     model: &str,
@@ -1020,9 +1021,14 @@ pub fn step_sweep(
         gpu.submit(prog, 2);
         gpu.sync()?;
         let estimate = t.elapsed().as_secs_f64() / 2.0;
+        // Every point starts from this state, so that no point times a model that earlier points have
+        // trained further (one whose speed had changed with its values: before Adam flushed
+        // subnormal moments, lavapipe's steps slowed 1.4-1.9x after about 700 steps).
+        let start = core.snapshot(gpu)?;
         for &k in submits {
             let k = k.max(1);
             let steps = ((min_seconds / estimate).ceil() as usize).max(k).next_multiple_of(k);
+            core.put_back(gpu, &start);
             core.set_cursor(gpu, W_TRAIN_BATCH, 0);
             core.reset_metrics(gpu);
             gpu.sync()?;

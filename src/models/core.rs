@@ -87,6 +87,34 @@ impl Core {
     pub fn read_state(&self, gpu: &Gpu) -> Result<Vec<u32>> {
         gpu.read(&self.state, 0, STATE_WORDS)
     }
+
+    /// The training state that steps change: the parameters (with a VQ model's EMA statistics), Adam's
+    /// moments and the state words. [`Core::put_back`] returns the model to it.
+    pub fn snapshot(&self, gpu: &Gpu) -> Result<Snapshot> {
+        let n = self.layout.total;
+        Ok(Snapshot {
+            params: gpu.read(&self.params, 0, n)?,
+            adam_m: gpu.read(&self.adam_m, 0, n)?,
+            adam_v: gpu.read(&self.adam_v, 0, n)?,
+            state: self.read_state(gpu)?,
+        })
+    }
+
+    /// Writes a [`Core::snapshot`] back (queued before the next submission).
+    pub fn put_back(&self, gpu: &Gpu, s: &Snapshot) {
+        gpu.write(&self.params, 0, &s.params);
+        gpu.write(&self.adam_m, 0, &s.adam_m);
+        gpu.write(&self.adam_v, 0, &s.adam_v);
+        gpu.write(&self.state, 0, &s.state);
+    }
+}
+
+/// [`Core::snapshot`]'s copy of the training state.
+pub struct Snapshot {
+    params: Vec<f32>,
+    adam_m: Vec<f32>,
+    adam_v: Vec<f32>,
+    state: Vec<u32>,
 }
 
 /// Host view of the metrics buffer.

@@ -27,6 +27,35 @@ fn step_sweep_times_every_point_through_the_trainer_loop() {
     assert!(err.to_string().contains("unknown model 'gan'"), "{err}");
 }
 
+/// The step sweep puts the model back before each point: `Core::put_back` returns the parameters, Adam's
+/// moments and the state words to a `Core::snapshot` taken before further steps changed them all.
+#[test]
+fn put_back_returns_the_model_to_its_snapshot() {
+    use vaegpu::train::{Session, TrainConfig};
+    let gpu = test_gpu();
+    let cfg = TrainConfig { model: "vae".into(), batch: 16, ..TrainConfig::default() };
+    let data = vaegpu::bench::synthetic_dataset(64, 16).unwrap();
+    let s = Session::new(&gpu, &cfg, &data, true).unwrap();
+    let (prog, core) = (s.train_step.as_ref().unwrap(), s.core());
+    let read = || {
+        let n = core.layout.total;
+        let f = |b: &wgpu::Buffer| gpu.read::<f32>(b, 0, n).unwrap();
+        (f(&core.params), f(&core.adam_m), f(&core.adam_v), core.read_state(&gpu).unwrap())
+    };
+    gpu.submit(prog, 2);
+    gpu.sync().unwrap();
+    let snap = core.snapshot(&gpu).unwrap();
+    let before = read();
+    gpu.submit(prog, 3);
+    gpu.sync().unwrap();
+    let trained = read();
+    assert!(trained.0 != before.0 && trained.1 != before.1 && trained.2 != before.2, "the steps changed the model");
+    assert_ne!(trained.3, before.3, "the steps moved the state words");
+    core.put_back(&gpu, &snap);
+    gpu.sync().unwrap();
+    assert!(read() == before, "put_back restores parameters, moments and state words");
+}
+
 #[test]
 fn launch_profile_times_every_launch_of_a_step_in_order() {
     let gpu = test_gpu();
