@@ -16,8 +16,9 @@ kernels are plain FP32). Data are random bytes of Fashion-MNIST's shape (nothing
 
 --device cpu runs the same steps on the host's CPU (PyTorch's CPU kernels: its BLAS for the linear layers,
 oneDNN for the convolutions) with --threads threads: the side-by-side baseline for vaegpu on lavapipe,
-whose device is that same CPU. On Debian 12: `apt-get install python3-torch libopenblas0-pthread` (without
-an optimised BLAS, Debian's torch falls back to the reference BLAS), run with /usr/bin/python3.
+whose device is that same CPU. benches/cpu_baseline.sh runs it so, with the setup its header gives
+(Debian 12's python3-torch with OpenBLAS's OpenMP build; Debian's default reference BLAS is slow, and
+OpenBLAS's pthread build fights PyTorch's OpenMP threads for the cores).
 
 Prints one JSON object per line: framework, version, device, model, batch, steps, seconds, steps_per_second.
 """

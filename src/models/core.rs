@@ -111,10 +111,10 @@ impl Core {
 
 /// [`Core::snapshot`]'s copy of the training state.
 pub struct Snapshot {
-    params: Vec<f32>,
-    adam_m: Vec<f32>,
-    adam_v: Vec<f32>,
-    state: Vec<u32>,
+    pub params: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub state: Vec<u32>,
 }
 
 /// Host view of the metrics buffer.

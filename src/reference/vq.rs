@@ -65,8 +65,9 @@ pub struct Ema {
     pub code: Vec<f64>,
 }
 
-/// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz (each 0 where below f32's least normal); then e = m / Ns with Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart =
-/// Some(threshold)) for a code with N < threshold: e = m = z\[r\], N = 1, r drawn as the kernel does.
+/// N ← γN + (1−γ)n, m ← γm + (1−γ)Σz (each 0 where below f32's least normal); then e = m / Ns with
+/// Ns = (N + ε)/(ΣN + Kε)·ΣN, or (restart = Some(threshold)) for a code with N < threshold: e = m =
+/// z\[r\], N = 1, r drawn as the kernel does.
 /// Returns the codes reset.
 #[allow(clippy::too_many_arguments)]
 pub fn ema_update(

@@ -797,7 +797,7 @@ impl Session {
     /// sums, and where in the data order the run is (epoch, batch).
     pub fn checkpoint(&self, gpu: &Gpu) -> Result<checkpoint::Checkpoint> {
         let c = self.core();
-        let state = c.read_state(gpu)?;
+        let snap = c.snapshot(gpu)?;
         let mut buffers = vec![("metrics".to_string(), gpu.read(&c.metrics, 0, METRICS_WORDS)?)];
         if let Model::Vq(v) = &self.model {
             buffers.push(("vq.metrics".into(), gpu.read_f32(&v.vqm)?));
@@ -808,20 +808,20 @@ impl Session {
                 format_version: checkpoint::FORMAT_VERSION,
                 crate_version: env!("CARGO_PKG_VERSION").into(),
                 model: self.cfg.model.clone(),
-                step: state[W_STEP as usize],
+                step: snap.state[W_STEP as usize],
                 epoch: self.epoch,
                 batch: self.batch,
                 steps_per_epoch: self.steps_per_epoch(),
                 seed: self.cfg.seed,
                 adapter: gpu.summary.to_string(),
                 param_count: c.layout.count(),
-                gpu_state: state,
+                gpu_state: snap.state,
                 epoch_seconds: self.epoch_seconds,
                 config: self.cfg.clone(),
             },
-            params: gpu.read(&c.params, 0, c.layout.total)?,
-            adam_m: gpu.read(&c.adam_m, 0, c.layout.total)?,
-            adam_v: gpu.read(&c.adam_v, 0, c.layout.total)?,
+            params: snap.params,
+            adam_m: snap.adam_m,
+            adam_v: snap.adam_v,
             buffers,
             path: PathBuf::new(),
         })
