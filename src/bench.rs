@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program};
+use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program, View};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -43,12 +43,16 @@ impl Row {
     }
 }
 
-/// The adapter's ceilings, measured in the same run (shaders/ceiling.wgsl).
+/// The adapter's ceilings, measured in the same run (shaders/ceiling.wgsl, ceiling64.wgsl).
 #[derive(Clone, Debug, Serialize)]
 pub struct Ceilings {
-    /// Device-to-device copy: bytes read plus bytes written per second, in GB/s.
+    /// Device-to-device copy: bytes read plus bytes written per second, in GB/s; the fastest of the
+    /// copy forms the adapter runs ([`ceilings`]).
     pub copy_gbs: f64,
     pub copy_bytes: usize,
+    /// The form that copy rate is from: "vec4" (vec4<f32> buffer loads and stores), "64-bit" (vec4<u64>
+    /// ones) or "texture" (image loads through a texture aliasing the source, vec4<u64> stores).
+    pub copy_form: String,
     /// Independent FMA chains: GFLOP/s (an FMA counts 2).
     pub fma_gflops: f64,
     pub fma_invocations: usize,
@@ -82,10 +86,11 @@ impl Report {
     pub fn table(&self) -> String {
         let c = &self.ceilings;
         let mut s = format!(
-            "adapter: {}\nceilings: copy {:.2} GB/s ({} MiB), fma {:.2} GFLOP/s\n{:<34} {:<22} {:>11} {:>10} {:<7} {:>10}\n",
+            "adapter: {}\nceilings: copy {:.2} GB/s ({} MiB, {}), fma {:.2} GFLOP/s\n{:<34} {:<22} {:>11} {:>10} {:<7} {:>10}\n",
             self.adapter,
             c.copy_gbs,
             c.copy_bytes >> 20,
+            c.copy_form,
             c.fma_gflops,
             "kernel",
             "shape",
@@ -584,7 +589,18 @@ struct CeilingParams {
     add: f32,
 }
 
-/// Measures the adapter's copy bandwidth and FMA throughput (shaders/ceiling.wgsl), each result checked
+/// shaders/ceiling64.wgsl's Params.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Ceiling64Params {
+    n8: u32,
+    /// copy_tex: the texel at which the source starts in its texture.
+    base: u32,
+    _pad: [u32; 2],
+}
+
+/// Measures the adapter's copy bandwidth and FMA throughput (shaders/ceiling.wgsl; the copy also in
+/// shaders/ceiling64.wgsl's forms where the adapter moves data so, the fastest taken), each result checked
 /// before it is timed: the copy bit for bit, the FMA chains against their closed form
 /// a_t = 1 + (a_0 − 1)·m^t (m = 0.99995, c = 1 − m; t = 4 FMAs per round).
 pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
@@ -617,6 +633,52 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
     }
     let copy_secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 20)))?;
     let copy_bytes = 2 * 16 * n4;
+    let mut copy = (copy_bytes as f64 / copy_secs / 1e9, "vec4");
+    // Where kernels move their data in wider forms (64-bit components; image loads through aliased
+    // textures: lavapipe), the copy in those forms too (shaders/ceiling64.wgsl), each checked bit for
+    // bit; the ceiling is the fastest.
+    if gpu.int64 && gpu.wide_loads {
+        let n8 = n4 / 2;
+        let sv = View::whole(&sb);
+        let tex = gpu.alias_texture(&sv, n4);
+        let forms = [("64-bit", "copy_v8", None), ("texture", "copy_tex", tex)];
+        for (form, entry, tex) in forms {
+            if entry == "copy_tex" && tex.is_none() {
+                continue;
+            }
+            let db = poisoned(gpu, "ceiling.dst8", 8 * n8);
+            let p = Ceiling64Params { n8: n8 as u32, base: tex.as_ref().map_or(0, |t| t.1), _pad: [0; 2] };
+            let textures: Vec<_> = tex.into_iter().map(|t| (3, t.0)).collect();
+            let buffers: Vec<_> =
+                if textures.is_empty() { vec![(1, sv), (2, (&db).into())] } else { vec![(2, (&db).into())] };
+            let l = gpu.launch_tex(
+                format!("ceiling {entry}[{n8}x8]"),
+                "ceiling64",
+                entry,
+                &[],
+                Some(&p),
+                &buffers,
+                &textures,
+                Vec::new(),
+                grid(n8.div_ceil(256)),
+            )?;
+            gpu.run(&l)?;
+            let got = gpu.read_f32(&db)?;
+            if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src[..8 * n8]) {
+                let i = (0..8 * n8).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
+                return Err(wrong(format!("{entry} element {i}: {} instead of {}", got[i], src[i])));
+            }
+            let secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 20)))?;
+            let gbs = (2 * 32 * n8) as f64 / secs / 1e9;
+            tracing::info!(
+                "copy ceiling: {:.2} GB/s as vec4, {gbs:.2} GB/s as {form}",
+                copy_bytes as f64 / copy_secs / 1e9
+            );
+            if gbs > copy.0 {
+                copy = (gbs, form);
+            }
+        }
+    }
 
     // fma: 4096 workgroups of 64; rounds doubled until one launch takes 20 ms
     let groups = 4096;
@@ -665,8 +727,9 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
     let secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 10)))?;
     let flops = (inv * iters * 256) as f64;
     Ok(Ceilings {
-        copy_gbs: copy_bytes as f64 / copy_secs / 1e9,
+        copy_gbs: copy.0,
         copy_bytes,
+        copy_form: copy.1.into(),
         fma_gflops: flops / secs / 1e9,
         fma_invocations: inv,
         fma_iters: iters,

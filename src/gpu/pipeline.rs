@@ -38,6 +38,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("iwae", include_str!("../../shaders/iwae.wgsl")),
     ("ae", include_str!("../../shaders/ae.wgsl")),
     ("ceiling", include_str!("../../shaders/ceiling.wgsl")),
+    ("ceiling64", include_str!("../../shaders/ceiling64.wgsl")),
 ];
 
 /// Files that are only included by others (functions, no entry points).

@@ -19,6 +19,14 @@ fn ceilings_are_checked_and_positive() {
     assert!(c.copy_gbs.is_finite() && c.copy_gbs > 0.0, "{c:?}");
     assert!(c.fma_gflops.is_finite() && c.fma_gflops > 0.0, "{c:?}");
     assert!(c.copy_bytes >= 1 << 20 && c.fma_invocations >= 4096 * 64 && c.fma_iters >= 256, "{c:?}");
+    // The copy ceiling is the fastest of the forms the adapter runs, each checked bit for bit first:
+    // 64-bit components where it moves data so (lavapipe), image loads where its buffers are aliased.
+    let forms: &[&str] = match (gpu.int64 && gpu.wide_loads, gpu.alias_operands) {
+        (false, _) => &["vec4"],
+        (true, false) => &["vec4", "64-bit"],
+        (true, true) => &["vec4", "64-bit", "texture"],
+    };
+    assert!(forms.contains(&c.copy_form.as_str()), "{c:?}");
 }
 
 /// `vaegpu bench --model conv-vae` at a small batch: every layer's forward, input-gradient and
@@ -79,7 +87,14 @@ fn rounds_merge_into_medians_with_their_extremes() {
     use vaegpu::bench::{merge_rounds, Ceilings, Report, Row, StepFigures};
     let run = |micros: [f64; 3], copy: f64, fma: f64, step_ms: f64| Report {
         adapter: "test".into(),
-        ceilings: Ceilings { copy_gbs: copy, copy_bytes: 1 << 20, fma_gflops: fma, fma_invocations: 1, fma_iters: 1 },
+        ceilings: Ceilings {
+            copy_gbs: copy,
+            copy_bytes: 1 << 20,
+            copy_form: "vec4".into(),
+            fma_gflops: fma,
+            fma_invocations: 1,
+            fma_iters: 1,
+        },
         batch: 8,
         rounds: 1,
         rows: [("mm", "GFLOP/s", 2e6), ("copy", "GB/s", 4e6), ("advance", "-", 0.0)]

@@ -15,7 +15,7 @@ fn every_entry_point_and_variant_builds() {
     let can = |n: &str| match n {
         "matmul_sg" => gpu.subgroups,
         "matmul_sg64" | "matmul_sgtex" => gpu.subgroups && gpu.int64,
-        "optim64" | "conv_grad64" => gpu.int64,
+        "optim64" | "conv_grad64" | "ceiling64" => gpu.int64,
         _ => true,
     };
     let mut built = 0;
