@@ -624,30 +624,35 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
         &[(1, (&sb).into()), (2, (&db).into())],
         grid(n4.div_ceil(256)),
     )?;
-    gpu.run(&l)?;
-    let got = gpu.read_f32(&db)?;
-    // Bit for bit (a memcmp, then the element-wise search only to name the first wrong element).
-    if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src) {
-        let i = (0..src.len()).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
-        return Err(wrong(format!("copy element {i}: {} instead of {}", got[i], src[i])));
-    }
-    let copy_secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 20)))?;
+    // Runs a copy into `db`, checks it bit for bit against the start of src that `db` holds (a memcmp,
+    // then the element-wise search only to name the first wrong element), then times it: seconds per
+    // launch.
+    let checked_copy = |entry: &str, l: &Launch, db: &wgpu::Buffer| -> Result<f64> {
+        gpu.run(l)?;
+        let got = gpu.read_f32(db)?;
+        if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src[..got.len()]) {
+            let i = (0..got.len()).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
+            return Err(wrong(format!("{entry} element {i}: {} instead of {}", got[i], src[i])));
+        }
+        time_launch(gpu, l, t.with_reps(t.reps.clamp(1, 20)))
+    };
     let copy_bytes = 2 * 16 * n4;
-    let mut copy = (copy_bytes as f64 / copy_secs / 1e9, "vec4");
+    let vec4_gbs = copy_bytes as f64 / checked_copy("copy", &l, &db)? / 1e9;
+    let mut copy = (vec4_gbs, "vec4");
     // Where kernels move their data in wider forms (64-bit components; image loads through aliased
-    // textures: lavapipe), the copy in those forms too (shaders/ceiling64.wgsl), each checked bit for
-    // bit; the ceiling is the fastest.
+    // textures: lavapipe), the copy in those forms too (shaders/ceiling64.wgsl); the ceiling is the
+    // fastest.
     if gpu.int64 && gpu.wide_loads {
         let n8 = n4 / 2;
         let sv = View::whole(&sb);
-        let tex = gpu.alias_texture(&sv, n4);
-        let forms = [("64-bit", "copy_v8", None), ("texture", "copy_tex", tex)];
+        let mut forms = vec![("64-bit", "copy_v8", None)];
+        if let Some(tex) = gpu.alias_texture(&sv, n4) {
+            forms.push(("texture", "copy_tex", Some(tex)));
+        }
         for (form, entry, tex) in forms {
-            if entry == "copy_tex" && tex.is_none() {
-                continue;
-            }
             let db = poisoned(gpu, "ceiling.dst8", 8 * n8);
             let p = Ceiling64Params { n8: n8 as u32, base: tex.as_ref().map_or(0, |t| t.1), _pad: [0; 2] };
+            // copy_tex reads the source through its texture (binding 3), copy_v8 through its buffer.
             let textures: Vec<_> = tex.into_iter().map(|t| (3, t.0)).collect();
             let buffers: Vec<_> =
                 if textures.is_empty() { vec![(1, sv), (2, (&db).into())] } else { vec![(2, (&db).into())] };
@@ -662,18 +667,8 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
                 Vec::new(),
                 grid(n8.div_ceil(256)),
             )?;
-            gpu.run(&l)?;
-            let got = gpu.read_f32(&db)?;
-            if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src[..8 * n8]) {
-                let i = (0..8 * n8).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
-                return Err(wrong(format!("{entry} element {i}: {} instead of {}", got[i], src[i])));
-            }
-            let secs = time_launch(gpu, &l, t.with_reps(t.reps.clamp(1, 20)))?;
-            let gbs = (2 * 32 * n8) as f64 / secs / 1e9;
-            tracing::info!(
-                "copy ceiling: {:.2} GB/s as vec4, {gbs:.2} GB/s as {form}",
-                copy_bytes as f64 / copy_secs / 1e9
-            );
+            let gbs = (2 * 32 * n8) as f64 / checked_copy(entry, &l, &db)? / 1e9;
+            tracing::info!("copy ceiling: {vec4_gbs:.2} GB/s as vec4, {gbs:.2} GB/s as {form}");
             if gbs > copy.0 {
                 copy = (gbs, form);
             }
