@@ -11,7 +11,14 @@
 //           instruction per write, which one FMA per write would count against the ceiling (it measured
 //           a third of this kernel's rate that way).
 //           64 invocations per workgroup, grid as for copy with n4 invocations.
-// Bindings: 0 uniform Params, 1 src (read), 2 dst (read_write, n4 vec4, overwritten =).
+// read_v4:  words[i] = the XOR of the 32-bit words of src[i + k·n4] for k < READ_K, over n4 invocations
+//           (grid as copy's): READ_K vec4 loads and one 32-bit store an invocation (1/64 of the bytes
+//           moved), each load coalesced across the invocations. The bandwidth of a kernel that only
+//           reads; src/bench.rs takes the store's share of the time off at the write ceiling's rate.
+// fill_v4:  dst[i] = (i, i + ¼, i + ½, i + ¾) over n4 vec4 elements (exact for i < 2^22): the bandwidth
+//           of a kernel that only writes.
+// Bindings: 0 uniform Params, 1 src (read), 2 dst (read_write, n4 vec4, overwritten =), 3 words
+// (read_write, n4 u32, =).
 
 struct Params {
     n4: u32,
@@ -23,12 +30,36 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> words: array<u32>;
+
+// vec4 loads an invocation of read_v4 (16 bytes each).
+const READ_K: u32 = 16u;
 
 @compute @workgroup_size(256, 1, 1)
 fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
     let i = gid.y * nw.x * 256u + gid.x;
     if (i < p.n4) {
         dst[i] = src[i];
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn read_v4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.y * nw.x * 256u + gid.x;
+    if (i < p.n4) {
+        var acc = vec4<u32>(0u);
+        for (var k = 0u; k < READ_K; k++) {
+            acc ^= bitcast<vec4<u32>>(src[i + k * p.n4]);
+        }
+        words[i] = (acc.x ^ acc.y) ^ (acc.z ^ acc.w);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn fill_v4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = gid.y * nw.x * 256u + gid.x;
+    if (i < p.n4) {
+        dst[i] = vec4<f32>(f32(i)) + vec4<f32>(0.0, 0.25, 0.5, 0.75);
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::pipeline::OperandTexture;
 use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program, View};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
@@ -28,18 +29,51 @@ pub struct Row {
     /// GFLOP/s for arithmetic kernels, GB/s for memory-bound ones.
     pub rate: f64,
     pub unit: &'static str,
-    /// `rate` over the adapter's measured ceiling of the same unit (FMA peak for GFLOP/s, copy bandwidth
-    /// for GB/s); 0 for rows without a rate.
+    /// GFLOP/s rows: `rate` over the adapter's measured FMA ceiling. GB/s rows: the roofline's time for
+    /// the row's bytes, `read_bytes` at the read ceiling plus `write_bytes` at the write ceiling, over
+    /// the measured time ([`fraction_of_ceiling`]). 0 for rows without a rate.
     pub fraction_of_ceiling: f64,
+    /// GB/s rows: the least bytes the launch must read and write (`rate` counts both); 0 otherwise.
+    pub read_bytes: f64,
+    pub write_bytes: f64,
 }
 
 impl Row {
-    /// A row timed once: `secs` per launch doing `work` (FLOPs for GFLOP/s, bytes for GB/s, 0 for no
-    /// rate: `unit` "-").
-    fn new(name: String, shape: String, secs: f64, work: f64, unit: &'static str) -> Row {
+    /// A row timed once: `secs` per launch doing `flops` (unit "GFLOP/s"), or without a rate (unit "-",
+    /// `flops` 0).
+    fn new(name: String, shape: String, secs: f64, flops: f64, unit: &'static str) -> Row {
         let micros = secs * 1e6;
-        let rate = if unit == "-" { 0.0 } else { work / secs / 1e9 };
-        Row { name, shape, micros, min_micros: micros, max_micros: micros, rate, unit, fraction_of_ceiling: 0.0 }
+        let rate = if unit == "-" { 0.0 } else { flops / secs / 1e9 };
+        Row {
+            name,
+            shape,
+            micros,
+            min_micros: micros,
+            max_micros: micros,
+            rate,
+            unit,
+            fraction_of_ceiling: 0.0,
+            read_bytes: 0.0,
+            write_bytes: 0.0,
+        }
+    }
+
+    /// A memory-bound launch timed once: `secs` per launch reading `read` and writing `write` bytes.
+    fn memory(name: String, secs: f64, read: f64, write: f64) -> Row {
+        Row { read_bytes: read, write_bytes: write, ..Row::new(name, String::new(), secs, read + write, "GB/s") }
+    }
+}
+
+/// `row`'s share of the ceiling `c`: a GFLOP/s row's rate over the FMA ceiling; a GB/s row's least
+/// time on the roofline, its bytes read at the read ceiling plus its bytes written at the write ceiling,
+/// over its measured time (a copy on an adapter whose copy runs at the read and write rates in turn
+/// reads 100%; on one where reads are far cheaper than stores, such as lavapipe, a read-heavy kernel
+/// no longer reads above 100% of a copy's rate); 0 for a row without a rate.
+pub fn fraction_of_ceiling(row: &Row, c: &Ceilings) -> f64 {
+    match row.unit {
+        "GFLOP/s" => row.rate / c.fma_gflops,
+        "GB/s" => (row.read_bytes / c.read_gbs + row.write_bytes / c.write_gbs) / 1e3 / row.micros,
+        _ => 0.0,
     }
 }
 
@@ -53,6 +87,13 @@ pub struct Ceilings {
     /// The form that copy rate is from: "vec4" (vec4<f32> buffer loads and stores), "64-bit" (vec4<u64>
     /// ones) or "texture" (image loads through a texture aliasing the source, vec4<u64> stores).
     pub copy_form: String,
+    /// A kernel that only reads: bytes read per second, GB/s, the fastest of the forms the adapter runs
+    /// ("vec4", "64-bit", "texture", as for the copy; [`ceilings`]).
+    pub read_gbs: f64,
+    pub read_form: String,
+    /// A kernel that only writes: bytes written per second, GB/s ("vec4" or "64-bit" stores).
+    pub write_gbs: f64,
+    pub write_form: String,
     /// Independent FMA chains: GFLOP/s (an FMA counts 2).
     pub fma_gflops: f64,
     pub fma_invocations: usize,
@@ -86,11 +127,15 @@ impl Report {
     pub fn table(&self) -> String {
         let c = &self.ceilings;
         let mut s = format!(
-            "adapter: {}\nceilings: copy {:.2} GB/s ({} MiB, {}), fma {:.2} GFLOP/s\n{:<34} {:<22} {:>11} {:>10} {:<7} {:>10}\n",
+            "adapter: {}\nceilings: copy {:.2} GB/s ({} MiB, {}), read {:.2} GB/s ({}), write {:.2} GB/s ({}), fma {:.2} GFLOP/s\n{:<34} {:<22} {:>11} {:>10} {:<7} {:>10}\n",
             self.adapter,
             c.copy_gbs,
             c.copy_bytes >> 20,
             c.copy_form,
+            c.read_gbs,
+            c.read_form,
+            c.write_gbs,
+            c.write_form,
             c.fma_gflops,
             "kernel",
             "shape",
@@ -114,6 +159,10 @@ impl Report {
                 s += &format!(" {:>10.1} - {:>8.1}", r.min_micros, r.max_micros);
             }
             s.push('\n');
+        }
+        if self.rows.iter().any(|r| r.unit == "GB/s") {
+            s += "GB/s rows, of ceiling: the time their bytes take at the read and write ceilings (reads and \
+                  writes in turn), over their time\n";
         }
         if spread {
             s += &format!(
@@ -507,11 +556,7 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, t: Tim
 fn report(gpu: &Gpu, step: Option<(f64, f64)>, batch: usize, mut rows: Vec<Row>, t: Timing) -> Result<Report> {
     let ceilings = ceilings(gpu, t)?;
     for r in &mut rows {
-        r.fraction_of_ceiling = match r.unit {
-            "GFLOP/s" => r.rate / ceilings.fma_gflops,
-            "GB/s" => r.rate / ceilings.copy_gbs,
-            _ => 0.0,
-        };
+        r.fraction_of_ceiling = fraction_of_ceiling(r, &ceilings);
     }
     Ok(Report {
         adapter: gpu.summary.to_string(),
@@ -541,8 +586,9 @@ pub fn merge_rounds(mut reports: Vec<Report>) -> Result<Report> {
         return Err(Error::Output("benchmark rounds listed different rows".into()));
     }
     let median = |xs: Vec<f64>| spread(&xs).0;
-    let ceil_copy = median(reports.iter().map(|r| r.ceilings.copy_gbs).collect());
-    let ceil_fma = median(reports.iter().map(|r| r.ceilings.fma_gflops).collect());
+    let ceil = |f: fn(&Ceilings) -> f64| median(reports.iter().map(|r| f(&r.ceilings)).collect());
+    let (copy_gbs, read_gbs, write_gbs, fma_gflops) =
+        (ceil(|c| c.copy_gbs), ceil(|c| c.read_gbs), ceil(|c| c.write_gbs), ceil(|c| c.fma_gflops));
     let step_ms = first
         .step
         .as_ref()
@@ -551,18 +597,13 @@ pub fn merge_rounds(mut reports: Vec<Report>) -> Result<Report> {
     let times: Vec<Vec<f64>> = (0..want.len()).map(|i| reports.iter().map(|r| r.rows[i].micros).collect()).collect();
     let mut out = reports.swap_remove(0);
     out.rounds = rounds;
-    out.ceilings.copy_gbs = ceil_copy;
-    out.ceilings.fma_gflops = ceil_fma;
+    out.ceilings = Ceilings { copy_gbs, read_gbs, write_gbs, fma_gflops, ..out.ceilings };
     for (r, ts) in out.rows.iter_mut().zip(&times) {
         let (micros, lo, hi) = spread(ts);
         // The work a launch does is its rate times its time, the same in every run.
         r.rate *= r.micros / micros;
         (r.micros, r.min_micros, r.max_micros) = (micros, lo, hi);
-        r.fraction_of_ceiling = match r.unit {
-            "GFLOP/s" => r.rate / ceil_fma,
-            "GB/s" => r.rate / ceil_copy,
-            _ => 0.0,
-        };
+        r.fraction_of_ceiling = fraction_of_ceiling(r, &out.ceilings);
     }
     if let (Some(st), Some(ms)) = (out.step.as_mut(), step_ms) {
         let scale = st.step_ms / ms;
@@ -624,40 +665,80 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
         &[(1, (&sb).into()), (2, (&db).into())],
         grid(n4.div_ceil(256)),
     )?;
-    // Runs a copy into `db`, checks it bit for bit against the start of src that `db` holds (a memcmp,
-    // then the element-wise search only to name the first wrong element), then times it: seconds per
-    // launch.
-    let checked_copy = |entry: &str, l: &Launch, db: &wgpu::Buffer| -> Result<f64> {
+    let bits: &[u32] = bytemuck::cast_slice(&src);
+    // Runs `l`, checks its output `out` bit for bit against `want` (a memcmp, then the word-wise search
+    // only to name the first wrong word), then times it: seconds per launch.
+    let checked = |entry: &str, l: &Launch, out: &wgpu::Buffer, want: &[u32]| -> Result<f64> {
         gpu.run(l)?;
-        let got = gpu.read_f32(db)?;
-        if bytemuck::cast_slice::<f32, u32>(&got) != bytemuck::cast_slice::<f32, u32>(&src[..got.len()]) {
-            let i = (0..got.len()).find(|&i| got[i].to_bits() != src[i].to_bits()).unwrap_or(0);
-            return Err(wrong(format!("{entry} element {i}: {} instead of {}", got[i], src[i])));
+        let got = gpu.read_f32(out)?;
+        let got: &[u32] = bytemuck::cast_slice(&got);
+        if got != want {
+            let i = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)).unwrap_or(0);
+            let (g, w) = (got.get(i).copied().unwrap_or(0), want.get(i).copied().unwrap_or(0));
+            return Err(wrong(format!("{entry} word {i} of {}: {g:#010x} instead of {w:#010x}", want.len())));
         }
         time_launch(gpu, l, t.with_reps(t.reps.clamp(1, 20)))
     };
     let copy_bytes = 2 * 16 * n4;
-    let vec4_gbs = copy_bytes as f64 / checked_copy("copy", &l, &db)? / 1e9;
+    let vec4_gbs = copy_bytes as f64 / checked("copy", &l, &db, &bits[..4 * n4])? / 1e9;
     let mut copy = (vec4_gbs, "vec4");
+
+    // The read ceiling's kernels: invocation i of n XORs the words of elements i + k·n (k < 256 bytes
+    // over the element size) into words[i]; `want` those XORs, for elements of `el` words.
+    let n_read = n4 / 16;
+    let xor_want = |el: usize| {
+        let mut w = vec![0u32; n_read];
+        for (e, words) in bits[..64 * n_read].chunks_exact(el).enumerate() {
+            w[e % n_read] ^= words.iter().fold(0, |a, b| a ^ b);
+        }
+        w
+    };
+    let (want4, read_bytes, read_stores) = (xor_want(4), 256 * n_read, 4 * n_read);
+    let words = poisoned(gpu, "ceiling.words", n_read);
+    let fill_want: Vec<u32> = (0..4 * n4).map(|i| ((i / 4) as f32 + 0.25 * (i % 4) as f32).to_bits()).collect();
+    let fill = gpu.launch(
+        format!("ceiling fill_v4[{n4}x4]"),
+        "ceiling",
+        "fill_v4",
+        &[],
+        Some(&p),
+        &[(2, (&db).into())],
+        grid(n4.div_ceil(256)),
+    )?;
+    let mut write = (16.0 * n4 as f64 / checked("fill_v4", &fill, &db, &fill_want)? / 1e9, "vec4");
+    let pr = CeilingParams { n4: n_read as u32, ..p };
+    let read = gpu.launch(
+        format!("ceiling read_v4[{n_read}x16x4]"),
+        "ceiling",
+        "read_v4",
+        &[],
+        Some(&pr),
+        &[(1, (&sb).into()), (3, (&words).into())],
+        grid(n_read.div_ceil(256)),
+    )?;
+    let mut reads = vec![("vec4", checked("read_v4", &read, &words, &want4)?)];
+
     // Where kernels move their data in wider forms (64-bit components; image loads through aliased
-    // textures: lavapipe), the copy in those forms too (shaders/ceiling64.wgsl); the ceiling is the
-    // fastest.
+    // textures: lavapipe), the copy, the read and the write in those forms too (shaders/ceiling64.wgsl);
+    // each ceiling is the fastest of its forms.
     if gpu.int64 && gpu.wide_loads {
         let n8 = n4 / 2;
         let sv = View::whole(&sb);
-        let mut forms = vec![("64-bit", "copy_v8", None)];
-        if let Some(tex) = gpu.alias_texture(&sv, n4) {
-            forms.push(("texture", "copy_tex", Some(tex)));
-        }
-        for (form, entry, tex) in forms {
-            let db = poisoned(gpu, "ceiling.dst8", 8 * n8);
-            let p = Ceiling64Params { n8: n8 as u32, base: tex.as_ref().map_or(0, |t| t.1), _pad: [0; 2] };
-            // copy_tex reads the source through its texture (binding 3), copy_v8 through its buffer.
-            let textures: Vec<_> = tex.into_iter().map(|t| (3, t.0)).collect();
-            let buffers: Vec<_> =
-                if textures.is_empty() { vec![(1, sv), (2, (&db).into())] } else { vec![(2, (&db).into())] };
-            let l = gpu.launch_tex(
-                format!("ceiling {entry}[{n8}x8]"),
+        let tex = gpu.alias_texture(&sv, n4);
+        let db8 = poisoned(gpu, "ceiling.dst8", 8 * n8);
+        // ceiling64.wgsl's `entry` over `n` invocations: reading src through `tex` (binding 3) where
+        // given, else through its buffer (binding 1) unless it is fill_v8, which reads nothing; writing
+        // `out` at binding `ob`.
+        let launch64 = |entry: &'static str, n: usize, tex: Option<&(OperandTexture, u32)>, ob: u32, out| {
+            let p = Ceiling64Params { n8: n as u32, base: tex.map_or(0, |t| t.1), _pad: [0; 2] };
+            let textures: Vec<_> = tex.map(|t| (3, t.0.clone())).into_iter().collect();
+            let mut buffers = vec![(ob, View::whole(out))];
+            if textures.is_empty() && entry != "fill_v8" {
+                buffers.push((1, sv));
+            }
+            let label = format!("ceiling {entry}[{n}]");
+            gpu.launch_tex(
+                label,
                 "ceiling64",
                 entry,
                 &[],
@@ -665,13 +746,44 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
                 &buffers,
                 &textures,
                 Vec::new(),
-                grid(n8.div_ceil(256)),
-            )?;
-            let gbs = (2 * 32 * n8) as f64 / checked_copy(entry, &l, &db)? / 1e9;
+                grid(n.div_ceil(256)),
+            )
+        };
+        let mut copies =
+            vec![("64-bit", checked("copy_v8", &launch64("copy_v8", n8, None, 2, &db8)?, &db8, &bits[..8 * n8])?)];
+        // fill_v8 writes what fill_v4 does, 8 floats an invocation.
+        let fill8 = checked("fill_v8", &launch64("fill_v8", n8, None, 2, &db8)?, &db8, &fill_want)?;
+        let gbs8 = 32.0 * n8 as f64 / fill8 / 1e9;
+        tracing::info!("write ceiling: {:.2} GB/s as vec4, {gbs8:.2} GB/s as 64-bit", write.0);
+        if gbs8 > write.0 {
+            write = (gbs8, "64-bit");
+        }
+        let read8 = launch64("read_v8", n_read, None, 4, &words)?;
+        reads.push(("64-bit", checked("read_v8", &read8, &words, &xor_want(8))?));
+        if let Some(tex) = &tex {
+            copies.push((
+                "texture",
+                checked("copy_tex", &launch64("copy_tex", n8, Some(tex), 2, &db8)?, &db8, &bits[..8 * n8])?,
+            ));
+            let read_tex = launch64("read_tex", n_read, Some(tex), 4, &words)?;
+            reads.push(("texture", checked("read_tex", &read_tex, &words, &want4)?));
+        }
+        for (form, secs) in copies {
+            let gbs = copy_bytes as f64 / secs / 1e9;
             tracing::info!("copy ceiling: {vec4_gbs:.2} GB/s as vec4, {gbs:.2} GB/s as {form}");
             if gbs > copy.0 {
                 copy = (gbs, form);
             }
+        }
+    }
+    // A read's time less its one 32-bit store a 256 bytes read, at the write ceiling (at most half
+    // the time taken off).
+    let mut read = (0.0, "vec4");
+    for (form, secs) in reads {
+        let gbs = read_bytes as f64 / (secs - read_stores as f64 / (write.0 * 1e9)).max(secs / 2.0) / 1e9;
+        tracing::info!("read ceiling: {gbs:.2} GB/s as {form}");
+        if gbs > read.0 {
+            read = (gbs, form);
         }
     }
 
@@ -725,6 +837,10 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
         copy_gbs: copy.0,
         copy_bytes,
         copy_form: copy.1.into(),
+        read_gbs: read.0,
+        read_form: read.1.into(),
+        write_gbs: write.0,
+        write_form: write.1.into(),
         fma_gflops: flops / secs / 1e9,
         fma_invocations: inv,
         fma_iters: iters,
@@ -818,23 +934,34 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
 
     // Whole training step on synthetic data of Fashion-MNIST's shape.
     let (step, prog) = time_step(gpu, &cfg, batch, t)?;
-    // The step's other kernels, each timed alone inside the (checked) step's buffers; bytes are the
-    // minimum each must read and write.
+    // The step's other kernels, each timed alone inside the (checked) step's buffers; (read, written)
+    // bytes are the least each must move: the gather reads a byte a pixel and writes a float; the
+    // sample reads μ and log σ², writes ε and z for each of the M samples; the ELBO reads the decoder's
+    // output, x and the head, writes the output's gradient and the head's (its per-example sums are
+    // negligible); the sample's backward reads the head, ε, dz and the head's gradient, adds to that;
+    // Adam reads the gradient, m, v and the parameter, writes the last three; the gradient's sum of
+    // squares reads it.
     let (b, d, z, mm, np) =
         (batch as f64, cfg.input_dim as f64, cfg.latent as f64, cfg.samples as f64, layout.total as f64);
     for l in prog.launches.iter().filter(|l| !l.label.contains("matmul")) {
         let name = l.label.split('[').next().unwrap_or(&l.label).trim().to_string();
-        let bytes = match name.as_str() {
-            "train gather" | "train gather_v4" => b * d * 5.0,
-            "z sample" => 4.0 * (2.0 * b * z + 2.0 * mm * b * z),
-            "loss elbo" | "loss elbo_v4" => 4.0 * (3.0 * mm * b * d + b * d + 4.0 * b * z),
-            "z sample_backward" => 4.0 * (4.0 * b * z + 2.0 * mm * b * z + 2.0 * b * z),
-            "adam" => 4.0 * 7.0 * np,
-            "sumsq_partial" => 4.0 * np,
-            _ => 0.0,
+        let (read, written) = match name.as_str() {
+            "train gather" | "train gather_v4" => (b * d, 4.0 * b * d),
+            "z sample" => (4.0 * 2.0 * b * z, 4.0 * 2.0 * mm * b * z),
+            "loss elbo" | "loss elbo_v4" => {
+                (4.0 * (mm * b * d + b * d + 2.0 * b * z), 4.0 * (mm * b * d + 2.0 * b * z))
+            }
+            "z sample_backward" => (4.0 * (4.0 * b * z + 2.0 * mm * b * z), 4.0 * 2.0 * b * z),
+            "adam" => (4.0 * 4.0 * np, 4.0 * 3.0 * np),
+            "sumsq_partial" => (4.0 * np, 0.0),
+            _ => (0.0, 0.0),
         };
         let secs = time_launch(gpu, l, t)?;
-        rows.push(Row::new(name, String::new(), secs, bytes, if bytes > 0.0 { "GB/s" } else { "-" }));
+        rows.push(if read + written > 0.0 {
+            Row::memory(name, secs, read, written)
+        } else {
+            Row::new(name, String::new(), secs, 0.0, "-")
+        });
     }
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }

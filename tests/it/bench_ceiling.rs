@@ -27,6 +27,13 @@ fn ceilings_are_checked_and_positive() {
         (true, true) => &["vec4", "64-bit", "texture"],
     };
     assert!(forms.contains(&c.copy_form.as_str()), "{c:?}");
+    // Likewise the read ceiling (the texture form where the buffers are aliased) and the write ceiling
+    // (vec4 or 64-bit stores), each checked word for word before it is timed.
+    assert!(c.read_gbs.is_finite() && c.read_gbs > 0.0 && forms.contains(&c.read_form.as_str()), "{c:?}");
+    assert!(
+        c.write_gbs.is_finite() && c.write_gbs > 0.0 && forms[..forms.len().min(2)].contains(&c.write_form.as_str()),
+        "{c:?}"
+    );
 }
 
 /// `vaegpu bench --model conv-vae` at a small batch: every layer's forward, input-gradient and
@@ -81,7 +88,8 @@ fn conv_bench_checks_and_times_every_layer() {
 }
 
 /// `--rounds`: the same benchmark run three times merges into medians, with each row's fastest and
-/// slowest run; rates, fractions of the ceilings and the step figures follow from the medians.
+/// slowest run; rates, fractions of the ceilings (a GB/s row's on the read/write roofline) and the step
+/// figures follow from the medians.
 #[test]
 fn rounds_merge_into_medians_with_their_extremes() {
     use vaegpu::bench::{merge_rounds, Ceilings, Report, Row, StepFigures};
@@ -91,6 +99,10 @@ fn rounds_merge_into_medians_with_their_extremes() {
             copy_gbs: copy,
             copy_bytes: 1 << 20,
             copy_form: "vec4".into(),
+            read_gbs: 2.0 * copy,
+            read_form: "texture".into(),
+            write_gbs: copy,
+            write_form: "64-bit".into(),
             fma_gflops: fma,
             fma_invocations: 1,
             fma_iters: 1,
@@ -109,6 +121,9 @@ fn rounds_merge_into_medians_with_their_extremes() {
                 rate: if unit == "-" { 0.0 } else { work / (us * 1e-6) / 1e9 },
                 unit,
                 fraction_of_ceiling: 0.0,
+                // The GB/s row reads 3 MB and writes 1 MB.
+                read_bytes: if unit == "GB/s" { 0.75 * work } else { 0.0 },
+                write_bytes: if unit == "GB/s" { 0.25 * work } else { 0.0 },
             })
             .collect(),
         step: Some(StepFigures {
@@ -127,13 +142,16 @@ fn rounds_merge_into_medians_with_their_extremes() {
     assert_eq!(r.rounds, 3);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     assert!(close(r.ceilings.copy_gbs, 5.0) && close(r.ceilings.fma_gflops, 60.0), "{:?}", r.ceilings);
+    assert!(close(r.ceilings.read_gbs, 10.0) && close(r.ceilings.write_gbs, 5.0), "{:?}", r.ceilings);
     let want = [(20.0, 10.0, 30.0), (40.0, 20.0, 80.0), (5.0, 1.0, 9.0)];
     for (row, (med, lo, hi)) in r.rows.iter().zip(want) {
         assert!(close(row.micros, med) && close(row.min_micros, lo) && close(row.max_micros, hi), "{row:?}");
     }
-    // 2 MFLOP in 20 µs: 100 GFLOP/s, of a 60 GFLOP/s ceiling; 4 MB in 40 µs: 100 GB/s of 5.
+    // 2 MFLOP in 20 µs: 100 GFLOP/s, of a 60 GFLOP/s ceiling. 4 MB in 40 µs: 100 GB/s; at the read
+    // ceiling of 10 GB/s and the write ceiling of 5, its 3 MB read and 1 MB written take 300 + 200 µs,
+    // 12.5 times its 40.
     assert!(close(r.rows[0].rate, 100.0) && close(r.rows[0].fraction_of_ceiling, 100.0 / 60.0), "{:?}", r.rows[0]);
-    assert!(close(r.rows[1].rate, 100.0) && close(r.rows[1].fraction_of_ceiling, 20.0), "{:?}", r.rows[1]);
+    assert!(close(r.rows[1].rate, 100.0) && close(r.rows[1].fraction_of_ceiling, 12.5), "{:?}", r.rows[1]);
     assert!(r.rows[2].rate == 0.0 && r.rows[2].fraction_of_ceiling == 0.0, "{:?}", r.rows[2]);
     let st = r.step.as_ref().expect("step");
     assert!(close(st.step_ms, 3.0) && close(st.steps_per_second, 1e3 / 3.0), "{st:?}");
