@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::pipeline::OperandTexture;
-use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program, View};
+use crate::gpu::{ConvKernel, Gpu, Launch, MatmulKernel, Program, View, Work};
 use crate::kernels::conv::{ConvGather, ConvGeom, ConvWgrad};
 use crate::kernels::matmul::Matmul;
 use crate::models::vae::{GpuDataset, Vae, VaeConfig};
@@ -58,9 +58,18 @@ impl Row {
         }
     }
 
-    /// A memory-bound launch timed once: `secs` per launch reading `read` and writing `write` bytes.
-    fn memory(name: String, secs: f64, read: f64, write: f64) -> Row {
-        Row { read_bytes: read, write_bytes: write, ..Row::new(name, String::new(), secs, read + write, "GB/s") }
+    /// A launch of `work` timed once at `secs`: GFLOP/s, GB/s (with its bytes read and written) or no
+    /// rate.
+    fn of_work(name: String, secs: f64, work: Work) -> Row {
+        match work {
+            Work::Flops(f) => Row::new(name, String::new(), secs, f, "GFLOP/s"),
+            Work::Bytes { read, write } => Row {
+                read_bytes: read,
+                write_bytes: write,
+                ..Row::new(name, String::new(), secs, read + write, "GB/s")
+            },
+            Work::None => Row::new(name, String::new(), secs, 0.0, "-"),
+        }
     }
 }
 
@@ -546,7 +555,7 @@ pub fn run_vq(gpu: &Gpu, cfg: &crate::models::vq::VqConfig, batch: usize, t: Tim
     let mut rows = Vec::new();
     for l in &prog.launches {
         let secs = time_launch(gpu, l, t.with_reps(t.reps.clamp(1, 5)))?;
-        rows.push(Row::new(l.label.clone(), String::new(), secs, 0.0, "-"));
+        rows.push(Row::of_work(l.label.clone(), secs, l.work));
     }
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
@@ -655,16 +664,12 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
         (0..4 * n4 as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 23) as f32 - 1.0).collect();
     let sb = gpu.upload("ceiling.src", &src);
     let db = poisoned(gpu, "ceiling.dst", 4 * n4);
-    let p = CeilingParams { n4: n4 as u32, iters: 0, mul: 0.0, add: 0.0 };
-    let l = gpu.launch(
-        format!("ceiling copy[{n4}x4]"),
-        "ceiling",
-        "copy",
-        &[],
-        Some(&p),
-        &[(1, (&sb).into()), (2, (&db).into())],
-        grid(n4.div_ceil(256)),
-    )?;
+    // ceiling.wgsl's memory `entry` over `n` invocations with `bindings`.
+    let launch4 = |entry: &'static str, n: usize, bindings: &[(u32, View)]| {
+        let p = CeilingParams { n4: n as u32, iters: 0, mul: 0.0, add: 0.0 };
+        gpu.launch(format!("ceiling {entry}[{n}]"), "ceiling", entry, &[], Some(&p), bindings, grid(n.div_ceil(256)))
+    };
+    let l = launch4("copy", n4, &[(1, (&sb).into()), (2, (&db).into())])?;
     let bits: &[u32] = bytemuck::cast_slice(&src);
     // Runs `l`, checks its output `out` bit for bit against `want` (a memcmp, then the word-wise search
     // only to name the first wrong word), then times it: seconds per launch.
@@ -696,26 +701,9 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
     let (want4, read_bytes, read_stores) = (xor_want(4), 256 * n_read, 4 * n_read);
     let words = poisoned(gpu, "ceiling.words", n_read);
     let fill_want: Vec<u32> = (0..4 * n4).map(|i| ((i / 4) as f32 + 0.25 * (i % 4) as f32).to_bits()).collect();
-    let fill = gpu.launch(
-        format!("ceiling fill_v4[{n4}x4]"),
-        "ceiling",
-        "fill_v4",
-        &[],
-        Some(&p),
-        &[(2, (&db).into())],
-        grid(n4.div_ceil(256)),
-    )?;
+    let fill = launch4("fill_v4", n4, &[(2, (&db).into())])?;
     let mut write = (16.0 * n4 as f64 / checked("fill_v4", &fill, &db, &fill_want)? / 1e9, "vec4");
-    let pr = CeilingParams { n4: n_read as u32, ..p };
-    let read = gpu.launch(
-        format!("ceiling read_v4[{n_read}x16x4]"),
-        "ceiling",
-        "read_v4",
-        &[],
-        Some(&pr),
-        &[(1, (&sb).into()), (3, (&words).into())],
-        grid(n_read.div_ceil(256)),
-    )?;
+    let read = launch4("read_v4", n_read, &[(1, (&sb).into()), (3, (&words).into())])?;
     let mut reads = vec![("vec4", checked("read_v4", &read, &words, &want4)?)];
 
     // Where kernels move their data in wider forms (64-bit components; image loads through aliased
@@ -934,34 +922,11 @@ pub fn run(gpu: &Gpu, batch: usize, t: Timing) -> Result<Report> {
 
     // Whole training step on synthetic data of Fashion-MNIST's shape.
     let (step, prog) = time_step(gpu, &cfg, batch, t)?;
-    // The step's other kernels, each timed alone inside the (checked) step's buffers; (read, written)
-    // bytes are the least each must move: the gather reads a byte a pixel and writes a float; the
-    // sample reads μ and log σ², writes ε and z for each of the M samples; the ELBO reads the decoder's
-    // output, x and the head, writes the output's gradient and the head's (its per-example sums are
-    // negligible); the sample's backward reads the head, ε, dz and the head's gradient, adds to that;
-    // Adam reads the gradient, m, v and the parameter, writes the last three; the gradient's sum of
-    // squares reads it.
-    let (b, d, z, mm, np) =
-        (batch as f64, cfg.input_dim as f64, cfg.latent as f64, cfg.samples as f64, layout.total as f64);
+    // The step's other kernels, each timed alone inside the (checked) step's buffers, at the work
+    // their launchers state (the least bytes each must read and write).
     for l in prog.launches.iter().filter(|l| !l.label.contains("matmul")) {
         let name = l.label.split('[').next().unwrap_or(&l.label).trim().to_string();
-        let (read, written) = match name.as_str() {
-            "train gather" | "train gather_v4" => (b * d, 4.0 * b * d),
-            "z sample" => (4.0 * 2.0 * b * z, 4.0 * 2.0 * mm * b * z),
-            "loss elbo" | "loss elbo_v4" => {
-                (4.0 * (mm * b * d + b * d + 2.0 * b * z), 4.0 * (mm * b * d + 2.0 * b * z))
-            }
-            "z sample_backward" => (4.0 * (4.0 * b * z + 2.0 * mm * b * z), 4.0 * 2.0 * b * z),
-            "adam" => (4.0 * 4.0 * np, 4.0 * 3.0 * np),
-            "sumsq_partial" => (4.0 * np, 0.0),
-            _ => (0.0, 0.0),
-        };
-        let secs = time_launch(gpu, l, t)?;
-        rows.push(if read + written > 0.0 {
-            Row::memory(name, secs, read, written)
-        } else {
-            Row::new(name, String::new(), secs, 0.0, "-")
-        });
+        rows.push(Row::of_work(name, time_launch(gpu, l, t)?, l.work));
     }
     report(gpu, Some((step, cfg.step_flops(batch))), batch, rows, t)
 }
@@ -982,6 +947,11 @@ pub struct LaunchRow {
     pub max_micros: f64,
     /// `micros` over the sum of every launch's `micros`.
     pub share: f64,
+    /// At the work its launcher states: GFLOP/s or GB/s (`unit`), and its share of the adapter's
+    /// ceiling as in [`fraction_of_ceiling`]; 0 and "-" where it states none.
+    pub rate: f64,
+    pub unit: &'static str,
+    pub fraction_of_ceiling: f64,
 }
 
 /// The launches of one kernel (entry point) in a step, together.
@@ -999,6 +969,8 @@ pub struct KernelShare {
 #[derive(Clone, Debug, Serialize)]
 pub struct LaunchReport {
     pub adapter: String,
+    /// Measured in the same run, after the launches.
+    pub ceilings: Ceilings,
     pub model: String,
     pub batch: usize,
     /// Times each launch and the step were timed, in turns (the figures are medians over them).
@@ -1017,7 +989,11 @@ pub struct LaunchReport {
 impl LaunchReport {
     pub fn table(&self) -> String {
         let spread = self.rounds > 1;
-        let mut out = format!("adapter: {}\n{} at batch {}", self.adapter, self.model, self.batch);
+        let c = &self.ceilings;
+        let mut out = format!(
+            "adapter: {}\nceilings: read {:.2} GB/s ({}), write {:.2} GB/s ({}), fma {:.2} GFLOP/s\n{} at batch {}",
+            self.adapter, c.read_gbs, c.read_form, c.write_gbs, c.write_form, c.fma_gflops, self.model, self.batch
+        );
         if spread {
             out += &format!(", {} rounds (medians; the fastest and slowest round beside them)", self.rounds);
         }
@@ -1025,13 +1001,17 @@ impl LaunchReport {
         if spread {
             out += &format!(" {:>21}", "min - max (µs)");
         }
-        out += &format!(" {:>7}\n", "share");
+        out += &format!(" {:>7} {:>18} {:>10}\n", "share", "rate", "of ceiling");
         for r in &self.launches {
             out += &format!("{:>4}  {:<72} {:>12.1}", r.index, r.label, r.micros);
             if spread {
                 out += &format!(" {:>10.1} - {:>8.1}", r.min_micros, r.max_micros);
             }
-            out += &format!(" {:>6.1}%\n", 100.0 * r.share);
+            out += &format!(" {:>6.1}%", 100.0 * r.share);
+            if r.unit != "-" {
+                out += &format!(" {:>10.2} {:<7} {:>9.1}%", r.rate, r.unit, 100.0 * r.fraction_of_ceiling);
+            }
+            out.push('\n');
         }
         out += "by kernel:\n";
         for k in &self.kernels {
@@ -1096,6 +1076,7 @@ pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing, rounds: usi
         }
         step_times.push(time_program(gpu, prog, t)? * 1e6);
     }
+    let ceilings = ceilings(gpu, t)?;
     let mut launches: Vec<LaunchRow> = prog
         .launches
         .iter()
@@ -1103,7 +1084,19 @@ pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing, rounds: usi
         .enumerate()
         .map(|(index, (l, ts))| {
             let (micros, min_micros, max_micros) = spread(ts);
-            LaunchRow { index, label: l.label.clone(), entry: l.entry, micros, min_micros, max_micros, share: 0.0 }
+            let row = Row::of_work(l.label.clone(), micros * 1e-6, l.work);
+            LaunchRow {
+                index,
+                label: row.name.clone(),
+                entry: l.entry,
+                micros,
+                min_micros,
+                max_micros,
+                share: 0.0,
+                rate: row.rate,
+                unit: row.unit,
+                fraction_of_ceiling: fraction_of_ceiling(&row, &ceilings),
+            }
         })
         .collect();
     let launches_micros: f64 = launches.iter().map(|r| r.micros).sum();
@@ -1125,6 +1118,7 @@ pub fn run_launches(gpu: &Gpu, model: &str, batch: usize, t: Timing, rounds: usi
     let (step_micros, step_min_micros, step_max_micros) = spread(&step_times);
     Ok(LaunchReport {
         adapter: gpu.summary.to_string(),
+        ceilings,
         model: model.into(),
         batch,
         rounds,

@@ -5,7 +5,7 @@ pub mod pipeline;
 
 use std::sync::{Arc, Mutex};
 
-pub use pipeline::{Launch, PipelineCache, Program};
+pub use pipeline::{Launch, PipelineCache, Program, Work};
 
 /// Every way the GPU side can fail, as a value.
 #[derive(Debug, thiserror::Error)]

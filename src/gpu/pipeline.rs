@@ -196,7 +196,7 @@ impl Gpu {
             entries: &entries,
         });
         self.check()?;
-        Ok(Launch { label, entry, pipeline, bind_group, groups, fills, _uniform: uniform })
+        Ok(Launch { label, entry, pipeline, bind_group, groups, fills, work: Work::None, _uniform: uniform })
     }
 
     /// Records `program` `repeat` times into one command buffer and submits it (no wait).
@@ -232,7 +232,37 @@ pub struct Launch {
     pub groups: [u32; 3],
     /// Copies recorded before the dispatch, outside any compute pass: the textures it reads.
     pub fills: Vec<TexFill>,
+    /// What it computes or moves, where its launcher states it: the benchmark's rates
+    /// (`vaegpu bench`, `bench --launches`).
+    pub work: Work,
     _uniform: Option<wgpu::Buffer>,
+}
+
+impl Launch {
+    /// This launch, stating its work.
+    pub fn with_work(mut self, work: Work) -> Launch {
+        self.work = work;
+        self
+    }
+}
+
+/// The work of one launch, for the benchmark's rates and fractions of the adapter's ceilings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Work {
+    /// Not stated (bookkeeping launches: a scan, a norm's last step, the step counter).
+    #[default]
+    None,
+    /// Arithmetic-bound: floating-point operations (an FMA counts 2).
+    Flops(f64),
+    /// Memory-bound: the least bytes it must read and write.
+    Bytes { read: f64, write: f64 },
+}
+
+impl Work {
+    /// Memory-bound work of `read` and `write` 32-bit words.
+    pub fn words(read: usize, write: usize) -> Work {
+        Work::Bytes { read: 4.0 * read as f64, write: 4.0 * write as f64 }
+    }
 }
 
 /// Texels a row of an operand texture ([`TexFill`]): 32 KiB rows, a multiple of the 256 bytes a

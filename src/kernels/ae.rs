@@ -2,7 +2,7 @@
 //! of the autoencoder family (models::ae). The CPU twins are in reference::ae.
 
 use super::{need, need_len, row_lanes, vec4_rows, Act};
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View, Work};
 
 /// The Philox stream (third counter word) of the corruption noise.
 pub const STREAM_CORRUPT: u32 = 13;
@@ -111,6 +111,7 @@ impl Corrupt {
             &[(1, state), (2, x), (3, xin)],
             grid_1d(n.div_ceil(256) as u32),
         )
+        .map(|l| l.with_work(Work::words(n, n)))
     }
 }
 
@@ -150,6 +151,8 @@ impl AeLoss {
             &[(o, out), (xb, x), (d, dout), (6, rows)],
             [self.batch as u32, 1, 1],
         )
+        // Reads the output and x; writes the output's gradient and two sums a row.
+        .map(|l| l.with_work(Work::words(2 * n, n + 2 * self.batch)))
     }
 }
 
@@ -197,15 +200,21 @@ impl Sparse {
         let constants = [("ACT", f64::from(self.act.code())), ("WITH_GRAD", f64::from(u8::from(self.with_grad)))];
         match self.kind {
             Sparsity::None => Ok(Vec::new()),
-            Sparsity::L1 => Ok(vec![gpu.launch(
-                format!("{label} ae_l1[{shape}]"),
-                "ae",
-                "ae_l1",
-                &[constants[0], constants[1], row_lanes(OP, gpu)?],
-                Some(&p),
-                &[(7, a), (8, grad), (6, rows)],
-                [self.batch as u32, 1, 1],
-            )?]),
+            Sparsity::L1 => Ok(vec![gpu
+                .launch(
+                    format!("{label} ae_l1[{shape}]"),
+                    "ae",
+                    "ae_l1",
+                    &[constants[0], constants[1], row_lanes(OP, gpu)?],
+                    Some(&p),
+                    &[(7, a), (8, grad), (6, rows)],
+                    [self.batch as u32, 1, 1],
+                )?
+                // Reads the activations (and the gradient it adds to); writes that and a sum a row.
+                .with_work(Work::words(
+                    self.batch * self.units * (1 + usize::from(self.with_grad)),
+                    self.batch * (self.units * usize::from(self.with_grad) + 1),
+                ))]),
             Sparsity::Kl => {
                 need(OP, self.target > 0.0 && self.target < 1.0, || format!("target must be in (0, 1): {self:?}"))?;
                 need_len(OP, "stats", &stats, self.stats_len())?;

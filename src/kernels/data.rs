@@ -2,7 +2,7 @@
 //! for code maps), and the step counters.
 
 use super::{need, need_len, vec4_rows};
-use crate::gpu::{Gpu, Launch, Result, View};
+use crate::gpu::{Gpu, Launch, Result, View, Work};
 
 /// State words (u32) shared by every kernel that needs a per-step value.
 pub const W_STEP: u32 = 0;
@@ -53,15 +53,20 @@ impl Gather {
         } else {
             ("gather", 4, [(self.batch * self.dim).div_ceil(256) as u32, 1, 1])
         };
-        gpu.launch(
-            format!("{label} {entry}[{}x{}]", self.batch, self.dim),
-            "data",
-            entry,
-            &[("BINARIZE", f64::from(u8::from(self.binarize)))],
-            Some(&p),
-            &[(1, state), (2, data), (3, perm), (out, x)],
-            groups,
-        )
+        // Reads a byte a pixel and an index a row; writes a float a pixel.
+        let work =
+            Work::Bytes { read: (self.batch * (self.dim + 4)) as f64, write: (4 * self.batch * self.dim) as f64 };
+        Ok(gpu
+            .launch(
+                format!("{label} {entry}[{}x{}]", self.batch, self.dim),
+                "data",
+                entry,
+                &[("BINARIZE", f64::from(u8::from(self.binarize)))],
+                Some(&p),
+                &[(1, state), (2, data), (3, perm), (out, x)],
+                groups,
+            )?
+            .with_work(work))
     }
 }
 

@@ -2,7 +2,7 @@
 //! the gradient of a learned Gaussian decoder variance (`logvar_grad`).
 
 use super::{need, need_len, row_lanes, vec4_rows};
-use crate::gpu::{Gpu, GpuError, Launch, Result, View};
+use crate::gpu::{Gpu, GpuError, Launch, Result, View, Work};
 
 /// Upper clamp of a learned decoder log-variance s = log σ² (the lower one is 2·ln σ_min).
 pub const DEC_LOGVAR_MAX: f32 = 20.0;
@@ -208,15 +208,21 @@ impl Elbo {
         // Whole vec4s per row and 16-byte aligned views: four pixels per invocation (elbo_v4).
         let v4 = vec4_rows(self.dim, &[&out, &x, &dout]);
         let (entry, [o, xb, d]) = if v4 { ("elbo_v4", [10, 11, 12]) } else { ("elbo", [1, 2, 4]) };
-        gpu.launch(
-            format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
-            "elbo",
-            entry,
-            &[("LIK", lik_constant(gaussian, mode)), row_lanes(OP, gpu)?],
-            Some(&self.params(mode, lv_min, false)),
-            &[(o, out), (xb, x), (3, head), (d, dout), (5, dhead), (6, rows), (7, lv)],
-            [self.batch as u32, 1, 1],
-        )
+        // Reads the decoder's output, x and the head; writes the output's and the head's gradients
+        // (and two sums an example).
+        let (od, bz) = (mb * self.dim, self.batch * 2 * self.latent);
+        let work = Work::words(od + self.batch * self.dim + bz, od + bz + 2 * self.batch);
+        Ok(gpu
+            .launch(
+                format!("{label} {entry}[{}x{}x{}, z{}]", self.samples, self.batch, self.dim, self.latent),
+                "elbo",
+                entry,
+                &[("LIK", lik_constant(gaussian, mode)), row_lanes(OP, gpu)?],
+                Some(&self.params(mode, lv_min, false)),
+                &[(o, out), (xb, x), (3, head), (d, dout), (5, dhead), (6, rows), (7, lv)],
+                [self.batch as u32, 1, 1],
+            )?
+            .with_work(work))
     }
 
     /// d loss / d s (=) into `dlogvar` (the parameter's block of the gradient buffer, as long as

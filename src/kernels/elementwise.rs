@@ -2,7 +2,7 @@
 //! place.
 
 use super::{need, need_len, vec4_rows, Act};
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View, Work};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -32,6 +32,7 @@ pub fn act_forward(gpu: &Gpu, act: Act, n: usize, x: View, y: View) -> Result<La
         &[(1, x), (2, y)],
         groups,
     )
+    .map(|l| l.with_work(Work::words(n, n)))
 }
 
 /// dx = dy ⊙ act'(x), computed through y = act(x).
@@ -50,6 +51,7 @@ pub fn act_backward(gpu: &Gpu, act: Act, n: usize, y: View, dy: View, dx: View) 
         &[(1, y), (2, dx), (3, dy)],
         groups,
     )
+    .map(|l| l.with_work(Work::words(2 * n, n)))
 }
 
 /// dst += src over n elements (four at a time where n and both views allow vec4s). `dst` and `src`
@@ -70,6 +72,7 @@ pub fn add_into(gpu: &Gpu, label: &str, n: usize, dst: View, src: View) -> Resul
         &[(slots[0], dst), (slots[1], src)],
         grid_1d(units.div_ceil(256) as u32),
     )
+    .map(|l| l.with_work(Work::words(2 * n, n)))
 }
 
 const OP: &str = "elementwise";

@@ -1,7 +1,7 @@
 //! Launcher for shaders/matmul.wgsl: C = epilogue(op(A)·op(B)).
 
 use super::{need, need_len, Act};
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, MatmulKernel, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, MatmulKernel, Result, View, Work};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -431,7 +431,15 @@ impl Matmul {
         Ok(())
     }
 
+    /// The launch of this product, C = epilogue(op(A)·op(B)), labelled `label` plus the kernel and
+    /// shape; its work is the product's FLOPs (each phase's, with `phases`).
     pub fn launch(&self, gpu: &Gpu, label: &str, a: View, b: View, c: View, z: Option<View>) -> Result<Launch> {
+        let phases = self.phases.map_or(1, |ph| ph.stride * ph.stride);
+        let flops = phases as f64 * self.flops();
+        Ok(self.launch_product(gpu, label, a, b, c, z)?.with_work(Work::Flops(flops)))
+    }
+
+    fn launch_product(&self, gpu: &Gpu, label: &str, a: View, b: View, c: View, z: Option<View>) -> Result<Launch> {
         const OP: &str = "matmul";
         need(OP, self.m > 0 && self.n > 0 && self.k > 0, || format!("empty shape {self:?}"))?;
         need(OP, !(self.bias && self.trans_b), || "bias needs an untransposed B".into())?;
@@ -718,15 +726,20 @@ impl Matmul {
             ("RESID", f64::from(u8::from(self.resid))),
         ];
         let bindings = [(1, partials), (2, b), (3, c), (4, z.unwrap_or(partials))];
-        let finish = gpu.launch(
-            format!("{label} split_finish[{}x{} /{s}]", self.m, self.n),
-            "matmul",
-            "split_finish",
-            &constants,
-            Some(&params),
-            &bindings,
-            grid_1d((self.m * self.n).div_ceil(256) as u32),
-        )?;
+        let finish = gpu
+            .launch(
+                format!("{label} split_finish[{}x{} /{s}]", self.m, self.n),
+                "matmul",
+                "split_finish",
+                &constants,
+                Some(&params),
+                &bindings,
+                grid_1d((self.m * self.n).div_ceil(256) as u32),
+            )?
+            .with_work(Work::words(
+                (s + usize::from(z.is_some())) * self.m * self.n + usize::from(self.bias) * self.n,
+                self.m * self.n,
+            ));
         Ok(vec![product, finish])
     }
 }

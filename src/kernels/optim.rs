@@ -1,7 +1,7 @@
 //! Launcher for shaders/optim.wgsl: Adam over the flat parameter buffer.
 
 use super::need_len;
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View, Work};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable, serde::Serialize, serde::Deserialize)]
@@ -90,21 +90,16 @@ impl Adam {
                 let bindings = [(1, state), (7, params), (9, m), (10, v), (6, clip)];
                 let textures = [(12, g.0), (13, mt.0), (14, vt.0), (15, w.0)];
                 let label = format!("adam[{n}]");
-                return gpu.launch_tex(
-                    label,
-                    shader,
-                    "adam_tex",
-                    &[],
-                    Some(&p),
-                    &bindings,
-                    &textures,
-                    Vec::new(),
-                    groups,
-                );
+                return Ok(gpu
+                    .launch_tex(label, shader, "adam_tex", &[], Some(&p), &bindings, &textures, Vec::new(), groups)?
+                    .with_work(Work::words(4 * n, 3 * n)));
             }
         }
         let first = if per == 1 { 2 } else { 7 };
         let bindings = [(1, state), (first, params), (first + 1, grads), (first + 2, m), (first + 3, v), (6, clip)];
-        gpu.launch(format!("adam[{n}]"), shader, entry, &[], Some(&p), &bindings, groups)
+        // Reads the gradient, m, v and the parameter; writes the last three.
+        Ok(gpu
+            .launch(format!("adam[{n}]"), shader, entry, &[], Some(&p), &bindings, groups)?
+            .with_work(Work::words(4 * n, 3 * n)))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::data::{W_EVAL_BATCH, W_TRAIN_BATCH};
 use super::{need, need_len};
-use crate::gpu::{Gpu, Launch, Result, View};
+use crate::gpu::{Gpu, Launch, Result, View, Work};
 
 /// Workgroups of the gradient norm's first pass (256 invocations each).
 const GROUPS: usize = 64;
@@ -165,6 +165,7 @@ pub fn grad_norm_as(
             Vec::new(),
             [GROUPS as u32, 1, 1],
         )?
+        .with_work(Work::words(n, PARTIALS))
     } else {
         gpu.launch(
             format!("sumsq_partial[{n}]"),
@@ -175,6 +176,7 @@ pub fn grad_norm_as(
             &[(binding, grads), (5, partials)],
             [GROUPS as u32, 1, 1],
         )?
+        .with_work(Work::words(n, PARTIALS))
     };
     let b = gpu.launch(
         "norm_finalize".into(),

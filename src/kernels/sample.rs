@@ -1,7 +1,7 @@
 //! Launchers for shaders/sample.wgsl and shaders/sample_backward.wgsl.
 
 use super::{need, need_len};
-use crate::gpu::{Gpu, Launch, Result, View};
+use crate::gpu::{Gpu, Launch, Result, View, Work};
 
 /// Counter streams (the third Philox counter word) so that draws never collide.
 pub const STREAM_TRAIN: u32 = 0;
@@ -57,15 +57,18 @@ impl Sample {
         need_len("sample", "eps", &eps, n)?;
         need_len("sample", "z", &z, n)?;
         need_len("sample", "state", &state, 5)?;
-        gpu.launch(
-            format!("{label} sample[{}x{}x{}]", self.samples, self.batch, self.latent),
-            "sample",
-            "sample_forward",
-            &[],
-            Some(&self.params()),
-            &[(1, state), (2, head), (3, eps), (4, z)],
-            [n.div_ceil(64) as u32, 1, 1],
-        )
+        // Reads μ and log σ² (once each, whatever M); writes ε and z.
+        Ok(gpu
+            .launch(
+                format!("{label} sample[{}x{}x{}]", self.samples, self.batch, self.latent),
+                "sample",
+                "sample_forward",
+                &[],
+                Some(&self.params()),
+                &[(1, state), (2, head), (3, eps), (4, z)],
+                [n.div_ceil(64) as u32, 1, 1],
+            )?
+            .with_work(Work::words(2 * self.batch * self.latent, 2 * n)))
     }
 
     /// dhead += pathwise gradient of z.
@@ -85,15 +88,19 @@ impl Sample {
             _pad: u32,
         }
         let p = P { batch: self.batch as u32, latent: self.latent as u32, samples: self.samples as u32, _pad: 0 };
-        gpu.launch(
-            format!("{label} sample_backward[{}x{}x{}]", self.samples, self.batch, self.latent),
-            "sample_backward",
-            "sample_backward",
-            &[],
-            Some(&p),
-            &[(1, head), (2, eps), (3, dz), (4, dhead)],
-            [(self.batch * self.latent).div_ceil(64) as u32, 1, 1],
-        )
+        // Reads the head, ε, dz and dhead; adds into dhead.
+        let bz = self.batch * self.latent;
+        Ok(gpu
+            .launch(
+                format!("{label} sample_backward[{}x{}x{}]", self.samples, self.batch, self.latent),
+                "sample_backward",
+                "sample_backward",
+                &[],
+                Some(&p),
+                &[(1, head), (2, eps), (3, dz), (4, dhead)],
+                [bz.div_ceil(64) as u32, 1, 1],
+            )?
+            .with_work(Work::words(4 * bz + 2 * n, 2 * bz)))
     }
 }
 

@@ -3,7 +3,7 @@
 //! and the reconstruction MSE.
 
 use super::{need, need_len};
-use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View};
+use crate::gpu::{pipeline::grid_1d, Gpu, Launch, Result, View, Work};
 
 /// Philox stream (third counter word) of the dead-code restart draws.
 pub const STREAM_RESTART: u32 = 11;
@@ -150,14 +150,16 @@ impl Vq {
         need_len(OP, "scratch", &scratch, self.scratch_len())?;
         let (enorm, dots) = self.split(scratch, self.k);
         let p = self.params();
-        let a = self.go(
-            gpu,
-            format!("{label} vq_enorm[k{}x{}]", self.k, self.d),
-            "vq_enorm",
-            &p,
-            &[(2, code), (27, enorm)],
-            self.k,
-        )?;
+        let a = self
+            .go(
+                gpu,
+                format!("{label} vq_enorm[k{}x{}]", self.k, self.d),
+                "vq_enorm",
+                &p,
+                &[(2, code), (27, enorm)],
+                self.k,
+            )?
+            .with_work(Work::words(self.k * self.d, self.k));
         let mm = super::matmul::Matmul { m: self.n, n: self.k, k: self.d, trans_b: true, ..Default::default() };
         let b = mm.launch(gpu, &format!("{label} vq_dots"), z, code, dots, None)?;
         let label = format!("{label} vq_argmin[{}x{} k{}]", self.n, self.d, self.k);
@@ -169,7 +171,9 @@ impl Vq {
             let bind = [(1, z), (2, code), (3, idx), (4, zq), (5, dist), (28, enorm), (29, dots)];
             self.go(gpu, label, "vq_argmin", &p, &bind, self.n)?
         };
-        Ok(vec![a, b, c])
+        // Reads the dots, the norms, z and the chosen codes; writes zq, idx and dist.
+        let (n, d, k) = (self.n, self.d, self.k);
+        Ok(vec![a, b, c.with_work(Work::words(n * k + k + 2 * n * d, n * d + 2 * n))])
     }
 
     /// The stable counting sort of the vectors by code, from `counts` (of all N vectors): starts and order
@@ -186,14 +190,16 @@ impl Vq {
         let (starts, _) = self.split(members, self.k);
         // With 4 or more indices, also as vec4 (4 a load: `vq_fill_v4`).
         let v4 = self.n >= 4;
-        let b = self.go(
-            gpu,
-            format!("{label} vq_fill[{} k{}]", self.n, self.k),
-            if v4 { "vq_fill_v4" } else { "vq_fill" },
-            &p,
-            &[(6, idx), (23, starts), (25, order), (35, idx)][..if v4 { 4 } else { 3 }],
-            self.k,
-        )?;
+        let b = self
+            .go(
+                gpu,
+                format!("{label} vq_fill[{} k{}]", self.n, self.k),
+                if v4 { "vq_fill_v4" } else { "vq_fill" },
+                &p,
+                &[(6, idx), (23, starts), (25, order), (35, idx)][..if v4 { 4 } else { 3 }],
+                self.k,
+            )?
+            .with_work(Work::words(self.n + self.k, self.n));
         Ok(vec![a, b])
     }
 
@@ -219,7 +225,10 @@ impl Vq {
         need_len(OP, "idx", &idx, self.n)?;
         let p = Params { scale, ..self.params() };
         let label = format!("{label} vq_backward[{}x{}]", self.n, self.d);
-        self.go(gpu, label, "vq_backward", &p, &[(1, z), (2, code), (6, idx), (7, dzq), (8, dz)], self.n * self.d)
+        let (n, d) = (self.n, self.d);
+        let l = self.go(gpu, label, "vq_backward", &p, &[(1, z), (2, code), (6, idx), (7, dzq), (8, dz)], n * d)?;
+        // Reads z, dzq, the chosen codes and idx; writes dz.
+        Ok(l.with_work(Work::words(3 * n * d + n, n * d)))
     }
 
     /// counts\[k\] = number of vectors assigned to code k (only those of valid rows when `valid` is given).
@@ -254,6 +263,7 @@ impl Vq {
             &[(6, idx), (9, counts), (13, state), (35, idx)][..if v4 { 4 } else { 3 }],
             self.k,
         )
+        .map(|l| l.with_work(Work::words(self.n, self.k)))
     }
 
     /// After [`Vq::sort`], the EMA statistics: m ← decay·m + (1 − decay)·Σz and N ← decay·N + (1 − decay)·counts, in `table`.
@@ -278,7 +288,10 @@ impl Vq {
         let label = format!("{label} vq_stats_ema[{}x{} k{}]", self.n, self.d, self.k);
         let (starts, order) = self.split(members, self.k);
         let b = [(1, z), (10, counts), (11, table), (24, starts), (26, order)];
-        self.go(gpu, label, "vq_stats_ema", &p, &b, self.k * self.d)
+        // Reads z, the counts, starts, order and the EMA state (m, N); writes m and N.
+        let (n, d, k) = (self.n, self.d, self.k);
+        let work = Work::words(n * d + n + 3 * k + k * d, k * d + k);
+        self.go(gpu, label, "vq_stats_ema", &p, &b, k * d).map(|l| l.with_work(work))
     }
 
     /// After [`Vq::sort`]: gcode = scale·(counts·code − Σz): the codebook-loss gradient (scale = 2 / (N·D) for mean((sg\[z\] − e)²)).
@@ -304,7 +317,10 @@ impl Vq {
         let label = format!("{label} vq_stats_grad[{}x{} k{}]", self.n, self.d, self.k);
         let (starts, order) = self.split(members, self.k);
         let b = [(1, z), (2, code), (10, counts), (12, gcode), (24, starts), (26, order)];
-        self.go(gpu, label, "vq_stats_grad", &p, &b, self.k * self.d)
+        // Reads z, the codes, the counts, starts and order; writes the codes' gradient.
+        let (n, d, k) = (self.n, self.d, self.k);
+        let work = Work::words(n * d + k * d + 2 * k + n, k * d);
+        self.go(gpu, label, "vq_stats_grad", &p, &b, k * d).map(|l| l.with_work(work))
     }
 
     /// The codebook from the EMA state (Laplace smoothing `eps`), and with `restart = Some(threshold)` the
@@ -336,7 +352,10 @@ impl Vq {
             ..self.table_params(at)
         };
         let label = format!("{label} vq_ema_finish[k{}x{}]", self.k, self.d);
+        // Reads the EMA state (N, m); writes the codes.
+        let work = Work::words(self.k + self.k * self.d, self.k * self.d);
         self.one_group(gpu, label, "vq_ema_finish", &p, &[(1, z), (11, table), (13, state), (14, vqm)])
+            .map(|l| l.with_work(work))
     }
 
     /// vqm[slot..slot + 3] += (perplexity, used codes, 1) of `counts`; usage += counts.
@@ -422,6 +441,9 @@ impl ReconMse {
             batch_word: ALL_VALID,
             ..Default::default()
         };
+        // Reads the reconstruction, x and the distances; writes its gradient and two sums an image.
+        let pixels = self.batch * self.h * self.w * self.c;
+        let work = Work::words(2 * pixels + self.batch * self.per_row + self.batch * per2, pixels + 2 * self.batch);
         gpu.launch(
             format!("{label} recon_mse[{}x{}x{}x{}]", self.batch, self.h, self.w, self.c),
             "vq",
@@ -431,5 +453,6 @@ impl ReconMse {
             &[(16, xhat), (17, x), (18, dxhat), (19, rows), (20, dist)],
             [self.batch as u32, 1, 1],
         )
+        .map(|l| l.with_work(work))
     }
 }

@@ -78,6 +78,38 @@ fn launch_profile_times_every_launch_of_a_step_in_order() {
             }
         }
     }
+    // Each launch's rate is the work its launcher states over its median time: a product's 2·M·N·K
+    // FLOPs (its shape from the label), Adam's 16 bytes read and 12 written a parameter, the gather's
+    // byte read and float written a pixel (and an index a row); the fraction as the bench tables'.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    let ceiling = |l: &vaegpu::bench::LaunchRow, read: f64, write: f64| {
+        (read / r.ceilings.read_gbs + write / r.ceilings.write_gbs) / 1e3 / l.micros
+    };
+    let (mut products, mut adams, mut gathers) = (0, 0, 0);
+    for l in &r.launches {
+        if l.label.contains("matmul") && !l.label.contains("split_finish") {
+            let shape = l.label.split('[').nth(1).and_then(|s| s.split([']', ' ']).next()).unwrap_or("");
+            let mnk: Vec<f64> = shape.split('x').filter_map(|v| v.parse().ok()).collect();
+            assert_eq!(mnk.len(), 3, "{l:?}");
+            let flops = 2.0 * mnk[0] * mnk[1] * mnk[2];
+            assert!(l.unit == "GFLOP/s" && close(l.rate, flops / l.micros / 1e3), "{l:?}");
+            assert!(close(l.fraction_of_ceiling, l.rate / r.ceilings.fma_gflops), "{l:?}");
+            products += 1;
+        } else if let Some(n) = l.label.strip_prefix("adam[").and_then(|s| s.strip_suffix(']')) {
+            let n: f64 = n.parse().unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            assert!(l.unit == "GB/s" && close(l.rate, 28.0 * n / l.micros / 1e3), "{l:?}");
+            assert!(close(l.fraction_of_ceiling, ceiling(l, 16.0 * n, 12.0 * n)), "{l:?}");
+            adams += 1;
+        } else if l.label.contains("gather") {
+            let (b, d) = (16.0, 784.0);
+            assert!(l.unit == "GB/s" && close(l.rate, (b * (d + 4.0) + 4.0 * b * d) / l.micros / 1e3), "{l:?}");
+            gathers += 1;
+        } else if l.label.contains("advance") || l.label.contains("norm_finalize") {
+            assert!(l.unit == "-" && l.rate == 0.0 && l.fraction_of_ceiling == 0.0, "{l:?}");
+        }
+    }
+    assert!(products >= 6 && adams == 1 && gathers == 1, "{}", r.table());
+    assert!(r.ceilings.read_gbs > 0.0 && r.ceilings.write_gbs > 0.0 && r.ceilings.fma_gflops > 0.0);
     let first = &r.launches[0].label;
     assert!(first.contains("gather"), "{first}");
     assert!(r.launches.iter().any(|l| l.label.starts_with("adam[") && l.entry.starts_with("adam")), "{}", r.table());
@@ -96,7 +128,9 @@ fn launch_profile_times_every_launch_of_a_step_in_order() {
     assert!(r.kernels.windows(2).all(|w| w[0].micros >= w[1].micros), "{}", r.table());
     assert!((r.kernels.iter().map(|k| k.share).sum::<f64>() - 1.0).abs() < 1e-9);
     let table = r.table();
-    for text in ["its launches alone add up to", "3 rounds", "by kernel:", "step rounds:"] {
+    for text in
+        ["its launches alone add up to", "3 rounds", "by kernel:", "step rounds:", "ceilings: read", "GFLOP/s", "GB/s"]
+    {
         assert!(table.contains(text), "{text}: {table}");
     }
     let err = vaegpu::bench::run_launches(&gpu, "gan", 2, t, 1).expect_err("unknown model refused");
