@@ -671,9 +671,12 @@ pub fn ceilings(gpu: &Gpu, t: Timing) -> Result<Ceilings> {
     };
     let l = launch4("copy", n4, &[(1, (&sb).into()), (2, (&db).into())])?;
     let bits: &[u32] = bytemuck::cast_slice(&src);
-    // Runs `l`, checks its output `out` bit for bit against `want` (a memcmp, then the word-wise search
-    // only to name the first wrong word), then times it: seconds per launch.
+    // Poisons `out` with NaN, runs `l`, checks its output bit for bit against `want` (a memcmp, then the
+    // word-wise search only to name the first wrong word), then times it: seconds per launch. The forms
+    // share their output buffers, so without the poison a form that wrote nothing could pass on what
+    // an earlier one left.
     let checked = |entry: &str, l: &Launch, out: &wgpu::Buffer, want: &[u32]| -> Result<f64> {
+        gpu.write(out, 0, &vec![f32::NAN; want.len()]);
         gpu.run(l)?;
         let got = gpu.read_f32(out)?;
         let got: &[u32] = bytemuck::cast_slice(&got);
